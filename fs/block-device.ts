@@ -1,0 +1,58 @@
+/**
+ * The one interface every filesystem and benchmark speaks to storage through.
+ *
+ * Two implementations exist: the guest's frontend driver (blkfront: every call becomes a hypercall into the
+ * monitor's block driver) and the host's native file backend (pread/pwrite on the image). The same filesystem
+ * code therefore runs inside a guest domain and natively on the host (mkfs, fsck, the benchmark's baseline).
+ *
+ * Offsets and lengths are in bytes and must be multiples of SECTOR_SIZE. Buffers handed to read/write should come
+ * from allocBuffer(): in a guest that is DMA-able guest memory, so the monitor copies straight into or out of it;
+ * any other Uint8Array works too, through a bounce buffer.
+ */
+export const SECTOR_SIZE = 512;
+
+export interface BlockDeviceInfo {
+  /** Size of the device in bytes. */
+  readonly sizeBytes: number;
+  /** True when the grant (or the backing file) refuses writes. */
+  readonly readOnly: boolean;
+}
+
+export interface WriteOptions {
+  /** Force unit access: the write is durable on the backend before it completes. */
+  fua?: boolean;
+}
+
+export interface BlockDevice extends BlockDeviceInfo {
+  read(offset: number, dst: Uint8Array): Promise<void>;
+  write(offset: number, src: Uint8Array, options?: WriteOptions): Promise<void>;
+  /** Everything completed before the call is durable on the backend when it resolves. */
+  flush(): Promise<void>;
+  /** The range may read back as zeros afterwards; its old contents are gone. */
+  discard(offset: number, length: number): Promise<void>;
+  /** A buffer the device can transfer into/out of without a copy. */
+  allocBuffer(size: number): Uint8Array;
+  /** Give a buffer from allocBuffer back. */
+  freeBuffer(buf: Uint8Array): void;
+  close(): Promise<void>;
+}
+
+/** An error carrying a POSIX errno name, as the block layer and the filesystem report failures. */
+export class IoError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(`${code}: ${message}`);
+    this.name = 'IoError';
+  }
+}
+
+export function checkRange(info: BlockDeviceInfo, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+    throw new IoError('EINVAL', `bad range ${offset}+${length}`);
+  }
+  if (offset % SECTOR_SIZE !== 0 || length % SECTOR_SIZE !== 0) {
+    throw new IoError('EINVAL', `range ${offset}+${length} is not sector aligned`);
+  }
+  if (offset + length > info.sizeBytes) {
+    throw new IoError('EIO', `range ${offset}+${length} beyond device end ${info.sizeBytes}`);
+  }
+}

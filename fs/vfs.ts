@@ -1,0 +1,77 @@
+/**
+ * The POSIX-style operations a domain's filesystem offers its guest kernel, path based (as FUSE is).
+ * Errors are thrown as IoError with a POSIX errno name in `code` (ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY,
+ * ENOSPC, ENAMETOOLONG, EROFS, EINVAL, EBADF, ELOOP, EMLINK, EFBIG, EIO).
+ *
+ * The guest agent serves host requests (the FUSE adapter, `exec`) by calling exactly these, so this file is the
+ * contract between fs/, guests/ and mount/.
+ */
+export interface Stat {
+  ino: number;
+  /** File type and permission bits, as in st_mode (S_IFREG | 0o644 ...). */
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** 512-byte units allocated, as st_blocks. */
+  blocks: number;
+  atimeMs: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+export interface StatFs {
+  bsize: number;
+  frsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  namemax: number;
+}
+
+/** open(2) flags the filesystem honours (Linux values). */
+export const O_ACCMODE = 3;
+export const O_RDONLY = 0;
+export const O_WRONLY = 1;
+export const O_RDWR = 2;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_TRUNC = 0o1000;
+export const O_APPEND = 0o2000;
+
+export const S_IFMT = 0o170000;
+export const S_IFREG = 0o100000;
+export const S_IFDIR = 0o040000;
+export const S_IFLNK = 0o120000;
+
+export interface Vfs {
+  /** lstat semantics: a symlink is reported as itself. */
+  getattr(path: string): Promise<Stat>;
+  readdir(path: string): Promise<string[]>;
+  mkdir(path: string, mode: number): Promise<void>;
+  rmdir(path: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  /** Replaces an existing target as rename(2) does. */
+  rename(from: string, to: string): Promise<void>;
+  link(existing: string, newPath: string): Promise<void>;
+  symlink(target: string, path: string): Promise<void>;
+  readlink(path: string): Promise<string>;
+  /** Returns a file handle. */
+  create(path: string, mode: number, flags?: number): Promise<number>;
+  open(path: string, flags: number): Promise<number>;
+  release(fh: number): Promise<void>;
+  /** Returns up to `length` bytes; fewer at end of file. */
+  read(fh: number, position: number, length: number): Promise<Uint8Array>;
+  /** Returns the number of bytes written (all of them unless an error is thrown). */
+  write(fh: number, position: number, data: Uint8Array): Promise<number>;
+  /** Durable on the backend (journal committed, data flushed) before it resolves. */
+  fsync(fh: number, datasync: boolean): Promise<void>;
+  truncate(path: string, size: number): Promise<void>;
+  chmod(path: string, mode: number): Promise<void>;
+  chown(path: string, uid: number, gid: number): Promise<void>;
+  utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void>;
+  statfs(path: string): Promise<StatFs>;
+}
