@@ -1,0 +1,23 @@
+/**
+ * The cluster lock service the filesystem uses for coherence between domains sharing one volume.
+ *
+ * In a guest it is the monitor's lock service reached by hypercall (guests/); natively on the host, and in
+ * tests that run several filesystem instances in one process, it is an in-process service with the same
+ * semantics. Lock names are small non-negative integers chosen by the filesystem (0 = the whole volume).
+ *
+ * Semantics (as OCFS2/GFS2 glocks): any number of shared holders or one exclusive holder. A holder keeps its
+ * lock cached after use; when another domain asks for a conflicting mode, the service calls the holder's revoke
+ * handler, and the holder commits its journal, writes back, drops what it may no longer trust and calls unlock.
+ * Every grant returns the lock's generation; an unlock with `dirty` (the holder changed what the lock protects)
+ * bumps it, so a holder whose remembered generation differs knows its cache is stale.
+ */
+export type LockMode = 'shared' | 'exclusive';
+
+export interface LockService {
+  /** Resolves with the lock's generation once granted in `mode` (an upgrade from shared is allowed). */
+  lock(name: number, mode: LockMode): Promise<number>;
+  /** Gives the lock back; `dirty` bumps the generation. */
+  unlock(name: number, dirty: boolean): Promise<void>;
+  /** Called when another domain waits for `name` in a mode that conflicts with ours. */
+  onRevoke(handler: (name: number, wanted: LockMode) => void): void;
+}
