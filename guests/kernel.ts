@@ -1,0 +1,139 @@
+import { performance } from 'node:perf_hooks';
+import { setImmediate as yieldToProcesses } from 'node:timers/promises';
+import { Doorbell, Vic } from '../hypervisor/abi.js';
+
+/** A device driver that can be polled for completions instead of waiting for its interrupt. */
+export interface PolledDriver {
+  /** Requests issued and not completed. */
+  outstanding(): number;
+  /** Reap completions; returns how many. */
+  poll(): number;
+  /** About to sleep: ask the monitor to interrupt on the next completion; true when completions slipped in. */
+  arm(): boolean;
+}
+
+export interface Process {
+  pid: number;
+  name: string;
+  startedAt: number;
+}
+
+export interface KernelOptions {
+  vic: SharedArrayBuffer;
+  doorbell: SharedArrayBuffer;
+  /** How long the idle loop polls for completions, while I/O is outstanding, before it sleeps. */
+  spinMicros: number;
+}
+
+/**
+ * The guest kernel: a process table (processes are async tasks), interrupt dispatch and the idle loop.
+ *
+ * The idle loop never blocks the event loop: it waits for the virtual interrupt controller's sequence word with
+ * Atomics.waitAsync, dispatches pending lines to their handlers (which wake the processes sleeping on wait queues),
+ * and lets the woken processes run before it looks again. While I/O is outstanding it first polls the drivers
+ * for a short while, since a completion reaped by polling costs a few microseconds and a wake-up about thirty.
+ */
+export class GuestKernel {
+  private readonly vic: Int32Array;
+  private readonly doorbell: Int32Array;
+  private readonly handlers = new Map<number, () => void>();
+  private readonly drivers: PolledDriver[] = [];
+  private readonly processes = new Map<number, Process>();
+  private nextPid = 1;
+  private stopped = false;
+  private idle: Promise<void> | undefined;
+  private alive: NodeJS.Timeout | undefined;
+  readonly counters = { interrupts: 0, hypercalls: 0, polledCompletions: 0 };
+
+  constructor(private readonly options: KernelOptions) {
+    this.vic = new Int32Array(options.vic);
+    this.doorbell = new Int32Array(options.doorbell);
+  }
+
+  start(): void {
+    // A pending Atomics.waitAsync does not keep Node's event loop alive; this handle does, while the kernel runs.
+    this.alive ??= setInterval(() => {}, 1 << 30);
+    this.idle ??= this.idleLoop();
+  }
+
+  /** Stop the idle loop (the domain is shutting down). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.alive);
+    Atomics.add(this.vic, Vic.SEQ, 1);
+    Atomics.notify(this.vic, Vic.SEQ);
+    await this.idle;
+  }
+
+  onInterrupt(line: number, handler: () => void): void {
+    this.handlers.set(line, handler);
+  }
+
+  registerDriver(driver: PolledDriver): void {
+    this.drivers.push(driver);
+  }
+
+  /** The hypercall that wakes the monitor (only issued when the monitor asked for it). */
+  notifyMonitor(): void {
+    this.counters.hypercalls++;
+    Atomics.add(this.doorbell, Doorbell.SEQ, 1);
+    Atomics.notify(this.doorbell, Doorbell.SEQ, 1);
+  }
+
+  /** Run `body` as a process of this domain. */
+  async spawn<T>(name: string, body: (process: Process) => Promise<T>): Promise<T> {
+    const process: Process = { pid: this.nextPid++, name, startedAt: Date.now() };
+    this.processes.set(process.pid, process);
+    try {
+      return await body(process);
+    } finally {
+      this.processes.delete(process.pid);
+    }
+  }
+
+  listProcesses(): Process[] {
+    return [...this.processes.values()];
+  }
+
+  private dispatch(): boolean {
+    const pending = Atomics.exchange(this.vic, Vic.PENDING, 0);
+    if (pending === 0) return false;
+    this.counters.interrupts++;
+    for (let line = 0; line < 32; line++) if (pending & (1 << line)) this.handlers.get(line)?.();
+    return true;
+  }
+
+  private pollDrivers(): number {
+    let reaped = 0;
+    for (const driver of this.drivers) reaped += driver.poll();
+    return reaped;
+  }
+
+  private async idleLoop(): Promise<void> {
+    const spinMs = this.options.spinMicros / 1000;
+    while (!this.stopped) {
+      const seq = Atomics.load(this.vic, Vic.SEQ);
+      if (this.dispatch() || this.pollDrivers() > 0) {
+        await yieldToProcesses();
+        continue;
+      }
+      if (this.drivers.some((d) => d.outstanding() > 0)) {
+        const until = performance.now() + spinMs;
+        let reaped = 0;
+        while (reaped === 0 && Atomics.load(this.vic, Vic.SEQ) === seq && performance.now() < until) {
+          reaped = this.pollDrivers();
+        }
+        if (reaped > 0) {
+          this.counters.polledCompletions += reaped;
+          await yieldToProcesses();
+          continue;
+        }
+      }
+      let slipped = false;
+      for (const driver of this.drivers) slipped = driver.arm() || slipped;
+      if (slipped || Atomics.load(this.vic, Vic.SEQ) !== seq) continue;
+      const wait = Atomics.waitAsync(this.vic, Vic.SEQ, seq);
+      if (wait.async) await wait.value;
+    }
+  }
+}

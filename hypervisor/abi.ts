@@ -1,0 +1,148 @@
+/**
+ * The hypercall ABI: the only definitions that cross the boundary between a guest domain and the monitor
+ * (in the spirit of Xen's io/blkif.h and io/ring.h). Both sides import this file and nothing else of each other.
+ *
+ * Shared memory a domain has with the monitor (and nothing else):
+ *  - its request ring (one SharedArrayBuffer: a header, then RING_SLOTS slots; a response overwrites the slot of
+ *    a request already consumed, as in Xen's shared rings);
+ *  - its virtual interrupt controller page (pending lines, a sequence word the guest waits on);
+ *  - its memory, into and out of which the monitor performs I/O (the guest's DMA-able buffers live there);
+ *  - the monitor's doorbell (one word the monitor sleeps on; guests bump it only when the monitor asked to be
+ *    woken, event-idx style).
+ */
+
+/** Sector size of the block protocol. */
+export const SECTOR = 512;
+
+// ---- operations -----------------------------------------------------------------------------------------------
+export const Op = {
+  READ: 0,
+  WRITE: 1,
+  /** Everything completed before it is durable on the backend (fdatasync). */
+  FLUSH: 2,
+  /** The range's contents are dropped; it reads back as zeros. */
+  DISCARD: 3,
+  /** Control: size in sectors and grant flags of the vbd. */
+  VOLINFO: 16,
+  /** Control: take a cluster lock (sector = name, count = mode); the response comes when granted. */
+  LOCK: 17,
+  /** Control: release a cluster lock (sector = name, flags & REQ_DIRTY bumps its generation). */
+  UNLOCK: 18,
+} as const;
+export type OpCode = (typeof Op)[keyof typeof Op];
+
+/** Request flags. */
+export const REQ_FUA = 1;
+export const REQ_DIRTY = 2;
+
+/** Lock modes carried in the count field of LOCK. */
+export const LOCK_SHARED = 1;
+export const LOCK_EXCLUSIVE = 2;
+
+/** Largest transfer of one request, in sectors (4 MiB). Bigger transfers are split by the frontend. */
+export const MAX_SECTORS_PER_REQUEST = 8192;
+
+// ---- statuses (negative Linux errno values, 0 = success) -----------------------------------------------------
+export const Status = {
+  OK: 0,
+  EIO: -5,
+  EFAULT: -14,
+  ENODEV: -19,
+  EINVAL: -22,
+  EROFS: -30,
+  ERANGE: -34,
+  EOPNOTSUPP: -95,
+  /** The domain is being torn down or its ring was shut because of garbage indices. */
+  ESHUTDOWN: -108,
+} as const;
+
+export function statusName(status: number): string {
+  for (const [name, value] of Object.entries(Status)) if (value === status) return name;
+  return `status ${status}`;
+}
+
+// ---- ring layout (Int32 words) --------------------------------------------------------------------------------
+export const RING_SLOTS = 128;
+export const RING_HEADER_WORDS = 16;
+export const SLOT_WORDS = 8;
+export const RING_BYTES = (RING_HEADER_WORDS + RING_SLOTS * SLOT_WORDS) * 4;
+
+/** Header words. Indices are free-running unsigned 32-bit counters; slot = index % RING_SLOTS. */
+export const Ring = {
+  /** Written by the guest: requests published so far. */
+  REQ_PROD: 0,
+  /** Written by the monitor: ring the doorbell when REQ_PROD passes this value (event idx). */
+  REQ_EVENT: 1,
+  /** Written by the monitor: responses published so far. */
+  RSP_PROD: 2,
+  /** Written by the guest: raise the interrupt when RSP_PROD passes this value. */
+  RSP_EVENT: 3,
+  /** Written by the monitor: non-zero once the ring is shut (a Status explaining why). */
+  FAULT: 4,
+} as const;
+
+/** Request slot words. */
+export const Req = {
+  ID: 0,
+  OP: 1,
+  SECTOR_LO: 2,
+  SECTOR_HI: 3,
+  COUNT: 4,
+  /** Byte offset of the buffer in the domain's memory. */
+  MEM_OFFSET: 5,
+  /** Index of the virtual block device in the domain's grant table. */
+  VBD: 6,
+  FLAGS: 7,
+} as const;
+
+/** Response slot words (overwrite a consumed request slot). */
+export const Rsp = {
+  ID: 0,
+  STATUS: 1,
+  /** VOLINFO: size in sectors; LOCK: the lock's generation (VALUE_LO). */
+  VALUE_LO: 2,
+  VALUE_HI: 3,
+  /** VOLINFO: VBD_READ_ONLY. */
+  INFO_FLAGS: 4,
+} as const;
+export const VBD_READ_ONLY = 1;
+
+// ---- virtual interrupt controller page (Int32 words) ----------------------------------------------------------
+export const VIC_WORDS = 64;
+export const Vic = {
+  /** Bumped on every raise; the guest kernel waits on it (Atomics.waitAsync). */
+  SEQ: 0,
+  /** Bit n set = line n pending. */
+  PENDING: 1,
+  /** Lock names to give back (LINE_LOCK_REVOKE): one bit per name, names 0..(32*REVOKE_WORDS-1). */
+  REVOKE_BASE: 32,
+  REVOKE_WORDS: 32,
+} as const;
+
+/** Virtual interrupt lines. */
+export const Line = {
+  /** Block responses are ready. */
+  BLKIF: 0,
+  /** The monitor wants locks back (names in the revoke bitmap). */
+  LOCK_REVOKE: 1,
+} as const;
+
+// ---- the monitor's doorbell (Int32 words) ---------------------------------------------------------------------
+export const DOORBELL_WORDS = 16;
+export const Doorbell = {
+  /** Bumped by a guest or the toolstack to wake the monitor. */
+  SEQ: 0,
+} as const;
+
+/** Unsigned 32-bit distance a - b. */
+export function u32Sub(a: number, b: number): number {
+  return (a - b) >>> 0;
+}
+
+/**
+ * Event-idx test (as Xen's RING_PUSH_..._AND_CHECK_NOTIFY): the peer asked to be told once the producer index
+ * reaches `eventIdx`; moving the producer from `oldIdx` to `newIdx` notifies when eventIdx lies in (oldIdx, newIdx].
+ */
+export function needsNotify(eventIdx: number, newIdx: number, oldIdx: number): boolean {
+  return u32Sub(newIdx, eventIdx) < u32Sub(newIdx, oldIdx);
+}

@@ -1,0 +1,15 @@
+/**
+ * What the monitor's block driver does I/O against. Calls are synchronous: the monitor is a thread of its own
+ * that serves every domain's ring, and page-cache I/O done inline costs less than any hand-off to other threads.
+ * Transfers go straight between the backend and the guest's memory (views onto its SharedArrayBuffer).
+ */
+export interface BlockBackend {
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  read(position: number, into: Uint8Array): void;
+  write(position: number, from: Uint8Array): void;
+  /** Make every completed write durable (fdatasync). */
+  flush(): void;
+  discard(position: number, length: number): void;
+  close(): void;
+}

@@ -1,0 +1,23 @@
+import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
+
+/**
+ * Control messages between the toolstack and the monitor thread (the control path, like Xen's domctl; never on
+ * the per-request path). The toolstack posts a command and rings the doorbell; the monitor acknowledges it.
+ */
+export type MonitorCommand =
+  | { type: 'add-volume'; seq: number; id: number; name: string; path: string; readOnly: boolean }
+  | { type: 'add-domain'; seq: number; id: number; name: string; pages: DomainPages; grants: Grant[] }
+  | { type: 'remove-domain'; seq: number; id: number }
+  | { type: 'shutdown'; seq: number };
+
+export type MonitorReply =
+  | { type: 'ack'; seq: number }
+  | { type: 'error'; seq: number; message: string }
+  | { type: 'event'; event: MonitorEvent };
+
+export interface MonitorWorkerData {
+  doorbell: SharedArrayBuffer;
+  stats: SharedArrayBuffer;
+  /** How long the monitor polls its rings after the last request before it sleeps on the doorbell. */
+  spinMicros: number;
+}
