@@ -39,8 +39,8 @@ export interface BlockDevice extends BlockDeviceInfo {
 
 /** An error carrying a POSIX errno name, as the block layer and the filesystem report failures. */
 export class IoError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(`${code}: ${message}`);
+  constructor(readonly code: string, readonly detail: string) {
+    super(`${code}: ${detail}`);
     this.name = 'IoError';
   }
 }

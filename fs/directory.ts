@@ -1,0 +1,198 @@
+/**
+ * Directories: files whose blocks are metadata blocks of entries (ext2-style variable-length records).
+ *
+ *   entry: ino u32 (0 = unused) | recLen u16 | nameLen u8 | type u8 | name bytes, padded to 4 bytes
+ *
+ * The records of a block cover it from the header to the end. The first block starts with `.` and `..`.
+ * Removing an entry merges its space into the previous record; adding one reuses slack or appends a block.
+ */
+import { IoError } from './block-device.js';
+import type { BlockCache } from './block-cache.js';
+import type { BlockMap } from './block-map.js';
+import type { Inode } from './inode.js';
+import { BLOCK_SIZE, BlockType, HEADER_SIZE, view } from './layout.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './vfs.js';
+
+export const ENTRY_HEADER = 8;
+
+export enum EntryType {
+  Unknown = 0,
+  Regular = 1,
+  Directory = 2,
+  Symlink = 7,
+}
+
+export function entryTypeOf(mode: number): EntryType {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return EntryType.Regular;
+    case S_IFDIR: return EntryType.Directory;
+    case S_IFLNK: return EntryType.Symlink;
+    default: return EntryType.Unknown;
+  }
+}
+
+export interface DirEntry {
+  ino: number;
+  type: EntryType;
+  name: Uint8Array;
+  /** Where the record lives. */
+  address: number;
+  offset: number;
+  recLen: number;
+}
+
+const DOT = new Uint8Array([0x2e]);
+const DOTDOT = new Uint8Array([0x2e, 0x2e]);
+
+function recordSize(nameLen: number): number {
+  return (ENTRY_HEADER + nameLen + 3) & ~3;
+}
+
+function sameName(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function writeRecord(block: Uint8Array, offset: number, recLen: number, ino: number, type: EntryType, name: Uint8Array): void {
+  const v = view(block);
+  v.setUint32(offset, ino, true);
+  v.setUint16(offset + 4, recLen, true);
+  block[offset + 6] = name.length;
+  block[offset + 7] = type;
+  block.set(name, offset + ENTRY_HEADER);
+}
+
+/**
+ * Every record of a directory block, or a description of what is wrong with it.
+ * Used by the filesystem (which turns problems into EIO) and by fsck.
+ */
+export function parseDirBlock(block: Uint8Array, address: number): DirEntry[] | string {
+  const v = view(block);
+  const entries: DirEntry[] = [];
+  let offset = HEADER_SIZE;
+  while (offset < BLOCK_SIZE) {
+    if (offset + ENTRY_HEADER > BLOCK_SIZE) return `directory block ${address}: record header at ${offset} crosses the block end`;
+    const ino = v.getUint32(offset, true);
+    const recLen = v.getUint16(offset + 4, true);
+    const nameLen = block[offset + 6];
+    if (recLen < ENTRY_HEADER || recLen % 4 !== 0 || offset + recLen > BLOCK_SIZE) {
+      return `directory block ${address}: bad record length ${recLen} at ${offset}`;
+    }
+    if (recordSize(nameLen) > recLen) return `directory block ${address}: name of ${nameLen} bytes overflows its record at ${offset}`;
+    entries.push({ ino, type: block[offset + 7], name: block.subarray(offset + ENTRY_HEADER, offset + ENTRY_HEADER + nameLen), address, offset, recLen });
+    offset += recLen;
+  }
+  return entries;
+}
+
+export class Directories {
+  constructor(
+    private readonly cache: BlockCache,
+    private readonly map: BlockMap,
+  ) {}
+
+  /** The blocks of a directory with their records (in use or not). */
+  private async *blocks(dir: Inode): AsyncGenerator<{ address: number; entries: DirEntry[] }> {
+    const count = Math.ceil(dir.size / BLOCK_SIZE);
+    for (let i = 0; i < count; i++) {
+      const address = await this.map.lookup(dir, i);
+      if (!address) throw new IoError('EIO', `directory ${dir.ino} has a hole at block ${i}`);
+      const parsed = parseDirBlock(await this.cache.get(address, BlockType.Directory), address);
+      if (typeof parsed === 'string') throw new IoError('EIO', parsed);
+      yield { address, entries: parsed };
+    }
+  }
+
+  async lookup(dir: Inode, name: Uint8Array): Promise<DirEntry | null> {
+    for await (const { entries } of this.blocks(dir)) {
+      for (const entry of entries) if (entry.ino !== 0 && sameName(entry.name, name)) return entry;
+    }
+    return null;
+  }
+
+  /** Names in the directory, `.` and `..` first. */
+  async list(dir: Inode): Promise<Array<{ name: Uint8Array; ino: number; type: EntryType }>> {
+    const out: Array<{ name: Uint8Array; ino: number; type: EntryType }> = [];
+    for await (const { entries } of this.blocks(dir)) {
+      for (const e of entries) if (e.ino !== 0) out.push({ name: e.name.slice(), ino: e.ino, type: e.type });
+    }
+    return out;
+  }
+
+  async isEmpty(dir: Inode): Promise<boolean> {
+    for await (const { entries } of this.blocks(dir)) {
+      for (const e of entries) {
+        if (e.ino !== 0 && !sameName(e.name, DOT) && !sameName(e.name, DOTDOT)) return false;
+      }
+    }
+    return true;
+  }
+
+  /** Adds an entry (the caller checked that the name is free). May grow `dir` (written by the caller). */
+  async add(dir: Inode, name: Uint8Array, ino: number, type: EntryType): Promise<void> {
+    const needed = recordSize(name.length);
+    for await (const { address, entries } of this.blocks(dir)) {
+      for (const e of entries) {
+        if (e.ino === 0 && e.recLen >= needed) {
+          writeRecord(await this.cache.getForWrite(address, BlockType.Directory), e.offset, e.recLen, ino, type, name);
+          return;
+        }
+        const used = recordSize(e.name.length);
+        if (e.ino !== 0 && e.recLen - used >= needed) {
+          const block = await this.cache.getForWrite(address, BlockType.Directory);
+          view(block).setUint16(e.offset + 4, used, true);
+          writeRecord(block, e.offset + used, e.recLen - used, ino, type, name);
+          return;
+        }
+      }
+    }
+    const block = await this.appendBlock(dir);
+    writeRecord(block, HEADER_SIZE, BLOCK_SIZE - HEADER_SIZE, ino, type, name);
+  }
+
+  private async appendBlock(dir: Inode): Promise<Uint8Array> {
+    const index = Math.ceil(dir.size / BLOCK_SIZE);
+    const { phys } = await this.map.ensureRun(dir, index, 1, 0);
+    dir.size = (index + 1) * BLOCK_SIZE;
+    return this.cache.create(phys, BlockType.Directory);
+  }
+
+  /** Creates the first block of a new directory with `.` and `..`. */
+  async init(dir: Inode, parent: number): Promise<void> {
+    const block = await this.appendBlock(dir);
+    const dotSize = recordSize(1);
+    writeRecord(block, HEADER_SIZE, dotSize, dir.ino, EntryType.Directory, DOT);
+    writeRecord(block, HEADER_SIZE + dotSize, BLOCK_SIZE - HEADER_SIZE - dotSize, parent, EntryType.Directory, DOTDOT);
+  }
+
+  async remove(dir: Inode, name: Uint8Array): Promise<void> {
+    for await (const { address, entries } of this.blocks(dir)) {
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i];
+        if (e.ino === 0 || !sameName(e.name, name)) continue;
+        const block = await this.cache.getForWrite(address, BlockType.Directory);
+        if (i > 0) {
+          view(block).setUint16(entries[i - 1].offset + 4, entries[i - 1].recLen + e.recLen, true);
+        } else {
+          view(block).setUint32(e.offset, 0, true);
+          block[e.offset + 6] = 0;
+          block[e.offset + 7] = 0;
+        }
+        return;
+      }
+    }
+    throw new IoError('ENOENT', 'no such entry');
+  }
+
+  /** Points an existing entry at another inode (rename over a target, `..` of a moved directory). */
+  async retarget(dir: Inode, name: Uint8Array, ino: number, type: EntryType): Promise<void> {
+    const entry = await this.lookup(dir, name);
+    if (!entry) throw new IoError('ENOENT', 'no such entry');
+    const block = await this.cache.getForWrite(entry.address, BlockType.Directory);
+    view(block).setUint32(entry.offset, ino, true);
+    block[entry.offset + 7] = type;
+  }
+}
+
+export { DOT, DOTDOT, sameName };

@@ -1,0 +1,104 @@
+/**
+ * Reading and writing file contents. Data blocks bypass the cache and the journal (ordered mode, as ext3's
+ * default): they are written in place before the transaction that maps them commits, in runs as long as the
+ * allocation is contiguous, so a large write is a few large device requests.
+ *
+ * The bytes of the last block past the end of file are not kept zero; whatever extends a file first zeroes them.
+ */
+import type { BlockDevice } from './block-device.js';
+import type { BlockMap } from './block-map.js';
+import type { Inode } from './inode.js';
+import { BLOCK_SIZE } from './layout.js';
+
+/** Lets a long write commit between runs: called with the file consistent in memory (size covers all mapped). */
+export type WriteCheckpoint = () => Promise<void>;
+
+export class FileIo {
+  /** Counters for tests and diagnostics. */
+  readonly stats = { dataReads: 0, dataWrites: 0 };
+
+  constructor(
+    private readonly dev: BlockDevice,
+    private readonly map: BlockMap,
+  ) {}
+
+  async read(inode: Inode, position: number, length: number): Promise<Uint8Array> {
+    if (position >= inode.size || length <= 0) return new Uint8Array(0);
+    const end = Math.min(inode.size, position + length);
+    const first = Math.floor(position / BLOCK_SIZE);
+    const last = Math.ceil(end / BLOCK_SIZE);
+    const buffer = this.dev.allocBuffer((last - first) * BLOCK_SIZE);
+    try {
+      for (let fb = first; fb < last; ) {
+        const run = await this.map.lookupRun(inode, fb, last - fb);
+        const slice = buffer.subarray((fb - first) * BLOCK_SIZE, (fb - first + run.count) * BLOCK_SIZE);
+        if (run.phys) {
+          await this.dev.read(run.phys * BLOCK_SIZE, slice);
+          this.stats.dataReads++;
+        } else {
+          slice.fill(0);
+        }
+        fb += run.count;
+      }
+      const skip = position - first * BLOCK_SIZE;
+      return buffer.slice(skip, skip + (end - position));
+    } finally {
+      this.dev.freeBuffer(buffer);
+    }
+  }
+
+  /** Zeroes the bytes of the last block past the end of file, before the file grows over them. */
+  async zeroTail(inode: Inode): Promise<void> {
+    const within = inode.size % BLOCK_SIZE;
+    if (within === 0) return;
+    const phys = await this.map.lookup(inode, Math.floor(inode.size / BLOCK_SIZE));
+    if (!phys) return;
+    const block = this.dev.allocBuffer(BLOCK_SIZE);
+    try {
+      await this.dev.read(phys * BLOCK_SIZE, block);
+      block.fill(0, within);
+      await this.dev.write(phys * BLOCK_SIZE, block);
+    } finally {
+      this.dev.freeBuffer(block);
+    }
+  }
+
+  /**
+   * Writes `data` at `position`, allocating as needed; grows inode.size run by run (the caller writes the inode).
+   * `goal` is where a file without blocks should start.
+   */
+  async write(inode: Inode, position: number, data: Uint8Array, goal: number, checkpoint: WriteCheckpoint): Promise<void> {
+    if (data.length === 0) return;
+    if (position > inode.size) await this.zeroTail(inode);
+    const end = position + data.length;
+    const first = Math.floor(position / BLOCK_SIZE);
+    const last = Math.ceil(end / BLOCK_SIZE);
+    const buffer = this.dev.allocBuffer((last - first) * BLOCK_SIZE);
+    try {
+      buffer.fill(0);
+      await this.readPartial(inode, first, buffer, 0, position % BLOCK_SIZE !== 0);
+      if (last - 1 !== first || position % BLOCK_SIZE === 0) {
+        await this.readPartial(inode, last - 1, buffer, (last - 1 - first) * BLOCK_SIZE, end % BLOCK_SIZE !== 0);
+      }
+      buffer.set(data, position - first * BLOCK_SIZE);
+      for (let fb = first; fb < last; ) {
+        await checkpoint();
+        const run = await this.map.ensureRun(inode, fb, last - fb, goal);
+        const at = (fb - first) * BLOCK_SIZE;
+        await this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE));
+        this.stats.dataWrites++;
+        fb += run.count;
+        inode.size = Math.max(inode.size, Math.min(end, fb * BLOCK_SIZE));
+      }
+    } finally {
+      this.dev.freeBuffer(buffer);
+    }
+  }
+
+  /** Reads file block `fb` into `buffer` at `at` when only part of it is overwritten and it exists. */
+  private async readPartial(inode: Inode, fb: number, buffer: Uint8Array, at: number, partial: boolean): Promise<void> {
+    if (!partial) return;
+    const phys = await this.map.lookup(inode, fb);
+    if (phys) await this.dev.read(phys * BLOCK_SIZE, buffer.subarray(at, at + BLOCK_SIZE));
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * The write-ahead redo journal, one per domain slot (xv6's log, with ext3/jbd2-style checksummed commit records).
+ *
+ * On disk a slot has a header block (the commit record) and `journalBlocks` log blocks. The header holds
+ * {seq, n, (target, crc32c)[n], checksum}; n > 0 with a valid checksum means "committed, maybe not yet home".
+ *
+ * Commit of a transaction:
+ *   1. copy the blocks into the log (one contiguous write)      2. FLUSH
+ *   3. write the header (the commit point)                       4. FLUSH
+ *   5. write every block home (contiguous targets coalesced)     6. FLUSH
+ *   7. write a clear header (n = 0)
+ * The clear need not be flushed at once: the next commit's first FLUSH makes it durable before that commit's
+ * header, and a stale header whose log blocks were since overwritten fails its per-block checksums.
+ *
+ * Recovery (replayJournal) needs no filesystem knowledge beyond the superblock's geometry: if the header is valid
+ * and every logged copy matches its checksum, copy the blocks home, FLUSH, clear, FLUSH. Anything else is an
+ * uncommitted transaction and is dropped. Replay is idempotent, so a crash during replay is harmless.
+ */
+import { IoError, type BlockDevice } from './block-device.js';
+import { crc32c } from './crc32c.js';
+import { BLOCK_SIZE, BlockType, checkBlockHeader, Geometry, readSuperblock, sealBlock, view, type Superblock } from './layout.js';
+
+const ENTRIES_OFFSET = 32;
+/** Most blocks one transaction can hold, whatever the log size. */
+export const HEADER_ENTRY_CAPACITY = (BLOCK_SIZE - ENTRIES_OFFSET) / 8;
+
+export function transactionCapacity(sb: Superblock): number {
+  return Math.min(HEADER_ENTRY_CAPACITY, sb.journalBlocks);
+}
+
+export interface JournalHeader {
+  seq: number;
+  slot: number;
+  targets: number[];
+  crcs: number[];
+}
+
+export function encodeJournalHeader(address: number, header: JournalHeader): Uint8Array {
+  const block = new Uint8Array(BLOCK_SIZE);
+  const v = view(block);
+  v.setFloat64(16, header.seq, true);
+  v.setUint32(24, header.targets.length, true);
+  v.setUint32(28, header.slot, true);
+  header.targets.forEach((target, i) => {
+    v.setUint32(ENTRIES_OFFSET + i * 8, target, true);
+    v.setUint32(ENTRIES_OFFSET + i * 8 + 4, header.crcs[i], true);
+  });
+  sealBlock(block, BlockType.JournalHeader, address);
+  return block;
+}
+
+/** The header, or a reason it is not a valid one (a torn or never written commit record). */
+export function decodeJournalHeader(block: Uint8Array, address: number): JournalHeader | string {
+  const problem = checkBlockHeader(block, BlockType.JournalHeader, address);
+  if (problem) return problem;
+  const v = view(block);
+  const n = v.getUint32(24, true);
+  if (n > HEADER_ENTRY_CAPACITY) return `journal header ${address}: ${n} entries`;
+  const targets: number[] = [];
+  const crcs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    targets.push(v.getUint32(ENTRIES_OFFSET + i * 8, true));
+    crcs.push(v.getUint32(ENTRIES_OFFSET + i * 8 + 4, true));
+  }
+  return { seq: v.getFloat64(16, true), slot: v.getUint32(28, true), targets, crcs };
+}
+
+/** Writes consecutive targets with one request each: `blocks[i]` lives at `buffer[i * BLOCK_SIZE]`. */
+async function writeHome(dev: BlockDevice, targets: number[], buffer: Uint8Array): Promise<void> {
+  let i = 0;
+  while (i < targets.length) {
+    let j = i + 1;
+    while (j < targets.length && targets[j] === targets[j - 1] + 1) j++;
+    await dev.write(targets[i] * BLOCK_SIZE, buffer.subarray(i * BLOCK_SIZE, j * BLOCK_SIZE));
+    i = j;
+  }
+}
+
+export type JournalState =
+  | { state: 'clean'; seq: number }
+  | { state: 'committed'; seq: number; blocks: number }
+  | { state: 'torn'; seq: number; reason: string };
+
+/** What a slot's journal holds: nothing, a replayable transaction, or an uncommitted (torn) one. */
+export async function inspectJournal(dev: BlockDevice, sb: Superblock, slot: number): Promise<JournalState> {
+  const found = await loadTransaction(dev, sb, slot);
+  if (found.kind === 'clean') return { state: 'clean', seq: found.seq };
+  if (found.kind === 'torn') return { state: 'torn', seq: found.seq, reason: found.reason };
+  return { state: 'committed', seq: found.header.seq, blocks: found.header.targets.length };
+}
+
+type Loaded =
+  | { kind: 'clean'; seq: number }
+  | { kind: 'torn'; seq: number; reason: string }
+  | { kind: 'committed'; header: JournalHeader; log: Uint8Array };
+
+async function loadTransaction(dev: BlockDevice, sb: Superblock, slot: number): Promise<Loaded> {
+  const geometry = new Geometry(sb);
+  const address = geometry.journalHeader(slot);
+  const block = new Uint8Array(BLOCK_SIZE);
+  await dev.read(address * BLOCK_SIZE, block);
+  const header = decodeJournalHeader(block, address);
+  if (typeof header === 'string') return { kind: 'torn', seq: 0, reason: header };
+  const n = header.targets.length;
+  if (n === 0) return { kind: 'clean', seq: header.seq };
+  if (n > transactionCapacity(sb)) return { kind: 'torn', seq: header.seq, reason: `${n} blocks exceed the log` };
+  const log = new Uint8Array(n * BLOCK_SIZE);
+  await dev.read(geometry.journalLog(slot) * BLOCK_SIZE, log);
+  for (let i = 0; i < n; i++) {
+    const target = header.targets[i];
+    if (target < 1 || target >= sb.totalBlocks) {
+      return { kind: 'torn', seq: header.seq, reason: `target ${target} out of range` };
+    }
+    if (crc32c(log.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)) !== header.crcs[i]) {
+      return { kind: 'torn', seq: header.seq, reason: `logged copy ${i} (for block ${target}) does not match` };
+    }
+  }
+  return { kind: 'committed', header, log };
+}
+
+/**
+ * Recovers one slot: replays its committed transaction, drops an uncommitted one, leaves the journal clean.
+ * Returns how many blocks were copied home. Safe to call on a clean journal; the caller must make sure the slot's
+ * owner is not running (the monitor fences a dead domain first).
+ */
+export async function replayJournal(dev: BlockDevice, slot: number, sb?: Superblock): Promise<number> {
+  sb ??= await readSuperblock(dev);
+  if (!Number.isInteger(slot) || slot < 0 || slot >= sb.slotCount) throw new IoError('EINVAL', `no journal slot ${slot}`);
+  const found = await loadTransaction(dev, sb, slot);
+  if (found.kind === 'clean') return 0;
+  let replayed = 0;
+  if (found.kind === 'committed') {
+    await writeHome(dev, found.header.targets, found.log);
+    await dev.flush();
+    replayed = found.header.targets.length;
+  }
+  const geometry = new Geometry(sb);
+  const seq = found.kind === 'committed' ? found.header.seq : found.seq;
+  await dev.write(geometry.journalHeader(slot) * BLOCK_SIZE, encodeJournalHeader(geometry.journalHeader(slot), { seq, slot, targets: [], crcs: [] }));
+  await dev.flush();
+  return replayed;
+}
+
+/** Writes a clean header (mkfs). */
+export function cleanJournalHeader(geometry: Geometry, slot: number): Uint8Array {
+  return encodeJournalHeader(geometry.journalHeader(slot), { seq: 0, slot, targets: [], crcs: [] });
+}
+
+/** The journal of the slot this filesystem instance owns. */
+export class Journal {
+  private readonly geometry: Geometry;
+  readonly capacity: number;
+  /** Counters for tests and diagnostics. */
+  readonly stats = { commits: 0, blocksLogged: 0 };
+
+  constructor(
+    private readonly dev: BlockDevice,
+    private readonly sb: Superblock,
+    readonly slot: number,
+    private seq: number,
+  ) {
+    this.geometry = new Geometry(sb);
+    this.capacity = transactionCapacity(sb);
+  }
+
+  static async open(dev: BlockDevice, sb: Superblock, slot: number): Promise<Journal> {
+    const state = await inspectJournal(dev, sb, slot);
+    if (state.state !== 'clean') throw new IoError('EIO', `journal ${slot} is not clean; replay it first`);
+    return new Journal(dev, sb, slot, state.seq);
+  }
+
+  /** Commits sealed blocks (ascending, distinct addresses) durably and writes them home. */
+  async commit(blocks: Array<{ block: number; data: Uint8Array }>): Promise<void> {
+    const n = blocks.length;
+    if (n === 0) return;
+    if (n > this.capacity) throw new Error(`transaction of ${n} blocks exceeds the journal (${this.capacity})`);
+    const log = this.dev.allocBuffer(n * BLOCK_SIZE);
+    try {
+      const targets: number[] = [];
+      const crcs: number[] = [];
+      blocks.forEach(({ block, data }, i) => {
+        log.set(data, i * BLOCK_SIZE);
+        targets.push(block);
+        crcs.push(crc32c(data));
+      });
+      const headerAddress = this.geometry.journalHeader(this.slot);
+      this.seq++;
+      await this.dev.write(this.geometry.journalLog(this.slot) * BLOCK_SIZE, log);
+      await this.dev.flush();
+      await this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, targets, crcs }));
+      await this.dev.flush();
+      await writeHome(this.dev, targets, log);
+      await this.dev.flush();
+      await this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, targets: [], crcs: [] }));
+      this.stats.commits++;
+      this.stats.blocksLogged += n;
+    } finally {
+      this.dev.freeBuffer(log);
+    }
+  }
+}
+
+/** The slots whose journal is not clean, read with one request (the headers are contiguous). */
+export async function dirtyJournalSlots(dev: BlockDevice, sb: Superblock): Promise<number[]> {
+  const geometry = new Geometry(sb);
+  const headers = new Uint8Array(sb.slotCount * BLOCK_SIZE);
+  await dev.read(geometry.journalHeader(0) * BLOCK_SIZE, headers);
+  const dirty: number[] = [];
+  for (let slot = 0; slot < sb.slotCount; slot++) {
+    const header = decodeJournalHeader(headers.subarray(slot * BLOCK_SIZE, (slot + 1) * BLOCK_SIZE), geometry.journalHeader(slot));
+    if (typeof header === 'string' || header.targets.length > 0) dirty.push(slot);
+  }
+  return dirty;
+}

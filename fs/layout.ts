@@ -1,0 +1,212 @@
+/**
+ * The on-disk format: block size, block types, the common metadata header, the superblock and the geometry
+ * derived from it. Every metadata block starts with {magic, type, own block address, crc32c}, so a block that was
+ * written to the wrong place, torn, or belongs to another structure is caught when read.
+ *
+ *   block 0                      superblock (written once by mkfs)
+ *   journal headers              one per domain slot (the commit records)
+ *   slot blocks                  one per domain slot (its orphan list: unlinked inodes still open)
+ *   journal logs                 slots x journalBlocks block copies
+ *   allocation groups            each: block bitmap, inode bitmap, inode table, data blocks
+ */
+import { crc32c } from './crc32c.js';
+import { IoError } from './block-device.js';
+
+export const BLOCK_SIZE = 4096;
+export const MAGIC = 0x48565346; // "HVSF"
+export const FORMAT_VERSION = 1;
+export const HEADER_SIZE = 16;
+
+export enum BlockType {
+  Super = 1,
+  JournalHeader = 2,
+  Slot = 3,
+  BlockBitmap = 4,
+  InodeBitmap = 5,
+  InodeTable = 6,
+  Indirect = 7,
+  Directory = 8,
+  Symlink = 9,
+}
+
+/** Bits a bitmap block holds after its header: the largest group, in blocks or inodes. */
+export const BITMAP_BITS = (BLOCK_SIZE - HEADER_SIZE) * 8;
+export const INODE_SIZE = 128;
+export const INODES_PER_BLOCK = Math.floor((BLOCK_SIZE - HEADER_SIZE) / INODE_SIZE);
+export const POINTERS_PER_BLOCK = (BLOCK_SIZE - HEADER_SIZE) / 4;
+export const DIRECT_POINTERS = 12;
+export const MAX_FILE_BLOCKS = DIRECT_POINTERS + POINTERS_PER_BLOCK + POINTERS_PER_BLOCK * POINTERS_PER_BLOCK;
+export const MAX_FILE_SIZE = MAX_FILE_BLOCKS * BLOCK_SIZE;
+export const NAME_MAX = 255;
+export const SYMLINK_MAX = BLOCK_SIZE - HEADER_SIZE - 4;
+export const ROOT_INO = 1;
+
+export function view(block: Uint8Array): DataView {
+  return new DataView(block.buffer, block.byteOffset, block.byteLength);
+}
+
+function blockChecksum(block: Uint8Array): number {
+  return crc32c(block.subarray(HEADER_SIZE), crc32c(block.subarray(0, 12)));
+}
+
+/** Fills in the header of a metadata block and seals it with its checksum. */
+export function sealBlock(block: Uint8Array, type: BlockType, address: number): void {
+  const v = view(block);
+  v.setUint32(0, MAGIC, true);
+  v.setUint32(4, type, true);
+  v.setUint32(8, address, true);
+  v.setUint32(12, blockChecksum(block), true);
+}
+
+/** Recomputes the checksum of a block whose header is already in place (after its body changed). */
+export function resealBlock(block: Uint8Array): void {
+  view(block).setUint32(12, blockChecksum(block), true);
+}
+
+export function blockTypeOf(block: Uint8Array): number {
+  return view(block).getUint32(4, true);
+}
+
+/** Why a metadata block is not what it should be, or null when it is. */
+export function checkBlockHeader(block: Uint8Array, type: BlockType, address: number): string | null {
+  const v = view(block);
+  if (v.getUint32(0, true) !== MAGIC) return `block ${address}: bad magic (expected ${BlockType[type]})`;
+  if (v.getUint32(4, true) !== type) {
+    return `block ${address}: type ${BlockType[v.getUint32(4, true)] ?? v.getUint32(4, true)}, expected ${BlockType[type]}`;
+  }
+  if (v.getUint32(8, true) !== address) return `block ${address}: header says address ${v.getUint32(8, true)}`;
+  if (v.getUint32(12, true) !== blockChecksum(block)) return `block ${address}: checksum mismatch`;
+  return null;
+}
+
+export function verifyBlock(block: Uint8Array, type: BlockType, address: number): void {
+  const problem = checkBlockHeader(block, type, address);
+  if (problem) throw new IoError('EIO', problem);
+}
+
+export interface Superblock {
+  version: number;
+  totalBlocks: number;
+  slotCount: number;
+  /** Log blocks per slot (the header block is separate). */
+  journalBlocks: number;
+  journalHeaderStart: number;
+  slotBlockStart: number;
+  journalStart: number;
+  groupStart: number;
+  blocksPerGroup: number;
+  groupCount: number;
+  inodesPerGroup: number;
+  inodeTableBlocks: number;
+  rootIno: number;
+  uuid: Uint8Array;
+  createdMs: number;
+}
+
+export function encodeSuperblock(sb: Superblock): Uint8Array {
+  const block = new Uint8Array(BLOCK_SIZE);
+  const v = view(block);
+  const fields = [
+    sb.version, BLOCK_SIZE, sb.totalBlocks, sb.slotCount, sb.journalBlocks, sb.journalHeaderStart,
+    sb.slotBlockStart, sb.journalStart, sb.groupStart, sb.blocksPerGroup, sb.groupCount, sb.inodesPerGroup,
+    sb.inodeTableBlocks, sb.rootIno,
+  ];
+  fields.forEach((value, i) => v.setUint32(16 + i * 4, value, true));
+  block.set(sb.uuid.subarray(0, 16), 72);
+  v.setFloat64(88, sb.createdMs, true);
+  sealBlock(block, BlockType.Super, 0);
+  return block;
+}
+
+export function decodeSuperblock(block: Uint8Array): Superblock {
+  verifyBlock(block, BlockType.Super, 0);
+  const v = view(block);
+  const u = (i: number) => v.getUint32(16 + i * 4, true);
+  if (u(0) !== FORMAT_VERSION) throw new IoError('EINVAL', `unsupported format version ${u(0)}`);
+  if (u(1) !== BLOCK_SIZE) throw new IoError('EINVAL', `unsupported block size ${u(1)}`);
+  return {
+    version: u(0),
+    totalBlocks: u(2),
+    slotCount: u(3),
+    journalBlocks: u(4),
+    journalHeaderStart: u(5),
+    slotBlockStart: u(6),
+    journalStart: u(7),
+    groupStart: u(8),
+    blocksPerGroup: u(9),
+    groupCount: u(10),
+    inodesPerGroup: u(11),
+    inodeTableBlocks: u(12),
+    rootIno: u(13),
+    uuid: block.slice(72, 88),
+    createdMs: v.getFloat64(88, true),
+  };
+}
+
+export async function readSuperblock(dev: { read(offset: number, dst: Uint8Array): Promise<void> }): Promise<Superblock> {
+  const block = new Uint8Array(BLOCK_SIZE);
+  await dev.read(0, block);
+  return decodeSuperblock(block);
+}
+
+/** Where things are, derived from the superblock. */
+export class Geometry {
+  constructor(readonly sb: Superblock) {}
+
+  groupBase(group: number): number {
+    return this.sb.groupStart + group * this.sb.blocksPerGroup;
+  }
+  /** Blocks in a group (the last may be shorter). */
+  groupSize(group: number): number {
+    return Math.min(this.sb.blocksPerGroup, this.sb.totalBlocks - this.groupBase(group));
+  }
+  blockBitmap(group: number): number {
+    return this.groupBase(group);
+  }
+  inodeBitmap(group: number): number {
+    return this.groupBase(group) + 1;
+  }
+  inodeTable(group: number): number {
+    return this.groupBase(group) + 2;
+  }
+  /** First block of a group that may hold data. */
+  firstDataBlock(group: number): number {
+    return this.groupBase(group) + 2 + this.sb.inodeTableBlocks;
+  }
+  groupOf(block: number): number {
+    return Math.floor((block - this.sb.groupStart) / this.sb.blocksPerGroup);
+  }
+  journalHeader(slot: number): number {
+    return this.sb.journalHeaderStart + slot;
+  }
+  slotBlock(slot: number): number {
+    return this.sb.slotBlockStart + slot;
+  }
+  journalLog(slot: number): number {
+    return this.sb.journalStart + slot * this.sb.journalBlocks;
+  }
+  get inodeCount(): number {
+    return this.sb.groupCount * this.sb.inodesPerGroup;
+  }
+  /** Block and byte offset of an inode (numbers start at 1). */
+  inodeLocation(ino: number): { block: number; offset: number } {
+    const index = ino - 1;
+    const group = Math.floor(index / this.sb.inodesPerGroup);
+    const inGroup = index % this.sb.inodesPerGroup;
+    return {
+      block: this.inodeTable(group) + Math.floor(inGroup / INODES_PER_BLOCK),
+      offset: HEADER_SIZE + (inGroup % INODES_PER_BLOCK) * INODE_SIZE,
+    };
+  }
+  inodeGroup(ino: number): number {
+    return Math.floor((ino - 1) / this.sb.inodesPerGroup);
+  }
+  validIno(ino: number): boolean {
+    return Number.isInteger(ino) && ino >= 1 && ino <= this.inodeCount;
+  }
+  /** True when a block may be handed out to files (inside a group, past its metadata). */
+  isDataBlock(block: number): boolean {
+    if (!Number.isInteger(block) || block < this.sb.groupStart || block >= this.sb.totalBlocks) return false;
+    return block >= this.firstDataBlock(this.groupOf(block));
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * The lock table of the cluster lock service: a pure state machine, no I/O and no timers. The monitor embeds it
+ * (one table for all domains) and turns its answers into grant completions and "revoke" virtual interrupts;
+ * fs/local-lock-service.ts wraps it for several filesystem instances in one process.
+ *
+ * Per lock name: the holders with their modes (any number shared, or one exclusive), a FIFO queue of waiters,
+ * and a generation that every grant reports and every dirty release (or death of an exclusive holder) bumps.
+ * A request that cannot be granted at once is queued, and every holder it conflicts with is named in `revokes`;
+ * a cached-lock client answers a revoke by writing back and releasing. Waiters are granted strictly in order, so
+ * a stream of shared requests cannot starve an exclusive one.
+ */
+export type LockMode = 'shared' | 'exclusive';
+export type HolderId = number | string;
+
+export interface Grant {
+  holder: HolderId;
+  name: number;
+  mode: LockMode;
+  generation: number;
+}
+
+export interface Revoke {
+  holder: HolderId;
+  name: number;
+  /** The mode the first conflicting waiter wants. */
+  wanted: LockMode;
+}
+
+export interface RequestResult {
+  /** Set when the lock was granted at once; otherwise the request is queued. */
+  granted: Grant | null;
+  revokes: Revoke[];
+}
+
+export interface ReleaseResult {
+  /** Waiters granted because of the release, in grant order. */
+  grants: Grant[];
+  revokes: Revoke[];
+}
+
+interface Waiter {
+  holder: HolderId;
+  mode: LockMode;
+}
+
+interface LockState {
+  holders: Map<HolderId, LockMode>;
+  waiters: Waiter[];
+  generation: number;
+}
+
+function compatible(state: LockState, holder: HolderId, mode: LockMode): boolean {
+  for (const [other, held] of state.holders) {
+    if (other === holder) continue;
+    if (mode === 'exclusive' || held === 'exclusive') return false;
+  }
+  return true;
+}
+
+export class LockTable {
+  private readonly locks = new Map<number, LockState>();
+
+  private state(name: number): LockState {
+    let state = this.locks.get(name);
+    if (!state) {
+      state = { holders: new Map(), waiters: [], generation: 0 };
+      this.locks.set(name, state);
+    }
+    return state;
+  }
+
+  /** Asks for `name` in `mode`. Holding exclusive satisfies shared; holding shared may be upgraded. */
+  request(holder: HolderId, name: number, mode: LockMode): RequestResult {
+    const state = this.state(name);
+    const held = state.holders.get(holder);
+    if (held === 'exclusive' || held === mode) {
+      return { granted: { holder, name, mode: held, generation: state.generation }, revokes: [] };
+    }
+    if (state.waiters.some((w) => w.holder === holder)) {
+      throw new Error(`holder ${holder} already waits for lock ${name}`);
+    }
+    if (state.waiters.length === 0 && compatible(state, holder, mode)) {
+      state.holders.set(holder, mode);
+      return { granted: { holder, name, mode, generation: state.generation }, revokes: [] };
+    }
+    state.waiters.push({ holder, mode });
+    return { granted: null, revokes: this.revokesFor(name, state) };
+  }
+
+  /** Gives `name` back; `dirty` bumps the generation. Throws when `holder` does not hold it. */
+  release(holder: HolderId, name: number, dirty: boolean): ReleaseResult {
+    const state = this.locks.get(name);
+    if (!state || !state.holders.has(holder)) throw new Error(`holder ${holder} does not hold lock ${name}`);
+    state.holders.delete(holder);
+    if (dirty) state.generation++;
+    return this.grantWaiters(name, state);
+  }
+
+  /** Removes every lock and queued request of a dead holder. Its exclusive locks count as dirty. */
+  dropHolder(holder: HolderId): ReleaseResult {
+    const result: ReleaseResult = { grants: [], revokes: [] };
+    for (const [name, state] of this.locks) {
+      const held = state.holders.get(holder);
+      const queued = state.waiters.some((w) => w.holder === holder);
+      if (held === undefined && !queued) continue;
+      state.waiters = state.waiters.filter((w) => w.holder !== holder);
+      if (held !== undefined) {
+        state.holders.delete(holder);
+        if (held === 'exclusive') state.generation++;
+      }
+      const step = this.grantWaiters(name, state);
+      result.grants.push(...step.grants);
+      result.revokes.push(...step.revokes);
+    }
+    return result;
+  }
+
+  generation(name: number): number {
+    return this.locks.get(name)?.generation ?? 0;
+  }
+
+  holders(name: number): Array<{ holder: HolderId; mode: LockMode }> {
+    return [...(this.locks.get(name)?.holders ?? [])].map(([holder, mode]) => ({ holder, mode }));
+  }
+
+  waiters(name: number): Array<{ holder: HolderId; mode: LockMode }> {
+    return (this.locks.get(name)?.waiters ?? []).map((w) => ({ ...w }));
+  }
+
+  private grantWaiters(name: number, state: LockState): ReleaseResult {
+    const grants: Grant[] = [];
+    while (state.waiters.length > 0 && compatible(state, state.waiters[0].holder, state.waiters[0].mode)) {
+      const waiter = state.waiters.shift()!;
+      state.holders.set(waiter.holder, waiter.mode);
+      grants.push({ holder: waiter.holder, name, mode: waiter.mode, generation: state.generation });
+    }
+    return { grants, revokes: this.revokesFor(name, state) };
+  }
+
+  /** Holders that stand in the way of the first waiter. */
+  private revokesFor(name: number, state: LockState): Revoke[] {
+    const first = state.waiters[0];
+    if (!first) return [];
+    const revokes: Revoke[] = [];
+    for (const [holder, held] of state.holders) {
+      if (holder === first.holder) continue;
+      if (first.mode === 'exclusive' || held === 'exclusive') revokes.push({ holder, name, wanted: first.mode });
+    }
+    return revokes;
+  }
+}
