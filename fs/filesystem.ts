@@ -376,7 +376,8 @@ export class FileSystem implements Vfs {
   private async dropInode(inode: Inode): Promise<void> {
     await this.orphans.add(inode.ino);
     await this.inodes.write(inode);
-    if (!this.openCounts.get(inode.ino)) await this.freeInode(inode);
+    // A removed directory goes at once (its handles turn stale); a file stays while this instance has it open.
+    if (isDir(inode) || !this.openCounts.get(inode.ino)) await this.freeInode(inode);
   }
 
   private async freeInode(inode: Inode): Promise<void> {

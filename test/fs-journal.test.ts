@@ -1,0 +1,88 @@
+import test from 'ava';
+import { crc32c } from '../fs/crc32c.js';
+import { FileBlockDevice } from '../fs/file-block-device.js';
+import { mkfs } from '../fs/mkfs.js';
+import { BLOCK_SIZE, BlockType, Geometry, readSuperblock, sealBlock } from '../fs/layout.js';
+import { inspectJournal, Journal, replayJournal, encodeJournalHeader } from '../fs/journal.js';
+import { SMALL_FS, tempImage } from './fs-helpers.js';
+
+test('crc32c matches the standard check values', (t) => {
+  t.is(crc32c(new TextEncoder().encode('123456789')), 0xe3069283);
+  t.is(crc32c(new Uint8Array(32)), 0x8a9136aa);
+  const data = new TextEncoder().encode('hello, journal');
+  t.is(crc32c(data.subarray(5), crc32c(data.subarray(0, 5))), crc32c(data), 'continuation');
+});
+
+async function setup() {
+  const image = await tempImage(16 << 20);
+  const dev = await FileBlockDevice.open(image.path);
+  const sb = await mkfs(dev, SMALL_FS);
+  const g = new Geometry(sb);
+  const block = (address: number, fill: number) => {
+    const data = new Uint8Array(BLOCK_SIZE).fill(fill);
+    sealBlock(data, BlockType.Indirect, address);
+    return data;
+  };
+  const readBlock = async (address: number) => {
+    const data = new Uint8Array(BLOCK_SIZE);
+    await dev.read(address * BLOCK_SIZE, data);
+    return data;
+  };
+  return { image, dev, sb, g, block, readBlock, async close() { await dev.close(); await image.cleanup(); } };
+}
+
+test('commit writes blocks home and leaves a clean journal', async (t) => {
+  const s = await setup();
+  const journal = await Journal.open(s.dev, s.sb, 1);
+  const target = s.g.firstDataBlock(0) + 100;
+  await journal.commit([{ block: target, data: s.block(target, 0xab) }, { block: target + 1, data: s.block(target + 1, 0xcd) }]);
+  t.deepEqual(await s.readBlock(target), s.block(target, 0xab));
+  t.deepEqual(await s.readBlock(target + 1), s.block(target + 1, 0xcd));
+  t.is((await inspectJournal(s.dev, s.sb, 1)).state, 'clean');
+  t.is(await replayJournal(s.dev, 1), 0);
+  await s.close();
+});
+
+test('replay copies a committed transaction home; a bad logged copy drops it', async (t) => {
+  const s = await setup();
+  const slot = 2;
+  const target = s.g.firstDataBlock(0) + 50;
+  const copy = s.block(target, 0x5a);
+  await s.dev.write(s.g.journalLog(slot) * BLOCK_SIZE, copy);
+  const header = encodeJournalHeader(s.g.journalHeader(slot), { seq: 9, slot, targets: [target], crcs: [crc32c(copy)] });
+  await s.dev.write(s.g.journalHeader(slot) * BLOCK_SIZE, header);
+  t.is((await inspectJournal(s.dev, s.sb, slot)).state, 'committed');
+  t.is(await replayJournal(s.dev, slot), 1);
+  t.deepEqual(await s.readBlock(target), copy);
+  t.is((await inspectJournal(s.dev, s.sb, slot)).state, 'clean');
+
+  // Same header, but the logged copy no longer matches its checksum: not committed, dropped.
+  const other = s.g.firstDataBlock(0) + 60;
+  const before = await s.readBlock(other);
+  const wrong = s.block(other, 0x11);
+  await s.dev.write(s.g.journalLog(slot) * BLOCK_SIZE, wrong);
+  await s.dev.write(s.g.journalHeader(slot) * BLOCK_SIZE, encodeJournalHeader(s.g.journalHeader(slot), { seq: 10, slot, targets: [other], crcs: [crc32c(wrong) ^ 1] }));
+  t.is((await inspectJournal(s.dev, s.sb, slot)).state, 'torn');
+  t.is(await replayJournal(s.dev, slot), 0);
+  t.deepEqual(await s.readBlock(other), before);
+  t.is((await inspectJournal(s.dev, s.sb, slot)).state, 'clean');
+  t.is((await readSuperblock(s.dev)).slotCount, SMALL_FS.slots!);
+  await s.close();
+});
+
+test('a torn header (bad checksum) is dropped and Journal.open refuses an unreplayed journal', async (t) => {
+  const s = await setup();
+  const slot = 0;
+  const target = s.g.firstDataBlock(0) + 70;
+  const copy = s.block(target, 0x77);
+  await s.dev.write(s.g.journalLog(slot) * BLOCK_SIZE, copy);
+  const header = encodeJournalHeader(s.g.journalHeader(slot), { seq: 3, slot, targets: [target], crcs: [crc32c(copy)] });
+  await s.dev.write(s.g.journalHeader(slot) * BLOCK_SIZE, header);
+  await t.throwsAsync(Journal.open(s.dev, s.sb, slot));
+  header[100] ^= 0xff;
+  await s.dev.write(s.g.journalHeader(slot) * BLOCK_SIZE, header);
+  t.is((await inspectJournal(s.dev, s.sb, slot)).state, 'torn');
+  t.is(await replayJournal(s.dev, slot), 0);
+  t.notDeepEqual(await s.readBlock(target), copy);
+  await s.close();
+});

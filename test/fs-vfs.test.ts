@@ -1,0 +1,331 @@
+import test from 'ava';
+import { FileBlockDevice } from '../fs/file-block-device.js';
+import { FileSystem } from '../fs/filesystem.js';
+import { fsck } from '../fs/fsck.js';
+import { LocalLockService } from '../fs/local-lock-service.js';
+import { BLOCK_SIZE, Geometry, readSuperblock, sealBlock, BlockType, HEADER_SIZE } from '../fs/layout.js';
+import { O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../fs/vfs.js';
+import { bytes, errno, freshVolume, patternBytes, text } from './fs-helpers.js';
+
+test('files: create, write, read, append, truncate, attributes', async (t) => {
+  const v = await freshVolume();
+  const { fs } = v;
+  const fh = await fs.create('/f', 0o640);
+  t.is(await fs.write(fh, 0, bytes('hello')), 5);
+  t.is(await fs.write(fh, 5, bytes(' world')), 6);
+  t.is(text(await fs.read(fh, 0, 100)), 'hello world');
+  t.is(text(await fs.read(fh, 6, 3)), 'wor');
+  t.is((await fs.read(fh, 11, 10)).length, 0);
+  const st = await fs.getattr('/f');
+  t.is(st.mode, S_IFREG | 0o640);
+  t.is(st.size, 11);
+  t.is(st.nlink, 1);
+  // A write far past the end leaves a hole of zeros.
+  await fs.write(fh, 20000, bytes('x'));
+  const hole = await fs.read(fh, 0, 20001);
+  t.is(text(hole.subarray(0, 11)), 'hello world');
+  t.true(hole.subarray(11, 20000).every((b) => b === 0));
+  t.is(hole[20000], 'x'.charCodeAt(0));
+  // Shrink to mid-block, then grow: the cut bytes read back as zeros.
+  await fs.truncate('/f', 3);
+  await fs.truncate('/f', 8);
+  t.deepEqual([...(await fs.read(fh, 0, 100))], [...bytes('hel'), 0, 0, 0, 0, 0]);
+  await fs.release(fh);
+  const ap = await fs.open('/f', O_WRONLY | O_APPEND);
+  await fs.write(ap, 0, bytes('Z'));
+  await fs.release(ap);
+  t.is((await fs.getattr('/f')).size, 9);
+  const ro = await fs.open('/f', O_RDONLY);
+  t.is(await errno(fs.write(ro, 0, bytes('no'))), 'EBADF');
+  t.is(text((await fs.read(ro, 8, 1))), 'Z');
+  await fs.release(ro);
+  const wo = await fs.open('/f', O_WRONLY | O_TRUNC);
+  t.is(await errno(fs.read(wo, 0, 1)), 'EBADF');
+  await fs.release(wo);
+  t.is((await fs.getattr('/f')).size, 0);
+  await fs.chmod('/f', 0o600);
+  await fs.chown('/f', 1000, 1001);
+  await fs.utimens('/f', 1000, 2000);
+  const st2 = await fs.getattr('/f');
+  t.is(st2.mode, S_IFREG | 0o600);
+  t.deepEqual([st2.uid, st2.gid, st2.atimeMs, st2.mtimeMs], [1000, 1001, 1000, 2000]);
+  t.is(await errno(fs.release(fh)), 'EBADF');
+  t.is(await errno(fs.read(999, 0, 1)), 'EBADF');
+  await v.close();
+});
+
+test('namespace errnos a POSIX user expects', async (t) => {
+  const v = await freshVolume();
+  const { fs } = v;
+  await fs.mkdir('/d', 0o755);
+  await fs.release(await fs.create('/d/f', 0o644));
+  t.is(await errno(fs.mkdir('/d', 0o755)), 'EEXIST');
+  t.is(await errno(fs.create('/d/f', 0o644, O_CREAT | O_EXCL | O_RDWR)), 'EEXIST');
+  t.is(await errno(fs.getattr('/nope')), 'ENOENT');
+  t.is(await errno(fs.open('/nope', O_RDONLY)), 'ENOENT');
+  t.is(await errno(fs.mkdir('/nope/x', 0o755)), 'ENOENT');
+  t.is(await errno(fs.getattr('/d/f/x')), 'ENOTDIR');
+  t.is(await errno(fs.mkdir('/d/f/x', 0o755)), 'ENOTDIR');
+  t.is(await errno(fs.rmdir('/d')), 'ENOTEMPTY');
+  t.is(await errno(fs.rmdir('/d/f')), 'ENOTDIR');
+  t.is(await errno(fs.unlink('/d')), 'EISDIR');
+  t.is(await errno(fs.open('/d', O_RDWR)), 'EISDIR');
+  t.is(await errno(fs.truncate('/d', 0)), 'EISDIR');
+  t.is(await errno(fs.readdir('/d/f')), 'ENOTDIR');
+  t.is(await errno(fs.readlink('/d/f')), 'EINVAL');
+  t.is(await errno(fs.link('/d', '/d2')), 'EPERM');
+  t.is(await errno(fs.rmdir('/')), 'EBUSY');
+  t.is(await errno(fs.truncate('/d/f', -1)), 'EINVAL');
+  const long = 'n'.repeat(256);
+  t.is(await errno(fs.mkdir('/' + long, 0o755)), 'ENAMETOOLONG');
+  t.is(await errno(fs.create('/' + long, 0o644)), 'ENAMETOOLONG');
+  const max = 'm'.repeat(255);
+  await fs.release(await fs.create('/' + max, 0o644));
+  t.true((await fs.readdir('/')).includes(max));
+  t.is(await errno(fs.symlink('x'.repeat(5000), '/s')), 'ENAMETOOLONG');
+  const dh = await fs.open('/d', O_RDONLY);
+  t.is(await errno(fs.read(dh, 0, 1)), 'EISDIR');
+  await fs.release(dh);
+  await fs.sync();
+  t.deepEqual((await fsck(v.dev)).errors, []);
+  await v.close();
+});
+
+test('rename: files, over targets, directories, into own subtree', async (t) => {
+  const v = await freshVolume();
+  const { fs } = v;
+  await fs.mkdir('/a', 0o755);
+  await fs.mkdir('/a/sub', 0o755);
+  await fs.mkdir('/b', 0o755);
+  const write = async (path: string, content: string) => {
+    const fh = await fs.create(path, 0o644);
+    await fs.write(fh, 0, bytes(content));
+    await fs.release(fh);
+  };
+  const read = async (path: string) => {
+    const fh = await fs.open(path, O_RDONLY);
+    const data = text(await fs.read(fh, 0, 1000));
+    await fs.release(fh);
+    return data;
+  };
+  await write('/a/x', 'X');
+  await write('/b/y', 'Y');
+  await fs.rename('/a/x', '/b/y');
+  t.is(await read('/b/y'), 'X');
+  t.is(await errno(fs.getattr('/a/x')), 'ENOENT');
+  await fs.rename('/b/y', '/b/y');
+  t.is(await read('/b/y'), 'X');
+  await fs.link('/b/y', '/b/y2');
+  await fs.rename('/b/y', '/b/y2');
+  t.deepEqual((await fs.readdir('/b')).sort(), ['y', 'y2'], 'rename between hard links of one file does nothing');
+  t.is(await errno(fs.rename('/a', '/a/sub/inside')), 'EINVAL');
+  t.is(await errno(fs.rename('/a', '/a/sub')), 'EINVAL');
+  t.is(await errno(fs.rename('/a', '/b/y')), 'ENOTDIR');
+  t.is(await errno(fs.rename('/b/y', '/a')), 'EISDIR');
+  t.is(await errno(fs.rename('/b', '/a')), 'ENOTEMPTY');
+  t.is(await errno(fs.rename('/nope', '/x')), 'ENOENT');
+  await fs.mkdir('/empty', 0o755);
+  await fs.rename('/a', '/empty');
+  t.deepEqual(await fs.readdir('/empty'), ['sub']);
+  t.is((await fs.getattr('/')).nlink, 2 + 2, 'root links: ., .., /b/.., /empty/..');
+  await fs.rename('/empty/sub', '/b/sub');
+  t.is((await fs.getattr('/empty')).nlink, 2);
+  t.is((await fs.getattr('/b')).nlink, 3);
+  t.deepEqual((await fs.readdir('/b')).sort(), ['sub', 'y', 'y2']);
+  await fs.sync();
+  const report = await fsck(v.dev);
+  t.deepEqual(report.errors, []);
+  await v.close();
+});
+
+test('symlinks and hard links', async (t) => {
+  const v = await freshVolume();
+  const { fs } = v;
+  await fs.mkdir('/dir', 0o755);
+  const fh = await fs.create('/dir/target', 0o644);
+  await fs.write(fh, 0, bytes('through the link'));
+  await fs.release(fh);
+  await fs.symlink('dir/target', '/rel');
+  await fs.symlink('/dir', '/abs');
+  t.is(await fs.readlink('/rel'), 'dir/target');
+  t.is((await fs.getattr('/rel')).mode & S_IFMT, S_IFLNK);
+  const h = await fs.open('/rel', O_RDONLY);
+  t.is(text(await fs.read(h, 0, 100)), 'through the link');
+  await fs.release(h);
+  t.deepEqual(await fs.readdir('/abs'), ['target']);
+  t.is((await fs.getattr('/abs/target')).size, 16);
+  await fs.symlink('/loop', '/loop');
+  t.is(await errno(fs.open('/loop', O_RDONLY)), 'ELOOP');
+  await fs.link('/dir/target', '/hard');
+  t.is((await fs.getattr('/hard')).nlink, 2);
+  await fs.unlink('/dir/target');
+  t.is((await fs.getattr('/hard')).nlink, 1);
+  t.is(await errno(fs.open('/rel', O_RDONLY)), 'ENOENT');
+  t.is((await fs.getattr('/dir')).mode & S_IFMT, S_IFDIR);
+  await fs.sync();
+  t.deepEqual((await fsck(v.dev)).errors, []);
+  await v.close();
+});
+
+test('unlinked open file keeps its data until release; a remount reclaims leftovers', async (t) => {
+  const v = await freshVolume();
+  const { fs } = v;
+  const before = (await fs.statfs('/')).bfree;
+  const fh = await fs.create('/tmp', 0o644);
+  const data = patternBytes(300_000, 1);
+  await fs.write(fh, 0, data);
+  await fs.unlink('/tmp');
+  t.is(await errno(fs.getattr('/tmp')), 'ENOENT');
+  t.deepEqual(await fs.read(fh, 0, data.length), data);
+  await fs.write(fh, data.length, bytes('more'));
+  await fs.sync();
+  const mid = await fsck(v.dev);
+  t.deepEqual(mid.errors, []);
+  t.is(mid.stats.orphans, 1);
+  await fs.release(fh);
+  t.is((await fs.statfs('/')).bfree, before);
+  await fs.sync();
+  t.is((await fsck(v.dev)).stats.orphans, 0);
+
+  // An instance that goes away with an orphan open: the next mount of its slot frees it.
+  const fh2 = await fs.create('/tmp2', 0o644);
+  await fs.write(fh2, 0, data);
+  await fs.unlink('/tmp2');
+  await fs.sync();
+  // Simulate the instance dying: a new one mounts slot 0 (with a fresh lock service, as after a platform restart).
+  const dev2 = await FileBlockDevice.open(v.image.path);
+  const lockless = new LocalLockService();
+  const again = await FileSystem.mount(dev2, { slot: 0, locks: lockless.client() });
+  t.is((await again.statfs('/')).bfree, before);
+  await again.unmount();
+  t.deepEqual((await fsck(dev2)).errors, []);
+  await dev2.close();
+  await v.close();
+});
+
+test('large sparse file beyond the double-indirect boundary', async (t) => {
+  const v = await freshVolume(64 << 20);
+  const { fs } = v;
+  const fh = await fs.create('/big', 0o644);
+  const chunk = patternBytes(1 << 20, 7);
+  const offsets = [0, 5 << 20, 300 << 20, (700 << 20) + 123];
+  for (const offset of offsets) await fs.write(fh, offset, chunk);
+  t.is((await fs.getattr('/big')).size, (700 << 20) + 123 + (1 << 20));
+  for (const offset of offsets) t.deepEqual(await fs.read(fh, offset, chunk.length), chunk);
+  t.true((await fs.read(fh, 400 << 20, 65536)).every((b) => b === 0));
+  await fs.sync();
+  t.deepEqual((await fsck(v.dev)).errors, []);
+  const free = (await fs.statfs('/')).bfree;
+  await fs.truncate('/big', 6 << 20);
+  t.true((await fs.statfs('/')).bfree > free + 2 * 256);
+  t.deepEqual(await fs.read(fh, 5 << 20, chunk.length), chunk.subarray(0, 1 << 20));
+  await fs.release(fh);
+  await fs.unlink('/big');
+  await fs.sync();
+  t.deepEqual((await fsck(v.dev)).errors, []);
+  await v.close();
+});
+
+test('data survives unmount and remount in another slot; the journal is left clean', async (t) => {
+  const v = await freshVolume();
+  const fh = await v.fs.create('/keep', 0o644);
+  const data = patternBytes(123_457, 3);
+  await v.fs.write(fh, 0, data);
+  await v.fs.release(fh);
+  await v.fs.mkdir('/keepdir', 0o700);
+  await v.fs.unmount();
+  const report = await fsck(v.dev);
+  t.deepEqual(report.errors, []);
+  t.deepEqual(report.warnings, []);
+  const fs2 = await FileSystem.mount(v.dev, { slot: 3, locks: v.locks.client() });
+  const h = await fs2.open('/keep', O_RDONLY);
+  t.deepEqual(await fs2.read(h, 0, 200_000), data);
+  await fs2.release(h);
+  t.is((await fs2.getattr('/keepdir')).mode, S_IFDIR | 0o700);
+  await fs2.unmount();
+  await v.close();
+});
+
+test('read-only device: reads work, changes fail with EROFS', async (t) => {
+  const v = await freshVolume();
+  const fh = await v.fs.create('/r', 0o644);
+  await v.fs.write(fh, 0, bytes('read me'));
+  await v.fs.release(fh);
+  await v.fs.unmount();
+  const ro = await FileBlockDevice.open(v.image.path, { readOnly: true });
+  const fs = await FileSystem.mount(ro, { slot: 1, locks: v.locks.client() });
+  const h = await fs.open('/r', O_RDONLY);
+  t.is(text(await fs.read(h, 0, 100)), 'read me');
+  await fs.release(h);
+  t.is(await errno(fs.mkdir('/x', 0o755)), 'EROFS');
+  t.is(await errno(fs.create('/y', 0o644)), 'EROFS');
+  t.is(await errno(fs.unlink('/r')), 'EROFS');
+  t.is(await errno(fs.open('/r', O_WRONLY)), 'EROFS');
+  await fs.unmount();
+  await ro.close();
+  await v.close();
+});
+
+test('fsck catches corruption: bad checksum, leaked block, wrong link count', async (t) => {
+  const v = await freshVolume();
+  await v.fs.mkdir('/d', 0o755);
+  const fh = await v.fs.create('/d/f', 0o644);
+  await v.fs.write(fh, 0, patternBytes(50_000, 9));
+  await v.fs.release(fh);
+  await v.fs.unmount();
+  t.true((await fsck(v.dev)).ok);
+  const sb = await readSuperblock(v.dev);
+  const g = new Geometry(sb);
+  const readBlock = async (address: number) => {
+    const data = new Uint8Array(BLOCK_SIZE);
+    await v.dev.read(address * BLOCK_SIZE, data);
+    return data;
+  };
+  const writeBlock = (address: number, data: Uint8Array) => v.dev.write(address * BLOCK_SIZE, data);
+
+  // 1. A flipped byte in the inode table.
+  const table = await readBlock(g.inodeTable(0));
+  const flipped = table.slice();
+  flipped[HEADER_SIZE + 5] ^= 1;
+  await writeBlock(g.inodeTable(0), flipped);
+  let report = await fsck(v.dev);
+  t.false(report.ok);
+  t.true(report.errors.some((e) => e.includes('checksum')), report.errors.join('\n'));
+  await writeBlock(g.inodeTable(0), table);
+
+  // 2. A block marked used that nobody references (checksum kept valid).
+  const bitmap = await readBlock(g.blockBitmap(0));
+  const leaked = bitmap.slice();
+  const bit = g.groupSize(0) - 1;
+  leaked[HEADER_SIZE + (bit >> 3)] |= 1 << (bit & 7);
+  sealBlock(leaked, BlockType.BlockBitmap, g.blockBitmap(0));
+  await writeBlock(g.blockBitmap(0), leaked);
+  report = await fsck(v.dev);
+  t.true(report.errors.some((e) => e.includes('allocated but not referenced')), report.errors.join('\n'));
+  await writeBlock(g.blockBitmap(0), bitmap);
+
+  // 3. A wrong link count on the root (nlink is at offset 12 of the inode).
+  const wrongLinks = table.slice();
+  wrongLinks[HEADER_SIZE + 12] += 1;
+  sealBlock(wrongLinks, BlockType.InodeTable, g.inodeTable(0));
+  await writeBlock(g.inodeTable(0), wrongLinks);
+  report = await fsck(v.dev);
+  t.true(report.errors.some((e) => e.includes('nlink')), report.errors.join('\n'));
+  await writeBlock(g.inodeTable(0), table);
+  t.true((await fsck(v.dev)).ok);
+  await v.close();
+});
+
+test('O_CREAT without O_EXCL opens an existing file; O_TRUNC empties it', async (t) => {
+  const v = await freshVolume();
+  const fh = await v.fs.create('/c', 0o644, O_CREAT | O_RDWR);
+  await v.fs.write(fh, 0, bytes('content'));
+  await v.fs.release(fh);
+  const again = await v.fs.open('/c', O_CREAT | O_RDWR);
+  t.is(text(await v.fs.read(again, 0, 100)), 'content');
+  await v.fs.release(again);
+  const trunc = await v.fs.open('/c', O_CREAT | O_RDWR | O_TRUNC);
+  t.is((await v.fs.read(trunc, 0, 100)).length, 0);
+  await v.fs.release(trunc);
+  await v.close();
+});
