@@ -57,7 +57,12 @@ port.on('message', (message: AgentMessage) => {
     .spawn(message.request.kind, () => serve(message.request))
     .then(
       (result): AgentReply => ({ seq: message.seq, ok: true, result }),
-      (err: Error & { code?: string }): AgentReply => ({ seq: message.seq, ok: false, code: err.code ?? 'EIO', message: err.message }),
+      (err: Error & { code?: string; detail?: string }): AgentReply => ({
+        seq: message.seq,
+        ok: false,
+        code: err.code ?? 'EIO',
+        message: err.detail ?? err.message,
+      }),
     )
     .then((reply) => port.postMessage(reply));
 });

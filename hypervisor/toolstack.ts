@@ -91,6 +91,7 @@ export class Platform {
   private nextSeq = 1;
   private nextDomainId = 1;
   private monitorExited = false;
+  private readonly monitorExit: Promise<void>;
 
   private constructor(private readonly options: PlatformOptions) {
     const data: MonitorWorkerData = {
@@ -101,6 +102,7 @@ export class Platform {
     this.monitor = new Worker(new URL('./monitor-worker.js', import.meta.url), { workerData: data });
     this.monitor.on('message', (reply: MonitorReply) => this.onMonitorReply(reply));
     this.monitor.on('error', (err) => this.emit({ type: 'ring-fault', domain: '-', detail: `monitor crashed: ${err.message}` }));
+    this.monitorExit = once(this.monitor, 'exit').then(() => {});
     this.monitor.on('exit', () => {
       this.monitorExited = true;
       for (const ack of this.acks.values()) ack.reject(new Error('monitor exited'));
@@ -200,7 +202,7 @@ export class Platform {
     }
     if (!this.monitorExited) {
       await this.command({ type: 'shutdown', seq: 0 }).catch(() => {});
-      await once(this.monitor, 'exit').catch(() => {});
+      await this.monitorExit.catch(() => {});
     }
   }
 

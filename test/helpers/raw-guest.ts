@@ -1,0 +1,70 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Doorbell, Req, Ring, RING_HEADER_WORDS, RING_SLOTS, Rsp, SLOT_WORDS } from '../../hypervisor/abi.js';
+import type { DomainPages } from '../../hypervisor/monitor.js';
+
+export interface RawRequest {
+  id: number;
+  op: number;
+  sector?: number;
+  sectorHi?: number;
+  count?: number;
+  memOffset?: number;
+  vbd?: number;
+  flags?: number;
+}
+
+/**
+ * A hostile (or merely hand-driven) guest for tests: writes descriptors straight into its ring through the ABI,
+ * with no blkfront in between, so any garbage a guest could write reaches the monitor.
+ */
+export class RawGuest {
+  readonly ring: Int32Array;
+  readonly memory: Uint8Array;
+  private readonly doorbell: Int32Array;
+  prod = 0;
+  cons = 0;
+
+  constructor(pages: DomainPages, doorbell: SharedArrayBuffer) {
+    this.ring = new Int32Array(pages.ring);
+    this.memory = new Uint8Array(pages.memory);
+    this.doorbell = new Int32Array(doorbell);
+  }
+
+  /** Write a descriptor and publish it; always rings the doorbell. */
+  submit(r: RawRequest): void {
+    const base = RING_HEADER_WORDS + (this.prod % RING_SLOTS) * SLOT_WORDS;
+    const w = this.ring;
+    w[base + Req.ID] = r.id;
+    w[base + Req.OP] = r.op;
+    w[base + Req.SECTOR_LO] = r.sector ?? 0;
+    w[base + Req.SECTOR_HI] = r.sectorHi ?? 0;
+    w[base + Req.COUNT] = r.count ?? 0;
+    w[base + Req.MEM_OFFSET] = r.memOffset ?? 0;
+    w[base + Req.VBD] = r.vbd ?? 0;
+    w[base + Req.FLAGS] = r.flags ?? 0;
+    this.prod = (this.prod + 1) >>> 0;
+    Atomics.store(w, Ring.REQ_PROD, this.prod | 0);
+    this.ringDoorbell();
+  }
+
+  ringDoorbell(): void {
+    Atomics.add(this.doorbell, Doorbell.SEQ, 1);
+    Atomics.notify(this.doorbell, Doorbell.SEQ);
+  }
+
+  /** Wait until `n` responses arrived (or time out), and return them as {id, status}. */
+  async responses(n: number, timeoutMs = 5000): Promise<{ id: number; status: number; value: number }[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (((Atomics.load(this.ring, Ring.RSP_PROD) - this.cons) >>> 0) < n) {
+      if (Date.now() > deadline) throw new Error(`only ${(Atomics.load(this.ring, Ring.RSP_PROD) - this.cons) >>> 0} of ${n} responses`);
+      await sleep(1);
+    }
+    const out = [];
+    for (let i = 0; i < n; i++) {
+      const base = RING_HEADER_WORDS + (this.cons % RING_SLOTS) * SLOT_WORDS;
+      out.push({ id: this.ring[base + Rsp.ID], status: this.ring[base + Rsp.STATUS], value: this.ring[base + Rsp.VALUE_LO] >>> 0 });
+      this.cons = (this.cons + 1) >>> 0;
+    }
+    return out;
+  }
+}

@@ -1,0 +1,131 @@
+import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Op, Ring, RING_SLOTS, Status, MAX_SECTORS_PER_REQUEST } from '../hypervisor/abi.js';
+import type { PlatformEvent } from '../hypervisor/toolstack.js';
+import type { Platform } from '../hypervisor/toolstack.js';
+import { bootPlatform, MiB, randomImage, tempDir } from './helpers/platform.js';
+import { RawGuest } from './helpers/raw-guest.js';
+
+const VOLUME_SECTORS = (8 * MiB) / 512;
+
+async function setup(t: Parameters<typeof tempDir>[0], readOnly = false) {
+  const dir = await tempDir(t);
+  const image = await randomImage(dir, 8 * MiB);
+  const platform = await bootPlatform(t, { volumes: [{ name: 'shared', path: image.path }] });
+  const events: PlatformEvent[] = [];
+  platform.onEvent((e) => events.push(e));
+  const hostile = await platform.createDomain(
+    { name: 'hostile', memoryBytes: 1 * MiB, grants: [{ volume: 'shared', readOnly }] },
+    { guest: false },
+  );
+  const raw = new RawGuest(hostile.pages, platform.doorbell);
+  const good = await platform.createDomain({ name: 'good', memoryBytes: 8 * MiB, grants: [{ volume: 'shared', readOnly: false }] });
+  return { image, platform, raw, good, events };
+}
+
+/** The well-behaved domain still reads back what it writes. */
+async function goodDomainWorks(t: { true(v: boolean, m?: string): void }, platform: Platform, offset: number) {
+  const data = randomBytes(64 * 1024);
+  const good = platform.domain('good');
+  await good.call({ kind: 'block-write', offset, data });
+  const back = await good.call<Uint8Array>({ kind: 'block-read', offset, length: data.length });
+  t.true(Buffer.from(back).equals(data), `good domain round-trips at ${offset}`);
+}
+
+test('a read-only grant is enforced by the monitor: writes and discards are refused, nothing is written', async (t) => {
+  const { image, platform, raw } = await setup(t, true);
+  raw.memory.fill(0xab, 0, 4096);
+  raw.submit({ id: 1, op: Op.WRITE, sector: 0, count: 8, memOffset: 0 });
+  raw.submit({ id: 2, op: Op.DISCARD, sector: 8, count: 8 });
+  raw.submit({ id: 3, op: Op.WRITE, sector: 16, count: 8, memOffset: 0, flags: 1 });
+  raw.submit({ id: 4, op: Op.READ, sector: 0, count: 8, memOffset: 8192 });
+  const rsp = await raw.responses(4);
+  t.deepEqual(rsp.map((r) => [r.id, r.status]), [[1, Status.EROFS], [2, Status.EROFS], [3, Status.EROFS], [4, Status.OK]]);
+  t.true(Buffer.from(raw.memory.subarray(8192, 8192 + 4096)).equals(image.contents.subarray(0, 4096)), 'read works');
+  t.true((await readFile(image.path)).equals(image.contents), 'image unchanged');
+  t.is(platform.counters('hostile').ERRORS, 3);
+});
+
+test('malformed descriptors get error statuses while the monitor and other domains carry on', async (t) => {
+  const { image, platform, raw } = await setup(t);
+  const cases: [string, Parameters<RawGuest['submit']>[0], number][] = [
+    ['unknown op', { id: 10, op: 99, sector: 0, count: 1 }, Status.EOPNOTSUPP],
+    ['negative op', { id: 11, op: -1, sector: 0, count: 1 }, Status.EOPNOTSUPP],
+    ['sector past the end', { id: 12, op: Op.READ, sector: VOLUME_SECTORS, count: 1 }, Status.ERANGE],
+    ['transfer crossing the end', { id: 13, op: Op.WRITE, sector: VOLUME_SECTORS - 1, count: 2 }, Status.ERANGE],
+    ['sector with high word set', { id: 14, op: Op.READ, sector: 0, sectorHi: 0x7fffffff, count: 1 }, Status.ERANGE],
+    ['zero count', { id: 15, op: Op.READ, sector: 0, count: 0 }, Status.EINVAL],
+    ['huge count', { id: 16, op: Op.READ, sector: 0, count: -1 }, Status.EINVAL],
+    ['count one over the limit', { id: 17, op: Op.READ, sector: 0, count: MAX_SECTORS_PER_REQUEST + 1 }, Status.EINVAL],
+    ['buffer outside guest memory', { id: 18, op: Op.READ, sector: 0, count: 8, memOffset: 1 * MiB - 2048 }, Status.EFAULT],
+    ['buffer offset near 4 GiB', { id: 19, op: Op.WRITE, sector: 0, count: 8, memOffset: -4096 }, Status.EFAULT],
+    ['unknown vbd', { id: 20, op: Op.READ, sector: 0, count: 1, vbd: 5 }, Status.ENODEV],
+    ['op far beyond the table', { id: 21, op: 1234567, sector: 0, count: 0 }, Status.EOPNOTSUPP],
+    ['overlapping buffers are the guest\'s own business', { id: 22, op: Op.READ, sector: 0, count: 16, memOffset: 4096 }, Status.OK],
+    ['second overlapping read', { id: 23, op: Op.READ, sector: 8, count: 16, memOffset: 4096 }, Status.OK],
+  ];
+  for (const [, req] of cases) raw.submit(req);
+  const responses = await raw.responses(cases.length);
+  for (const [i, [what, req, status]] of cases.entries()) {
+    t.is(responses[i].id, req.id, what);
+    t.is(responses[i].status, status, what);
+  }
+  t.true((await readFile(image.path)).equals(image.contents), 'no malformed request wrote anything');
+  await goodDomainWorks(t, platform, 2 * MiB);
+  // The hostile domain's ring still works for well-formed requests.
+  raw.submit({ id: 99, op: Op.READ, sector: 0, count: 1, memOffset: 0 });
+  t.deepEqual((await raw.responses(1)).map((r) => r.status), [Status.OK]);
+});
+
+test('garbage ring indices shut only that domain\'s ring', async (t) => {
+  const { platform, raw, events } = await setup(t);
+  raw.prod = (raw.prod + RING_SLOTS * 1000 + 7) >>> 0;
+  raw.submit({ id: 1, op: Op.READ, sector: 0, count: 1 });
+  const deadline = Date.now() + 5000;
+  while (Atomics.load(raw.ring, Ring.FAULT) === 0 && Date.now() < deadline) await sleep(2);
+  t.is(Atomics.load(raw.ring, Ring.FAULT), Status.ESHUTDOWN);
+  t.true(events.some((e) => e.type === 'ring-fault' && e.domain === 'hostile'));
+  await goodDomainWorks(t, platform, 1 * MiB);
+});
+
+test('a flood of doorbells and full rings from one domain does not starve another', async (t) => {
+  const { platform, raw } = await setup(t);
+  let flooding = true;
+  const flood = (async () => {
+    let id = 0;
+    while (flooding) {
+      for (let i = 0; i < RING_SLOTS; i++) raw.submit({ id: id++, op: Op.READ, sector: i, count: 1, memOffset: 0 });
+      for (let i = 0; i < 1000; i++) raw.ringDoorbell();
+      await raw.responses(RING_SLOTS);
+      await sleep(0);
+    }
+  })();
+  for (let i = 0; i < 20; i++) await goodDomainWorks(t, platform, 4 * MiB + i * 65536);
+  flooding = false;
+  await flood;
+  t.true(platform.counters('hostile').REQUESTS > RING_SLOTS, 'the flood was served too');
+});
+
+test('a guest killed mid-I/O does not hurt the others, and the platform can boot a new domain', async (t) => {
+  const { platform, events } = await setup(t);
+  const victim = await platform.createDomain({ name: 'victim', memoryBytes: 8 * MiB, grants: [{ volume: 'shared', readOnly: false }] });
+  const busy = victim.call({
+    kind: 'block-workload',
+    workload: { pattern: 'rand', op: 'write', blockSize: 65536, queueDepth: 32, regionOffset: 6 * MiB, regionBytes: 2 * MiB, durationMs: 5000, seed: 3 },
+  });
+  const good = goodDomainWorks(t, platform, 0);
+  await sleep(100);
+  t.true(platform.counters('victim').WRITE_BYTES > 0, 'victim was writing when killed');
+  await platform.killDomain('victim');
+  await t.throwsAsync(busy, { message: /victim/ });
+  await good;
+  t.true(events.some((e) => e.type === 'domain-exit' && e.domain === 'victim'));
+  t.false(platform.listDomains().some((d) => d.name === 'victim'));
+  for (let i = 0; i < 5; i++) await goodDomainWorks(t, platform, i * 65536);
+  const again = await platform.createDomain({ name: 'victim', memoryBytes: 4 * MiB, grants: [{ volume: 'shared', readOnly: false }] });
+  const data = randomBytes(4096);
+  await again.call({ kind: 'block-write', offset: 512 * 1024, data });
+  t.true(Buffer.from(await again.call<Uint8Array>({ kind: 'block-read', offset: 512 * 1024, length: 4096 })).equals(data));
+});
