@@ -669,7 +669,9 @@ export class FileSystem implements Vfs {
         }
         return this.openHandle(inode, flags);
       }
-      const { dir, bytes } = await this.resolveParent(path);
+      const { dir, name, bytes } = await this.resolveParent(path);
+      // The name exists but did not resolve: a dangling symlink. Creating its target is not supported.
+      if ((await this.lookupIn(dir, name)) !== null) throw new IoError('ENOENT', `${path} is a dangling symbolic link`);
       const created = await this.newInode(S_IFREG | (mode & 0o7777));
       created.nlink = 1;
       await this.inodes.write(created);
