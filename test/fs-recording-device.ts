@@ -1,0 +1,96 @@
+/**
+ * Crash-test plumbing (after dm-log-writes / CrashMonkey): a BlockDevice wrapper that records the write stream
+ * with flush marks, and an in-memory device to rebuild the image as it may be after a crash at any point.
+ */
+import { checkRange, IoError, type BlockDevice, type WriteOptions } from '../fs/block-device.js';
+
+export type Recorded =
+  | { kind: 'write'; offset: number; data: Uint8Array }
+  | { kind: 'flush' }
+  | { kind: 'mark'; label: string };
+
+export class RecordingBlockDevice implements BlockDevice {
+  readonly log: Recorded[] = [];
+  constructor(private readonly inner: BlockDevice) {}
+
+  get sizeBytes(): number {
+    return this.inner.sizeBytes;
+  }
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+  read(offset: number, dst: Uint8Array): Promise<void> {
+    return this.inner.read(offset, dst);
+  }
+  async write(offset: number, src: Uint8Array, options: WriteOptions = {}): Promise<void> {
+    await this.inner.write(offset, src, options);
+    this.log.push({ kind: 'write', offset, data: src.slice() });
+    if (options.fua) this.log.push({ kind: 'flush' });
+  }
+  async flush(): Promise<void> {
+    await this.inner.flush();
+    this.log.push({ kind: 'flush' });
+  }
+  async discard(offset: number, length: number): Promise<void> {
+    await this.inner.discard(offset, length);
+    this.log.push({ kind: 'write', offset, data: new Uint8Array(length) });
+  }
+  /** Notes that something was acknowledged at this point of the stream (an fsync returned). */
+  mark(label: string): void {
+    this.log.push({ kind: 'mark', label });
+  }
+  allocBuffer(size: number): Uint8Array {
+    return this.inner.allocBuffer(size);
+  }
+  freeBuffer(buf: Uint8Array): void {
+    this.inner.freeBuffer(buf);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+export class MemoryBlockDevice implements BlockDevice {
+  readonly readOnly = false;
+  constructor(readonly image: Uint8Array) {}
+  get sizeBytes(): number {
+    return this.image.length;
+  }
+  async read(offset: number, dst: Uint8Array): Promise<void> {
+    checkRange(this, offset, dst.length);
+    dst.set(this.image.subarray(offset, offset + dst.length));
+  }
+  async write(offset: number, src: Uint8Array): Promise<void> {
+    checkRange(this, offset, src.length);
+    this.image.set(src, offset);
+  }
+  async flush(): Promise<void> {}
+  async discard(offset: number, length: number): Promise<void> {
+    checkRange(this, offset, length);
+    this.image.fill(0, offset, offset + length);
+  }
+  allocBuffer(size: number): Uint8Array {
+    return new Uint8Array(size);
+  }
+  freeBuffer(): void {}
+  async close(): Promise<void> {}
+}
+
+/** One 4 KiB piece of a recorded write: the unit a crash may keep or lose. */
+export interface Piece {
+  offset: number;
+  data: Uint8Array;
+}
+
+export function pieces(write: { offset: number; data: Uint8Array }): Piece[] {
+  const out: Piece[] = [];
+  for (let at = 0; at < write.data.length; at += 4096) {
+    out.push({ offset: write.offset + at, data: write.data.subarray(at, Math.min(at + 4096, write.data.length)) });
+  }
+  return out;
+}
+
+export function apply(image: Uint8Array, piece: Piece): void {
+  if (piece.offset + piece.data.length > image.length) throw new IoError('EIO', 'piece beyond image');
+  image.set(piece.data, piece.offset);
+}
