@@ -1,4 +1,12 @@
 import type { BlockWorkload, WorkloadResult } from './block-workload.js';
+import type { Stat, StatFs, Vfs } from '../fs/vfs.js';
+
+/** The filesystem operations the agent runs for the host (the FUSE adapter, tests, scripts). */
+export const VFS_OPS = [
+  'getattr', 'readdir', 'mkdir', 'rmdir', 'unlink', 'rename', 'link', 'symlink', 'readlink', 'create', 'open',
+  'release', 'read', 'write', 'fsync', 'truncate', 'chmod', 'chown', 'utimens', 'statfs',
+] as const satisfies readonly (keyof Vfs)[];
+export type VfsOp = (typeof VFS_OPS)[number];
 
 /**
  * Requests the host sends a domain's guest agent, which runs each as a process inside the domain (so the work
@@ -9,7 +17,10 @@ export type AgentRequest =
   | { kind: 'block-read'; offset: number; length: number }
   | { kind: 'block-write'; offset: number; data: Uint8Array; fua?: boolean }
   | { kind: 'block-flush' }
-  | { kind: 'info' };
+  | { kind: 'info' }
+  | { kind: 'vfs'; op: VfsOp; args: unknown[] }
+  /** Commit the journal, close every handle and give the volume lock back. */
+  | { kind: 'unmount' };
 
 export interface DomainInfo {
   name: string;
@@ -18,10 +29,12 @@ export interface DomainInfo {
   interrupts: number;
   hypercalls: number;
   polledCompletions: number;
+  /** The journal slot of the mounted filesystem, if any. */
+  slot: number | null;
   processes: { pid: number; name: string }[];
 }
 
-export type AgentResult = WorkloadResult | Uint8Array | DomainInfo | null;
+export type AgentResult = WorkloadResult | Uint8Array | DomainInfo | Stat | StatFs | string[] | string | number | null | void;
 
 export type AgentMessage = { seq: number; request: AgentRequest };
 export type AgentReply = { seq: number; ok: true; result: AgentResult } | { seq: number; ok: false; code: string; message: string };

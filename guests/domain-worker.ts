@@ -3,7 +3,10 @@ import { Blkfront } from './blkfront.js';
 import { runBlockWorkload } from './block-workload.js';
 import { GuestKernel } from './kernel.js';
 import { GuestMemory } from './guest-memory.js';
-import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from './agent-protocol.js';
+import { LockFront } from './lock-front.js';
+import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type AgentResult, type DomainBooted } from './agent-protocol.js';
+import { FileSystem } from '../fs/filesystem.js';
+import { IoError } from '../fs/block-device.js';
 
 /** What the toolstack hands a new domain: its own shared pages and the monitor's doorbell, nothing else. */
 export interface DomainWorkerData {
@@ -13,6 +16,8 @@ export interface DomainWorkerData {
   memory: SharedArrayBuffer;
   doorbell: SharedArrayBuffer;
   spinMicros: number;
+  /** Mount the shared-volume filesystem of vbd 0 at boot, with this journal slot. */
+  filesystem?: { slot: number };
 }
 
 const data = workerData as DomainWorkerData;
@@ -21,6 +26,15 @@ const kernel = new GuestKernel({ vic: data.vic, doorbell: data.doorbell, spinMic
 const memory = new GuestMemory(data.memory);
 kernel.start();
 const disk = await Blkfront.attach(kernel, memory, data.ring, 0);
+const locks = new LockFront(kernel, data.vic, disk);
+let fs: FileSystem | null = data.filesystem
+  ? await kernel.spawn('mount', () => FileSystem.mount(disk, { slot: data.filesystem!.slot, locks }))
+  : null;
+
+function mounted(): FileSystem {
+  if (!fs) throw new IoError('ENODEV', `domain ${data.name} has no filesystem mounted`);
+  return fs;
+}
 
 async function serve(request: AgentRequest): Promise<AgentResult> {
   switch (request.kind) {
@@ -41,11 +55,21 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
     case 'block-flush':
       await disk.flush();
       return null;
+    case 'vfs': {
+      if (!(VFS_OPS as readonly string[]).includes(request.op)) throw new IoError('ENOSYS', `no operation ${request.op}`);
+      const op = mounted()[request.op] as (...args: unknown[]) => Promise<AgentResult>;
+      return op.apply(fs, request.args);
+    }
+    case 'unmount':
+      await mounted().unmount();
+      fs = null;
+      return null;
     case 'info':
       return {
         name: data.name,
         sizeBytes: disk.sizeBytes,
         readOnly: disk.readOnly,
+        slot: fs ? data.filesystem!.slot : null,
         ...kernel.counters,
         processes: kernel.listProcesses().map(({ pid, name }) => ({ pid, name })),
       };

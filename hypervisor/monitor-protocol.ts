@@ -8,6 +8,7 @@ export type MonitorCommand =
   | { type: 'add-volume'; seq: number; id: number; name: string; path: string; readOnly: boolean }
   | { type: 'add-domain'; seq: number; id: number; name: string; pages: DomainPages; grants: Grant[] }
   | { type: 'remove-domain'; seq: number; id: number }
+  | { type: 'drop-locks'; seq: number; id: number }
   | { type: 'shutdown'; seq: number };
 
 export type MonitorReply =

@@ -33,6 +33,9 @@ function control(command: MonitorCommand): void {
     case 'remove-domain':
       monitor.removeDomain(command.id);
       break;
+    case 'drop-locks':
+      monitor.dropLocks(command.id);
+      break;
     case 'shutdown':
       running = false;
       for (const backend of backends.values()) {

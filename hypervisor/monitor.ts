@@ -1,4 +1,6 @@
 import {
+  LOCK_EXCLUSIVE,
+  LOCK_SHARED,
   Line,
   MAX_SECTORS_PER_REQUEST,
   Op,
@@ -10,13 +12,16 @@ import {
   Rsp,
   SECTOR,
   SLOT_WORDS,
+  REQ_DIRTY,
   Status,
   u32Sub,
+  Vic,
   VBD_READ_ONLY,
   needsNotify,
 } from './abi.js';
 import type { BlockBackend } from './block-backend.js';
 import { Counter, DomainStats } from './domain-stats.js';
+import { LockTable, type Grant as LockGrant, type ReleaseResult } from './lock-table.js';
 import { VirtualInterruptController } from './virq.js';
 
 /** A volume the monitor serves, with its backend. */
@@ -64,7 +69,14 @@ interface Request {
   flags: number;
 }
 
-export type MonitorEvent = { type: 'ring-fault'; domain: string; detail: string };
+export type MonitorEvent =
+  | { type: 'ring-fault'; domain: string; detail: string }
+  | { type: 'revoke'; domain: string; detail: string };
+
+/** execute() result for a request answered later (a LOCK waiting for its grant). */
+const DEFERRED = 1;
+/** Lock names fit the revoke bitmap of the interrupt controller page. */
+const LOCK_NAMES = Vic.REVOKE_WORDS * 32;
 
 /**
  * The virtual machine monitor's I/O core: the domain table, the block driver serving every domain's request ring,
@@ -76,6 +88,10 @@ export class Monitor {
   private readonly domains = new Map<number, Domain>();
   /** Domains in service order, rebuilt when the table changes (the hot loop iterates an array). */
   private serving: Domain[] = [];
+  /** The cluster lock service: one table for every domain (holders are domain ids). */
+  private readonly locks = new LockTable();
+  /** LOCK requests waiting for their grant, by domain id and lock name: the request id to answer. */
+  private readonly lockWaiters = new Map<string, { domain: Domain; id: number }>();
 
   constructor(
     private readonly stats: DomainStats,
@@ -110,10 +126,19 @@ export class Monitor {
     this.serving = [...this.domains.values()];
   }
 
-  /** Forget a domain (destroyed or dead): its pages are no longer touched. */
+  /**
+   * Fence a domain (destroyed or dead): its ring is no longer served and its pages are no longer touched. Its
+   * locks stay held until dropLocks(), so the toolstack can replay its journal before anyone else gets in.
+   */
   removeDomain(id: number): void {
     this.domains.delete(id);
     this.serving = [...this.domains.values()];
+  }
+
+  /** Release every lock a dead domain held or waited for, granting them to the next waiters. */
+  dropLocks(id: number): void {
+    for (const key of this.lockWaiters.keys()) if (key.startsWith(`${id}:`)) this.lockWaiters.delete(key);
+    this.applyLockResult(this.locks.dropHolder(id));
   }
 
   /** True when some ring has requests the monitor has not consumed yet. */
@@ -154,7 +179,7 @@ export class Monitor {
       const req = this.fetch(d, d.reqCons);
       d.reqCons = (d.reqCons + 1) >>> 0;
       const status = this.execute(d, req);
-      this.respond(d, req.id, status);
+      if (status !== DEFERRED) this.respond(d, req.id, status);
     }
     return pending;
   }
@@ -229,9 +254,61 @@ export class Monitor {
         this.reply.flags = grant.readOnly ? VBD_READ_ONLY : 0;
         return Status.OK;
       }
+      case Op.LOCK:
+        return this.lock(d, req);
+      case Op.UNLOCK:
+        return this.unlock(d, req);
       default:
         return this.fail(d, Status.EOPNOTSUPP);
     }
+  }
+
+  private lock(d: Domain, req: Request): number {
+    const mode = req.count === LOCK_SHARED ? 'shared' : req.count === LOCK_EXCLUSIVE ? 'exclusive' : null;
+    if (mode === null || req.sector >= LOCK_NAMES) return this.fail(d, Status.EINVAL);
+    const key = `${d.id}:${req.sector}`;
+    if (this.lockWaiters.has(key)) return this.fail(d, Status.EINVAL);
+    this.stats.add(d.id, Counter.LOCKS);
+    const { granted, revokes } = this.locks.request(d.id, req.sector, mode);
+    this.applyLockResult({ grants: [], revokes });
+    if (granted) {
+      this.reply.lo = granted.generation;
+      return Status.OK;
+    }
+    this.lockWaiters.set(key, { domain: d, id: req.id });
+    return DEFERRED;
+  }
+
+  private unlock(d: Domain, req: Request): number {
+    if (req.sector >= LOCK_NAMES || !this.locks.holders(req.sector).some((h) => h.holder === d.id)) {
+      return this.fail(d, Status.EINVAL);
+    }
+    this.applyLockResult(this.locks.release(d.id, req.sector, (req.flags & REQ_DIRTY) !== 0));
+    return Status.OK;
+  }
+
+  /** Answer LOCK requests granted meanwhile and ask holders in the way to give their locks back. */
+  private applyLockResult(result: ReleaseResult): void {
+    for (const grant of result.grants) this.answerGrant(grant);
+    for (const revoke of result.revokes) {
+      const holder = this.domains.get(revoke.holder as number);
+      if (!holder) continue;
+      holder.vic.requestRevoke(revoke.name);
+      holder.vic.raise(Line.LOCK_REVOKE);
+      this.stats.add(holder.id, Counter.REVOKES);
+      this.onEvent({ type: 'revoke', domain: holder.name, detail: `lock ${revoke.name} wanted ${revoke.wanted}` });
+    }
+  }
+
+  private answerGrant(grant: LockGrant): void {
+    const key = `${grant.holder}:${grant.name}`;
+    const waiter = this.lockWaiters.get(key);
+    if (!waiter) return;
+    this.lockWaiters.delete(key);
+    this.reply.lo = grant.generation;
+    this.reply.hi = this.reply.flags = 0;
+    this.respond(waiter.domain, waiter.id, Status.OK);
+    this.reply.lo = 0;
   }
 
   private checkTransfer(d: Domain, backend: BlockBackend, req: Request): number {

@@ -7,6 +7,18 @@ import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
 import type { DomainWorkerData } from '../guests/domain-worker.js';
 import { IoError } from '../fs/block-device.js';
+import { FileBlockDevice } from '../fs/file-block-device.js';
+import { replayJournal } from '../fs/journal.js';
+
+/** Replay one journal slot of a volume natively (no filesystem knowledge needed). */
+async function replayVolumeSlot(path: string, slot: number): Promise<number> {
+  const dev = await FileBlockDevice.open(path);
+  try {
+    return await replayJournal(dev, slot);
+  } finally {
+    await dev.close();
+  }
+}
 
 export interface VolumeSpec {
   name: string;
@@ -19,6 +31,8 @@ export interface DomainSpec {
   name: string;
   memoryBytes: number;
   grants: { volume: string; readOnly: boolean }[];
+  /** Mount the filesystem of the first granted volume at boot, with this journal slot. */
+  filesystem?: { slot: number };
 }
 
 export interface PlatformOptions {
@@ -32,7 +46,8 @@ export interface PlatformOptions {
 export type PlatformEvent =
   | MonitorEvent
   | { type: 'domain-exit'; domain: string; detail: string }
-  | { type: 'domain-boot'; domain: string; detail: string };
+  | { type: 'domain-boot'; domain: string; detail: string }
+  | { type: 'recovery'; domain: string; detail: string };
 
 /** A running domain as the toolstack sees it. */
 export class DomainHandle {
@@ -45,6 +60,7 @@ export class DomainHandle {
     readonly name: string,
     readonly pages: DomainPages,
     readonly worker: Worker | undefined,
+    readonly spec: DomainSpec,
   ) {
     worker?.on('message', (message: AgentReply | DomainBooted) => {
       if ('booted' in message) return;
@@ -164,10 +180,11 @@ export class Platform {
         ...pages,
         doorbell: this.doorbell,
         spinMicros: this.options.guestSpinMicros ?? 30,
+        filesystem: spec.filesystem,
       };
       worker = new Worker(new URL('../guests/domain-worker.js', import.meta.url), { workerData: data });
     }
-    const handle = new DomainHandle(id, spec.name, pages, worker);
+    const handle = new DomainHandle(id, spec.name, pages, worker, spec);
     this.domains.set(spec.name, handle);
     if (!worker) {
       handle.state = 'running';
@@ -193,7 +210,13 @@ export class Platform {
     await this.domainDied(d, 'killed');
   }
 
+  /** Unmount every domain's filesystem (journals committed, locks given back), then stop every thread. */
   async shutdown(): Promise<void> {
+    await Promise.all(
+      this.listDomains()
+        .filter((d) => d.spec.filesystem && d.state === 'running')
+        .map((d) => d.call({ kind: 'unmount' }).catch(() => {})),
+    );
     for (const d of this.domains.values()) {
       if (d.worker && d.state !== 'dead') {
         d.state = 'dead';
@@ -206,13 +229,29 @@ export class Platform {
     }
   }
 
+  /**
+   * A domain died: fence its I/O, replay its journal (committed transactions reach their home blocks, so nothing
+   * committed is lost), and only then release its locks to the domains waiting for them.
+   */
   private async domainDied(d: DomainHandle, detail: string): Promise<void> {
     if (this.domains.get(d.name) !== d) return;
     this.domains.delete(d.name);
+    const deliberate = d.state === 'dead';
     d.died(detail);
     this.emit({ type: 'domain-exit', domain: d.name, detail });
     // After shutdown the monitor is gone and has forgotten every domain anyway.
     await this.command({ type: 'remove-domain', seq: 0, id: d.id }).catch(() => {});
+    const grant = d.spec.grants[0];
+    if (d.spec.filesystem && grant && !grant.readOnly && !deliberate) {
+      const volume = this.options.volumes.find((v) => v.name === grant.volume)!;
+      try {
+        const replayed = await replayVolumeSlot(volume.path, d.spec.filesystem.slot);
+        this.emit({ type: 'recovery', domain: d.name, detail: `journal slot ${d.spec.filesystem.slot}: ${replayed} blocks replayed` });
+      } catch (err) {
+        this.emit({ type: 'recovery', domain: d.name, detail: `journal replay failed: ${(err as Error).message}` });
+      }
+    }
+    await this.command({ type: 'drop-locks', seq: 0, id: d.id }).catch(() => {});
   }
 
   private command(command: MonitorCommand): Promise<void> {
