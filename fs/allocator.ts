@@ -51,6 +51,11 @@ export class Allocator {
     readonly preferredGroup: number,
   ) {}
 
+  /** Blocks freed by the running transaction, usable once it commits. */
+  get pendingFrees(): number {
+    return this.freedThisTx.size;
+  }
+
   /** The running transaction committed: blocks it freed may be reused. */
   transactionCommitted(): void {
     this.freedThisTx.clear();

@@ -309,7 +309,15 @@ export class FileSystem implements Vfs {
       this.checkUsable();
       if (this.dev.readOnly) throw new IoError('EROFS', 'read-only volume');
       await this.lockVolume('exclusive');
-      const result = await this.withOp(fn);
+      let result: T;
+      try {
+        result = await this.withOp(fn);
+      } catch (error) {
+        // Blocks freed in the running transaction become usable once it commits: commit and try once more.
+        if (!(error instanceof IoError && error.code === 'ENOSPC' && this.allocator.pendingFrees > 0)) throw error;
+        await this.commit();
+        result = await this.withOp(fn);
+      }
       if (this.cache.dirtyCount * 2 > this.journal!.capacity) await this.commit();
       this.startTimer();
       return result;
