@@ -7,7 +7,7 @@ import { IoError } from './block-device.js';
 import type { BlockCache } from './block-cache.js';
 import type { Allocator } from './allocator.js';
 import type { Inode } from './inode.js';
-import { BlockType, DIRECT_POINTERS, HEADER_SIZE, MAX_FILE_BLOCKS, POINTERS_PER_BLOCK as PPB, view } from './layout.js';
+import { BlockType, DIRECT_POINTERS, HEADER_SIZE, MAX_FILE_BLOCKS, POINTERS_PER_BLOCK as PPB } from './layout.js';
 
 const SINGLE_START = DIRECT_POINTERS;
 const DOUBLE_START = DIRECT_POINTERS + PPB;
@@ -19,11 +19,16 @@ export interface MappedRun {
 }
 
 export function readPointer(block: Uint8Array, index: number): number {
-  return view(block).getUint32(HEADER_SIZE + index * 4, true);
+  const at = HEADER_SIZE + index * 4;
+  return (block[at] | (block[at + 1] << 8) | (block[at + 2] << 16) | (block[at + 3] << 24)) >>> 0;
 }
 
 function writePointer(block: Uint8Array, index: number, value: number): void {
-  view(block).setUint32(HEADER_SIZE + index * 4, value, true);
+  const at = HEADER_SIZE + index * 4;
+  block[at] = value;
+  block[at + 1] = value >>> 8;
+  block[at + 2] = value >>> 16;
+  block[at + 3] = value >>> 24;
 }
 
 /** Called after each freed block with the lowest file block freed so far; may commit. */
@@ -49,16 +54,43 @@ export class BlockMap {
     return this.pointerIn(await this.pointerIn(inode.doubleIndirect, Math.floor(k / PPB)), k % PPB);
   }
 
+  /**
+   * The pointers that map `fb` and the blocks after it: an array-like view of one pointer block (or the inode's
+   * direct pointers) with the index of `fb` in it and how many of the following file blocks it covers.
+   */
+  private async pointersFor(inode: Inode, fb: number): Promise<{ get: (i: number) => number; index: number; limit: number }> {
+    if (fb < SINGLE_START) return { get: (i) => inode.direct[i], index: fb, limit: DIRECT_POINTERS };
+    const none = { get: () => 0, index: 0, limit: 0 };
+    let address: number;
+    let index: number;
+    if (fb < DOUBLE_START) {
+      address = inode.indirect;
+      index = fb - SINGLE_START;
+    } else {
+      const k = fb - DOUBLE_START;
+      address = await this.pointerIn(inode.doubleIndirect, Math.floor(k / PPB));
+      index = k % PPB;
+    }
+    if (!address) return { ...none, index, limit: PPB };
+    const block = await this.cache.get(address, BlockType.Indirect);
+    return { get: (i) => readPointer(block, i), index, limit: PPB };
+  }
+
   /** The run starting at `fb` (at most `max` blocks): contiguous volume blocks, or a hole. */
   async lookupRun(inode: Inode, fb: number, max: number): Promise<MappedRun> {
-    const phys = await this.lookup(inode, fb);
-    let count = 1;
-    while (count < max) {
-      const next = await this.lookup(inode, fb + count);
-      if (phys === 0 ? next !== 0 : next !== phys + count) break;
-      count++;
+    if (fb >= MAX_FILE_BLOCKS) return { phys: 0, count: max };
+    let phys = -1;
+    let count = 0;
+    while (count < max && fb + count < MAX_FILE_BLOCKS) {
+      const source = await this.pointersFor(inode, fb + count);
+      for (let i = source.index; i < source.limit && count < max; i++) {
+        const next = source.get(i);
+        if (phys === -1) phys = next;
+        else if (phys === 0 ? next !== 0 : next !== phys + count) return { phys, count };
+        count++;
+      }
     }
-    return { phys, count };
+    return { phys: Math.max(phys, 0), count: Math.max(count, 1) };
   }
 
   /**
