@@ -9,11 +9,21 @@ export class CliError extends Error {
   }
 }
 
-/** Progress on stderr, overwriting one line when stderr is a terminal. */
+let lastProgress = 0;
+
+/** Progress on stderr at most five times a second, overwriting one line when stderr is a terminal. */
 export function progressLine(text: string): void {
+  const now = Date.now();
+  if (now - lastProgress < 200) return;
+  lastProgress = now;
   if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
   else process.stderr.write(`${text}\n`);
 }
+
+/** Where `hvshare up` keeps the platform store and images unless --state says otherwise. */
+export const DEFAULT_STATE_DIR = 'state';
+/** Where `hvshare up` mounts each domain's view unless --mount-root says otherwise. */
+export const DEFAULT_MOUNT_ROOT = 'mnt';
 
 export function endProgress(): void {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');

@@ -2,16 +2,36 @@
 import { Command, CommanderError } from 'commander';
 import { registerBench } from './bench.js';
 import { CliError } from './cli-support.js';
+import { registerFsck } from './fsck.js';
+import { registerLog } from './log.js';
+import { registerMkfs } from './mkfs.js';
+import { registerPs } from './ps.js';
+import { registerStat } from './stat.js';
 
 const program = new Command()
   .name('hvshare')
   .description(
-    'Inter-domain data sharing without a network: guest domains reach one shared volume through hypercalls to a\n' +
+    'Inter-domain data sharing without a network: guest domains reach one shared volume through hypercalls to a ' +
       'virtual machine monitor, each through its own journaling filesystem; FUSE shows any domain\'s view on the host.',
+  )
+  .addHelpText(
+    'after',
+    `
+Examples:
+  $ hvshare up                              boot the default platform, mount mnt/dom1 mnt/dom2 mnt/dom3
+  $ hvshare ps; hvshare stat; hvshare log   inspect it from another shell
+  $ hvshare mkfs vol.img --size 256M        make a volume image
+  $ hvshare fsck state/shared.img           check it (exit 1 on any violation)
+  $ hvshare bench block                     hypervisor path vs native I/O`,
   )
   .showHelpAfterError()
   .exitOverride();
 
+registerPs(program);
+registerStat(program);
+registerLog(program);
+registerMkfs(program);
+registerFsck(program);
 registerBench(program);
 
 try {

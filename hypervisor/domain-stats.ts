@@ -15,6 +15,8 @@ export const Counter = {
   REVOKES: 6,
   DOORBELLS: 7,
   LOCKS: 8,
+  READS: 9,
+  WRITES: 10,
 } as const;
 export type CounterName = keyof typeof Counter;
 const STRIDE = 16;

@@ -218,10 +218,12 @@ export class Monitor {
         try {
           if (req.op === Op.READ) {
             backend.read(req.sector * SECTOR, view);
+            this.stats.add(d.id, Counter.READS);
             this.stats.add(d.id, Counter.READ_BYTES, bytes);
           } else {
             backend.write(req.sector * SECTOR, view);
             if (req.flags & REQ_FUA) backend.flush();
+            this.stats.add(d.id, Counter.WRITES);
             this.stats.add(d.id, Counter.WRITE_BYTES, bytes);
           }
         } catch {

@@ -1,0 +1,181 @@
+import { open, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { FileBlockDevice } from '../fs/file-block-device.js';
+import { dirtyJournalSlots, replayJournal } from '../fs/journal.js';
+import { readSuperblock } from '../fs/layout.js';
+import { mkfs } from '../fs/mkfs.js';
+import { defaultPlatform, formatSize, resolveImagePath, type PlatformConfig, type VolumeConfig } from './platform-config.js';
+import { PlatformStore, type Counters, type NewEvent } from './platform-store.js';
+import { Platform, type DomainHandle, type PlatformEvent } from './toolstack.js';
+import { Counter, type CounterName } from './domain-stats.js';
+
+export interface BootOptions {
+  stateDir: string;
+  /** A validated platform description to (re)define the platform with; default: the stored one, else the embedded default. */
+  config?: PlatformConfig;
+  /** Told about everything that goes into the event log. */
+  onEvent?: (event: NewEvent) => void;
+}
+
+/** Monitor counters -> the store's counter names. */
+const COUNTER_MAP: [CounterName, keyof Counters][] = [
+  ['REQUESTS', 'requests'],
+  ['READS', 'reads'],
+  ['WRITES', 'writes'],
+  ['FLUSHES', 'flushes'],
+  ['ERRORS', 'errors'],
+  ['VIRQS', 'virqs'],
+  ['REVOKES', 'revocations'],
+  ['READ_BYTES', 'bytesRead'],
+  ['WRITE_BYTES', 'bytesWritten'],
+];
+
+/**
+ * A platform booted from its store, as `hvshare up` runs it: the store holds the description (volumes, domains,
+ * grants, memory), the toolstack creates and formats missing images, recovers journals left by a crash, boots the
+ * monitor and the domains, and keeps domain states, the event log and counters in the store while it runs.
+ */
+export class StoredPlatform {
+  private ticker: NodeJS.Timeout | undefined;
+  private readonly lastCounters = new Map<string, Record<CounterName, number>>();
+  private stopping = false;
+
+  private constructor(
+    readonly store: PlatformStore,
+    readonly platform: Platform,
+    readonly config: PlatformConfig,
+    private readonly onEvent: (event: NewEvent) => void,
+  ) {}
+
+  static async boot(options: BootOptions): Promise<StoredPlatform> {
+    const onEvent = options.onEvent ?? (() => {});
+    const store = await PlatformStore.open(options.stateDir);
+    const log = (event: NewEvent) => {
+      onEvent(event);
+      void store.appendEvent(event);
+    };
+    let platform: Platform | undefined;
+    try {
+      const config = await store.putConfig(options.config ?? store.getConfig() ?? defaultPlatform(store.stateDir));
+      for (const stale of await store.reapStale()) {
+        log({ type: 'crash', domain: stale.name, detail: stale.reason ?? 'platform ended while the domain ran' });
+      }
+      for (const volume of config.volumes) await prepareVolume(store.stateDir, volume, log);
+      platform = await Platform.boot({
+        volumes: config.volumes.map((v) => ({ name: v.name, path: resolveImagePath(store.stateDir, v) })),
+      });
+      const running = new StoredPlatform(store, platform, config, onEvent);
+      platform.onEvent((e) => running.record(e));
+      log({ type: 'platform-up', detail: `${config.volumes.length} volume(s), ${config.domains.length} domain(s)` });
+      for (const domain of config.domains) {
+        const first = domain.grants[0];
+        const handle = await platform.createDomain({
+          name: domain.name,
+          memoryBytes: domain.memory << 20,
+          grants: domain.grants.map((g) => ({ volume: g.volume, readOnly: g.mode === 'ro' })),
+          filesystem: first ? { slot: first.slot } : undefined,
+        });
+        await store.setDomainState(domain.name, 'running', { threadId: handle.worker?.threadId });
+      }
+      running.ticker = setInterval(() => running.sampleCounters(), 1000);
+      running.ticker.unref();
+      return running;
+    } catch (err) {
+      await platform?.shutdown().catch(() => {});
+      await store.close();
+      throw err;
+    }
+  }
+
+  domains(): DomainHandle[] {
+    return this.platform.listDomains();
+  }
+
+  /** Totals since boot over every domain (for the live status line). */
+  totals(): Record<CounterName, number> {
+    const sum = Object.fromEntries(Object.keys(Counter).map((k) => [k, 0])) as Record<CounterName, number>;
+    for (const d of this.platform.listDomains()) {
+      for (const [name, value] of Object.entries(this.platform.counters(d.name))) sum[name as CounterName] += value;
+    }
+    return sum;
+  }
+
+  /** Unmount every domain's filesystem (journals committed), stop the threads, record it all, close the store. */
+  async shutdown(reason: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearInterval(this.ticker);
+    this.sampleCounters();
+    const names = this.platform.listDomains().map((d) => d.name);
+    await this.platform.shutdown();
+    for (const name of names) {
+      await this.store.setDomainState(name, 'stopped', { reason });
+      this.log({ type: 'shutdown', domain: name, detail: reason });
+    }
+    this.log({ type: 'platform-down', detail: reason });
+    await this.store.close();
+  }
+
+  private log(event: NewEvent): void {
+    this.onEvent(event);
+    void this.store.appendEvent(event);
+  }
+
+  private record(e: PlatformEvent): void {
+    switch (e.type) {
+      case 'domain-exit':
+        if (this.stopping) return;
+        this.log({ type: 'crash', domain: e.domain, detail: e.detail });
+        void this.store.setDomainState(e.domain, 'crashed', { reason: e.detail }).catch(() => {});
+        return;
+      case 'domain-boot':
+        return this.log({ type: 'boot', domain: e.domain, detail: e.detail });
+      case 'recovery':
+        return this.log({ type: 'recovery', domain: e.domain, detail: e.detail });
+      case 'revoke':
+        return this.log({ type: 'revoke', domain: e.domain, detail: e.detail });
+      case 'ring-fault':
+        return this.log({ type: 'error', domain: e.domain, detail: e.detail });
+    }
+  }
+
+  /** Move the monitor's counters into the store (batched there; never per request). */
+  private sampleCounters(): void {
+    for (const d of this.platform.listDomains()) {
+      const now = this.platform.counters(d.name);
+      const before = this.lastCounters.get(d.name);
+      const delta: Partial<Counters> = {};
+      for (const [from, to] of COUNTER_MAP) delta[to] = now[from] - (before?.[from] ?? 0);
+      this.lastCounters.set(d.name, now);
+      this.store.addCounters(d.name, delta);
+    }
+  }
+}
+
+/** Create and format a missing image; replay journals a crash left committed (no domain runs yet). */
+async function prepareVolume(stateDir: string, volume: VolumeConfig, log: (e: NewEvent) => void): Promise<void> {
+  const path = resolveImagePath(stateDir, volume);
+  const exists = await stat(path).then((s) => s.size > 0, () => false);
+  if (!exists) {
+    await mkdir(dirname(path), { recursive: true });
+    const handle = await open(path, 'w');
+    await handle.truncate(volume.size);
+    await handle.close();
+  }
+  const dev = await FileBlockDevice.open(path);
+  try {
+    if (!exists) {
+      await mkfs(dev, { slots: volume.slots });
+      log({ type: 'mkfs', detail: `${volume.name}: ${formatSize(volume.size)} at ${path}, ${volume.slots} journal slots` });
+      return;
+    }
+    const sb = await readSuperblock(dev);
+    for (const slot of await dirtyJournalSlots(dev, sb)) {
+      const blocks = await replayJournal(dev, slot, sb);
+      log({ type: 'recovery', detail: `${volume.name}: journal slot ${slot} replayed (${blocks} blocks)` });
+    }
+  } finally {
+    await dev.close();
+  }
+}
