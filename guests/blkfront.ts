@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import {
   Line,
   MAX_SECTORS_PER_REQUEST,
@@ -57,6 +58,9 @@ export class Blkfront implements BlockDevice, PolledDriver {
   private readonly slotFree = new WaitQueue();
   private inFlight = 0;
   private faulted = false;
+  /** When each request id was submitted (performance.now()), and a moving average of completion times. */
+  private readonly submittedAt = new Float64Array(RING_SLOTS);
+  private latencyMicros = 0;
   sizeBytes = 0;
   readOnly = true;
 
@@ -106,6 +110,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
     w[base + Req.FLAGS] = flags;
     this.reqProd = (old + 1) >>> 0;
     this.inFlight++;
+    this.submittedAt[id] = performance.now();
     const done = new Promise<Response>((resolve) => (this.waiting[id] = resolve));
     Atomics.store(w, Ring.REQ_PROD, this.reqProd | 0);
     if (needsNotify(Atomics.load(w, Ring.REQ_EVENT) >>> 0, this.reqProd, old)) this.kernel.notifyMonitor();
@@ -126,6 +131,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
       this.freeIds.push(id);
       this.inFlight--;
       reaped++;
+      this.latencyMicros += ((performance.now() - this.submittedAt[id]) * 1000 - this.latencyMicros) / 16;
       wake({
         status: w[base + Rsp.STATUS],
         valueLo: w[base + Rsp.VALUE_LO] >>> 0,
@@ -136,6 +142,10 @@ export class Blkfront implements BlockDevice, PolledDriver {
     if (Atomics.load(w, Ring.FAULT) !== 0 && !this.faulted) this.shutDown();
     if (reaped > 0) for (let i = 0; i < reaped && this.slotFree.length > 0; i++) this.slotFree.wakeOne();
     return reaped;
+  }
+
+  typicalLatencyMicros(): number {
+    return this.latencyMicros;
   }
 
   arm(): boolean {

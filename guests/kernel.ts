@@ -10,6 +10,8 @@ export interface PolledDriver {
   poll(): number;
   /** About to sleep: ask the monitor to interrupt on the next completion; true when completions slipped in. */
   arm(): boolean;
+  /** Recent mean time from submission to completion, in microseconds. */
+  typicalLatencyMicros(): number;
 }
 
 export interface Process {
@@ -21,9 +23,12 @@ export interface Process {
 export interface KernelOptions {
   vic: SharedArrayBuffer;
   doorbell: SharedArrayBuffer;
-  /** How long the idle loop polls for completions, while I/O is outstanding, before it sleeps. */
+  /** How long the idle loop polls for completions, while I/O is outstanding, before it sleeps (at least). */
   spinMicros: number;
 }
+
+/** The longest the idle loop polls, however slow recent requests were: past this a wake-up is cheap in comparison. */
+const MAX_SPIN_MICROS = 250;
 
 /**
  * The guest kernel: a process table (processes are async tasks), interrupt dispatch and the idle loop.
@@ -110,15 +115,18 @@ export class GuestKernel {
   }
 
   private async idleLoop(): Promise<void> {
-    const spinMs = this.options.spinMicros / 1000;
     while (!this.stopped) {
       const seq = Atomics.load(this.vic, Vic.SEQ);
       if (this.dispatch() || this.pollDrivers() > 0) {
         await yieldToProcesses();
         continue;
       }
-      if (this.drivers.some((d) => d.outstanding() > 0)) {
-        const until = performance.now() + spinMs;
+      const busy = this.drivers.filter((d) => d.outstanding() > 0);
+      if (busy.length > 0) {
+        // Poll about as long as a request takes lately (a 1 MiB transfer outlasts a fixed short window, and then
+        // every completion would cost a wake-up), within bounds.
+        const expected = Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5;
+        const until = performance.now() + Math.min(MAX_SPIN_MICROS, Math.max(this.options.spinMicros, expected)) / 1000;
         let reaped = 0;
         while (reaped === 0 && Atomics.load(this.vic, Vic.SEQ) === seq && performance.now() < until) {
           reaped = this.pollDrivers();
