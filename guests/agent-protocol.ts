@@ -1,4 +1,5 @@
 import type { BlockWorkload, WorkloadResult } from './block-workload.js';
+import type { FileWorkload, FileWorkloadResult } from './file-workload.js';
 import type { Stat, StatFs, Vfs } from '../fs/vfs.js';
 
 /** The filesystem operations the agent runs for the host (the FUSE adapter, tests, scripts). */
@@ -14,6 +15,7 @@ export type VfsOp = (typeof VFS_OPS)[number];
  */
 export type AgentRequest =
   | { kind: 'block-workload'; workload: BlockWorkload }
+  | { kind: 'file-workload'; workload: FileWorkload }
   | { kind: 'block-read'; offset: number; length: number }
   | { kind: 'block-write'; offset: number; data: Uint8Array; fua?: boolean }
   | { kind: 'block-flush' }
@@ -34,7 +36,7 @@ export interface DomainInfo {
   processes: { pid: number; name: string }[];
 }
 
-export type AgentResult = WorkloadResult | Uint8Array | DomainInfo | Stat | StatFs | string[] | string | number | null | void;
+export type AgentResult = WorkloadResult | FileWorkloadResult | Uint8Array | DomainInfo | Stat | StatFs | string[] | string | number | null | void;
 
 export type AgentMessage = { seq: number; request: AgentRequest };
 export type AgentReply = { seq: number; ok: true; result: AgentResult } | { seq: number; ok: false; code: string; message: string };

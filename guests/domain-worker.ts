@@ -1,6 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Blkfront } from './blkfront.js';
 import { runBlockWorkload } from './block-workload.js';
+import { runFileWorkload } from './file-workload.js';
 import { GuestKernel } from './kernel.js';
 import { GuestMemory } from './guest-memory.js';
 import { LockFront } from './lock-front.js';
@@ -40,6 +41,8 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
   switch (request.kind) {
     case 'block-workload':
       return runBlockWorkload(disk, request.workload);
+    case 'file-workload':
+      return runFileWorkload(mounted(), request.workload);
     case 'block-read': {
       const buf = disk.allocBuffer(request.length);
       try {
