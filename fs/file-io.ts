@@ -9,6 +9,7 @@ import type { BlockDevice } from './block-device.js';
 import type { BlockMap } from './block-map.js';
 import type { Inode } from './inode.js';
 import { BLOCK_SIZE } from './layout.js';
+import { copyOut, zero } from './buffers.js';
 
 /** Lets a long write commit between runs: called with the file consistent in memory (size covers all mapped). */
 export type WriteCheckpoint = () => Promise<void>;
@@ -36,12 +37,12 @@ export class FileIo {
           await this.dev.read(run.phys * BLOCK_SIZE, slice);
           this.stats.dataReads++;
         } else {
-          slice.fill(0);
+          zero(slice);
         }
         fb += run.count;
       }
       const skip = position - first * BLOCK_SIZE;
-      return buffer.slice(skip, skip + (end - position));
+      return copyOut(buffer.subarray(skip, skip + (end - position)));
     } finally {
       this.dev.freeBuffer(buffer);
     }
@@ -56,7 +57,7 @@ export class FileIo {
     const block = this.dev.allocBuffer(BLOCK_SIZE);
     try {
       await this.dev.read(phys * BLOCK_SIZE, block);
-      block.fill(0, within);
+      zero(block, within);
       await this.dev.write(phys * BLOCK_SIZE, block);
     } finally {
       this.dev.freeBuffer(block);
@@ -75,7 +76,7 @@ export class FileIo {
     const last = Math.ceil(end / BLOCK_SIZE);
     const buffer = this.dev.allocBuffer((last - first) * BLOCK_SIZE);
     try {
-      buffer.fill(0);
+      zero(buffer);
       await this.readPartial(inode, first, buffer, 0, position % BLOCK_SIZE !== 0);
       if (last - 1 !== first || position % BLOCK_SIZE === 0) {
         await this.readPartial(inode, last - 1, buffer, (last - 1 - first) * BLOCK_SIZE, end % BLOCK_SIZE !== 0);

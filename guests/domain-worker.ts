@@ -8,6 +8,7 @@ import { LockFront } from './lock-front.js';
 import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type AgentResult, type DomainBooted } from './agent-protocol.js';
 import { FileSystem } from '../fs/filesystem.js';
 import { IoError } from '../fs/block-device.js';
+import { copyOut } from '../fs/buffers.js';
 
 /** What the toolstack hands a new domain: its own shared pages and the monitor's doorbell, nothing else. */
 export interface DomainWorkerData {
@@ -47,7 +48,7 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
       const buf = disk.allocBuffer(request.length);
       try {
         await disk.read(request.offset, buf);
-        return buf.slice();
+        return copyOut(buf);
       } finally {
         disk.freeBuffer(buf);
       }
