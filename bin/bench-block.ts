@@ -10,6 +10,8 @@ export interface BlockBenchOptions {
   dir: string;
   imageBytes: number;
   durationMs: number;
+  /** Only these cases (default: blockCases()). */
+  cases?: BlockCase[];
   onProgress?: (done: number, total: number, label: string) => void;
 }
 
@@ -68,7 +70,7 @@ export async function benchBlock(options: BlockBenchOptions): Promise<BlockCaseR
     const domains = await Promise.all(
       ['dom1', 'dom2'].map((name) => platform.createDomain({ name, memoryBytes: 72 << 20, grants: [{ volume: 'bench', readOnly: false }] })),
     );
-    const cases = blockCases();
+    const cases = options.cases ?? blockCases();
     const results: BlockCaseResult[] = [];
     for (const [n, c] of cases.entries()) {
       const label = `${c.pattern} ${c.op} ${sizeLabel(c.blockSize)} qd${c.queueDepth} ${c.domains}dom`;

@@ -29,6 +29,8 @@ export interface KernelOptions {
 
 /** The longest the idle loop polls, however slow recent requests were: past this a wake-up is cheap in comparison. */
 const MAX_SPIN_MICROS = 250;
+/** Requests outstanding from which the idle loop sleeps at once instead of polling. */
+const DEEP_QUEUE = 8;
 
 /**
  * The guest kernel: a process table (processes are async tasks), interrupt dispatch and the idle loop.
@@ -122,10 +124,13 @@ export class GuestKernel {
         continue;
       }
       const busy = this.drivers.filter((d) => d.outstanding() > 0);
-      if (busy.length > 0) {
-        // Poll about as long as a request takes lately (a 1 MiB transfer outlasts a fixed short window, and then
-        // every completion would cost a wake-up), within bounds.
-        const expected = Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5;
+      const queued = busy.reduce((n, d) => n + d.outstanding(), 0);
+      // Poll about as long as a request takes lately (a 1 MiB transfer outlasts a fixed short window, and then
+      // every completion would cost a wake-up), within bounds. But with a deep queue of slow requests the monitor
+      // has a backlog its I/O threads work through, completions come in bunches, and a poll would take a core
+      // from the threads doing the copies: sleep at once, one wake-up per bunch.
+      const expected = busy.length > 0 ? Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5 : 0;
+      if (busy.length > 0 && !(queued >= DEEP_QUEUE && expected > MAX_SPIN_MICROS)) {
         const until = performance.now() + Math.min(MAX_SPIN_MICROS, Math.max(this.options.spinMicros, expected)) / 1000;
         let reaped = 0;
         while (reaped === 0 && Atomics.load(this.vic, Vic.SEQ) === seq && performance.now() < until) {

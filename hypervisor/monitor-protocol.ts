@@ -21,4 +21,6 @@ export interface MonitorWorkerData {
   stats: SharedArrayBuffer;
   /** How long the monitor polls its rings after the last request before it sleeps on the doorbell. */
   spinMicros: number;
+  /** I/O threads that share large transfers with the monitor thread when it has a backlog (default: cores - 1). */
+  ioThreads?: number;
 }

@@ -1,7 +1,10 @@
-import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { MessageChannel, parentPort, receiveMessageOnPort, Worker, workerData, type MessagePort } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Doorbell } from './abi.js';
 import { DomainStats } from './domain-stats.js';
+import { createPoolBuffer } from './io-pool.js';
+import type { IoWorkerCommand, IoWorkerData } from './io-worker.js';
 import { Monitor, type MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
 import { RawImageBackend } from './raw-image-backend.js';
@@ -9,14 +12,31 @@ import { RawImageBackend } from './raw-image-backend.js';
 /**
  * The monitor thread: serves every domain's ring in a loop. While requests keep coming it polls (a served request
  * costs a few microseconds, a wake-up through the doorbell about thirty); after `spinMicros` without work it arms
- * the guests' doorbells (event idx) and sleeps until one rings.
+ * the guests' doorbells (event idx) and sleeps until one rings. Large transfers it has a backlog of go to its I/O
+ * threads, and it runs queued ones itself whenever its rings are quiet.
  */
 const data = workerData as MonitorWorkerData;
 const port = parentPort!;
 const doorbell = new Int32Array(data.doorbell);
 const reply = (message: MonitorReply) => port.postMessage(message);
-const monitor = new Monitor(new DomainStats(data.stats), (event: MonitorEvent) => reply({ type: 'event', event }));
+const ioThreads = Math.max(0, data.ioThreads ?? Number(process.env.HVSHARE_IO_THREADS ?? availableParallelism() - 1));
+const poolBuffer = createPoolBuffer();
+const monitor = new Monitor(new DomainStats(data.stats), (event: MonitorEvent) => reply({ type: 'event', event }), {
+  pool: poolBuffer,
+  ioThreads,
+});
 const backends = new Map<number, RawImageBackend>();
+const ioPorts: MessagePort[] = [];
+for (let i = 0; i < ioThreads; i++) {
+  const channel = new MessageChannel();
+  const ioData: IoWorkerData = { control: poolBuffer, port: channel.port2, spinMicros: data.spinMicros };
+  const worker = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: ioData, transferList: [channel.port2] });
+  worker.unref();
+  ioPorts.push(channel.port1);
+}
+const tellIo = (command: IoWorkerCommand) => {
+  for (const p of ioPorts) p.postMessage(command);
+};
 let running = true;
 
 function control(command: MonitorCommand): void {
@@ -25,19 +45,25 @@ function control(command: MonitorCommand): void {
       const backend = new RawImageBackend(command.path, command.readOnly);
       backends.set(command.id, backend);
       monitor.addVolume({ id: command.id, name: command.name, backend });
+      tellIo({ type: 'add-volume', id: command.id, path: command.path, readOnly: command.readOnly });
       break;
     }
     case 'add-domain':
       monitor.addDomain(command.id, command.name, command.pages, command.grants);
+      tellIo({ type: 'add-domain', id: command.id, pages: command.pages });
       break;
     case 'remove-domain':
       monitor.removeDomain(command.id);
+      tellIo({ type: 'remove-domain', id: command.id });
       break;
     case 'drop-locks':
       monitor.dropLocks(command.id);
       break;
     case 'shutdown':
       running = false;
+      monitor.quiesce();
+      monitor.pool.stop();
+      monitor.pool.awaitExit(ioThreads);
       for (const backend of backends.values()) {
         if (!backend.readOnly) backend.flush();
         backend.close();
@@ -63,6 +89,7 @@ while (running) {
   pollControl();
   if (!running) break;
   if (monitor.drain() > 0) continue;
+  if (monitor.runQueued()) continue;
   const spinUntil = performance.now() + data.spinMicros / 1000;
   let work = false;
   while (!work && performance.now() < spinUntil) work = monitor.hasWork();
@@ -70,4 +97,5 @@ while (running) {
   if (monitor.armDoorbells()) continue;
   Atomics.wait(doorbell, Doorbell.SEQ, seq);
 }
+for (const p of ioPorts) p.close();
 port.close();
