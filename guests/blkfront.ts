@@ -148,6 +148,10 @@ export class Blkfront implements BlockDevice, PolledDriver {
     return this.latencyMicros;
   }
 
+  backendBusy(): boolean {
+    return Atomics.load(this.ring, Ring.BACKEND_BUSY) !== 0;
+  }
+
   arm(): boolean {
     Atomics.store(this.ring, Ring.RSP_EVENT, (this.rspCons + 1) | 0);
     return (Atomics.load(this.ring, Ring.RSP_PROD) >>> 0) !== this.rspCons;

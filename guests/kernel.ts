@@ -12,6 +12,8 @@ export interface PolledDriver {
   arm(): boolean;
   /** Recent mean time from submission to completion, in microseconds. */
   typicalLatencyMicros(): number;
+  /** The backend hints that its I/O threads are busy with this driver's requests (polling would compete). */
+  backendBusy(): boolean;
 }
 
 export interface Process {
@@ -126,11 +128,11 @@ export class GuestKernel {
       const busy = this.drivers.filter((d) => d.outstanding() > 0);
       const queued = busy.reduce((n, d) => n + d.outstanding(), 0);
       // Poll about as long as a request takes lately (a 1 MiB transfer outlasts a fixed short window, and then
-      // every completion would cost a wake-up), within bounds. But with a deep queue of slow requests the monitor
-      // has a backlog its I/O threads work through, completions come in bunches, and a poll would take a core
-      // from the threads doing the copies: sleep at once, one wake-up per bunch.
-      const expected = busy.length > 0 ? Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5 : 0;
-      if (busy.length > 0 && !(queued >= DEEP_QUEUE && expected > MAX_SPIN_MICROS)) {
+      // every completion would cost a wake-up), within bounds. But with a deep queue the monitor says it hands
+      // over to its I/O threads, completions come in bunches and a poll would take a core from the threads doing
+      // the copies: sleep at once, one wake-up per bunch.
+      if (busy.length > 0 && !(queued >= DEEP_QUEUE && busy.some((d) => d.backendBusy()))) {
+        const expected = Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5;
         const until = performance.now() + Math.min(MAX_SPIN_MICROS, Math.max(this.options.spinMicros, expected)) / 1000;
         let reaped = 0;
         while (reaped === 0 && Atomics.load(this.vic, Vic.SEQ) === seq && performance.now() < until) {

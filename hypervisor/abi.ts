@@ -79,6 +79,11 @@ export const Ring = {
   RSP_EVENT: 3,
   /** Written by the monitor: non-zero once the ring is shut (a Status explaining why). */
   FAULT: 4,
+  /**
+   * Written by the monitor, a hint only: non-zero while this ring's transfers run on the monitor's I/O threads,
+   * so a guest polling for completions would take a core from the threads doing its copies (sleep instead).
+   */
+  BACKEND_BUSY: 5,
 } as const;
 
 /** Request slot words. */

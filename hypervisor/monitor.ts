@@ -245,6 +245,7 @@ export class Monitor {
       this.shutRing(d, `producer index ${prod} is ${pending} ahead of consumer ${d.reqCons}`);
       return 0;
     }
+    this.handedOver = false;
     for (let n = 0; n < pending; n++) {
       const req = this.fetch(d, d.reqCons);
       d.reqCons = (d.reqCons + 1) >>> 0;
@@ -254,6 +255,7 @@ export class Monitor {
       const status = this.execute(d, req);
       if (status !== DEFERRED && status !== QUEUED) this.respond(d, req.id, status);
     }
+    if (this.ioThreads > 0 && (d.ring[Ring.BACKEND_BUSY] !== 0) !== this.handedOver) Atomics.store(d.ring, Ring.BACKEND_BUSY, this.handedOver ? 1 : 0);
     return pending;
   }
 
@@ -269,6 +271,8 @@ export class Monitor {
 
   /** Set by drainDomain for execute(): the request may go to the I/O threads. */
   private backlog = false;
+  /** Set by execute(): a transfer of the batch being drained went to the I/O threads. */
+  private handedOver = false;
 
   private fetch(d: Domain, index: number): Request {
     const base = RING_HEADER_WORDS + (index % RING_SLOTS) * SLOT_WORDS;
@@ -311,6 +315,7 @@ export class Monitor {
           job.count = req.count;
           job.memOffset = req.memOffset;
           if (this.pool.publish(job)) {
+            this.handedOver = true;
             if (req.op === Op.READ) {
               this.stats.add(d.id, Counter.READS);
               this.stats.add(d.id, Counter.READ_BYTES, bytes);
