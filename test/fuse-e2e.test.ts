@@ -1,0 +1,403 @@
+/**
+ * End-to-end: real FUSE mounts of several domains of one platform, driven only by real tools in child processes.
+ *
+ * The FUSE handlers run on this process's main thread, so nothing here may touch a mount synchronously
+ * (fs.*Sync, execSync): every tool is spawned asynchronously and the event loop stays free to serve it.
+ * Not even spawn's `cwd` may point into a mount: libuv's fork path chdirs while the parent thread is held, the
+ * chdir needs a FUSE answer from that thread, and both hang for good (found the hard way). Tools `cd` themselves.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, chown, link, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DomainHandle } from '../hypervisor/toolstack.js';
+import { isMounted, mountDomain, type MountedView, type MountOptions } from '../mount/index.js';
+import { bootPlatform, MiB, tempDir } from './helpers/platform.js';
+import { formattedImage, fsckImage } from './helpers/volume.js';
+
+const FIO = ['/usr/bin/fio', '/usr/local/bin/fio'].find((p) => existsSync(p));
+
+interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a tool asynchronously; never throws on a non-zero exit (tests assert on the code). */
+function run(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+const sh = (script: string, options: Parameters<typeof run>[2] = {}) => run('/bin/sh', ['-c', script], options);
+/** `script` run in `dir` (the shell changes directory itself; see the top of the file). */
+const shIn = (dir: string, script: string) => sh(`cd '${dir}' && ${script}`);
+
+/** Assert a zero exit and give stdout back. */
+async function ok(t: ExecutionContext, result: Promise<RunResult>, what: string): Promise<string> {
+  const r = await result;
+  t.is(r.code, 0, `${what} failed (${r.code}): ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+interface DomainMount {
+  domain: DomainHandle;
+  view: MountedView;
+  /** The mount point. */
+  dir: string;
+}
+
+/**
+ * A platform on a freshly formatted volume, with the requested domains booted and each mounted on the host.
+ * Teardown (registered after the platform's, so it runs first) unmounts every view.
+ */
+async function mountedPlatform(
+  t: ExecutionContext,
+  specs: { name: string; slot: number; readOnly?: boolean; mount?: MountOptions }[],
+  imageBytes = 96 * MiB,
+) {
+  const dir = await tempDir(t, 'hvshare-fuse-');
+  const image = await formattedImage(dir, imageBytes);
+  const platform = await bootPlatform(t, { volumes: [{ name: 'shared', path: image }] });
+  const views: MountedView[] = [];
+  t.teardown(async () => {
+    await Promise.all(views.map((v) => v.unmount().catch(() => {})));
+  });
+  const mounts: Record<string, DomainMount> = {};
+  for (const spec of specs) {
+    const domain = await platform.createDomain({
+      name: spec.name,
+      memoryBytes: 48 * MiB,
+      grants: [{ volume: 'shared', readOnly: !!spec.readOnly }],
+      filesystem: { slot: spec.slot },
+    });
+    const mnt = join(dir, `mnt-${spec.name}`);
+    const view = await mountDomain(domain, mnt, spec.mount ?? {});
+    views.push(view);
+    mounts[spec.name] = { domain, view, dir: mnt };
+  }
+  /** Unmount everything, check nothing is left in /proc/mounts, shut the platform down and fsck the image. */
+  const finish = async () => {
+    await Promise.all(views.map((v) => v.unmount()));
+    for (const v of views) t.false(await isMounted(v.mountpoint), `${v.mountpoint} left in /proc/mounts`);
+    await platform.shutdown();
+    const report = await fsckImage(image);
+    t.true(report.ok, `fsck after the run: ${report.errors.join('\n')}`);
+  };
+  return { dir, image, platform, mounts, finish };
+}
+
+const rw2 = [
+  { name: 'dom1', slot: 0 },
+  { name: 'dom2', slot: 1 },
+];
+
+test.serial('a random multi-MiB file copied into dom1 compares equal (cmp) read back through dom2', async (t) => {
+  const { dir, mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  const source = join(dir, 'random.bin');
+  const data = randomBytes(6 * MiB + 4321);
+  await writeFile(source, data);
+  await ok(t, run('mkdir', [join(m1, 'in')]), 'mkdir');
+  await ok(t, run('cp', [source, join(m1, 'in', 'random.bin')]), 'cp');
+  await ok(t, run('cmp', [source, join(m2, 'in', 'random.bin')]), 'cmp through dom2');
+  t.is((await ok(t, run('stat', ['-c', '%s', join(m2, 'in', 'random.bin')]), 'stat')).trim(), String(6 * MiB + 4321));
+  // cmp really compares: a flipped byte in the middle written through dom2 shows up through dom1.
+  const flipped = data[3_000_000] === 0x58 ? 'Y' : 'X';
+  await ok(t, sh(`printf '${flipped}' | dd of=${join(m2, 'in', 'random.bin')} bs=1 seek=3000000 conv=notrunc status=none`), 'dd patch');
+  const differs = await run('cmp', [source, join(m1, 'in', 'random.bin')]);
+  t.is(differs.code, 1, `cmp must see the patched byte: ${differs.stdout}${differs.stderr}`);
+  t.regex(differs.stdout, /byte 3000001/);
+  // Both domains really served requests.
+  t.true((mounts.dom1!.view.counters.calls.write ?? 0) > 0);
+  t.true((mounts.dom2!.view.counters.calls.read ?? 0) > 0);
+  await finish();
+});
+
+test.serial('mkdir, mv and rm in one domain are what ls shows in the other', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  await ok(t, shIn(m1, 'mkdir -p proj/src/lib && echo one > proj/src/a.txt && echo two > proj/src/lib/b.txt'), 'mkdir/echo');
+  t.is(await ok(t, run('ls', ['-1', join(m2, 'proj', 'src')]), 'ls'), 'a.txt\nlib\n');
+  await ok(t, shIn(m2, 'mv proj/src/lib proj/lib && mv proj/src/a.txt proj/lib/a-moved.txt'), 'mv in dom2');
+  t.is(await ok(t, run('ls', ['-1', join(m1, 'proj', 'lib')]), 'ls'), 'a-moved.txt\nb.txt\n');
+  t.is(await ok(t, run('ls', ['-A', join(m1, 'proj', 'src')]), 'ls'), '');
+  t.is(await ok(t, run('cat', [join(m1, 'proj', 'lib', 'a-moved.txt')]), 'cat'), 'one\n');
+  // Errors reach the tools with the right errno.
+  const notEmpty = await run('rmdir', [join(m1, 'proj', 'lib')]);
+  t.not(notEmpty.code, 0);
+  t.regex(notEmpty.stderr, /Directory not empty/);
+  const missing = await run('cat', [join(m2, 'proj', 'nope')]);
+  t.not(missing.code, 0);
+  t.regex(missing.stderr, /No such file or directory/);
+  const exists = await run('mkdir', [join(m2, 'proj', 'lib')]);
+  t.regex(exists.stderr, /File exists/);
+  const longName = await run('touch', [join(m2, 'x'.repeat(300))]);
+  t.regex(longName.stderr, /File name too long/);
+  await ok(t, run('rm', ['-r', join(m1, 'proj')]), 'rm -r in dom1');
+  t.is(await ok(t, run('ls', ['-A', m2]), 'ls root'), '');
+  const gone = await run('ls', [join(m2, 'proj')]);
+  t.not(gone.code, 0);
+  t.regex(gone.stderr, /No such file or directory/);
+  await finish();
+});
+
+test.serial('a domain with a read-only grant refuses writes with EROFS, decided inside the platform', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, [
+    { name: 'dom1', slot: 0 },
+    { name: 'dom2', slot: 1 },
+    { name: 'dom3', slot: 2, readOnly: true },
+  ]);
+  const m1 = mounts.dom1!.dir;
+  const m3 = mounts.dom3!.dir;
+  await ok(t, shIn(m1, 'mkdir d && echo "from dom1" > d/file'), 'write in dom1');
+  t.is(await ok(t, run('cat', [join(m3, 'd', 'file')]), 'cat in dom3'), 'from dom1\n');
+  // The mount itself is rw for the host kernel: each refusal below comes back from the domain.
+  const attempts: [string, string[]][] = [
+    ['touch', [join(m3, 'd', 'file')]],
+    ['touch', [join(m3, 'd', 'new')]],
+    ['mkdir', [join(m3, 'd2')]],
+    ['rm', ['-f', join(m3, 'd', 'file')]],
+    ['mv', [join(m3, 'd', 'file'), join(m3, 'd', 'moved')]],
+    ['ln', ['-s', 'file', join(m3, 'd', 'sym')]],
+    ['chmod', ['600', join(m3, 'd', 'file')]],
+    ['truncate', ['-s', '0', join(m3, 'd', 'file')]],
+    ['/bin/sh', ['-c', `echo more >> ${join(m3, 'd', 'file')}`]],
+  ];
+  const mountLine = (await readFile('/proc/mounts', 'utf8')).split('\n').find((l) => l.split(' ')[1] === m3);
+  t.regex(mountLine ?? '', / rw,/, 'the host kernel mounts dom3 read-write');
+  for (const [cmd, args] of attempts) {
+    const r = await run(cmd, args);
+    t.not(r.code, 0, `${cmd} ${args.join(' ')} must fail on dom3`);
+    t.regex(r.stderr, /Read-only file system/, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+  }
+  t.true((mounts.dom3!.view.counters.errors.create ?? 0) > 0 && (mounts.dom3!.view.counters.errors.utimens ?? 0) > 0, 'refused by the domain');
+  t.is(await ok(t, run('cat', [join(m1, 'd', 'file')]), 'cat in dom1'), 'from dom1\n', 'nothing changed');
+  t.is(await ok(t, run('ls', ['-1', join(m1, 'd')]), 'ls'), 'file\n');
+  // A host-read-only view (kernel `ro`) of a read-write domain refuses too.
+  const roView = await mountDomain(mounts.dom2!.domain, join(m1, '..', 'ro-view-dom2'), { readOnly: true });
+  t.teardown(() => roView.unmount());
+  t.is(await ok(t, run('cat', [join(roView.mountpoint, 'd', 'file')]), 'cat ro view'), 'from dom1\n');
+  const roTouch = await run('touch', [join(roView.mountpoint, 'd', 'file')]);
+  t.not(roTouch.code, 0);
+  t.regex(roTouch.stderr, /Read-only file system/);
+  await roView.unmount();
+  t.false(await isMounted(roView.mountpoint));
+  await finish();
+});
+
+test.serial('no stale host cache: dom1 sees what dom2 rewrote, also through a file it holds open', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const f1 = join(mounts.dom1!.dir, 'note.txt');
+  const f2 = join(mounts.dom2!.dir, 'note.txt');
+  await ok(t, sh(`echo "first version, rather long" > ${f1}`), 'write v1');
+  t.is(await ok(t, run('cat', [f1]), 'cat'), 'first version, rather long\n');
+  t.is(await ok(t, run('cat', [f2]), 'cat'), 'first version, rather long\n');
+  await ok(t, sh(`echo "v2" > ${f2}`), 'rewrite in dom2');
+  t.is(await ok(t, run('cat', [f1]), 'cat after rewrite'), 'v2\n', 'new content and new size');
+  t.is((await ok(t, run('stat', ['-c', '%s', f1]), 'stat')).trim(), '3');
+  // A reader in another process keeps the file open across a rewrite by dom2, then reads offset 0 again
+  // (close-to-open is not enough: only direct_io keeps this coherent).
+  const reader = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const fs = require('fs'); const fd = fs.openSync(process.argv[1], 'r'); const b = Buffer.alloc(100);
+       const rd = () => b.subarray(0, fs.readSync(fd, b, 0, 100, 0)).toString().trim();
+       console.log('A:' + rd());
+       process.stdin.once('data', () => { console.log('B:' + rd()); process.exit(0); });`,
+      f1,
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  reader.stdout.setEncoding('utf8');
+  const exited = new Promise((resolve) => reader.on('close', resolve));
+  await new Promise<void>((resolve) =>
+    reader.stdout.on('data', (s: string) => {
+      out += s;
+      if (out.includes('A:')) resolve();
+    }),
+  );
+  // Same size on purpose: a size change alone would make the kernel drop its pages; equal sizes would not.
+  await ok(t, sh(`echo "v3" > ${f2}`), 'rewrite while held open');
+  reader.stdin.write('go\n');
+  await exited;
+  t.is(out, 'A:v2\nB:v3\n', 'the second read of the open file sees dom2 content, not the host page cache');
+  await finish();
+});
+
+test.serial('git init, add, commit and fsck on a mount; the repository is sound from the other domain', async (t) => {
+  const { dir, mounts, finish } = await mountedPlatform(t, rw2);
+  const home = join(dir, 'home');
+  await mkdir(home);
+  const env = { ...process.env, HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_DATE: '2001-02-03T04:05:06Z', GIT_COMMITTER_DATE: '2001-02-03T04:05:06Z' };
+  const git = (cwd: string, ...args: string[]) =>
+    run('git', ['-C', cwd, '-c', 'user.name=hvshare', '-c', 'user.email=hvshare@example.invalid', '-c', 'init.defaultBranch=main', ...args], { env });
+  const repo1 = join(mounts.dom1!.dir, 'repo');
+  const repo2 = join(mounts.dom2!.dir, 'repo');
+  await ok(t, git(mounts.dom1!.dir, 'init', '-q', 'repo'), 'git init');
+  await ok(t, shIn(repo1, 'mkdir -p src docs && for i in $(seq 1 40); do echo "line $i" > src/f$i.txt; done && head -c 200000 /dev/urandom > docs/blob.bin && ln -s src/f1.txt link'), 'populate');
+  await ok(t, git(repo1, 'add', '-A'), 'git add');
+  await ok(t, git(repo1, 'commit', '-q', '-m', 'first'), 'git commit');
+  await ok(t, shIn(repo1, 'echo changed >> src/f7.txt && rm src/f8.txt'), 'change');
+  await ok(t, git(repo1, 'commit', '-q', '-a', '-m', 'second'), 'git commit -a');
+  await ok(t, git(repo1, 'gc', '-q'), 'git gc (packs, renames, deletes)');
+  await ok(t, git(repo1, 'fsck', '--strict', '--full'), 'git fsck in dom1');
+  await ok(t, git(repo2, 'fsck', '--strict', '--full'), 'git fsck in dom2');
+  t.is(await ok(t, git(repo2, 'log', '--format=%s'), 'git log in dom2'), 'second\nfirst\n');
+  t.is(await ok(t, git(repo2, 'status', '--porcelain'), 'git status in dom2'), '', 'working tree clean as seen from dom2');
+  t.is(await ok(t, git(repo2, 'show', 'HEAD~1:src/f8.txt'), 'git show'), 'line 8\n');
+  await finish();
+});
+
+test.serial('sqlite3: many rows inserted through one domain, pragma integrity_check ok through both', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const db1 = join(mounts.dom1!.dir, 'test.db');
+  const db2 = join(mounts.dom2!.dir, 'test.db');
+  const sqlite = (db: string, sql: string) => run('/usr/bin/sqlite3', ['-batch', '-bail', db], { input: sql });
+  await ok(
+    t,
+    sqlite(
+      db1,
+      `create table t(id integer primary key, k text unique, v blob);
+       with recursive c(x) as (select 1 union all select x + 1 from c where x < 30000)
+       insert into t(k, v) select 'key-' || x, randomblob(100 + x % 300) from c;
+       create index t_v on t(length(v));`,
+    ),
+    'bulk insert',
+  );
+  // Many small transactions: each creates, fsyncs and deletes a rollback journal (and fsyncs the directory).
+  const small = Array.from({ length: 200 }, (_, i) => `insert into t(k, v) values('small-${i}', randomblob(64));`).join('\n');
+  await ok(t, sqlite(db2, small), 'small transactions in dom2');
+  await ok(t, sqlite(db1, `update t set v = randomblob(50) where id % 7 = 0; delete from t where id % 11 = 0;`), 'update/delete');
+  t.is((await ok(t, sqlite(db1, 'pragma integrity_check;'), 'integrity_check dom1')).trim(), 'ok');
+  t.is((await ok(t, sqlite(db2, 'pragma integrity_check;'), 'integrity_check dom2')).trim(), 'ok');
+  const expected = 30200 - Math.floor(30200 / 11); // ids 1..30200, every 11th deleted
+  t.is((await ok(t, sqlite(db2, 'select count(*) from t;'), 'count')).trim(), String(expected));
+  await finish();
+});
+
+test.serial('cp -a of a tree (files, subdirs, symlink, hard link, owners, modes, times) and diff -r --no-dereference', async (t) => {
+  const { dir, mounts, finish } = await mountedPlatform(t, rw2);
+  const src = join(dir, 'tree');
+  await mkdir(join(src, 'a', 'b', 'c'), { recursive: true });
+  await mkdir(join(src, 'empty'));
+  await writeFile(join(src, 'top.txt'), 'top\n');
+  await writeFile(join(src, 'a', 'big.bin'), randomBytes(700_000));
+  await writeFile(join(src, 'a', 'b', 'owned.txt'), 'owned\n');
+  await writeFile(join(src, 'a', 'b', 'c', 'deep.txt'), 'deep\n');
+  await writeFile(join(src, 'a', 'empty-file'), '');
+  await chown(join(src, 'a', 'b', 'owned.txt'), 1234, 99);
+  await chmod(join(src, 'a', 'big.bin'), 0o600);
+  await chmod(join(src, 'a', 'b', 'c'), 0o700);
+  // The symlink points at the chowned file: an lchown/utimensat(NOFOLLOW) applied to its target would show.
+  await symlink('b/owned.txt', join(src, 'a', 'link-to-owned'));
+  await symlink('../nowhere', join(src, 'a', 'dangling'));
+  await link(join(src, 'top.txt'), join(src, 'a', 'hardlink.txt'));
+  await ok(t, sh(`find ${src} -exec touch -h -d '2001-02-03 04:05:06' {} +`), 'set times');
+  const copy1 = join(mounts.dom1!.dir, 'copy');
+  const copy2 = join(mounts.dom2!.dir, 'copy');
+  await ok(t, run('cp', ['-a', src, copy1]), 'cp -a');
+  await ok(t, run('diff', ['-r', '--no-dereference', src, copy2]), 'diff -r through dom2');
+  // Metadata: type, mode, owner, link count and mtime of everything but symlinks; symlinks by target.
+  const meta = (root: string) =>
+    ok(t, shIn(root, `find . ! -type l -printf '%p %y %m %U:%G %n %T@\\n' | sort && find . -type l -printf '%p -> %l\\n' | sort`), 'find');
+  t.is(await meta(copy2), await meta(src));
+  const inodes = (await ok(t, run('stat', ['-c', '%i', join(copy2, 'top.txt'), join(copy2, 'a', 'hardlink.txt')]), 'stat')).split('\n');
+  t.is(inodes[0], inodes[1], 'the hard link is preserved');
+  // diff really compares: a change made through dom1 is reported.
+  await ok(t, sh(`echo changed > ${join(copy1, 'a', 'b', 'c', 'deep.txt')}`), 'change');
+  const differs = await run('diff', ['-r', '--no-dereference', src, copy2]);
+  t.is(differs.code, 1);
+  t.regex(differs.stdout, /deep\.txt/);
+  await finish();
+});
+
+test.serial('a mount left by a server killed with -9 goes away (auto_unmount) and the same mount point mounts again', async (t) => {
+  const { dir, mounts, finish } = await mountedPlatform(t, [{ name: 'dom1', slot: 0 }]);
+  await ok(t, sh(`echo survives > ${join(mounts.dom1!.dir, 'kept.txt')}`), 'write');
+  // Another process boots its own platform on a scratch image and mounts it; we kill it without any cleanup.
+  const mnt = join(dir, 'mnt-crashed');
+  const scratch = await formattedImage(dir, 32 * MiB, 'scratch.img');
+  const script = `
+    const { Platform } = await import(${JSON.stringify(new URL('../hypervisor/toolstack.js', import.meta.url).href)});
+    const { mountDomain } = await import(${JSON.stringify(new URL('../mount/index.js', import.meta.url).href)});
+    const p = await Platform.boot({ volumes: [{ name: 'v', path: ${JSON.stringify(scratch)} }] });
+    const d = await p.createDomain({ name: 'doomed', memoryBytes: 32 << 20, grants: [{ volume: 'v', readOnly: false }], filesystem: { slot: 0 } });
+    await mountDomain(d, ${JSON.stringify(mnt)});
+    console.log('mounted');`;
+  const scriptPath = join(dir, 'mount-server.mjs');
+  await writeFile(scriptPath, script);
+  const server = spawn(process.execPath, [scriptPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const closed = new Promise((resolve) => server.on('close', resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.stdout.setEncoding('utf8').on('data', (s: string) => s.includes('mounted') && resolve());
+    server.on('close', () => reject(new Error('the mounting process exited early')));
+  });
+  t.true(await isMounted(mnt));
+  t.is(await ok(t, run('ls', ['-A', mnt]), 'ls the other process mount'), '');
+  server.kill('SIGKILL');
+  await closed;
+  let gone = false;
+  for (let i = 0; i < 100 && !(gone = !(await isMounted(mnt))); i++) await new Promise((r) => setTimeout(r, 20));
+  t.true(gone, 'auto_unmount removed the dead server mount');
+  // The same mount point serves again, from this process's dom1.
+  const again = await mountDomain(mounts.dom1!.domain, mnt);
+  t.teardown(() => again.unmount());
+  t.is(await ok(t, run('cat', [join(mnt, 'kept.txt')]), 'cat after remount'), 'survives\n');
+  await again.unmount();
+  t.false(await isMounted(mnt));
+  await finish();
+});
+
+(FIO ? test.serial : test.skip)(
+  FIO ? 'fio random writes with --verify=crc32c through one domain, verified again through the other' : 'fio verify (skipped: fio is not installed; apt-get install -y fio)',
+  async (t) => {
+    const { mounts, finish } = await mountedPlatform(t, rw2);
+    const job = (directory: string, extra: string[]) =>
+      run(FIO!, [
+        '--name=verify',
+        `--directory=${directory}`,
+        '--filename=fio.dat',
+        '--size=24M',
+        '--ioengine=psync',
+        '--bsrange=4k-128k',
+        '--rw=randwrite',
+        '--verify=crc32c',
+        '--verify_fatal=1',
+        '--do_verify=1',
+        '--fsync_on_close=1',
+        '--output-format=terse',
+        '--terse-version=3',
+        ...extra,
+      ], { timeoutMs: 60_000 });
+    await ok(t, job(mounts.dom1!.dir, ['--randseed=1234']), 'fio write+verify in dom1');
+    // Same seed, verify only: every block dom1 wrote checks out as dom2 reads it.
+    await ok(t, job(mounts.dom2!.dir, ['--randseed=1234', '--verify_only']), 'fio verify in dom2');
+    await finish();
+  },
+);
