@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { benchBlock, checkTargets, sizeLabel, type BlockCaseResult } from './bench-block.js';
 import { benchFile, type FileCaseResult, type LatencyResult } from './bench-file.js';
+import { benchFuse, type FusePhase } from './bench-fuse.js';
 import { endProgress, parseIntOption, progressLine, table, withScratchDir } from './cli-support.js';
 import { parseSize } from '../hypervisor/platform-config.js';
 
@@ -43,6 +44,28 @@ function printFile(cases: FileCaseResult[], latency: LatencyResult): void {
   );
 }
 
+function printFuse(phases: FusePhase[]): void {
+  console.log(
+    table(
+      ['phase', 'unit', 'native folder', 'mounted view', 'native / mounted'],
+      phases.map((p) => [p.phase, p.unit, fmt(p.native), fmt(p.mounted), `${fmt(p.ratio, 2)}x`]),
+    ),
+  );
+}
+
+/** Run a benchmark in a scratch folder (progress on stderr), then print it as a table or as JSON. */
+async function measure<T>(
+  opts: { json?: boolean; dir?: string },
+  run: (dir: string) => Promise<T>,
+  asJson: (result: T) => object,
+  print: (result: T) => void,
+): Promise<void> {
+  const result = await withScratchDir(opts.dir, run);
+  endProgress();
+  if (opts.json) console.log(JSON.stringify(asJson(result), null, 2));
+  else print(result);
+}
+
 export function registerBench(program: Command): void {
   const bench = program
     .command('bench')
@@ -81,12 +104,12 @@ Examples:
     .action(async (opts: { json?: boolean; quick?: boolean; duration?: number; imageSize: string; dir?: string }) => {
       const imageBytes = parseSize(opts.imageSize);
       const durationMs = opts.duration ?? (opts.quick ? 150 : 400);
-      const results = await withScratchDir(opts.dir, (dir) =>
-        benchBlock({ dir, imageBytes, durationMs, onProgress: (done, total, label) => progressLine(`bench block ${done}/${total} ${label}`) }),
+      await measure(
+        opts,
+        (dir) => benchBlock({ dir, imageBytes, durationMs, onProgress: (done, total, label) => progressLine(`bench block ${done}/${total} ${label}`) }),
+        (results) => ({ durationMs, imageBytes, cases: results, targets: checkTargets(results) }),
+        printBlock,
       );
-      endProgress();
-      if (opts.json) console.log(JSON.stringify({ durationMs, imageBytes, cases: results, targets: checkTargets(results) }, null, 2));
-      else printBlock(results);
     });
 
   bench
@@ -103,11 +126,30 @@ Examples:
     .addHelpText('after', '\nExamples:\n  $ hvshare bench file\n  $ hvshare bench file --size 256M --json')
     .action(async (opts: { json?: boolean; size: string; repetitions: number; rounds: number; dir?: string }) => {
       const fileBytes = parseSize(opts.size);
-      const { cases, latency } = await withScratchDir(opts.dir, (dir) =>
-        benchFile({ dir, fileBytes, repetitions: opts.repetitions, latencyRounds: opts.rounds, onProgress: progressLine }),
+      await measure(
+        opts,
+        (dir) => benchFile({ dir, fileBytes, repetitions: opts.repetitions, latencyRounds: opts.rounds, onProgress: progressLine }),
+        (r) => ({ fileBytes, ...r }),
+        (r) => printFile(r.cases, r.latency),
       );
-      endProgress();
-      if (opts.json) console.log(JSON.stringify({ fileBytes, cases, latency }, null, 2));
-      else printFile(cases, latency);
+    });
+
+  bench
+    .command('fuse')
+    .description('through a mount: dd-style sequential and small-file rates in a domain\'s view vs a native folder')
+    .option('--json', 'print the results as JSON')
+    .option('--file-size <size>', 'size of the sequential file', '64M')
+    .option('--files <n>', 'how many small files', parseIntOption('--files'), 500)
+    .option('--repetitions <n>', 'alternating repetitions (the median is reported)', parseIntOption('--repetitions'), 3)
+    .option('--dir <path>', 'scratch folder for the native side, the image and the mount point (default: the system temp folder)')
+    .addHelpText('after', '\nExamples:\n  $ hvshare bench fuse\n  $ hvshare bench fuse --files 2000 --json')
+    .action(async (opts: { json?: boolean; fileSize: string; files: number; repetitions: number; dir?: string }) => {
+      const fileMiB = Math.max(1, Math.round(parseSize(opts.fileSize) / (1 << 20)));
+      await measure(
+        opts,
+        (dir) => benchFuse({ dir, fileMiB, smallFiles: opts.files, repetitions: opts.repetitions, onProgress: progressLine }),
+        (phases) => ({ fileMiB, smallFiles: opts.files, phases }),
+        printFuse,
+      );
     });
 }

@@ -7,6 +7,7 @@ import { registerLog } from './log.js';
 import { registerMkfs } from './mkfs.js';
 import { registerPs } from './ps.js';
 import { registerStat } from './stat.js';
+import { registerUp } from './up.js';
 
 const program = new Command()
   .name('hvshare')
@@ -27,6 +28,7 @@ Examples:
   .showHelpAfterError()
   .exitOverride();
 
+registerUp(program);
 registerPs(program);
 registerStat(program);
 registerLog(program);

@@ -791,9 +791,13 @@ export class FileSystem implements Vfs {
     });
   }
 
+  /**
+   * Attribute changes apply to the object the path names, a final symlink included (as lchown/lutimes; FUSE hands
+   * over paths the host kernel has already resolved, and `cp -a` sets a copied symlink's own owner and times).
+   */
   private changeInode(path: string, change: (inode: Inode) => void): Promise<void> {
     return this.mutate(async () => {
-      const inode = await this.resolvePath(path, true);
+      const inode = await this.resolvePath(path);
       change(inode);
       this.touch(inode, false);
       await this.inodes.write(inode);

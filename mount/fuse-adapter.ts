@@ -46,9 +46,8 @@
  * one of the two times (`touch -m`, `touch -a`), so those are no-ops. The value 1073 ms (tv_sec 0, tv_nsec
  * UTIME_NOW/UTIME_OMIT) is read as "now".
  *
- * Symlinks: the guest filesystem's chown/utimens follow a final symlink, while FUSE asks to change the path's own
- * inode (lchown, utimensat(AT_SYMLINK_NOFOLLOW), which `cp -a` issues for every symlink it copies). To never
- * change a symlink's target by mistake, both are answered 0 without effect when the path is a symlink.
+ * Symlinks: FUSE asks to change the path's own inode (lchown, utimensat(AT_SYMLINK_NOFOLLOW), which `cp -a`
+ * issues for every symlink it copies); the guest filesystem's chown/utimens do exactly that.
  */
 import { createRequire } from 'node:module';
 import { execFile } from 'node:child_process';
@@ -57,7 +56,7 @@ import { resolve as resolvePath } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentResult, VfsOp } from '../guests/agent-protocol.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
-import { O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, S_IFLNK, S_IFMT, type Stat, type StatFs } from '../fs/vfs.js';
+import { O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type Stat, type StatFs } from '../fs/vfs.js';
 import { EIO, errnoFromName, errnoOf } from './errno.js';
 
 const require = createRequire(import.meta.url);
@@ -192,12 +191,6 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     };
   }
 
-  /** lstat through the domain; null when the path is a symlink (see the comment at the top). */
-  async function unlessSymlink(path: string): Promise<boolean> {
-    const st = await vfs<Stat>('getattr', path);
-    return (st.mode & S_IFMT) !== S_IFLNK;
-  }
-
   const ops = {
     init: (cb: (code: number) => void) => cb(0),
 
@@ -307,12 +300,12 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       return 0;
     }),
     chown: handler('chown', async (path: string, uid: number, gid: number) => {
-      if (await unlessSymlink(path)) await vfs('chown', path, uid, gid);
+      await vfs('chown', path, uid, gid);
       return 0;
     }),
     utimens: handler('utimens', async (path: string, atime: number, _mtimeIsAtime: number) => {
       const when = atime === UTIME_SPECIAL_MS ? Date.now() : atime;
-      if (await unlessSymlink(path)) await vfs('utimens', path, when, when);
+      await vfs('utimens', path, when, when);
       return 0;
     }),
   };

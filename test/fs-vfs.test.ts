@@ -167,6 +167,24 @@ test('symlinks and hard links', async (t) => {
   await v.close();
 });
 
+test('chmod, chown and utimens change a final symlink itself, not its target (as FUSE and cp -a expect)', async (t) => {
+  const v = await freshVolume();
+  const { fs } = v;
+  await fs.release(await fs.create('/target', 0o644));
+  await fs.symlink('target', '/link');
+  const before = await fs.getattr('/target');
+  await fs.chown('/link', 1234, 99);
+  await fs.utimens('/link', 1_000_000, 2_000_000);
+  const link = await fs.getattr('/link');
+  const target = await fs.getattr('/target');
+  t.is(link.uid, 1234);
+  t.is(link.gid, 99);
+  t.is(link.mtimeMs, 2_000_000);
+  t.is(target.uid, before.uid);
+  t.is(target.mtimeMs, before.mtimeMs);
+  await v.close();
+});
+
 test('unlinked open file keeps its data until release; a remount reclaims leftovers', async (t) => {
   const v = await freshVolume();
   const { fs } = v;

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Debian packages hvshare needs, installed only when missing (so a machine that has them pays nothing).
+#   runtime: fuse (fusermount) and libfuse2 (the library fuse-native's prebuilt addon links); required.
+#   tests:   git, sqlite3 and fio, which the end-to-end tests drive through real mounts; tests skip without fio.
+set -e
+missing=""
+case "$1" in
+  runtime)
+    command -v fusermount >/dev/null 2>&1 || missing="$missing fuse"
+    ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2' || missing="$missing libfuse2"
+    ;;
+  tests)
+    for tool in git sqlite3 fio; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+    ;;
+  *) echo "usage: $0 runtime|tests" >&2; exit 2 ;;
+esac
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "hvshare: needs Debian packages:$missing (run as root, or: sudo apt-get install -y$missing)" >&2
+  [ "$1" = runtime ] && exit 1
+  exit 0
+fi
+echo "hvshare: installing Debian packages ($1):$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+apt-get install -y -qq $missing >&2

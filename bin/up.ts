@@ -1,0 +1,120 @@
+import { Command } from 'commander';
+import { join, resolve } from 'node:path';
+import { loadPlatformFile, type PlatformConfig } from '../hypervisor/platform-config.js';
+import { StoredPlatform } from '../hypervisor/platform-boot.js';
+import type { NewEvent } from '../hypervisor/platform-store.js';
+import { mountDomain, type MountedView } from '../mount/index.js';
+import { DEFAULT_MOUNT_ROOT, DEFAULT_STATE_DIR } from './cli-support.js';
+
+interface UpOptions {
+  config?: string;
+  state: string;
+  mountRoot: string;
+  json?: boolean;
+  status: boolean;
+}
+
+const rate = (n: number) => (n >= 10_000 ? `${(n / 1000).toFixed(0)}k` : n.toFixed(0));
+
+export function registerUp(program: Command): void {
+  program
+    .command('up')
+    .description('boot the platform (monitor + domains) and mount every domain\'s view of the shared volume')
+    .option('--config <platform.json>', 'platform description to (re)define the platform with (default: the stored one, else the embedded default)')
+    .option('--state <dir>', 'state folder: platform store, status file, volume images', DEFAULT_STATE_DIR)
+    .option('--mount-root <dir>', 'each domain\'s view is mounted at <dir>/<domain>', DEFAULT_MOUNT_ROOT)
+    .option('--json', 'print mounts, readiness and events as JSON lines')
+    .option('--no-status', 'no live status line')
+    .addHelpText(
+      'after',
+      `
+The embedded default platform is one shared 256 MiB volume (<state>/shared.img), domains dom1 and dom2 with
+read-write grants and dom3 read-only. Missing images are created and formatted; journals left by a crash are
+replayed. Prints one line per mount, then "ready"; SIGINT or SIGTERM unmounts, commits every journal and stops.
+
+Examples:
+  $ hvshare up
+  $ hvshare up --state /var/lib/hvshare --mount-root /mnt/hvshare
+  $ hvshare up --config platform.json --json
+  $ cp big.iso mnt/dom1/ && cmp big.iso mnt/dom2/big.iso`,
+    )
+    .action(async (opts: UpOptions) => up(opts));
+}
+
+async function up(opts: UpOptions): Promise<void> {
+  const config: PlatformConfig | undefined = opts.config ? await loadPlatformFile(opts.config) : undefined;
+  const mountRoot = resolve(opts.mountRoot);
+  const say = (text: string, json: object) => console.log(opts.json ? JSON.stringify(json) : text);
+  const onEvent = (e: NewEvent) => {
+    if (e.type === 'revoke') return; // counted in the status line; the log has them all
+    if (opts.json) console.log(JSON.stringify({ event: e.type, domain: e.domain, detail: e.detail }));
+    else process.stderr.write(`${clearStatus()}[${e.type}] ${e.domain ? `${e.domain}: ` : ''}${e.detail ?? ''}\n`);
+  };
+  const running = await StoredPlatform.boot({ stateDir: opts.state, config, onEvent });
+  const views: MountedView[] = [];
+  let status: NodeJS.Timeout | undefined;
+  let stopping: Promise<void> | undefined;
+  const stop = (reason: string) =>
+    (stopping ??= (async () => {
+      clearInterval(status);
+      for (const view of views.reverse()) await view.unmount().catch((err: Error) => process.stderr.write(`hvshare: ${err.message}\n`));
+      await running.shutdown(reason);
+      process.stderr.write(clearStatus());
+      say('stopped', { stopped: true, reason });
+    })());
+  // A second signal (a terminal's ^C twice, or a signal forwarded by a wrapper) must not kill the process half way
+  // through committing journals; it is only acknowledged.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return void process.stderr.write(`hvshare: ${signal}: already stopping, committing journals\n`);
+    void stop(signal).then(() => process.exit(0));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    for (const domain of running.domains()) {
+      const mountpoint = join(mountRoot, domain.name);
+      // Mounted read-write on the host even for a read-only grant: the monitor is the one that refuses writes.
+      const readOnly = domain.spec.grants[0]?.readOnly ?? true;
+      views.push(await mountDomain(domain, mountpoint));
+      say(`${domain.name}: mounted at ${mountpoint} (${readOnly ? 'read-only' : 'read-write'})`, { domain: domain.name, mountpoint, readOnly });
+    }
+  } catch (err) {
+    await stop('mount failed');
+    throw err;
+  }
+  say('ready', { ready: true, state: resolve(opts.state), mountRoot, pid: process.pid });
+  if (opts.status && !opts.json) status = startStatusLine(running);
+}
+
+let statusShown = false;
+function clearStatus(): string {
+  if (!statusShown) return '';
+  statusShown = false;
+  return '\r\x1b[K';
+}
+
+/** Requests/s, vIRQs/s and lock revocations, refreshed every second on stderr (one line on a terminal). */
+function startStatusLine(running: StoredPlatform): NodeJS.Timeout {
+  let before = running.totals();
+  let t0 = Date.now();
+  let ticks = 0;
+  const timer = setInterval(() => {
+    const now = running.totals();
+    const secs = (Date.now() - t0) / 1000;
+    t0 = Date.now();
+    const per = (k: keyof typeof now) => (now[k] - before[k]) / secs;
+    const line =
+      `${running.domains().length} domains  ${rate(per('REQUESTS'))} req/s  ${rate(per('VIRQS'))} vIRQ/s  ` +
+      `${(per('READ_BYTES') / 2 ** 20).toFixed(1)} MiB/s read  ${(per('WRITE_BYTES') / 2 ** 20).toFixed(1)} MiB/s written  ` +
+      `${now.REVOKES} revocations`;
+    before = now;
+    if (process.stderr.isTTY) {
+      process.stderr.write(`\r\x1b[K${line}`);
+      statusShown = true;
+    } else if (++ticks % 10 === 0) {
+      process.stderr.write(`${line}\n`);
+    }
+  }, 1000);
+  timer.unref();
+  return timer;
+}

@@ -1,0 +1,48 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+export const HVSHARE = fileURLToPath(new URL('../../bin/hvshare.js', import.meta.url));
+export const run = promisify(execFile);
+
+/** Run a shell command asynchronously (never a sync call: our own FUSE handlers may have to answer it). */
+export async function sh(command: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run('sh', ['-c', command], { maxBuffer: 64 << 20 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+export async function hvshare(...args: string[]) {
+  return sh(['node', HVSHARE, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' '));
+}
+
+/** `hvshare up --json` as a child process; resolves once it printed {"ready":true}. */
+export async function startUp(state: string, mountRoot: string): Promise<{ child: ChildProcess; lines: Record<string, unknown>[] }> {
+  const child = spawn('node', [HVSHARE, 'up', '--state', state, '--mount-root', mountRoot, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Record<string, unknown>[] = [];
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const ready = new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const msg = JSON.parse(line) as Record<string, unknown>;
+      lines.push(msg);
+      if (msg.ready) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`hvshare up exited with ${code} before ready: ${stderr}`)));
+  });
+  await ready;
+  return { child, lines };
+}
+
+export async function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const [code] = (await once(child, 'exit')) as [number | null];
+  return code;
+}
