@@ -389,6 +389,7 @@ test.serial('a mount left by a server killed with -9 goes away (auto_unmount) an
         '--rw=randwrite',
         '--verify=crc32c',
         '--verify_fatal=1',
+        '--verify_state_save=0',
         '--do_verify=1',
         '--fsync_on_close=1',
         '--output-format=terse',
