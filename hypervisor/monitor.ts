@@ -447,7 +447,6 @@ export class Monitor {
 
   private shutRing(d: Domain, detail: string): void {
     d.shut = true;
-    // The event goes out before the guest can see the fault, so whoever watches both sees them in that order.
     this.onEvent({ type: 'ring-fault', domain: d.name, detail });
     this.stats.add(d.id, Counter.ERRORS);
     Atomics.store(d.ring, Ring.FAULT, Status.ESHUTDOWN);
