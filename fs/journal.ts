@@ -5,12 +5,14 @@
  * {seq, n, (target, crc32c)[n], checksum}; n > 0 with a valid checksum means "committed, maybe not yet home".
  *
  * Commit of a transaction:
- *   1. copy the blocks into the log (one contiguous write)      2. FLUSH
- *   3. write the header (the commit point)                       4. FLUSH
- *   5. write every block home (contiguous targets coalesced)     6. FLUSH
- *   7. write a clear header (n = 0)
- * The clear need not be flushed at once: the next commit's first FLUSH makes it durable before that commit's
- * header, and a stale header whose log blocks were since overwritten fails its per-block checksums.
+ *   1. copy the blocks into the log (one contiguous write) and write the header (the commit record), together
+ *   2. FLUSH (the commit point: the record checksums every logged copy, so a crash that persisted the record but
+ *      not all copies reads as torn and the transaction is dropped, as with jbd2's async commit)
+ *   3. write every block home (contiguous targets coalesced)     4. FLUSH
+ *   5. write a clear header (n = 0)
+ * The clear need not be flushed at once: the next commit's FLUSH (this domain's, or that of the next domain to
+ * hold the lock) makes it durable before any later home write, and a stale header whose log blocks were since
+ * overwritten fails its per-block checksums.
  *
  * Recovery (replayJournal) needs no filesystem knowledge beyond the superblock's geometry: if the header is valid
  * and every logged copy matches its checksum, copy the blocks home, FLUSH, clear, FLUSH. Anything else is an
@@ -185,9 +187,13 @@ export class Journal {
       });
       const headerAddress = this.geometry.journalHeader(this.slot);
       this.seq++;
-      await this.dev.write(this.geometry.journalLog(this.slot) * BLOCK_SIZE, log);
-      await this.dev.flush();
-      await this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, targets, crcs }));
+      // Log and commit record go out together, with one flush (as jbd2's async commit): the record carries a
+      // checksum of every logged copy, so a crash that persisted the record but not all copies reads as torn
+      // and is dropped, never replayed.
+      await Promise.all([
+        this.dev.write(this.geometry.journalLog(this.slot) * BLOCK_SIZE, log),
+        this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, targets, crcs })),
+      ]);
       await this.dev.flush();
       await writeHome(this.dev, targets, log);
       await this.dev.flush();

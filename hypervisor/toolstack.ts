@@ -113,7 +113,7 @@ export class Platform {
     const data: MonitorWorkerData = {
       doorbell: this.doorbell,
       stats: this.statsBuffer,
-      spinMicros: options.monitorSpinMicros ?? 50,
+      spinMicros: options.monitorSpinMicros ?? Number(process.env.HVSHARE_MONITOR_SPIN ?? 50),
     };
     this.monitor = new Worker(new URL('./monitor-worker.js', import.meta.url), { workerData: data });
     this.monitor.on('message', (reply: MonitorReply) => this.onMonitorReply(reply));
