@@ -8,6 +8,7 @@ import { mkfs } from '../fs/mkfs.js';
 import { O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY } from '../fs/vfs.js';
 import { runFileWorkload, type FileWorkload, type FileWorkloadResult } from '../guests/file-workload.js';
 import { Platform, type DomainHandle } from '../hypervisor/toolstack.js';
+import { domainVfs } from '../hypervisor/domain-vfs.js';
 
 export interface FileBenchOptions {
   dir: string;
@@ -92,21 +93,21 @@ export async function benchFile(options: FileBenchOptions): Promise<{ cases: Fil
   }
 }
 
-const vfs = <T>(d: DomainHandle, op: string, ...args: unknown[]) => d.call({ kind: 'vfs', op: op as never, args }) as Promise<T>;
 
 /** Rounds of: `writer` writes 4 KiB and closes, `reader` opens and reads it; checks the bytes; times each round. */
 async function visibility(writer: DomainHandle, reader: DomainHandle, rounds: number): Promise<{ medianUs: number; p99Us: number }> {
   const times: number[] = [];
   const data = new Uint8Array(4096);
+  const [w, r] = [domainVfs(writer), domainVfs(reader)];
   for (let round = 0; round < rounds; round++) {
     data.fill(round & 255);
     const t0 = performance.now();
-    const wfh = await vfs<number>(writer, 'create', '/visible.bin', 0o644, O_WRONLY | O_CREAT | O_TRUNC);
-    await vfs(writer, 'write', wfh, 0, data);
-    await vfs(writer, 'release', wfh);
-    const rfh = await vfs<number>(reader, 'open', '/visible.bin', O_RDONLY);
-    const got = await vfs<Uint8Array>(reader, 'read', rfh, 0, 4096);
-    await vfs(reader, 'release', rfh);
+    const wfh = await w.create('/visible.bin', 0o644, O_WRONLY | O_CREAT | O_TRUNC);
+    await w.write(wfh, 0, data);
+    await w.release(wfh);
+    const rfh = await r.open('/visible.bin', O_RDONLY);
+    const got = await r.read(rfh, 0, 4096);
+    await r.release(rfh);
     times.push((performance.now() - t0) * 1000);
     if (got.length !== 4096 || got[0] !== (round & 255) || got[4095] !== (round & 255)) {
       throw new Error(`${reader.name} read stale data in round ${round}`);

@@ -1,7 +1,9 @@
 /**
- * Model-based random test: two filesystem instances (two slots, one LocalLockService) share a volume and take
- * turns at random operations; every result (data, listing, attributes, errno) is compared with an in-memory
- * model of POSIX semantics. Replay a failure with HVSHARE_SEED=<seed> (printed on failure).
+ * Model-based random test: two filesystem instances share a volume and take turns at random operations; every
+ * result (data, listing, attributes, errno) is compared with an in-memory model of POSIX semantics. The instances
+ * are either native (two slots, one LocalLockService) or two real domains of a platform (guest kernels,
+ * hypercalls, the monitor's lock service with revocation). Replay a failure with HVSHARE_SEED=<seed> (printed on
+ * failure).
  */
 import test from 'ava';
 import { FileBlockDevice } from '../fs/file-block-device.js';
@@ -10,7 +12,9 @@ import { fsck } from '../fs/fsck.js';
 import { LocalLockService } from '../fs/local-lock-service.js';
 import { IoError } from '../fs/block-device.js';
 import { mkfs } from '../fs/mkfs.js';
-import { O_CREAT, O_RDONLY, O_RDWR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../fs/vfs.js';
+import { O_CREAT, O_RDONLY, O_RDWR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type Vfs } from '../fs/vfs.js';
+import { domainVfs } from '../hypervisor/domain-vfs.js';
+import { Platform } from '../hypervisor/toolstack.js';
 import { patternBytes, rng, SMALL_FS, tempImage } from './fs-helpers.js';
 
 interface MFile { kind: 'file'; data: Uint8Array; nlink: number }
@@ -190,7 +194,7 @@ async function outcome<T>(fn: () => Promise<T>): Promise<T | Errno> {
   }
 }
 
-async function fsWrite(fs: FileSystem, path: string, offset: number, data: Uint8Array): Promise<void> {
+async function fsWrite(fs: Vfs, path: string, offset: number, data: Uint8Array): Promise<void> {
   const fh = await fs.open(path, O_CREAT | O_RDWR);
   try {
     await fs.write(fh, offset, data);
@@ -199,7 +203,7 @@ async function fsWrite(fs: FileSystem, path: string, offset: number, data: Uint8
   }
 }
 
-async function fsRead(fs: FileSystem, path: string): Promise<Uint8Array> {
+async function fsRead(fs: Vfs, path: string): Promise<Uint8Array> {
   const fh = await fs.open(path, O_RDONLY);
   try {
     return await fs.read(fh, 0, 4 << 20);
@@ -210,7 +214,47 @@ async function fsRead(fs: FileSystem, path: string): Promise<Uint8Array> {
 
 const NAMES = ['a', 'b', 'c', 'dd'];
 
-async function runSeed(seed: number, steps: number): Promise<string[]> {
+/** Two instances sharing the volume on `path`, how to tell they took turns, and how to stop them. */
+interface Instances {
+  instances: Vfs[];
+  /** null when the lock moved back and forth enough; otherwise what was seen. */
+  tookTurns(steps: number): string | null;
+  stop(): Promise<void>;
+}
+
+async function nativeInstances(path: string): Promise<Instances> {
+  const devs = [await FileBlockDevice.open(path), await FileBlockDevice.open(path)];
+  const locks = new LocalLockService();
+  const instances = await Promise.all(devs.map((dev, slot) => FileSystem.mount(dev, { slot, locks: locks.client(), commitIntervalMs: 0 })));
+  return {
+    instances,
+    tookTurns: (steps) =>
+      locks.stats.revokes < steps / 10 || instances.some((fs) => fs.stats.cacheDrops < 2) ? JSON.stringify(locks.stats) : null,
+    async stop() {
+      for (const fs of instances) await fs.unmount();
+      for (const dev of devs) await dev.close();
+    },
+  };
+}
+
+async function domainInstances(path: string): Promise<Instances> {
+  const platform = await Platform.boot({ volumes: [{ name: 'shared', path }] });
+  const grants = [{ volume: 'shared', readOnly: false }];
+  const domains = [
+    await platform.createDomain({ name: 'dom1', memoryBytes: 32 << 20, grants, filesystem: { slot: 0 } }),
+    await platform.createDomain({ name: 'dom2', memoryBytes: 32 << 20, grants, filesystem: { slot: 1 } }),
+  ];
+  return {
+    instances: domains.map(domainVfs),
+    tookTurns: (steps) => {
+      const revokes = domains.map((d) => platform.counters(d.name).REVOKES);
+      return revokes.some((r) => r < steps / 20) ? `revocations per domain: ${revokes.join(', ')}` : null;
+    },
+    stop: () => platform.shutdown(),
+  };
+}
+
+async function runSeed(seed: number, steps: number, start: (path: string) => Promise<Instances>): Promise<string[]> {
   const random = rng(seed);
   const pick = <T>(items: T[]) => items[Math.floor(random() * items.length)];
   const randomPath = () => {
@@ -220,14 +264,10 @@ async function runSeed(seed: number, steps: number): Promise<string[]> {
   const image = await tempImage(24 << 20);
   const log: string[] = [];
   const devA = await FileBlockDevice.open(image.path);
-  const devB = await FileBlockDevice.open(image.path);
   try {
     await mkfs(devA, SMALL_FS);
-    const locks = new LocalLockService();
-    const instances = [
-      await FileSystem.mount(devA, { slot: 0, locks: locks.client(), commitIntervalMs: 0 }),
-      await FileSystem.mount(devB, { slot: 1, locks: locks.client(), commitIntervalMs: 0 }),
-    ];
+    const shared = await start(image.path);
+    const { instances } = shared;
     const model = new Model();
     for (let step = 0; step < steps; step++) {
       const which = random() < 0.5 ? 0 : 1;
@@ -295,16 +335,15 @@ async function runSeed(seed: number, steps: number): Promise<string[]> {
         throw new Error(`step ${step} [instance ${which}] ${name}: model says ${show(expected)}, filesystem says ${show(actual)}\n${log.slice(-15).join('\n')}`);
       }
     }
-    if (locks.stats.revokes < steps / 10 || instances.some((fs) => fs.stats.cacheDrops < 2)) {
-      throw new Error(`the instances did not take turns: ${JSON.stringify(locks.stats)}`);
-    }
-    for (const fs of instances) await fs.unmount();
+    const turns = shared.tookTurns(steps);
+    if (turns !== null) throw new Error(`the instances did not take turns: ${turns}`);
+    await shared.stop();
     const report = await fsck(devA);
     if (!report.ok || report.warnings.length > 0) {
       throw new Error(`fsck after ${steps} steps: ${[...report.errors, ...report.warnings].join('\n')}`);
     }
     // A third instance sees the same tree.
-    const check = await FileSystem.mount(devA, { slot: 2, locks: locks.client() });
+    const check = await FileSystem.mount(devA, { slot: 2, locks: new LocalLockService().client() });
     const walk = async (path: string, node: MDir) => {
       const names = (await check.readdir(path)).sort();
       if (JSON.stringify(names) !== JSON.stringify([...node.children.keys()].sort())) throw new Error(`final listing of ${path} differs`);
@@ -321,7 +360,6 @@ async function runSeed(seed: number, steps: number): Promise<string[]> {
     return log;
   } finally {
     await devA.close();
-    await devB.close();
     await image.cleanup();
   }
 }
@@ -329,14 +367,20 @@ async function runSeed(seed: number, steps: number): Promise<string[]> {
 const envSeed = process.env.HVSHARE_SEED ? Number(process.env.HVSHARE_SEED) : undefined;
 const seeds = envSeed !== undefined ? [envSeed] : [Date.now() % 100000, 1, 2];
 
-for (const seed of seeds) {
-  test(`two instances agree with the model (seed ${seed})`, async (t) => {
-    try {
-      const log = await runSeed(seed, Number(process.env.HVSHARE_STEPS ?? 1500));
-      t.true(log.length > 0);
-    } catch (error) {
-      t.log(`replay with HVSHARE_SEED=${seed}`);
-      throw error;
-    }
-  });
+const variants: [string, (path: string) => Promise<Instances>, number][] = [
+  ['two native instances', nativeInstances, 1500],
+  ['two domains of a platform', domainInstances, 600],
+];
+for (const [what, start, defaultSteps] of variants) {
+  for (const seed of seeds) {
+    test(`${what} agree with the model (seed ${seed})`, async (t) => {
+      try {
+        const log = await runSeed(seed, Number(process.env.HVSHARE_STEPS ?? defaultSteps), start);
+        t.true(log.length > 0);
+      } catch (error) {
+        t.log(`replay with HVSHARE_SEED=${seed}`);
+        throw error;
+      }
+    });
+  }
 }

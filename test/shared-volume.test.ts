@@ -1,31 +1,31 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Stat } from '../fs/vfs.js';
 import { O_RDONLY, O_RDWR, O_CREAT } from '../fs/vfs.js';
 import type { DomainHandle, PlatformEvent } from '../hypervisor/toolstack.js';
+import { domainVfs } from '../hypervisor/domain-vfs.js';
 import { bootPlatform, MiB, tempDir } from './helpers/platform.js';
 import { formattedImage, fsckImage } from './helpers/volume.js';
 
-const vfs = <T>(d: DomainHandle, op: string, ...args: unknown[]) => d.call<never>({ kind: 'vfs', op: op as never, args }) as Promise<T>;
-
 async function writeFile(d: DomainHandle, path: string, data: Uint8Array, fsync = false): Promise<void> {
-  const fh = await vfs<number>(d, 'create', path, 0o644, O_RDWR | O_CREAT);
-  for (let pos = 0; pos < data.length; pos += 1 << 20) await vfs(d, 'write', fh, pos, data.subarray(pos, pos + (1 << 20)));
-  if (fsync) await vfs(d, 'fsync', fh, false);
-  await vfs(d, 'release', fh);
+  const vfs = domainVfs(d);
+  const fh = await vfs.create(path, 0o644, O_RDWR | O_CREAT);
+  for (let pos = 0; pos < data.length; pos += 1 << 20) await vfs.write(fh, pos, data.subarray(pos, pos + (1 << 20)));
+  if (fsync) await vfs.fsync(fh, false);
+  await vfs.release(fh);
 }
 
 async function readFile(d: DomainHandle, path: string): Promise<Buffer> {
-  const fh = await vfs<number>(d, 'open', path, O_RDONLY);
+  const vfs = domainVfs(d);
+  const fh = await vfs.open(path, O_RDONLY);
   const parts: Uint8Array[] = [];
   for (let pos = 0; ; ) {
-    const chunk = await vfs<Uint8Array>(d, 'read', fh, pos, 1 << 20);
+    const chunk = await vfs.read(fh, pos, 1 << 20);
     if (chunk.length === 0) break;
     parts.push(chunk);
     pos += chunk.length;
   }
-  await vfs(d, 'release', fh);
+  await vfs.release(fh);
   return Buffer.concat(parts);
 }
 
@@ -44,19 +44,20 @@ test('a file written and closed in one domain is what another domain reads next,
   const { image, platform, boot } = await sharedPlatform(t);
   const [dom1, dom2] = [await boot('dom1', 0), await boot('dom2', 1)];
   const data = randomBytes(3 * MiB + 123);
-  await vfs(dom1, 'mkdir', '/shared', 0o755);
+  await domainVfs(dom1).mkdir('/shared', 0o755);
   await writeFile(dom1, '/shared/a.bin', data);
   t.true((await readFile(dom2, '/shared/a.bin')).equals(data), 'dom2 reads what dom1 wrote');
   // And back: dom2 changes it, dom1 sees the change (its cache was dropped on the revoke).
   const changed = randomBytes(4096);
-  const fh = await vfs<number>(dom2, 'open', '/shared/a.bin', O_RDWR);
-  await vfs(dom2, 'write', fh, 0, changed);
-  await vfs(dom2, 'release', fh);
+  const vfs2 = domainVfs(dom2);
+  const fh = await vfs2.open('/shared/a.bin', O_RDWR);
+  await vfs2.write(fh, 0, changed);
+  await vfs2.release(fh);
   const seen = await readFile(dom1, '/shared/a.bin');
   t.true(seen.subarray(0, 4096).equals(changed));
   t.true(seen.subarray(4096).equals(data.subarray(4096)));
-  await vfs(dom2, 'rename', '/shared/a.bin', '/shared/b.bin');
-  t.deepEqual(await vfs<string[]>(dom1, 'readdir', '/shared'), ['b.bin']);
+  await vfs2.rename('/shared/a.bin', '/shared/b.bin');
+  t.deepEqual(await domainVfs(dom1).readdir('/shared'), ['b.bin']);
   t.true(platform.counters('dom1').REVOKES > 0 && platform.counters('dom2').REVOKES > 0, 'locks moved both ways by revocation');
   await platform.shutdown();
   const report = await fsckImage(image);
@@ -69,9 +70,9 @@ test('a read-only domain reads the volume and gets EROFS on writes', async (t) =
   const dom3 = await boot('dom3', 2, true);
   await writeFile(dom1, '/hello.txt', Buffer.from('hello from dom1\n'));
   t.is((await readFile(dom3, '/hello.txt')).toString(), 'hello from dom1\n');
-  await t.throwsAsync(vfs(dom3, 'mkdir', '/nope', 0o755), { code: 'EROFS' });
+  await t.throwsAsync(domainVfs(dom3).mkdir('/nope', 0o755), { code: 'EROFS' });
   await t.throwsAsync(writeFile(dom3, '/hello.txt', Buffer.from('x')), { code: 'EROFS' });
-  t.is((await vfs<Stat>(dom1, 'getattr', '/hello.txt')).size, 16);
+  t.is((await domainVfs(dom1).getattr('/hello.txt')).size, 16);
 });
 
 test('a domain killed after fsync loses nothing: its journal is replayed before its locks pass on', async (t) => {
