@@ -212,6 +212,8 @@ export class Blkfront implements BlockDevice, PolledDriver {
   /** Split into requests of at most MAX_BYTES, all in flight at once; bounce buffers for foreign memory. */
   private async transfer(op: number, offset: number, buf: Uint8Array, flags: number): Promise<void> {
     const direct = this.memory.owns(buf);
+    // The common case, one request straight into guest memory, without the machinery around it.
+    if (direct && buf.length <= MAX_BYTES) return this.transferDirect(op, offset, buf, flags);
     const parts: Promise<void>[] = [];
     for (let done = 0; done < buf.length; done += MAX_BYTES) {
       const piece = buf.subarray(done, Math.min(buf.length, done + MAX_BYTES));
