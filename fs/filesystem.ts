@@ -758,17 +758,27 @@ export class FileSystem implements Vfs {
   }
 
   truncate(path: string, size: number): Promise<void> {
+    return this.mutate(async () => this.resize(await this.resolvePath(path, true), size, path));
+  }
+
+  /** truncate through an open handle: works on a file already unlinked (ftruncate(2)). */
+  ftruncate(fh: number, size: number): Promise<void> {
     return this.mutate(async () => {
-      if (!Number.isSafeInteger(size) || size < 0) throw new IoError('EINVAL', 'bad size');
-      if (size > MAX_FILE_SIZE) throw new IoError('EFBIG', 'file too large');
-      const inode = await this.resolvePath(path, true);
-      if (isDir(inode)) throw new IoError('EISDIR', `${path} is a directory`);
-      if (!isRegular(inode)) throw new IoError('EINVAL', `${path} is not a regular file`);
-      this.changedSinceGrant = true;
-      await this.truncateBlocks(inode, size);
-      this.touch(inode);
-      await this.inodes.write(inode);
+      const handle = this.handle(fh);
+      if ((handle.flags & O_ACCMODE) === O_RDONLY) throw new IoError('EBADF', 'file not open for writing');
+      await this.resize(await this.handleInode(handle), size, `handle ${fh}`);
     });
+  }
+
+  private async resize(inode: Inode, size: number, what: string): Promise<void> {
+    if (!Number.isSafeInteger(size) || size < 0) throw new IoError('EINVAL', 'bad size');
+    if (size > MAX_FILE_SIZE) throw new IoError('EFBIG', 'file too large');
+    if (isDir(inode)) throw new IoError('EISDIR', `${what} is a directory`);
+    if (!isRegular(inode)) throw new IoError('EINVAL', `${what} is not a regular file`);
+    this.changedSinceGrant = true;
+    await this.truncateBlocks(inode, size);
+    this.touch(inode);
+    await this.inodes.write(inode);
   }
 
   chmod(path: string, mode: number): Promise<void> {

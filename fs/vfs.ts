@@ -70,6 +70,8 @@ export interface Vfs {
   /** Durable on the backend (journal committed, data flushed) before it resolves. */
   fsync(fh: number, datasync: boolean): Promise<void>;
   truncate(path: string, size: number): Promise<void>;
+  /** truncate through an open handle (works after the file was unlinked); EBADF when not open for writing. */
+  ftruncate(fh: number, size: number): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
   chown(path: string, uid: number, gid: number): Promise<void>;
   utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void>;

@@ -264,8 +264,8 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     }),
 
     // The Vfs truncates by path; libfuse 2.9 keeps open-but-unlinked files under a hidden name, so the path exists.
-    ftruncate: handler('ftruncate', async (path: string, _fh: number, size: number) => {
-      await vfs('truncate', path, size);
+    ftruncate: handler('ftruncate', async (_path: string, fh: number, size: number) => {
+      await vfs('ftruncate', fh, size);
       return 0;
     }),
 

@@ -167,6 +167,30 @@ test('symlinks and hard links', async (t) => {
   await v.close();
 });
 
+test('ftruncate works through the handle, also after unlink; EBADF on a read-only handle', async (t) => {
+  const v = await freshVolume();
+  const { fs } = v;
+  const fh = await fs.create('/f', 0o644);
+  await fs.write(fh, 0, patternBytes(50_000, 3));
+  await fs.ftruncate(fh, 10_000);
+  t.is((await fs.getattr('/f')).size, 10_000);
+  await fs.unlink('/f');
+  await fs.ftruncate(fh, 20_000);
+  const back = await fs.read(fh, 0, 30_000);
+  t.is(back.length, 20_000);
+  t.true(Buffer.from(back.subarray(0, 10_000)).equals(Buffer.from(patternBytes(50_000, 3).subarray(0, 10_000))));
+  t.true(back.subarray(10_000).every((b) => b === 0));
+  await fs.release(fh);
+  const ro = await fs.create('/g', 0o644);
+  await fs.release(ro);
+  const rfh = await fs.open('/g', O_RDONLY);
+  t.is(await errno(fs.ftruncate(rfh, 0)), 'EBADF');
+  await fs.release(rfh);
+  await fs.sync();
+  t.deepEqual((await fsck(v.dev)).errors, []);
+  await v.close();
+});
+
 test('chmod, chown and utimens change a final symlink itself, not its target (as FUSE and cp -a expect)', async (t) => {
   const v = await freshVolume();
   const { fs } = v;
