@@ -22,5 +22,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "hvshare: installing Debian packages ($1):$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >&2
-apt-get install -y -qq $missing >&2
+if ! { apt-get update -qq && apt-get install -y -qq $missing; } >&2; then
+  echo "hvshare: could not install$missing" >&2
+  # The runtime cannot do without them; the tests that need a missing tool say so (fio's is skipped).
+  [ "$1" = runtime ] && exit 1
+fi
+exit 0
