@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToProcesses } from 'node:timers/promises';
 import { Doorbell, Vic } from '../hypervisor/abi.js';
@@ -45,6 +46,7 @@ const DEEP_QUEUE = 8;
 export class GuestKernel {
   private readonly vic: Int32Array;
   private readonly doorbell: Int32Array;
+  private readonly cores = availableParallelism();
   private readonly handlers = new Map<number, () => void>();
   private readonly drivers: PolledDriver[] = [];
   private readonly processes = new Map<number, Process>();
@@ -131,7 +133,8 @@ export class GuestKernel {
       // every completion would cost a wake-up), within bounds. But with a deep queue the monitor says it hands
       // over to its I/O threads, completions come in bunches and a poll would take a core from the threads doing
       // the copies: sleep at once, one wake-up per bunch.
-      if (busy.length > 0 && !(queued >= DEEP_QUEUE && busy.some((d) => d.backendBusy()))) {
+      const crowded = Atomics.load(this.doorbell, Doorbell.BUSY_DOMAINS) + 1 > this.cores;
+      if (busy.length > 0 && !(queued >= DEEP_QUEUE && (crowded || busy.some((d) => d.backendBusy())))) {
         const expected = Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5;
         const until = performance.now() + Math.min(MAX_SPIN_MICROS, Math.max(this.options.spinMicros, expected)) / 1000;
         let reaped = 0;

@@ -137,6 +137,12 @@ export const DOORBELL_WORDS = 16;
 export const Doorbell = {
   /** Bumped by a guest or the toolstack to wake the monitor. */
   SEQ: 0,
+  /**
+   * Written by the monitor: how many domains issued requests lately. When they and the monitor outnumber the
+   * host's cores, a guest with a deep queue sleeps instead of polling (completions come in bunches anyway, and a
+   * polling guest takes the core the monitor copies its data with).
+   */
+  BUSY_DOMAINS: 1,
 } as const;
 
 /** Unsigned 32-bit distance a - b. */

@@ -84,11 +84,25 @@ function pollControl(): void {
   }
 }
 
+/** Tell the guests how many domains are busy (Doorbell.BUSY_DOMAINS), at most once a millisecond. */
+let busyPublishedAt = 0;
+function publishBusyDomains(): void {
+  const now = performance.now();
+  if (now - busyPublishedAt < 1) return;
+  busyPublishedAt = now;
+  const busy = monitor.busyDomains(BUSY_WINDOW_PASSES);
+  if (Atomics.load(doorbell, Doorbell.BUSY_DOMAINS) !== busy) Atomics.store(doorbell, Doorbell.BUSY_DOMAINS, busy);
+}
+/** A domain counts as busy when it had requests in one of this many recent drain passes. */
+const BUSY_WINDOW_PASSES = 2000;
+
 while (running) {
   const seq = Atomics.load(doorbell, Doorbell.SEQ);
   pollControl();
   if (!running) break;
-  if (monitor.drain() > 0) continue;
+  const served = monitor.drain();
+  publishBusyDomains();
+  if (served > 0) continue;
   if (monitor.runQueued()) continue;
   const spinUntil = performance.now() + data.spinMicros / 1000;
   let work = false;

@@ -54,6 +54,8 @@ interface Domain {
   reqCons: number;
   /** Shut because the guest wrote garbage indices, or being torn down. */
   shut: boolean;
+  /** The drain pass in which the domain last had requests. */
+  lastBusyPass: number;
 }
 
 /** A request copied out of the ring (read once, so the guest cannot change it between check and use). */
@@ -98,6 +100,8 @@ export class Monitor {
   private readonly domains = new Map<number, Domain>();
   /** Domains in service order, rebuilt when the table changes (the hot loop iterates an array). */
   private serving: Domain[] = [];
+  /** Drain passes so far. */
+  private passes = 0;
   /** The cluster lock service: one table for every domain (holders are domain ids). */
   private readonly locks = new LockTable();
   /** LOCK requests waiting for their grant, by domain id and lock name: the request id to answer. */
@@ -147,6 +151,7 @@ export class Monitor {
       grants: table,
       reqCons: Atomics.load(ring, Ring.REQ_PROD) >>> 0,
       shut: false,
+      lastBusyPass: -Infinity,
     });
     this.pool.resetDomain(id, Atomics.load(ring, Ring.RSP_PROD) >>> 0);
     this.stats.reset(id);
@@ -219,10 +224,23 @@ export class Monitor {
     const serving = this.serving;
     for (let i = 0; i < serving.length; i++) {
       const d = serving[i];
-      if (!d.shut) served += this.drainDomain(d, i === serving.length - 1);
+      if (d.shut) continue;
+      const n = this.drainDomain(d, i === serving.length - 1);
+      if (n > 0) {
+        d.lastBusyPass = this.passes;
+        served += n;
+      }
     }
+    this.passes++;
     this.foldPoolCounters();
     return served;
+  }
+
+  /** Domains that issued requests within the last `passes` drain passes. */
+  busyDomains(passes: number): number {
+    let busy = 0;
+    for (const d of this.serving) if (!d.shut && this.passes - d.lastBusyPass <= passes) busy++;
+    return busy;
   }
 
   /**
