@@ -224,7 +224,7 @@ async function check(
           continue;
         }
         inodes.set(ino, inode);
-        await checkInodeBlocks(reader, g, inode, claim, error, dirBlocks);
+        await checkInodeBlocks(reader, inode, claim, error, dirBlocks);
       }
     }
   }
@@ -354,7 +354,6 @@ async function check(
 /** Walks an inode's block map, claims its blocks and checks sizes and counts. */
 async function checkInodeBlocks(
   reader: Reader,
-  g: Geometry,
   inode: Inode,
   claim: (block: number, ino: number, what: string) => boolean,
   error: (message: string) => void,

@@ -157,7 +157,7 @@ export class Journal {
 
   constructor(
     private readonly dev: BlockDevice,
-    private readonly sb: Superblock,
+    sb: Superblock,
     readonly slot: number,
     private seq: number,
   ) {
