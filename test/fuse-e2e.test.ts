@@ -250,6 +250,22 @@ test.serial('no stale host cache: dom1 sees what dom2 rewrote, also through a fi
   await finish();
 });
 
+test.serial('page-cache views (hvshare up --page-cache) keep close-to-open coherence', async (t) => {
+  const cached = { directIo: false };
+  const { mounts, finish } = await mountedPlatform(t, [
+    { name: 'dom1', slot: 0, mount: cached },
+    { name: 'dom2', slot: 1, mount: cached },
+  ]);
+  const f1 = join(mounts.dom1!.dir, 'note.txt');
+  const f2 = join(mounts.dom2!.dir, 'note.txt');
+  await ok(t, sh(`echo "version 1" > ${f1}`), 'write v1');
+  t.is(await ok(t, run('cat', [f1]), 'cat v1 in dom1 (now in its page cache)'), 'version 1\n');
+  // Same size, so only the open-time drop of the cached pages can make dom1 see it.
+  await ok(t, sh(`echo "version 2" > ${f2}`), 'rewrite in dom2');
+  t.is(await ok(t, run('cat', [f1]), 'cat after the rewrite'), 'version 2\n');
+  await finish();
+});
+
 test.serial('git init, add, commit and fsck on a mount; the repository is sound from the other domain', async (t) => {
   const { dir, mounts, finish } = await mountedPlatform(t, rw2);
   const home = join(dir, 'home');
