@@ -130,9 +130,10 @@ export class GuestKernel {
       const busy = this.drivers.filter((d) => d.outstanding() > 0);
       const queued = busy.reduce((n, d) => n + d.outstanding(), 0);
       // Poll about as long as a request takes lately (a 1 MiB transfer outlasts a fixed short window, and then
-      // every completion would cost a wake-up), within bounds. But with a deep queue the monitor says it hands
-      // over to its I/O threads, completions come in bunches and a poll would take a core from the threads doing
-      // the copies: sleep at once, one wake-up per bunch.
+      // every completion would cost a wake-up), within bounds. But with a deep queue, when the monitor says it
+      // hands over to its I/O threads or when busy domains and the monitor outnumber the cores, completions come
+      // in bunches and a poll would take a core from the threads doing the copies: sleep at once, one wake-up
+      // per bunch.
       const crowded = Atomics.load(this.doorbell, Doorbell.BUSY_DOMAINS) + 1 > this.cores;
       if (busy.length > 0 && !(queued >= DEEP_QUEUE && (crowded || busy.some((d) => d.backendBusy())))) {
         const expected = Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5;
