@@ -191,6 +191,13 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     };
   }
 
+  /** An operation whose FUSE arguments (before the callback) are exactly those of the Vfs call, answered 0. */
+  const forward = (op: VfsOp) =>
+    handler(op, async (...args: unknown[]) => {
+      await vfs(op, ...args);
+      return 0;
+    });
+
   const ops = {
     init: (cb: (code: number) => void) => cb(0),
 
@@ -258,51 +265,22 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       return 0;
     }),
 
-    truncate: handler('truncate', async (path: string, size: number) => {
-      await vfs('truncate', path, size);
-      return 0;
-    }),
-
-    // The Vfs truncates by path; libfuse 2.9 keeps open-but-unlinked files under a hidden name, so the path exists.
+    truncate: forward('truncate'),
+    // Through the handle: also right for a file unlinked while open (libfuse keeps it under a hidden name).
     ftruncate: handler('ftruncate', async (_path: string, fh: number, size: number) => {
       await vfs('ftruncate', fh, size);
       return 0;
     }),
-
-    mkdir: handler('mkdir', async (path: string, mode: number) => {
-      await vfs('mkdir', path, mode);
-      return 0;
-    }),
-    rmdir: handler('rmdir', async (path: string) => {
-      await vfs('rmdir', path);
-      return 0;
-    }),
-    unlink: handler('unlink', async (path: string) => {
-      await vfs('unlink', path);
-      return 0;
-    }),
-    rename: handler('rename', async (from: string, to: string) => {
-      await vfs('rename', from, to);
-      return 0;
-    }),
-    link: handler('link', async (existing: string, newPath: string) => {
-      await vfs('link', existing, newPath);
-      return 0;
-    }),
-    symlink: handler('symlink', async (target: string, path: string) => {
-      await vfs('symlink', target, path);
-      return 0;
-    }),
+    mkdir: forward('mkdir'),
+    rmdir: forward('rmdir'),
+    unlink: forward('unlink'),
+    rename: forward('rename'),
+    link: forward('link'),
+    symlink: forward('symlink'),
     readlink: handler('readlink', async (path: string) => [0, await vfs<string>('readlink', path)]),
 
-    chmod: handler('chmod', async (path: string, mode: number) => {
-      await vfs('chmod', path, mode);
-      return 0;
-    }),
-    chown: handler('chown', async (path: string, uid: number, gid: number) => {
-      await vfs('chown', path, uid, gid);
-      return 0;
-    }),
+    chmod: forward('chmod'),
+    chown: forward('chown'),
     utimens: handler('utimens', async (path: string, atime: number, _mtimeIsAtime: number) => {
       const when = atime === UTIME_SPECIAL_MS ? Date.now() : atime;
       await vfs('utimens', path, when, when);
