@@ -1,0 +1,65 @@
+import test from 'ava';
+import { join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+import { hvshare } from './helpers/cli.js';
+import { tempDir } from './helpers/platform.js';
+
+test('mkfs and fsck: create, refuse to overwrite, check clean, report corruption with exit 1 and --json', async (t) => {
+  const dir = await tempDir(t, 'hvshare-cli-');
+  const image = join(dir, 'vol.img');
+  const missing = await hvshare('mkfs', image);
+  t.is(missing.code, 1);
+  t.regex(missing.stderr, /does not exist; give --size/);
+  t.regex((await hvshare('mkfs', image, '--size', '12Q')).stderr, /bad size "12Q"/);
+  const made = await hvshare('mkfs', image, '--size', '32M', '--slots', '4');
+  t.is(made.code, 0, made.stderr);
+  t.regex(made.stdout, /32M, 4 journal slots, formatted/);
+  const again = await hvshare('mkfs', image, '--size', '32M');
+  t.is(again.code, 1);
+  t.regex(again.stderr, /exists; add --force/);
+  t.regex((await hvshare('mkfs', image)).stderr, /already holds an hvshare filesystem/);
+
+  const clean = await hvshare('fsck', image, '--json');
+  t.is(clean.code, 0, clean.stderr);
+  const report = JSON.parse(clean.stdout) as { ok: boolean; errors: string[]; stats: { directories: number } };
+  t.true(report.ok);
+  t.is(report.stats.directories, 1);
+
+  const notAnImage = join(dir, 'junk.img');
+  await writeFile(notAnImage, Buffer.alloc(1 << 20, 0x5a));
+  const junk = await hvshare('fsck', notAnImage);
+  t.is(junk.code, 1);
+  t.regex(junk.stdout, /error/);
+});
+
+test('ps, stat and log: a clear message and exit 1 without a platform or with bad options', async (t) => {
+  const dir = await tempDir(t, 'hvshare-cli-');
+  for (const command of ['ps', 'stat', 'log']) {
+    const r = await hvshare(command, '--state', join(dir, 'nothing'));
+    t.is(r.code, 1, command);
+    t.regex(r.stderr, /no platform in .*nothing/, command);
+  }
+  const badType = await hvshare('log', '--state', dir, '--type', 'bogus');
+  t.is(badType.code, 1);
+  t.regex(badType.stderr, /unknown event type "bogus"/);
+  const badTail = await hvshare('log', '--state', dir, '--tail', 'many');
+  t.is(badTail.code, 1);
+  t.regex(badTail.stderr, /--tail must be a positive whole number/);
+  const unknown = await hvshare('frobnicate');
+  t.not(unknown.code, 0);
+  t.regex(unknown.stderr, /unknown command/);
+});
+
+test('up refuses an invalid platform.json, naming every bad field', async (t) => {
+  const dir = await tempDir(t, 'hvshare-cli-');
+  const config = join(dir, 'platform.json');
+  await writeFile(
+    config,
+    JSON.stringify({ volumes: [{ name: 'v', size: '64M' }], domains: [{ name: 'Dom1', memory: 64, grants: [{ volume: 'w', mode: 'rx', slot: 0 }] }] }),
+  );
+  const r = await hvshare('up', '--config', config, '--state', join(dir, 'state'), '--mount-root', join(dir, 'mnt'));
+  t.is(r.code, 1);
+  t.regex(r.stderr, /domains\[0\]\.name: bad name "Dom1"/);
+  t.regex(r.stderr, /domains\[0\]\.grants\[0\]\.volume: unknown volume "w"/);
+  t.regex(r.stderr, /domains\[0\]\.grants\[0\]\.mode: bad mode "rx"/);
+});
