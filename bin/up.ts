@@ -59,6 +59,8 @@ async function up(opts: UpOptions): Promise<void> {
   };
   const running = await StoredPlatform.boot({ stateDir: opts.state, config, onEvent });
   const views: MountedView[] = [];
+  // A crashed domain is booted again by the toolstack; its view carries on with the new instance.
+  running.onRestart((domain) => views.find((v) => v.domain.name === domain.name)?.rebind(domain));
   let status: NodeJS.Timeout | undefined;
   let stopping: Promise<void> | undefined;
   const stop = (reason: string) =>

@@ -7,7 +7,11 @@ import { readSuperblock } from '../fs/layout.js';
 import { mkfs } from '../fs/mkfs.js';
 import { defaultPlatform, formatSize, resolveImagePath, type PlatformConfig, type VolumeConfig } from './platform-config.js';
 import { PlatformStore, type Counters, type NewEvent } from './platform-store.js';
-import { Platform, type DomainHandle, type PlatformEvent } from './toolstack.js';
+import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from './toolstack.js';
+
+/** A domain that crashes more often than this within the window is left down. */
+const RESTART_LIMIT = 3;
+const RESTART_WINDOW_MS = 60_000;
 import { Counter, type CounterName } from './domain-stats.js';
 
 export interface BootOptions {
@@ -40,6 +44,9 @@ export class StoredPlatform {
   private ticker: NodeJS.Timeout | undefined;
   private readonly lastCounters = new Map<string, Record<CounterName, number>>();
   private stopping = false;
+  private readonly handles = new Map<string, DomainHandle>();
+  private readonly crashTimes = new Map<string, number[]>();
+  private readonly restartListeners: ((domain: DomainHandle) => void)[] = [];
 
   private constructor(
     readonly store: PlatformStore,
@@ -70,13 +77,12 @@ export class StoredPlatform {
       log({ type: 'platform-up', detail: `${config.volumes.length} volume(s), ${config.domains.length} domain(s)` });
       for (const domain of config.domains) {
         const first = domain.grants[0];
-        const handle = await platform.createDomain({
+        await running.start({
           name: domain.name,
           memoryBytes: domain.memory << 20,
           grants: domain.grants.map((g) => ({ volume: g.volume, readOnly: g.mode === 'ro' })),
           filesystem: first ? { slot: first.slot } : undefined,
         });
-        await store.setDomainState(domain.name, 'running', { threadId: handle.worker?.threadId });
       }
       running.ticker = setInterval(() => running.sampleCounters(), 1000);
       running.ticker.unref();
@@ -85,6 +91,43 @@ export class StoredPlatform {
       await platform?.shutdown().catch(() => {});
       await store.close();
       throw err;
+    }
+  }
+
+  /** Called with the new handle each time a crashed domain is booted again. */
+  onRestart(listener: (domain: DomainHandle) => void): void {
+    this.restartListeners.push(listener);
+  }
+
+  private async start(spec: DomainSpec): Promise<DomainHandle> {
+    const handle = await this.platform.createDomain(spec);
+    this.handles.set(spec.name, handle);
+    // A restarted domain's monitor counters start from zero again.
+    this.lastCounters.delete(spec.name);
+    await this.store.setDomainState(spec.name, 'running', { threadId: handle.worker?.threadId });
+    return handle;
+  }
+
+  /**
+   * Boot a crashed domain again once the toolstack has fenced it, replayed its journal and released its locks;
+   * a domain that crashes RESTART_LIMIT times within RESTART_WINDOW_MS stays down.
+   */
+  private async restart(dead: DomainHandle): Promise<void> {
+    const now = Date.now();
+    const recent = (this.crashTimes.get(dead.name) ?? []).filter((t) => now - t < RESTART_WINDOW_MS).concat(now);
+    this.crashTimes.set(dead.name, recent);
+    await dead.cleanedUp;
+    if (this.stopping) return;
+    if (recent.length > RESTART_LIMIT) {
+      this.log({ type: 'error', domain: dead.name, detail: `crashed ${recent.length} times within ${RESTART_WINDOW_MS / 1000} s; left down` });
+      return;
+    }
+    try {
+      const handle = await this.start(dead.spec);
+      this.log({ type: 'info', domain: dead.name, detail: 'restarted after a crash' });
+      for (const listener of this.restartListeners) listener(handle);
+    } catch (err) {
+      this.log({ type: 'error', domain: dead.name, detail: `restart failed: ${(err as Error).message}` });
     }
   }
 
@@ -124,11 +167,14 @@ export class StoredPlatform {
 
   private record(e: PlatformEvent): void {
     switch (e.type) {
-      case 'domain-exit':
+      case 'domain-exit': {
         if (this.stopping) return;
         this.log({ type: 'crash', domain: e.domain, detail: e.detail });
         void this.store.setDomainState(e.domain, 'crashed', { reason: e.detail }).catch(() => {});
+        const dead = this.handles.get(e.domain);
+        if (dead) void this.restart(dead);
         return;
+      }
       case 'domain-boot':
         return this.log({ type: 'boot', domain: e.domain, detail: e.detail });
       case 'recovery':

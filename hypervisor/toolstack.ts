@@ -82,6 +82,16 @@ export class DomainHandle {
     });
   }
 
+  private markCleanedUp!: () => void;
+
+  /** @internal The toolstack finished cleaning up after the domain's death. */
+  finishCleanup(): void {
+    this.markCleanedUp();
+  }
+
+  /** Resolves once a dead domain is fully cleaned up: fenced, its journal replayed, its locks released. */
+  readonly cleanedUp = new Promise<void>((resolve) => (this.markCleanedUp = resolve));
+
   /** The domain died: fail every call still waiting for it. */
   died(detail: string): void {
     this.state = 'dead';
@@ -252,6 +262,7 @@ export class Platform {
       }
     }
     await this.command({ type: 'drop-locks', seq: 0, id: d.id }).catch(() => {});
+    d.finishCleanup();
   }
 
   private command(command: MonitorCommand): Promise<void> {

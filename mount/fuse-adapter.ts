@@ -85,7 +85,13 @@ export interface MountOptions {
 
 export interface MountedView {
   readonly mountpoint: string;
+  /** The domain the view currently serves. */
   readonly domain: DomainHandle;
+  /**
+   * Serve from `domain` from now on (the same domain booted again after a crash). Handles opened before belong
+   * to the dead instance and answer an error; paths work at once.
+   */
+  rebind(domain: DomainHandle): void;
   /** Operations served and failed so far, by FUSE operation name. */
   readonly counters: { calls: Record<string, number>; errors: Record<string, number> };
   /** Unmount (lazily, like `fusermount -uz`) and wait until the mount has left /proc/mounts. Idempotent. */
@@ -145,8 +151,9 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
   const counters = { calls: {} as Record<string, number>, errors: {} as Record<string, number> };
   const debug = !!options.debug;
 
+  let current = domain;
   const vfs = <T extends AgentResult>(op: VfsOp, ...args: unknown[]): Promise<T> =>
-    domain.call<T>({ kind: 'vfs', op, args });
+    current.call<T>({ kind: 'vfs', op, args });
 
   /**
    * Wrap an async handler: whatever happens, the callback gets exactly one call whose first argument is a number
@@ -312,7 +319,12 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
   let unmounting: Promise<void> | null = null;
   return {
     mountpoint: mnt,
-    domain,
+    get domain() {
+      return current;
+    },
+    rebind(next: DomainHandle) {
+      current = next;
+    },
     counters,
     unmount() {
       unmounting ??= (async () => {
