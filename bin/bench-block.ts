@@ -103,8 +103,10 @@ export async function benchBlock(options: BlockBenchOptions): Promise<BlockCaseR
 
 async function runNativeSync(path: string, workload: BlockWorkload): Promise<WorkloadResult> {
   const worker = new Worker(new URL('./bench-native-worker.js', import.meta.url), { workerData: { path, workload } });
+  // Both listeners from the start: the worker may be gone by the time its message has been handled.
+  const exited = once(worker, 'exit');
   const [result] = (await once(worker, 'message')) as [WorkloadResult];
-  await once(worker, 'exit');
+  await exited;
   return result;
 }
 
