@@ -30,17 +30,22 @@ export class FileIo {
     const last = Math.ceil(end / BLOCK_SIZE);
     const buffer = this.dev.allocBuffer((last - first) * BLOCK_SIZE);
     try {
+      // Every extent of the range is read at once (a fragmented file costs one round trip, not one per extent);
+      // all of them are settled before the buffer is given back.
+      const reads: Promise<void>[] = [];
       for (let fb = first; fb < last; ) {
         const run = await this.map.lookupRun(inode, fb, last - fb);
         const slice = buffer.subarray((fb - first) * BLOCK_SIZE, (fb - first + run.count) * BLOCK_SIZE);
         if (run.phys) {
-          await this.dev.read(run.phys * BLOCK_SIZE, slice);
+          reads.push(this.dev.read(run.phys * BLOCK_SIZE, slice));
           this.stats.dataReads++;
         } else {
           zero(slice);
         }
         fb += run.count;
       }
+      const failed = (await Promise.allSettled(reads)).find((r) => r.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
       const skip = position - first * BLOCK_SIZE;
       return copyOut(buffer.subarray(skip, skip + (end - position)));
     } finally {
