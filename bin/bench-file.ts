@@ -1,10 +1,9 @@
-import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { FileSystem } from '../fs/filesystem.js';
 import { LocalLockService } from '../fs/local-lock-service.js';
-import { mkfs } from '../fs/mkfs.js';
+import { formatNewImage } from '../fs/mkfs.js';
 import { O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY } from '../fs/vfs.js';
 import { runFileWorkload, type FileWorkload, type FileWorkloadResult } from '../guests/file-workload.js';
 import { Platform, type DomainHandle } from '../hypervisor/toolstack.js';
@@ -37,15 +36,6 @@ export interface LatencyResult {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))];
 
-async function formatted(path: string, bytes: number): Promise<void> {
-  const handle = await open(path, 'w');
-  await handle.truncate(bytes);
-  await handle.close();
-  const dev = await FileBlockDevice.open(path);
-  await mkfs(dev);
-  await dev.close();
-}
-
 /**
  * File level: a 64 MiB file written (with fsync) and read back inside a guest domain versus the very same
  * filesystem code mounted natively on the host (each on its own image), medians of alternating repetitions; and
@@ -55,8 +45,8 @@ export async function benchFile(options: FileBenchOptions): Promise<{ cases: Fil
   const imageBytes = Math.max(256 << 20, options.fileBytes * 3);
   const nativePath = join(options.dir, 'native.img');
   const guestPath = join(options.dir, 'guest.img');
-  await formatted(nativePath, imageBytes);
-  await formatted(guestPath, imageBytes);
+  await formatNewImage(nativePath, imageBytes);
+  await formatNewImage(guestPath, imageBytes);
   const nativeDev = await FileBlockDevice.open(nativePath);
   const native = await FileSystem.mount(nativeDev, { slot: 0, locks: new LocalLockService().client() });
   const platform = await Platform.boot({ volumes: [{ name: 'bench', path: guestPath }] });

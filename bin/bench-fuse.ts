@@ -1,10 +1,9 @@
 import { execFile } from 'node:child_process';
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { FileBlockDevice } from '../fs/file-block-device.js';
-import { mkfs } from '../fs/mkfs.js';
+import { formatNewImage } from '../fs/mkfs.js';
 import { Platform } from '../hypervisor/toolstack.js';
 import { mountDomain } from '../mount/index.js';
 
@@ -44,12 +43,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
  */
 export async function benchFuse(o: FuseBenchOptions): Promise<FusePhase[]> {
   const image = join(o.dir, 'fuse-bench.img');
-  const handle = await open(image, 'w');
-  await handle.truncate(Math.max(256 << 20, o.fileMiB * 3 << 20));
-  await handle.close();
-  const dev = await FileBlockDevice.open(image);
-  await mkfs(dev);
-  await dev.close();
+  await formatNewImage(image, Math.max(256 << 20, o.fileMiB * 3 << 20));
   const platform = await Platform.boot({ volumes: [{ name: 'bench', path: image }] });
   try {
     const dom1 = await platform.createDomain({ name: 'dom1', memoryBytes: 128 << 20, grants: [{ volume: 'bench', readOnly: false }], filesystem: { slot: 0 } });

@@ -2,7 +2,9 @@
  * mkfs: lays out a fresh volume (see layout.ts) and creates the root directory.
  */
 import { randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import { IoError, type BlockDevice } from './block-device.js';
+import { FileBlockDevice } from './file-block-device.js';
 import { Allocator } from './allocator.js';
 import { BlockCache } from './block-cache.js';
 import { BlockMap } from './block-map.js';
@@ -69,6 +71,19 @@ function bitmapBlock(address: number, type: BlockType, used: (bit: number) => bo
   for (let bit = 0; bit < BITMAP_BITS; bit++) if (used(bit)) block[HEADER_SIZE + (bit >> 3)] |= 1 << (bit & 7);
   sealBlock(block, type, address);
   return block;
+}
+
+/** Creates (or overwrites) the image file at `path` with `sizeBytes` and formats it. */
+export async function formatNewImage(path: string, sizeBytes: number, options: MkfsOptions = {}): Promise<Superblock> {
+  const handle = await open(path, 'w');
+  await handle.truncate(sizeBytes);
+  await handle.close();
+  const dev = await FileBlockDevice.open(path);
+  try {
+    return await mkfs(dev, options);
+  } finally {
+    await dev.close();
+  }
 }
 
 /** Formats `dev`. Returns the superblock written. */

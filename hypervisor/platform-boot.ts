@@ -1,10 +1,9 @@
-import { open, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { dirtyJournalSlots, replayJournal } from '../fs/journal.js';
 import { readSuperblock } from '../fs/layout.js';
-import { mkfs } from '../fs/mkfs.js';
+import { formatNewImage } from '../fs/mkfs.js';
 import { defaultPlatform, formatSize, resolveImagePath, type PlatformConfig, type VolumeConfig } from './platform-config.js';
 import { PlatformStore, type Counters, type NewEvent } from './platform-store.js';
 import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from './toolstack.js';
@@ -202,20 +201,14 @@ export class StoredPlatform {
 /** Create and format a missing image; replay journals a crash left committed (no domain runs yet). */
 async function prepareVolume(stateDir: string, volume: VolumeConfig, log: (e: NewEvent) => void): Promise<void> {
   const path = resolveImagePath(stateDir, volume);
-  const exists = await stat(path).then((s) => s.size > 0, () => false);
-  if (!exists) {
+  if (!(await stat(path).then((s) => s.size > 0, () => false))) {
     await mkdir(dirname(path), { recursive: true });
-    const handle = await open(path, 'w');
-    await handle.truncate(volume.size);
-    await handle.close();
+    await formatNewImage(path, volume.size, { slots: volume.slots });
+    log({ type: 'mkfs', detail: `${volume.name}: ${formatSize(volume.size)} at ${path}, ${volume.slots} journal slots` });
+    return;
   }
   const dev = await FileBlockDevice.open(path);
   try {
-    if (!exists) {
-      await mkfs(dev, { slots: volume.slots });
-      log({ type: 'mkfs', detail: `${volume.name}: ${formatSize(volume.size)} at ${path}, ${volume.slots} journal slots` });
-      return;
-    }
     const sb = await readSuperblock(dev);
     for (const slot of await dirtyJournalSlots(dev, sb)) {
       const blocks = await replayJournal(dev, slot, sb);

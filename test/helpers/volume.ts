@@ -1,21 +1,12 @@
-import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FileBlockDevice } from '../../fs/file-block-device.js';
-import { mkfs } from '../../fs/mkfs.js';
+import { formatNewImage } from '../../fs/mkfs.js';
 import { fsck, type FsckReport } from '../../fs/fsck.js';
 
 /** A freshly formatted volume image of `bytes`. */
 export async function formattedImage(dir: string, bytes: number, name = 'shared.img'): Promise<string> {
   const path = join(dir, name);
-  const handle = await open(path, 'w');
-  await handle.truncate(bytes);
-  await handle.close();
-  const dev = await FileBlockDevice.open(path);
-  try {
-    await mkfs(dev);
-  } finally {
-    await dev.close();
-  }
+  await formatNewImage(path, bytes);
   return path;
 }
 
