@@ -82,15 +82,11 @@ export class DomainHandle {
     });
   }
 
-  private markCleanedUp!: () => void;
-
-  /** @internal The toolstack finished cleaning up after the domain's death. */
-  finishCleanup(): void {
-    this.markCleanedUp();
-  }
+  /** @internal Called by the toolstack once it finished cleaning up after the domain's death. */
+  declare finishCleanup: () => void;
 
   /** Resolves once a dead domain is fully cleaned up: fenced, its journal replayed, its locks released. */
-  readonly cleanedUp = new Promise<void>((resolve) => (this.markCleanedUp = resolve));
+  readonly cleanedUp = new Promise<void>((resolve) => (this.finishCleanup = resolve));
 
   /** The domain died: fail every call still waiting for it. */
   died(detail: string): void {
@@ -107,6 +103,7 @@ export class DomainHandle {
  */
 export class Platform {
   readonly doorbell = new SharedArrayBuffer(DOORBELL_WORDS * 4);
+  private readonly bell = new Int32Array(this.doorbell);
   private readonly statsBuffer = createStatsBuffer();
   readonly stats = new DomainStats(this.statsBuffer);
   private readonly monitor: Worker;
@@ -271,9 +268,8 @@ export class Platform {
       if (this.monitorExited) return reject(new Error('monitor exited'));
       this.acks.set(seq, { resolve, reject });
       this.monitor.postMessage({ ...command, seq });
-      const bell = new Int32Array(this.doorbell);
-      Atomics.add(bell, Doorbell.SEQ, 1);
-      Atomics.notify(bell, Doorbell.SEQ);
+      Atomics.add(this.bell, Doorbell.SEQ, 1);
+      Atomics.notify(this.bell, Doorbell.SEQ);
     });
   }
 
