@@ -53,10 +53,19 @@ export class Blkfront implements BlockDevice, PolledDriver {
   private readonly ring: Int32Array;
   private reqProd: number;
   private rspCons: number;
+  /** Per request id in flight: who wants the whole response (control requests)... */
   private readonly waiting: ((response: Response) => void)[] = new Array(RING_SLOTS);
+  /** ...or, for a transfer, how to settle it. */
+  private readonly settle: (() => void)[] = new Array(RING_SLOTS);
+  private readonly fail: ((err: IoError) => void)[] = new Array(RING_SLOTS);
   private readonly freeIds: number[] = [];
   private readonly slotFree = new WaitQueue();
   private inFlight = 0;
+  /** LOCK requests in flight: their completions wait for other domains, so nothing may wait for them. */
+  private locksInFlight = 0;
+  /** The op of each request id in flight. */
+  private readonly opOf = new Int32Array(RING_SLOTS);
+  private readonly sectorOf = new Float64Array(RING_SLOTS);
   private faulted = false;
   /** When each request id was submitted (performance.now()), and a moving average of completion times. */
   private readonly submittedAt = new Float64Array(RING_SLOTS);
@@ -96,6 +105,29 @@ export class Blkfront implements BlockDevice, PolledDriver {
   async request(op: number, sector: number, count: number, memOffset: number, flags: number): Promise<Response> {
     while (this.freeIds.length === 0 && !this.faulted) await this.slotFree.sleep();
     if (this.faulted) throw new IoError('EIO', 'block ring shut by the monitor');
+    return new Promise<Response>((resolve) => (this.waiting[this.post(op, sector, count, memOffset, flags)] = resolve));
+  }
+
+  /**
+   * A transfer straight into or out of guest memory, settled by poll() itself: on the hot path of every read and
+   * write, a request costs one promise and no response object.
+   */
+  private transferDirect(op: number, offset: number, view: Uint8Array, flags: number): Promise<void> {
+    if (this.freeIds.length === 0 || this.faulted) return this.transferWhenSlotFree(op, offset, view, flags);
+    return new Promise<void>((resolve, reject) => {
+      const id = this.post(op, offset / SECTOR, view.length / SECTOR, view.byteOffset, flags);
+      this.settle[id] = resolve;
+      this.fail[id] = reject;
+    });
+  }
+
+  private async transferWhenSlotFree(op: number, offset: number, view: Uint8Array, flags: number): Promise<void> {
+    const rsp = await this.request(op, offset / SECTOR, view.length / SECTOR, view.byteOffset, flags);
+    if (rsp.status !== Status.OK) throw transferError(op, offset, rsp.status);
+  }
+
+  /** Write a descriptor into the next slot and publish it (the hypercall); returns the request id. */
+  private post(op: number, sector: number, count: number, memOffset: number, flags: number): number {
     const id = this.freeIds.pop()!;
     const old = this.reqProd;
     const base = RING_HEADER_WORDS + (old % RING_SLOTS) * SLOT_WORDS;
@@ -110,11 +142,13 @@ export class Blkfront implements BlockDevice, PolledDriver {
     w[base + Req.FLAGS] = flags;
     this.reqProd = (old + 1) >>> 0;
     this.inFlight++;
+    this.opOf[id] = op;
+    this.sectorOf[id] = sector;
+    if (op === Op.LOCK) this.locksInFlight++;
     this.submittedAt[id] = performance.now();
-    const done = new Promise<Response>((resolve) => (this.waiting[id] = resolve));
     Atomics.store(w, Ring.REQ_PROD, this.reqProd | 0);
     if (needsNotify(Atomics.load(w, Ring.REQ_EVENT) >>> 0, this.reqProd, old)) this.kernel.notifyMonitor();
-    return done;
+    return id;
   }
 
   poll(): number {
@@ -125,23 +159,39 @@ export class Blkfront implements BlockDevice, PolledDriver {
       const base = RING_HEADER_WORDS + (this.rspCons % RING_SLOTS) * SLOT_WORDS;
       const id = w[base + Rsp.ID];
       this.rspCons = (this.rspCons + 1) >>> 0;
-      const wake = this.waiting[id];
-      if (!wake) continue;
-      this.waiting[id] = undefined!;
-      this.freeIds.push(id);
-      this.inFlight--;
+      if (!this.retire(id)) continue;
       reaped++;
       this.latencyMicros += ((performance.now() - this.submittedAt[id]) * 1000 - this.latencyMicros) / 16;
-      wake({
-        status: w[base + Rsp.STATUS],
-        valueLo: w[base + Rsp.VALUE_LO] >>> 0,
-        valueHi: w[base + Rsp.VALUE_HI] >>> 0,
-        infoFlags: w[base + Rsp.INFO_FLAGS],
-      });
+      const status = w[base + Rsp.STATUS];
+      this.complete(id, status, w[base + Rsp.VALUE_LO] >>> 0, w[base + Rsp.VALUE_HI] >>> 0, w[base + Rsp.INFO_FLAGS]);
     }
     if (Atomics.load(w, Ring.FAULT) !== 0 && !this.faulted) this.shutDown();
     if (reaped > 0) for (let i = 0; i < reaped && this.slotFree.length > 0; i++) this.slotFree.wakeOne();
     return reaped;
+  }
+
+  /** Take request `id` out of flight; false when it was not in flight (a response the guest never asked for). */
+  private retire(id: number): boolean {
+    if (id < 0 || id >= RING_SLOTS || (!this.waiting[id] && !this.settle[id])) return false;
+    this.freeIds.push(id);
+    this.inFlight--;
+    if (this.opOf[id] === Op.LOCK) this.locksInFlight--;
+    return true;
+  }
+
+  /** Hand a retired request's response to whoever waits for it. */
+  private complete(id: number, status: number, valueLo: number, valueHi: number, infoFlags: number): void {
+    const settle = this.settle[id];
+    if (settle) {
+      const fail = this.fail[id];
+      this.settle[id] = this.fail[id] = undefined!;
+      if (status === Status.OK) settle();
+      else fail(transferError(this.opOf[id], this.sectorOf[id] * SECTOR, status));
+      return;
+    }
+    const wake = this.waiting[id];
+    this.waiting[id] = undefined!;
+    wake({ status, valueLo, valueHi, infoFlags });
   }
 
   typicalLatencyMicros(): number {
@@ -152,35 +202,39 @@ export class Blkfront implements BlockDevice, PolledDriver {
     return Atomics.load(this.ring, Ring.BACKEND_BUSY) !== 0;
   }
 
-  arm(): boolean {
-    Atomics.store(this.ring, Ring.RSP_EVENT, (this.rspCons + 1) | 0);
+  arm(batch: boolean): boolean {
+    // Event idx: interrupt when the response numbered RSP_EVENT is posted. For a batch, half the requests in
+    // flight: the guest wakes while the other half still keeps the monitor busy, with one interrupt (and one
+    // wake-up) per half queue instead of one per completion. Never past a LOCK, whose answer may take long.
+    const ahead = batch && this.locksInFlight === 0 ? Math.max(1, this.inFlight >> 1) : 1;
+    Atomics.store(this.ring, Ring.RSP_EVENT, (this.rspCons + ahead) | 0);
     return (Atomics.load(this.ring, Ring.RSP_PROD) >>> 0) !== this.rspCons;
   }
 
   /** The monitor shut the ring: fail every waiting request. */
   private shutDown(): void {
     this.faulted = true;
-    const shut = { status: Status.ESHUTDOWN, valueLo: 0, valueHi: 0, infoFlags: 0 };
-    for (let id = 0; id < RING_SLOTS; id++) {
-      const wake = this.waiting[id];
-      if (wake) {
-        this.waiting[id] = undefined!;
-        this.inFlight--;
-        wake(shut);
-      }
-    }
+    for (let id = 0; id < RING_SLOTS; id++) if (this.retire(id)) this.complete(id, Status.ESHUTDOWN, 0, 0, 0);
     this.slotFree.wakeAll();
   }
 
-  async read(offset: number, dst: Uint8Array): Promise<void> {
-    checkRange(this, offset, dst.length);
-    await this.transfer(Op.READ, offset, dst, 0);
+  read(offset: number, dst: Uint8Array): Promise<void> {
+    try {
+      checkRange(this, offset, dst.length);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.transfer(Op.READ, offset, dst, 0);
   }
 
-  async write(offset: number, src: Uint8Array, options: WriteOptions = {}): Promise<void> {
-    if (this.readOnly) throw new IoError('EROFS', 'read-only grant');
-    checkRange(this, offset, src.length);
-    await this.transfer(Op.WRITE, offset, src, options.fua ? REQ_FUA : 0);
+  write(offset: number, src: Uint8Array, options: WriteOptions = {}): Promise<void> {
+    try {
+      if (this.readOnly) throw new IoError('EROFS', 'read-only grant');
+      checkRange(this, offset, src.length);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.transfer(Op.WRITE, offset, src, options.fua ? REQ_FUA : 0);
   }
 
   async flush(): Promise<void> {
@@ -210,7 +264,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
   }
 
   /** Split into requests of at most MAX_BYTES, all in flight at once; bounce buffers for foreign memory. */
-  private async transfer(op: number, offset: number, buf: Uint8Array, flags: number): Promise<void> {
+  private transfer(op: number, offset: number, buf: Uint8Array, flags: number): Promise<void> {
     const direct = this.memory.owns(buf);
     // The common case, one request straight into guest memory, without the machinery around it.
     if (direct && buf.length <= MAX_BYTES) return this.transferDirect(op, offset, buf, flags);
@@ -219,12 +273,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
       const piece = buf.subarray(done, Math.min(buf.length, done + MAX_BYTES));
       parts.push(direct ? this.transferDirect(op, offset + done, piece, flags) : this.transferBounced(op, offset + done, piece, flags));
     }
-    await Promise.all(parts);
-  }
-
-  private async transferDirect(op: number, offset: number, view: Uint8Array, flags: number): Promise<void> {
-    const rsp = await this.request(op, offset / SECTOR, view.length / SECTOR, view.byteOffset, flags);
-    check(rsp, op === Op.READ ? `read at ${offset}` : `write at ${offset}`);
+    return Promise.all(parts).then(() => {});
   }
 
   private async transferBounced(op: number, offset: number, view: Uint8Array, flags: number): Promise<void> {
@@ -241,4 +290,8 @@ export class Blkfront implements BlockDevice, PolledDriver {
 
 function check(rsp: Response, what: string): void {
   if (rsp.status !== Status.OK) throw new IoError(ERRNO[rsp.status] ?? 'EIO', `${what}: ${statusName(rsp.status)}`);
+}
+
+function transferError(op: number, offset: number, status: number): IoError {
+  return new IoError(ERRNO[status] ?? 'EIO', `${op === Op.READ ? 'read' : 'write'} at ${offset}: ${statusName(status)}`);
 }

@@ -9,8 +9,11 @@ export interface PolledDriver {
   outstanding(): number;
   /** Reap completions; returns how many. */
   poll(): number;
-  /** About to sleep: ask the monitor to interrupt on the next completion; true when completions slipped in. */
-  arm(): boolean;
+  /**
+   * About to sleep: ask the monitor to interrupt on the next completion, or with `batch` once a good part of a
+   * deep queue has completed; true when completions slipped in.
+   */
+  arm(batch: boolean): boolean;
   /** Recent mean time from submission to completion, in microseconds. */
   typicalLatencyMicros(): number;
   /** The backend hints that its I/O threads are busy with this driver's requests (polling would compete). */
@@ -135,7 +138,8 @@ export class GuestKernel {
       // in bunches and a poll would take a core from the threads doing the copies: sleep at once, one wake-up
       // per bunch.
       const crowded = Atomics.load(this.doorbell, Doorbell.BUSY_DOMAINS) + 1 > this.cores;
-      if (busy.length > 0 && !(queued >= DEEP_QUEUE && (crowded || busy.some((d) => d.backendBusy())))) {
+      const bunched = queued >= DEEP_QUEUE && (crowded || busy.some((d) => d.backendBusy()));
+      if (busy.length > 0 && !bunched) {
         const expected = Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5;
         const until = performance.now() + Math.min(MAX_SPIN_MICROS, Math.max(this.options.spinMicros, expected)) / 1000;
         let reaped = 0;
@@ -149,7 +153,7 @@ export class GuestKernel {
         }
       }
       let slipped = false;
-      for (const driver of this.drivers) slipped = driver.arm() || slipped;
+      for (const driver of this.drivers) slipped = driver.arm(bunched) || slipped;
       if (slipped || Atomics.load(this.vic, Vic.SEQ) !== seq) continue;
       const wait = Atomics.waitAsync(this.vic, Vic.SEQ, seq);
       if (wait.async) await wait.value;

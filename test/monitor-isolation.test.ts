@@ -92,6 +92,20 @@ test('garbage ring indices shut only that domain\'s ring', async (t) => {
   await goodDomainWorks(t, platform, 1 * MiB);
 });
 
+test('the monitor honours the event index: a guest that asks for its interrupt at the 16th of 32 responses gets one', async (t) => {
+  // What the guest kernel's batched sleep relies on (one interrupt per half queue, not one per completion).
+  const { platform, raw } = await setup(t);
+  Atomics.store(raw.ring, Ring.RSP_EVENT, (raw.cons + 16) | 0);
+  const read = (i: number) => raw.submit({ id: i, op: Op.READ, sector: i * 8, count: 8, memOffset: i * 4096 });
+  for (let i = 0; i < 15; i++) read(i);
+  const first = await raw.responses(15);
+  t.is(platform.counters('hostile').VIRQS, 0, 'no interrupt before the 16th response');
+  for (let i = 15; i < 32; i++) read(i);
+  const rest = await raw.responses(17);
+  t.deepEqual([...first, ...rest].map((r) => r.status), new Array<number>(32).fill(Status.OK));
+  t.is(platform.counters('hostile').VIRQS, 1);
+});
+
 test('a flood of doorbells and full rings from one domain does not starve another', async (t) => {
   const { platform, raw } = await setup(t);
   let flooding = true;
