@@ -8,6 +8,9 @@ export interface BlockBackend {
   readonly readOnly: boolean;
   read(position: number, into: Uint8Array): void;
   write(position: number, from: Uint8Array): void;
+  /** One transfer into several buffers, back to back from `position` (merged requests). */
+  readv(position: number, into: Uint8Array[]): void;
+  writev(position: number, from: Uint8Array[]): void;
   /** Make every completed write durable (fdatasync). */
   flush(): void;
   discard(position: number, length: number): void;

@@ -17,6 +17,8 @@ export const Counter = {
   LOCKS: 8,
   READS: 9,
   WRITES: 10,
+  /** Requests served as part of a merged run, beyond its first. */
+  MERGED: 11,
 } as const;
 export type CounterName = keyof typeof Counter;
 const STRIDE = 16;

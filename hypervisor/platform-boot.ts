@@ -26,6 +26,7 @@ const COUNTER_MAP: [CounterName, keyof Counters][] = [
   ['REQUESTS', 'requests'],
   ['READS', 'reads'],
   ['WRITES', 'writes'],
+  ['MERGED', 'merged'],
   ['FLUSHES', 'flushes'],
   ['ERRORS', 'errors'],
   ['VIRQS', 'virqs'],

@@ -1,4 +1,4 @@
-import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, readvSync, writeSync, writevSync } from 'node:fs';
 import type { BlockBackend } from './block-backend.js';
 
 const ZEROS = new Uint8Array(1 << 20);
@@ -30,6 +30,16 @@ export class RawImageBackend implements BlockBackend {
     while (done < from.length) done += writeSync(this.fd, from, done, from.length - done, position + done);
   }
 
+  readv(position: number, into: Uint8Array[]): void {
+    const done = readvSync(this.fd, into, position);
+    if (done < byteLength(into)) eachRest(position, into, done, (at, view) => this.read(at, view));
+  }
+
+  writev(position: number, from: Uint8Array[]): void {
+    const done = writevSync(this.fd, from, position);
+    if (done < byteLength(from)) eachRest(position, from, done, (at, view) => this.write(at, view));
+  }
+
   flush(): void {
     fdatasyncSync(this.fd);
   }
@@ -42,5 +52,24 @@ export class RawImageBackend implements BlockBackend {
 
   close(): void {
     closeSync(this.fd);
+  }
+}
+
+function byteLength(views: Uint8Array[]): number {
+  let n = 0;
+  for (const v of views) n += v.length;
+  return n;
+}
+
+/** After a short vectored transfer of `done` bytes: the part of each buffer still to do, with its file position. */
+function eachRest(position: number, views: Uint8Array[], done: number, each: (position: number, view: Uint8Array) => void): void {
+  let offset = 0;
+  for (const view of views) {
+    const end = offset + view.length;
+    if (end > done) {
+      const skip = Math.max(0, done - offset);
+      each(position + offset + skip, view.subarray(skip));
+    }
+    offset = end;
   }
 }

@@ -32,17 +32,24 @@ export class RawGuest {
 
   /** Write a descriptor and publish it; always rings the doorbell. */
   submit(r: RawRequest): void {
-    const base = RING_HEADER_WORDS + (this.prod % RING_SLOTS) * SLOT_WORDS;
+    this.submitBatch([r]);
+  }
+
+  /** Write several descriptors, then publish them together (the monitor sees them as one batch). */
+  submitBatch(rs: RawRequest[]): void {
     const w = this.ring;
-    w[base + Req.ID] = r.id;
-    w[base + Req.OP] = r.op;
-    w[base + Req.SECTOR_LO] = r.sector ?? 0;
-    w[base + Req.SECTOR_HI] = r.sectorHi ?? 0;
-    w[base + Req.COUNT] = r.count ?? 0;
-    w[base + Req.MEM_OFFSET] = r.memOffset ?? 0;
-    w[base + Req.VBD] = r.vbd ?? 0;
-    w[base + Req.FLAGS] = r.flags ?? 0;
-    this.prod = (this.prod + 1) >>> 0;
+    for (const r of rs) {
+      const base = RING_HEADER_WORDS + (this.prod % RING_SLOTS) * SLOT_WORDS;
+      w[base + Req.ID] = r.id;
+      w[base + Req.OP] = r.op;
+      w[base + Req.SECTOR_LO] = r.sector ?? 0;
+      w[base + Req.SECTOR_HI] = r.sectorHi ?? 0;
+      w[base + Req.COUNT] = r.count ?? 0;
+      w[base + Req.MEM_OFFSET] = r.memOffset ?? 0;
+      w[base + Req.VBD] = r.vbd ?? 0;
+      w[base + Req.FLAGS] = r.flags ?? 0;
+      this.prod = (this.prod + 1) >>> 0;
+    }
     Atomics.store(w, Ring.REQ_PROD, this.prod | 0);
     this.ringDoorbell();
   }
