@@ -5,7 +5,7 @@ import { DEFAULT_STATE_DIR, table } from './cli-support.js';
 export function registerStat(program: Command): void {
   program
     .command('stat')
-    .description('per-domain counters: requests, reads, writes, merged requests, flushes, errors, vIRQs, lock revocations, bytes')
+    .description('per-domain counters: requests, reads, writes, merged requests, requests offloaded to I/O threads, flushes, errors, vIRQs, lock revocations, bytes')
     .option('--state <dir>', 'the platform\'s state folder', DEFAULT_STATE_DIR)
     .option('--json', 'print the counters as JSON')
     .addHelpText(

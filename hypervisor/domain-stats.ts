@@ -19,6 +19,8 @@ export const Counter = {
   WRITES: 10,
   /** Requests served as part of a merged run, beyond its first. */
   MERGED: 11,
+  /** Transfers handed to the monitor's I/O threads. */
+  OFFLOADED: 12,
 } as const;
 export type CounterName = keyof typeof Counter;
 const STRIDE = 16;

@@ -47,21 +47,24 @@ export const Dom = {
 const DOM_WORDS = 8;
 const DOM_BASE = HEADER_WORDS;
 
-/** Job slot words. */
+/** Job slot words: a header, then up to JOB_REQUESTS requests. */
 const Job = {
   /** 0 = free, 1 = published (the producer may not reuse the slot until the claimer copied it out). */
   STATE: 0,
   DOMAIN: 1,
   VOLUME: 2,
-  OP: 3,
-  FLAGS: 4,
-  ID: 5,
-  SECTOR_LO: 6,
-  SECTOR_HI: 7,
-  MEM_OFFSET: 8,
-  COUNT: 9,
+  /** Requests in the job. */
+  COUNT: 3,
+  /** Non-zero: the requests are one contiguous run of one op (one vectored transfer). */
+  VECTORED: 4,
 } as const;
-const JOB_WORDS = 10;
+const JOB_HEADER_WORDS = 5;
+/** Words of one request of a job. */
+const JobReq = { OP: 0, FLAGS: 1, ID: 2, SECTOR_LO: 3, SECTOR_HI: 4, MEM_OFFSET: 5, COUNT: 6 } as const;
+const JOB_REQ_WORDS = 7;
+/** The most requests one job carries. */
+export const JOB_REQUESTS = 16;
+const JOB_WORDS = JOB_HEADER_WORDS + JOB_REQUESTS * JOB_REQ_WORDS;
 /** At least every ring's worth of requests of a couple of domains. */
 export const JOB_SLOTS = 512;
 const JOB_BASE = DOM_BASE + MAX_DOMAINS * DOM_WORDS;
@@ -79,16 +82,22 @@ export interface PoolDomain {
   memory: Uint8Array;
 }
 
-/** A job copied out of the queue. */
+/**
+ * Validated transfers of one domain and volume, handed over together (a job copied out of the queue, or being
+ * built to publish). Request i is ops[i], flags[i], ids[i], sectors[i], counts[i] sectors at memOffsets[i].
+ */
 export interface PoolJob {
   domain: number;
   volume: number;
-  op: number;
-  flags: number;
-  id: number;
-  sector: number;
   count: number;
-  memOffset: number;
+  /** One contiguous run of one op: a single vectored transfer. */
+  vectored: boolean;
+  ops: Int32Array;
+  flags: Int32Array;
+  ids: Int32Array;
+  sectors: Float64Array;
+  counts: Uint32Array;
+  memOffsets: Uint32Array;
 }
 
 /**
@@ -181,15 +190,21 @@ export class PoolControl {
     const slot = JOB_BASE + ((head >>> 0) % JOB_SLOTS) * JOB_WORDS;
     if (Atomics.load(w, slot + Job.STATE) !== 0) return false;
     Atomics.add(w, DOM_BASE + job.domain * DOM_WORDS + Dom.INFLIGHT, 1);
-    Atomics.store(w, slot + Job.DOMAIN, job.domain);
-    Atomics.store(w, slot + Job.VOLUME, job.volume);
-    Atomics.store(w, slot + Job.OP, job.op);
-    Atomics.store(w, slot + Job.FLAGS, job.flags);
-    Atomics.store(w, slot + Job.ID, job.id);
-    Atomics.store(w, slot + Job.SECTOR_LO, job.sector % 0x1_0000_0000);
-    Atomics.store(w, slot + Job.SECTOR_HI, Math.floor(job.sector / 0x1_0000_0000));
-    Atomics.store(w, slot + Job.MEM_OFFSET, job.memOffset);
-    Atomics.store(w, slot + Job.COUNT, job.count);
+    w[slot + Job.DOMAIN] = job.domain;
+    w[slot + Job.VOLUME] = job.volume;
+    w[slot + Job.COUNT] = job.count;
+    w[slot + Job.VECTORED] = job.vectored ? 1 : 0;
+    for (let i = 0; i < job.count; i++) {
+      const r = slot + JOB_HEADER_WORDS + i * JOB_REQ_WORDS;
+      w[r + JobReq.OP] = job.ops[i];
+      w[r + JobReq.FLAGS] = job.flags[i];
+      w[r + JobReq.ID] = job.ids[i];
+      w[r + JobReq.SECTOR_LO] = job.sectors[i] % 0x1_0000_0000;
+      w[r + JobReq.SECTOR_HI] = Math.floor(job.sectors[i] / 0x1_0000_0000);
+      w[r + JobReq.MEM_OFFSET] = job.memOffsets[i];
+      w[r + JobReq.COUNT] = job.counts[i];
+    }
+    // The slot's words are published by these sequentially consistent stores (the claimer loads them first).
     Atomics.store(w, slot + Job.STATE, 1);
     Atomics.store(w, Q.HEAD, (head + 1) | 0);
     // Dekker pair with sleep(): the sleeper counts itself before re-checking HEAD; we publish HEAD before reading
@@ -209,45 +224,69 @@ export class PoolControl {
       if (claim === Atomics.load(w, Q.HEAD)) return false;
       if (Atomics.compareExchange(w, Q.CLAIM, claim, (claim + 1) | 0) !== claim) continue;
       const slot = JOB_BASE + ((claim >>> 0) % JOB_SLOTS) * JOB_WORDS;
-      into.domain = Atomics.load(w, slot + Job.DOMAIN);
-      into.volume = Atomics.load(w, slot + Job.VOLUME);
-      into.op = Atomics.load(w, slot + Job.OP);
-      into.flags = Atomics.load(w, slot + Job.FLAGS);
-      into.id = Atomics.load(w, slot + Job.ID);
-      into.sector = (Atomics.load(w, slot + Job.SECTOR_HI) >>> 0) * 0x1_0000_0000 + (Atomics.load(w, slot + Job.SECTOR_LO) >>> 0);
-      into.memOffset = Atomics.load(w, slot + Job.MEM_OFFSET) >>> 0;
-      into.count = Atomics.load(w, slot + Job.COUNT) >>> 0;
+      // Its words were stored before HEAD was (sequentially consistent), so they are all visible here.
+      into.domain = w[slot + Job.DOMAIN];
+      into.volume = w[slot + Job.VOLUME];
+      into.count = w[slot + Job.COUNT];
+      into.vectored = w[slot + Job.VECTORED] !== 0;
+      for (let i = 0; i < into.count; i++) {
+        const r = slot + JOB_HEADER_WORDS + i * JOB_REQ_WORDS;
+        into.ops[i] = w[r + JobReq.OP];
+        into.flags[i] = w[r + JobReq.FLAGS];
+        into.ids[i] = w[r + JobReq.ID];
+        into.sectors[i] = (w[r + JobReq.SECTOR_HI] >>> 0) * 0x1_0000_0000 + (w[r + JobReq.SECTOR_LO] >>> 0);
+        into.memOffsets[i] = w[r + JobReq.MEM_OFFSET];
+        into.counts[i] = w[r + JobReq.COUNT];
+      }
       Atomics.store(w, slot + Job.STATE, 0);
       return true;
     }
   }
 
   /**
-   * Run a claimed job: the transfer between the backend and the domain's memory (both already validated by the
-   * monitor), the response, then the in-flight count drops (after the last touch of the domain's pages).
-   * `onMonitor`: the caller is the monitor thread and counts errors and interrupts itself; an I/O thread leaves
-   * them in the domain's words for the monitor to fold.
+   * Perform a job's transfers between the backend and the domain's memory (all validated by the monitor) and post
+   * each response. `onMonitor`: the caller is the monitor thread and counts errors and interrupts itself; an I/O
+   * thread leaves them in the domain's words for the monitor to fold.
    */
   run(job: PoolJob, d: PoolDomain, backend: BlockBackend, onMonitor: { errors(n: number): void; virqs(n: number): void } | null): void {
-    let status: number = Status.OK;
-    try {
-      const view = d.memory.subarray(job.memOffset, job.memOffset + job.count * SECTOR);
-      if (job.op === Op.READ) backend.read(job.sector * SECTOR, view);
-      else {
-        backend.write(job.sector * SECTOR, view);
-        if (job.flags & REQ_FUA) backend.flush();
+    const view = (i: number) => d.memory.subarray(job.memOffsets[i], job.memOffsets[i] + job.counts[i] * SECTOR);
+    let runStatus: number = Status.OK;
+    if (job.vectored) {
+      const views: Uint8Array[] = [];
+      for (let i = 0; i < job.count; i++) views.push(view(i));
+      try {
+        if (job.ops[0] === Op.READ) backend.readv(job.sectors[0] * SECTOR, views);
+        else backend.writev(job.sectors[0] * SECTOR, views);
+      } catch {
+        runStatus = Status.EIO;
       }
-    } catch {
-      status = Status.EIO;
     }
-    const raised = this.respond(d, job.id, status);
-    if (onMonitor) {
-      if (status !== Status.OK) onMonitor.errors(1);
-      if (raised) onMonitor.virqs(1);
-    } else {
-      if (status !== Status.OK) this.bump(d.id, Dom.ERRORS);
-      if (raised) this.bump(d.id, Dom.VIRQS);
+    for (let i = 0; i < job.count; i++) {
+      let status = runStatus;
+      if (!job.vectored) {
+        try {
+          if (job.ops[i] === Op.READ) backend.read(job.sectors[i] * SECTOR, view(i));
+          else {
+            backend.write(job.sectors[i] * SECTOR, view(i));
+            if (job.flags[i] & REQ_FUA) backend.flush();
+          }
+        } catch {
+          status = Status.EIO;
+        }
+      }
+      const raised = this.respond(d, job.ids[i], status);
+      if (onMonitor) {
+        if (status !== Status.OK) onMonitor.errors(1);
+        if (raised) onMonitor.virqs(1);
+      } else {
+        if (status !== Status.OK) this.bump(d.id, Dom.ERRORS);
+        if (raised) this.bump(d.id, Dom.VIRQS);
+      }
     }
+  }
+
+  /** A claimed job is done: the last touch of the domain's pages is over (the fence of removeDomain). */
+  finished(job: PoolJob): void {
     Atomics.sub(this.words, DOM_BASE + job.domain * DOM_WORDS + Dom.INFLIGHT, 1);
   }
 
@@ -283,5 +322,16 @@ export class PoolControl {
 }
 
 export function emptyJob(): PoolJob {
-  return { domain: 0, volume: 0, op: 0, flags: 0, id: 0, sector: 0, count: 0, memOffset: 0 };
+  return {
+    domain: 0,
+    volume: 0,
+    count: 0,
+    vectored: false,
+    ops: new Int32Array(JOB_REQUESTS),
+    flags: new Int32Array(JOB_REQUESTS),
+    ids: new Int32Array(JOB_REQUESTS),
+    sectors: new Float64Array(JOB_REQUESTS),
+    counts: new Uint32Array(JOB_REQUESTS),
+    memOffsets: new Uint32Array(JOB_REQUESTS),
+  };
 }

@@ -63,6 +63,7 @@ while (!pool.stopped()) {
       backend = volumes.get(job.volume);
     }
     pool.run(job, d, backend, null);
+    pool.finished(job);
     continue;
   }
   control();

@@ -27,6 +27,7 @@ const COUNTER_MAP: [CounterName, keyof Counters][] = [
   ['READS', 'reads'],
   ['WRITES', 'writes'],
   ['MERGED', 'merged'],
+  ['OFFLOADED', 'offloaded'],
   ['FLUSHES', 'flushes'],
   ['ERRORS', 'errors'],
   ['VIRQS', 'virqs'],

@@ -114,7 +114,7 @@ export interface EventQuery {
 }
 
 export const COUNTER_NAMES = [
-  'requests', 'reads', 'writes', 'merged', 'flushes', 'errors', 'virqs', 'doorbells', 'revocations', 'bytesRead',
+  'requests', 'reads', 'writes', 'merged', 'offloaded', 'flushes', 'errors', 'virqs', 'doorbells', 'revocations', 'bytesRead',
   'bytesWritten',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];

@@ -1,7 +1,10 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Op, Status } from '../hypervisor/abi.js';
 import { bootPlatform, MiB, randomImage, tempDir } from './helpers/platform.js';
+import { RawGuest } from './helpers/raw-guest.js';
 
 // The monitor's I/O threads take large reads when it has a backlog. Force two of them whatever the machine has,
 // so the pool is exercised (and contended: more executors than cores) on any runner.
@@ -33,6 +36,43 @@ test('large reads from several domains at once, through the I/O threads, all ret
     );
   }
   for (const dom of domains) t.is(platform.counters(dom.name).ERRORS, 0);
+});
+
+test('while two domains are busy, batches of 64 KiB reads are shared with the I/O threads (merged where contiguous) and return the right bytes', async (t) => {
+  const dir = await tempDir(t);
+  const image = await randomImage(dir, 16 * MiB);
+  const platform = await bootPlatform(t, { volumes: [{ name: 'shared', path: image.path }] });
+  const raw = async (name: string) =>
+    new RawGuest((await platform.createDomain({ name, memoryBytes: 2 * MiB, grants: rw }, { guest: false })).pages, platform.doorbell);
+  const [reader, other] = [await raw('reader'), await raw('other')];
+  // The other domain keeps the monitor busy with batches of small reads meanwhile.
+  let busy = true;
+  const background = (async () => {
+    for (let id = 0; busy; id += 8) {
+      other.submitBatch(Array.from({ length: 8 }, (_, i) => ({ id: (id + i) % 64, op: Op.READ, sector: 8 * i, count: 8, memOffset: 4096 * i })));
+      await other.responses(8);
+    }
+  })();
+  const CHUNK = 64 * 1024;
+  for (let round = 0; round < 60 && platform.counters('reader').OFFLOADED === 0; round++) {
+    // 16 reads: 0-11 one contiguous run, 12-15 scattered; each into its own place in the domain's memory.
+    const sector = (i: number) => (i < 12 ? (round % 8) * 1536 + i * 128 : 16384 + ((i * 7 + round) % 100) * 128);
+    reader.submitBatch(Array.from({ length: 16 }, (_, i) => ({ id: i, op: Op.READ, sector: sector(i), count: 128, memOffset: i * CHUNK })));
+    const rsp = await reader.responses(16);
+    t.deepEqual(rsp.map((r) => r.status).sort(), new Array<number>(16).fill(Status.OK));
+    for (let i = 0; i < 16; i++) {
+      const at = sector(i) * 512;
+      if (!Buffer.from(reader.memory.subarray(i * CHUNK, (i + 1) * CHUNK)).equals(image.contents.subarray(at, at + CHUNK))) {
+        t.fail(`round ${round}: read ${i} at ${at}`);
+      }
+    }
+    await sleep(1);
+  }
+  busy = false;
+  await background;
+  t.true(platform.counters('reader').OFFLOADED > 0, 'some reads went to the I/O threads');
+  t.true(platform.counters('reader').MERGED > 0, 'contiguous reads were merged');
+  t.is(platform.counters('reader').ERRORS, 0);
 });
 
 test('writes and large reads mixed across domains stay consistent, and a domain killed mid-I/O is fenced', async (t) => {
