@@ -90,11 +90,9 @@ function publishBusyDomains(): void {
   const now = performance.now();
   if (now - busyPublishedAt < 1) return;
   busyPublishedAt = now;
-  const busy = monitor.busyDomains(BUSY_WINDOW_PASSES);
+  const busy = monitor.busyDomains();
   if (Atomics.load(doorbell, Doorbell.BUSY_DOMAINS) !== busy) Atomics.store(doorbell, Doorbell.BUSY_DOMAINS, busy);
 }
-/** A domain counts as busy when it had requests in one of this many recent drain passes. */
-const BUSY_WINDOW_PASSES = 2000;
 
 while (running) {
   const seq = Atomics.load(doorbell, Doorbell.SEQ);

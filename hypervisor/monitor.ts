@@ -248,13 +248,22 @@ export class Monitor {
     return served;
   }
 
-  /** Domains that issued requests within the last `passes` drain passes (remembered until asked again). */
-  busyDomains(passes: number): number {
+  /**
+   * Domains that issued requests since the call before last (remembered until asked again). Asked at a steady
+   * pace while the monitor runs, this is a window of time: a domain that went quiet stops counting after two
+   * calls, however few passes the monitor made meanwhile.
+   */
+  busyDomains(): number {
     let busy = 0;
-    for (const d of this.serving) if (!d.shut && this.passes - d.lastBusyPass <= passes) busy++;
+    for (const d of this.serving) if (!d.shut && d.lastBusyPass >= this.busyMarks[0]) busy++;
+    this.busyMarks[0] = this.busyMarks[1];
+    this.busyMarks[1] = this.passes;
     this.busy = busy;
     return busy;
   }
+
+  /** The pass counts at the last two busyDomains() calls, oldest first. */
+  private readonly busyMarks = [0, 0];
 
   /** The last count of busy domains. */
   private busy = 0;
