@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FileBlockDevice } from '../fs/file-block-device.js';
-import { runBlockWorkload, type BlockWorkload, type WorkloadResult } from '../guests/block-workload.js';
+import { measureRoundTrips, runBlockWorkload, type BlockWorkload, type RoundTripResult, type WorkloadResult } from '../guests/block-workload.js';
 import { Platform } from '../hypervisor/toolstack.js';
 
 export interface BlockBenchOptions {
@@ -56,12 +56,26 @@ function combine(results: WorkloadResult[]): Side {
   };
 }
 
+/** The fixed cost of one request, which queue depth 1 pays in full on every transfer. */
+export interface RoundTrip {
+  /** A VOLINFO hypercall (no data moved) from a guest process, completion included, in microseconds. */
+  hypercallMicros: number;
+  /** Awaiting an async function that does nothing, on the host: the floor of any asynchronous call. */
+  asyncCallMicros: number;
+}
+
+export interface BlockBenchResult {
+  cases: BlockCaseResult[];
+  roundTrip: RoundTrip;
+}
+
 /**
  * Native pread/pwrite on an image versus the same workloads run inside guest domains through hypercalls, the
  * monitor and virtual interrupts, case by case in one run (each case's three measurements back to back).
- * Stream i of a case works in the i-th half of the image, for both sides.
+ * Stream i of a case works in the i-th half of the image, for both sides. Then the round trip of a request that
+ * moves no data.
  */
-export async function benchBlock(options: BlockBenchOptions): Promise<BlockCaseResult[]> {
+export async function benchBlock(options: BlockBenchOptions): Promise<BlockBenchResult> {
   const path = join(options.dir, 'bench-block.img');
   await fillImage(path, options.imageBytes);
   const platform = await Platform.boot({ volumes: [{ name: 'bench', path }] });
@@ -93,8 +107,11 @@ export async function benchBlock(options: BlockBenchOptions): Promise<BlockCaseR
       const best = Math.max(nativeSync.mibPerSec, nativeAsync.mibPerSec);
       results.push({ ...c, nativeSync, nativeAsync, hypervisor, overheadPct: (best / hypervisor.mibPerSec - 1) * 100 });
     }
+    options.onProgress?.(cases.length, cases.length, 'null requests');
+    const hypercall = await domains[0].call<RoundTripResult>({ kind: 'null-requests', durationMs: options.durationMs });
+    const asyncCall = await measureRoundTrips(async () => {}, options.durationMs);
     options.onProgress?.(cases.length, cases.length, 'done');
-    return results;
+    return { cases: results, roundTrip: { hypercallMicros: hypercall.meanMicros, asyncCallMicros: asyncCall.meanMicros } };
   } finally {
     await asyncDev.close();
     await platform.shutdown();

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { benchBlock, checkTargets, sizeLabel, type BlockCaseResult } from './bench-block.js';
+import { benchBlock, checkTargets, sizeLabel, type BlockBenchResult } from './bench-block.js';
 import { benchFile, type FileCaseResult, type LatencyResult } from './bench-file.js';
 import { benchFuse, type FusePhase } from './bench-fuse.js';
 import { endProgress, parseIntOption, progressLine, table, withScratchDir } from './cli-support.js';
@@ -7,7 +7,7 @@ import { parseSize } from '../hypervisor/platform-config.js';
 
 const fmt = (n: number, digits = 0) => n.toFixed(digits);
 
-function printBlock(results: BlockCaseResult[]): void {
+function printBlock({ cases: results, roundTrip }: BlockBenchResult): void {
   const rows = results.map((r) => [
     `${r.pattern} ${r.op} ${sizeLabel(r.blockSize)} qd${r.queueDepth} x${r.domains}`,
     fmt(r.nativeSync.mibPerSec),
@@ -21,6 +21,10 @@ function printBlock(results: BlockCaseResult[]): void {
     table(['case (x domains)', 'native-sync MiB/s', 'native-async MiB/s', 'hv MiB/s', 'hv IOPS', 'hv lat us', 'overhead'], rows),
   );
   console.log('\noverhead = time per byte on the hypervisor path versus the faster native baseline, same run');
+  console.log(
+    `one request that moves no data (VOLINFO, queue depth 1): ${fmt(roundTrip.hypercallMicros, 2)} us; ` +
+      `awaiting an async no-op on the host: ${fmt(roundTrip.asyncCallMicros, 2)} us`,
+  );
   for (const c of checkTargets(results)) {
     console.log(`${c.met ? 'met   ' : 'MISSED'} ${c.target}: worst ${fmt(c.worstPct, 1)}% (target <= ${c.limitPct}%)`);
   }
@@ -107,7 +111,7 @@ Examples:
       await measure(
         opts,
         (dir) => benchBlock({ dir, imageBytes, durationMs, onProgress: (done, total, label) => progressLine(`bench block ${done}/${total} ${label}`) }),
-        (results) => ({ durationMs, imageBytes, cases: results, targets: checkTargets(results) }),
+        (result) => ({ durationMs, imageBytes, ...result, targets: checkTargets(result.cases) }),
         printBlock,
       );
     });

@@ -1,4 +1,4 @@
-import type { BlockWorkload, WorkloadResult } from './block-workload.js';
+import type { BlockWorkload, RoundTripResult, WorkloadResult } from './block-workload.js';
 import type { FileWorkload, FileWorkloadResult } from './file-workload.js';
 import type { Stat, StatFs, Vfs } from '../fs/vfs.js';
 
@@ -19,6 +19,8 @@ export type AgentRequest =
   | { kind: 'block-read'; offset: number; length: number }
   | { kind: 'block-write'; offset: number; data: Uint8Array; fua?: boolean }
   | { kind: 'block-flush' }
+  /** VOLINFO requests back to back for `durationMs`: the round trip of a hypercall that moves no data. */
+  | { kind: 'null-requests'; durationMs: number }
   | { kind: 'info' }
   | { kind: 'vfs'; op: VfsOp; args: unknown[] }
   /** Commit the journal, close every handle and give the volume lock back. */
@@ -36,7 +38,7 @@ export interface DomainInfo {
   processes: { pid: number; name: string }[];
 }
 
-export type AgentResult = WorkloadResult | FileWorkloadResult | Uint8Array | DomainInfo | Stat | StatFs | string[] | string | number | null | void;
+export type AgentResult = WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | string[] | string | number | null | void;
 
 export type AgentMessage = { seq: number; request: AgentRequest };
 export type AgentReply = { seq: number; ok: true; result: AgentResult } | { seq: number; ok: false; code: string; message: string };

@@ -91,10 +91,15 @@ export class Blkfront implements BlockDevice, PolledDriver {
     const front = new Blkfront(kernel, memory, ring, vbd);
     kernel.registerDriver(front);
     kernel.onInterrupt(Line.BLKIF, () => front.poll());
-    const info = await front.request(Op.VOLINFO, 0, 0, 0, 0);
-    front.sizeBytes = (info.valueHi * 0x1_0000_0000 + (info.valueLo >>> 0)) * SECTOR;
-    front.readOnly = (info.infoFlags & VBD_READ_ONLY) !== 0;
+    Object.assign(front, await front.volumeInfo());
     return front;
+  }
+
+  /** Ask the monitor for the virtual disk's size and grant (VOLINFO: also the cheapest hypercall there is). */
+  async volumeInfo(): Promise<{ sizeBytes: number; readOnly: boolean }> {
+    const info = await this.request(Op.VOLINFO, 0, 0, 0, 0);
+    check(info, 'volume info');
+    return { sizeBytes: (info.valueHi * 0x1_0000_0000 + (info.valueLo >>> 0)) * SECTOR, readOnly: (info.infoFlags & VBD_READ_ONLY) !== 0 };
   }
 
   outstanding(): number {

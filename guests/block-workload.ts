@@ -73,3 +73,20 @@ export async function runBlockWorkload(dev: BlockDevice, w: BlockWorkload): Prom
     meanLatencyUs: ops ? (latencyMs / ops) * 1000 : 0,
   };
 }
+
+export interface RoundTripResult {
+  calls: number;
+  meanMicros: number;
+}
+
+/** Await `call` back to back for `durationMs` (queue depth 1): the mean time of one call. */
+export async function measureRoundTrips(call: () => Promise<unknown>, durationMs: number): Promise<RoundTripResult> {
+  let calls = 0;
+  const started = performance.now();
+  const deadline = started + durationMs;
+  do {
+    await call();
+    calls++;
+  } while (performance.now() < deadline);
+  return { calls, meanMicros: ((performance.now() - started) * 1000) / calls };
+}

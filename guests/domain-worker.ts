@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Blkfront } from './blkfront.js';
-import { runBlockWorkload } from './block-workload.js';
+import { measureRoundTrips, runBlockWorkload } from './block-workload.js';
 import { runFileWorkload } from './file-workload.js';
 import { GuestKernel } from './kernel.js';
 import { GuestMemory } from './guest-memory.js';
@@ -59,6 +59,8 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
     case 'block-flush':
       await disk.flush();
       return null;
+    case 'null-requests':
+      return measureRoundTrips(() => disk.volumeInfo(), request.durationMs);
     case 'vfs': {
       if (!(VFS_OPS as readonly string[]).includes(request.op)) throw new IoError('ENOSYS', `no operation ${request.op}`);
       const op = mounted()[request.op] as (...args: unknown[]) => Promise<AgentResult>;

@@ -10,6 +10,7 @@ test('bench block --json covers every case with both native baselines and the hy
   const out = JSON.parse(r.stdout) as {
     cases: { pattern: string; op: string; blockSize: number; queueDepth: number; domains: number; overheadPct: number; nativeSync: { mibPerSec: number }; nativeAsync: { mibPerSec: number }; hypervisor: { mibPerSec: number } }[];
     targets: { target: string; met: boolean }[];
+    roundTrip: { hypercallMicros: number; asyncCallMicros: number };
   };
   t.is(out.cases.length, 2 * 2 * 2 * 3 * 2); // domains x pattern x op x block size x queue depth
   const keys = new Set(out.cases.map((c) => `${c.pattern} ${c.op} ${c.blockSize} ${c.queueDepth} ${c.domains}`));
@@ -19,6 +20,7 @@ test('bench block --json covers every case with both native baselines and the hy
     t.true(Number.isFinite(c.overheadPct));
   }
   t.deepEqual(out.targets.map((x) => x.target), ['seq read >= 64K', 'seq write >= 64K', '4K qd32']);
+  for (const us of [out.roundTrip.hypercallMicros, out.roundTrip.asyncCallMicros]) t.true(Number.isFinite(us) && us > 0, `${us}`);
 });
 
 test('bench file and bench fuse --json report every phase', async (t) => {
