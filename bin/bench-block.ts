@@ -12,6 +12,8 @@ export interface BlockBenchOptions {
   durationMs: number;
   /** Only these cases (default: blockCases()). */
   cases?: BlockCase[];
+  /** Measure every case this many times (default 1); each side reports its median, the overhead the median ratio. */
+  repetitions?: number;
   onProgress?: (done: number, total: number, label: string) => void;
 }
 
@@ -45,6 +47,25 @@ export function blockCases(): BlockCase[] {
         for (const blockSize of [4096, 65536, 1 << 20])
           for (const queueDepth of [1, 32]) cases.push({ pattern, op, blockSize, queueDepth, domains });
   return cases;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+function medianSide(sides: Side[]): Side {
+  return {
+    mibPerSec: median(sides.map((x) => x.mibPerSec)),
+    iops: median(sides.map((x) => x.iops)),
+    meanLatencyUs: median(sides.map((x) => x.meanLatencyUs)),
+  };
+}
+
+/** A case as the table names it, e.g. "seq read 64K qd32 x2". */
+export function caseLabel(c: BlockCase): string {
+  return `${c.pattern} ${c.op} ${sizeLabel(c.blockSize)} qd${c.queueDepth} x${c.domains}`;
 }
 
 /** Sum of the streams' rates; latency averaged. */
@@ -86,8 +107,11 @@ export async function benchBlock(options: BlockBenchOptions): Promise<BlockBench
     );
     const cases = options.cases ?? blockCases();
     const results: BlockCaseResult[] = [];
+    // Warm the guest path up (compiled code, the drivers' latency estimates) before the first case counts.
+    const warmUp: BlockWorkload = { pattern: 'seq', op: 'read', blockSize: 4096, queueDepth: 1, regionOffset: 0, regionBytes: 1 << 20, durationMs: 100, seed: 1 };
+    await Promise.all(domains.map((d) => d.call({ kind: 'block-workload', workload: warmUp })));
     for (const [n, c] of cases.entries()) {
-      const label = `${c.pattern} ${c.op} ${sizeLabel(c.blockSize)} qd${c.queueDepth} ${c.domains}dom`;
+      const label = caseLabel(c);
       options.onProgress?.(n, cases.length, label);
       const workloads = Array.from({ length: c.domains }, (_, i): BlockWorkload => ({
         pattern: c.pattern,
@@ -99,13 +123,23 @@ export async function benchBlock(options: BlockBenchOptions): Promise<BlockBench
         durationMs: options.durationMs,
         seed: 1234 + i,
       }));
-      const nativeSync = combine(await Promise.all(workloads.map((w) => runNativeSync(path, w))));
-      const nativeAsync = combine(await Promise.all(workloads.map((w) => runBlockWorkload(asyncDev, w))));
-      const hypervisor = combine(
-        await Promise.all(workloads.map((w, i) => domains[i].call<WorkloadResult>({ kind: 'block-workload', workload: w }))),
-      );
-      const best = Math.max(nativeSync.mibPerSec, nativeAsync.mibPerSec);
-      results.push({ ...c, nativeSync, nativeAsync, hypervisor, overheadPct: (best / hypervisor.mibPerSec - 1) * 100 });
+      const runs: Omit<BlockCaseResult, keyof BlockCase>[] = [];
+      for (let r = 0; r < (options.repetitions ?? 1); r++) {
+        const nativeSync = combine(await Promise.all(workloads.map((w) => runNativeSync(path, w))));
+        const nativeAsync = combine(await Promise.all(workloads.map((w) => runBlockWorkload(asyncDev, w))));
+        const hypervisor = combine(
+          await Promise.all(workloads.map((w, i) => domains[i].call<WorkloadResult>({ kind: 'block-workload', workload: w }))),
+        );
+        const best = Math.max(nativeSync.mibPerSec, nativeAsync.mibPerSec);
+        runs.push({ nativeSync, nativeAsync, hypervisor, overheadPct: (best / hypervisor.mibPerSec - 1) * 100 });
+      }
+      results.push({
+        ...c,
+        nativeSync: medianSide(runs.map((x) => x.nativeSync)),
+        nativeAsync: medianSide(runs.map((x) => x.nativeAsync)),
+        hypervisor: medianSide(runs.map((x) => x.hypervisor)),
+        overheadPct: median(runs.map((x) => x.overheadPct)),
+      });
     }
     options.onProgress?.(cases.length, cases.length, 'null requests');
     const hypercall = await domains[0].call<RoundTripResult>({ kind: 'null-requests', durationMs: options.durationMs });
@@ -143,17 +177,21 @@ export function sizeLabel(bytes: number): string {
 export interface TargetCheck {
   target: string;
   limitPct: number;
-  worstPct: number;
-  met: boolean;
+  /** The worst overhead among the cases the target covers; null when none of them ran (--only). */
+  worstPct: number | null;
+  met: boolean | null;
 }
 
 /** The issue's targets: 64 KiB+ sequential read <= 5%, write <= 10%, 4 KiB at QD32 within 30% of native. */
 export function checkTargets(results: BlockCaseResult[]): TargetCheck[] {
-  const worst = (filter: (r: BlockCaseResult) => boolean) => Math.max(...results.filter(filter).map((r) => r.overheadPct));
+  const worst = (filter: (r: BlockCaseResult) => boolean) => {
+    const covered = results.filter(filter);
+    return covered.length ? Math.max(...covered.map((r) => r.overheadPct)) : null;
+  };
   const checks = [
     { target: 'seq read >= 64K', limitPct: 5, worstPct: worst((r) => r.pattern === 'seq' && r.op === 'read' && r.blockSize >= 65536) },
     { target: 'seq write >= 64K', limitPct: 10, worstPct: worst((r) => r.pattern === 'seq' && r.op === 'write' && r.blockSize >= 65536) },
     { target: '4K qd32', limitPct: 30, worstPct: worst((r) => r.blockSize === 4096 && r.queueDepth === 32) },
   ];
-  return checks.map((c) => ({ ...c, met: c.worstPct <= c.limitPct }));
+  return checks.map((c) => ({ ...c, met: c.worstPct === null ? null : c.worstPct <= c.limitPct }));
 }

@@ -23,6 +23,19 @@ test('bench block --json covers every case with both native baselines and the hy
   for (const us of [out.roundTrip.hypercallMicros, out.roundTrip.asyncCallMicros]) t.true(Number.isFinite(us) && us > 0, `${us}`);
 });
 
+test('bench block --only runs the named cases, --repetitions reports medians, an unknown name is refused', async (t) => {
+  const r = await hvshare('bench', 'block', '--json', '--duration', '20', '--image-size', '64M', '--only', 'seq write', '1M', 'x2', '--repetitions', '2');
+  t.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { repetitions: number; cases: { queueDepth: number }[]; targets: { target: string; worstPct: number | null; met: boolean | null }[] };
+  t.is(out.repetitions, 2);
+  t.deepEqual(out.cases.map((c) => c.queueDepth), [1, 32]);
+  t.like(out.targets[0], { target: 'seq read >= 64K', worstPct: null, met: null });
+  t.is(typeof out.targets[1].worstPct, 'number');
+  const bad = await hvshare('bench', 'block', '--only', 'seq', 'sideways');
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /no case is named with all of: seq sideways/);
+});
+
 test('bench file and bench fuse --json report every phase', async (t) => {
   const file = await hvshare('bench', 'file', '--json', '--size', '4M', '--repetitions', '1', '--rounds', '5');
   t.is(file.code, 0, file.stderr);
