@@ -1,15 +1,15 @@
 import { performance } from 'node:perf_hooks';
-import { Line, Op, REQ_FUA, Ring, RING_HEADER_WORDS, RING_SLOTS, Rsp, SECTOR, SLOT_WORDS, Status, needsNotify } from './abi.js';
+import { Line, Ring, RING_HEADER_WORDS, RING_SLOTS, Rsp, SECTOR, SLOT_WORDS, Status, needsNotify } from './abi.js';
 import type { BlockBackend } from './block-backend.js';
 import { MAX_DOMAINS } from './domain-stats.js';
 import { VirtualInterruptController } from './virq.js';
 
 /**
  * The monitor's I/O threads (as Xen's blkback kthreads or a vhost worker pool): the monitor thread still reads
- * every ring and validates every descriptor; when it has a backlog of large transfers it hands validated
- * READ/WRITE jobs to a queue that its I/O threads (and the monitor itself, when it has nothing else to do) take
- * from. Whoever finishes a transfer posts the response and raises the interrupt, so the monitor never has to wake
- * up just to answer.
+ * every ring and validates every descriptor; when it has a backlog of large reads, or several busy domains, it
+ * hands jobs of validated reads to a queue that its I/O threads (and the monitor itself, when it has nothing else
+ * to do) take from. Whoever finishes a read posts the response and raises the interrupt, so the monitor never has
+ * to wake up just to answer.
  *
  * Everything here lives in one SharedArrayBuffer the monitor shares with its I/O threads only (never with a
  * guest): the job queue and, per domain, the response producer index, the lock that serializes response
@@ -55,13 +55,13 @@ const Job = {
   VOLUME: 2,
   /** Requests in the job. */
   COUNT: 3,
-  /** Non-zero: the requests are one contiguous run of one op (one vectored transfer). */
+  /** Non-zero: the requests are one contiguous run (one vectored transfer). */
   VECTORED: 4,
 } as const;
 const JOB_HEADER_WORDS = 5;
 /** Words of one request of a job. */
-const JobReq = { OP: 0, FLAGS: 1, ID: 2, SECTOR_LO: 3, SECTOR_HI: 4, MEM_OFFSET: 5, COUNT: 6 } as const;
-const JOB_REQ_WORDS = 7;
+const JobReq = { ID: 0, SECTOR_LO: 1, SECTOR_HI: 2, MEM_OFFSET: 3, COUNT: 4 } as const;
+const JOB_REQ_WORDS = 5;
 /** The most requests one job carries. */
 export const JOB_REQUESTS = 16;
 const JOB_WORDS = JOB_HEADER_WORDS + JOB_REQUESTS * JOB_REQ_WORDS;
@@ -83,17 +83,17 @@ export interface PoolDomain {
 }
 
 /**
- * Validated transfers of one domain and volume, handed over together (a job copied out of the queue, or being
- * built to publish). Request i is ops[i], flags[i], ids[i], sectors[i], counts[i] sectors at memOffsets[i].
+ * Validated reads of one domain and volume, handed over together (a job copied out of the queue, or being built
+ * to publish): request ids[i] reads counts[i] sectors from sectors[i] into the domain's memory at memOffsets[i].
+ * Writes always stay on the monitor thread: pwrites to one image serialize on its inode lock, so a second writer
+ * only adds contention (measured).
  */
 export interface PoolJob {
   domain: number;
   volume: number;
   count: number;
-  /** One contiguous run of one op: a single vectored transfer. */
+  /** One contiguous run: a single vectored transfer. */
   vectored: boolean;
-  ops: Int32Array;
-  flags: Int32Array;
   ids: Int32Array;
   sectors: Float64Array;
   counts: Uint32Array;
@@ -196,8 +196,6 @@ export class PoolControl {
     w[slot + Job.VECTORED] = job.vectored ? 1 : 0;
     for (let i = 0; i < job.count; i++) {
       const r = slot + JOB_HEADER_WORDS + i * JOB_REQ_WORDS;
-      w[r + JobReq.OP] = job.ops[i];
-      w[r + JobReq.FLAGS] = job.flags[i];
       w[r + JobReq.ID] = job.ids[i];
       w[r + JobReq.SECTOR_LO] = job.sectors[i] % 0x1_0000_0000;
       w[r + JobReq.SECTOR_HI] = Math.floor(job.sectors[i] / 0x1_0000_0000);
@@ -231,8 +229,6 @@ export class PoolControl {
       into.vectored = w[slot + Job.VECTORED] !== 0;
       for (let i = 0; i < into.count; i++) {
         const r = slot + JOB_HEADER_WORDS + i * JOB_REQ_WORDS;
-        into.ops[i] = w[r + JobReq.OP];
-        into.flags[i] = w[r + JobReq.FLAGS];
         into.ids[i] = w[r + JobReq.ID];
         into.sectors[i] = (w[r + JobReq.SECTOR_HI] >>> 0) * 0x1_0000_0000 + (w[r + JobReq.SECTOR_LO] >>> 0);
         into.memOffsets[i] = w[r + JobReq.MEM_OFFSET];
@@ -244,46 +240,33 @@ export class PoolControl {
   }
 
   /**
-   * Perform a job's transfers between the backend and the domain's memory (all validated by the monitor) and post
-   * each response. `onMonitor`: the caller is the monitor thread and counts errors and interrupts itself; an I/O
-   * thread leaves them in the domain's words for the monitor to fold.
+   * Perform a job's reads from the backend into the domain's memory (all validated by the monitor) and post each
+   * response. `onMonitor`: the caller is the monitor thread and counts errors and interrupts itself; an I/O thread
+   * leaves them in the domain's words for the monitor to fold.
    */
   run(job: PoolJob, d: PoolDomain, backend: BlockBackend, onMonitor: { errors(n: number): void; virqs(n: number): void } | null): void {
     const view = (i: number) => d.memory.subarray(job.memOffsets[i], job.memOffsets[i] + job.counts[i] * SECTOR);
-    let runStatus: number = Status.OK;
+    const statuses = this.statuses;
     if (job.vectored) {
       const views: Uint8Array[] = [];
       for (let i = 0; i < job.count; i++) views.push(view(i));
-      try {
-        if (job.ops[0] === Op.READ) backend.readv(job.sectors[0] * SECTOR, views);
-        else backend.writev(job.sectors[0] * SECTOR, views);
-      } catch {
-        runStatus = Status.EIO;
-      }
+      statuses.fill(attempt(() => backend.readv(job.sectors[0] * SECTOR, views)), 0, job.count);
+    } else {
+      for (let i = 0; i < job.count; i++) statuses[i] = attempt(() => backend.read(job.sectors[i] * SECTOR, view(i)));
     }
     for (let i = 0; i < job.count; i++) {
-      let status = runStatus;
-      if (!job.vectored) {
-        try {
-          if (job.ops[i] === Op.READ) backend.read(job.sectors[i] * SECTOR, view(i));
-          else {
-            backend.write(job.sectors[i] * SECTOR, view(i));
-            if (job.flags[i] & REQ_FUA) backend.flush();
-          }
-        } catch {
-          status = Status.EIO;
-        }
-      }
-      const raised = this.respond(d, job.ids[i], status);
+      const raised = this.respond(d, job.ids[i], statuses[i]);
       if (onMonitor) {
-        if (status !== Status.OK) onMonitor.errors(1);
+        if (statuses[i] !== Status.OK) onMonitor.errors(1);
         if (raised) onMonitor.virqs(1);
       } else {
-        if (status !== Status.OK) this.bump(d.id, Dom.ERRORS);
+        if (statuses[i] !== Status.OK) this.bump(d.id, Dom.ERRORS);
         if (raised) this.bump(d.id, Dom.VIRQS);
       }
     }
   }
+
+  private readonly statuses = new Int32Array(JOB_REQUESTS);
 
   /** A claimed job is done: the last touch of the domain's pages is over (the fence of removeDomain). */
   finished(job: PoolJob): void {
@@ -321,14 +304,22 @@ export class PoolControl {
   }
 }
 
+/** Status.OK, or Status.EIO when the transfer threw. */
+function attempt(transfer: () => void): number {
+  try {
+    transfer();
+    return Status.OK;
+  } catch {
+    return Status.EIO;
+  }
+}
+
 export function emptyJob(): PoolJob {
   return {
     domain: 0,
     volume: 0,
     count: 0,
     vectored: false,
-    ops: new Int32Array(JOB_REQUESTS),
-    flags: new Int32Array(JOB_REQUESTS),
     ids: new Int32Array(JOB_REQUESTS),
     sectors: new Float64Array(JOB_REQUESTS),
     counts: new Uint32Array(JOB_REQUESTS),

@@ -376,41 +376,32 @@ export class Monitor {
   private outgoingBytes = 0;
 
   /**
-   * Add a transferable request to the outgoing job (sent first when full, for another volume, or when the request
-   * would end a vectored run of several). A job stays vectored while its requests are one contiguous run of one
-   * op without FUA, MERGE_MAX_BYTES in all. Its bytes are counted now.
+   * Add a valid read to the outgoing job (sent first when full, for another volume, or when the read would end a
+   * vectored run of several). A job stays vectored while its reads are one contiguous run, MERGE_MAX_BYTES in
+   * all. Its bytes are counted now.
    */
   private addToJob(d: Domain, volume: Volume, req: Request): void {
     const job = this.outgoing;
     const bytes = req.count * SECTOR;
-    const continues =
-      job.count > 0 && job.volume === volume.id && req.op === job.ops[0] && (req.flags & REQ_FUA) === 0 &&
-      req.sector === this.outgoingEnd && this.outgoingBytes + bytes <= MERGE_MAX_BYTES;
+    const continues = job.count > 0 && job.volume === volume.id && req.sector === this.outgoingEnd && this.outgoingBytes + bytes <= MERGE_MAX_BYTES;
     if (job.count > 0 && (job.count === JOB_REQUESTS || job.volume !== volume.id || (job.vectored && job.count > 1 && !continues))) {
       this.sendJob(d);
     }
     if (job.count === 0) {
       job.domain = d.id;
       job.volume = volume.id;
-      job.vectored = (req.flags & REQ_FUA) === 0;
+      job.vectored = true;
       this.outgoingBytes = 0;
     } else job.vectored &&= continues;
     const i = job.count++;
-    job.ops[i] = req.op;
-    job.flags[i] = req.flags;
     job.ids[i] = req.id;
     job.sectors[i] = req.sector;
     job.counts[i] = req.count;
     job.memOffsets[i] = req.memOffset;
     this.outgoingEnd = req.sector + req.count;
     this.outgoingBytes += bytes;
-    if (req.op === Op.READ) {
-      this.stats.add(d.id, Counter.READS);
-      this.stats.add(d.id, Counter.READ_BYTES, bytes);
-    } else {
-      this.stats.add(d.id, Counter.WRITES);
-      this.stats.add(d.id, Counter.WRITE_BYTES, bytes);
-    }
+    this.stats.add(d.id, Counter.READS);
+    this.stats.add(d.id, Counter.READ_BYTES, bytes);
   }
 
   /** Publish the outgoing job; if the queue is full, the monitor performs it itself at once. */
