@@ -555,13 +555,23 @@ export class Monitor {
     }
   }
 
+  /**
+   * Lock names belong to a volume: the lock table's key is the volume's id and the name, so domains working on
+   * different volumes never wait for (or revoke) each other. The revoke bitmap names only the lock; a domain
+   * that takes locks on several of its virtual disks gives back that name on each.
+   */
+  private lockKey(d: Domain, req: Request): number {
+    return d.grants[req.vbd].volume.id * LOCK_NAMES + req.sector;
+  }
+
   private lock(d: Domain, req: Request): number {
     const mode = req.count === LOCK_SHARED ? 'shared' : req.count === LOCK_EXCLUSIVE ? 'exclusive' : null;
     if (mode === null || req.sector >= LOCK_NAMES) return this.fail(d, Status.EINVAL);
-    const key = `${d.id}:${req.sector}`;
+    const lock = this.lockKey(d, req);
+    const key = `${d.id}:${lock}`;
     if (this.lockWaiters.has(key)) return this.fail(d, Status.EINVAL);
     this.stats.add(d.id, Counter.LOCKS);
-    const { granted, revokes } = this.locks.request(d.id, req.sector, mode);
+    const { granted, revokes } = this.locks.request(d.id, lock, mode);
     this.applyLockResult({ grants: [], revokes });
     if (granted) {
       this.reply.lo = granted.generation;
@@ -572,10 +582,10 @@ export class Monitor {
   }
 
   private unlock(d: Domain, req: Request): number {
-    if (req.sector >= LOCK_NAMES || !this.locks.holders(req.sector).some((h) => h.holder === d.id)) {
-      return this.fail(d, Status.EINVAL);
-    }
-    this.applyLockResult(this.locks.release(d.id, req.sector, (req.flags & REQ_DIRTY) !== 0));
+    if (req.sector >= LOCK_NAMES) return this.fail(d, Status.EINVAL);
+    const lock = this.lockKey(d, req);
+    if (!this.locks.holders(lock).some((h) => h.holder === d.id)) return this.fail(d, Status.EINVAL);
+    this.applyLockResult(this.locks.release(d.id, lock, (req.flags & REQ_DIRTY) !== 0));
     return Status.OK;
   }
 
@@ -585,10 +595,12 @@ export class Monitor {
     for (const revoke of result.revokes) {
       const holder = this.domains.get(revoke.holder as number);
       if (!holder) continue;
-      holder.vic.requestRevoke(revoke.name);
+      const name = revoke.name % LOCK_NAMES;
+      holder.vic.requestRevoke(name);
       holder.vic.raise(Line.LOCK_REVOKE);
       this.stats.add(holder.id, Counter.REVOKES);
-      this.onEvent({ type: 'revoke', domain: holder.name, detail: `lock ${revoke.name} wanted ${revoke.wanted}` });
+      const volume = this.volumes.get(Math.floor(revoke.name / LOCK_NAMES))?.name ?? '?';
+      this.onEvent({ type: 'revoke', domain: holder.name, detail: `lock ${name} of volume ${volume} wanted ${revoke.wanted}` });
     }
   }
 

@@ -92,3 +92,27 @@ test('a domain killed after fsync loses nothing: its journal is replayed before 
   const report = await fsckImage(image);
   t.true(report.ok, report.errors.join('\n'));
 });
+
+test('lock names belong to a volume: domains on different volumes never revoke each other, sharers of one still do', async (t) => {
+  const dir = await tempDir(t);
+  const [a, b] = [await formattedImage(dir, 32 * MiB, 'a.img'), await formattedImage(dir, 32 * MiB, 'b.img')];
+  const platform = await bootPlatform(t, { volumes: [{ name: 'a', path: a }, { name: 'b', path: b }] });
+  const events: PlatformEvent[] = [];
+  platform.onEvent((e) => events.push(e));
+  const boot = (name: string, volume: string, slot: number) =>
+    platform.createDomain({ name, memoryBytes: 32 * MiB, grants: [{ volume, readOnly: false }], filesystem: { slot } });
+  const [onA, onB] = [await boot('on-a', 'a', 0), await boot('on-b', 'b', 0)];
+  // Both change their volume over and over (each write takes its volume lock exclusively).
+  for (let i = 0; i < 10; i++) {
+    await Promise.all([writeFile(onA, `/a${i}`, randomBytes(8192)), writeFile(onB, `/b${i}`, randomBytes(8192))]);
+  }
+  t.is(platform.counters('on-a').REVOKES + platform.counters('on-b').REVOKES, 0, 'no revocation across volumes');
+  // A second domain on volume a does take the lock away from the first, and the event names the volume.
+  const alsoA = await boot('also-a', 'a', 1);
+  t.is((await readFile(alsoA, '/a3')).length, 8192);
+  await writeFile(alsoA, '/from-also-a', randomBytes(100));
+  t.true(platform.counters('on-a').REVOKES > 0);
+  t.is(platform.counters('on-b').REVOKES, 0);
+  t.true(events.some((e) => e.type === 'revoke' && e.domain === 'on-a' && /of volume a\b/.test(e.detail)), JSON.stringify(events));
+  for (const image of [a, b]) t.is((await fsckImage(image)).errors.length, 0, image);
+});
