@@ -24,7 +24,7 @@ export const Op = {
   DISCARD: 3,
   /** Control: size in sectors and grant flags of the vbd. */
   VOLINFO: 16,
-  /** Control: take a cluster lock (sector = name, count = mode); the response comes when granted. */
+  /** Control: take a cluster lock (sector = name, of the vbd's volume; count = mode); the response comes when granted. */
   LOCK: 17,
   /** Control: release a cluster lock (sector = name, flags & REQ_DIRTY bumps its generation). */
   UNLOCK: 18,
