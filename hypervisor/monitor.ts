@@ -329,11 +329,11 @@ export class Monitor {
   private readonly batch: Request[] = [];
 
   /**
-   * How many requests from batch[first] on form one run to merge (1: none; offloadable ones from batch[split] on
-   * are the I/O threads'): valid reads or writes of the same
-   * virtual disk, each starting where the previous one ends, smaller than what the I/O threads take, without
-   * FUA, MERGE_MAX_BYTES in all. As QEMU's virtio-blk merges a guest's sequential requests, or the Linux block
-   * layer a plugged queue: one vectored system call instead of one per request.
+   * How many requests from batch[first] on form one run to merge (1: none): valid reads or writes of the same
+   * virtual disk, each starting where the previous one ends, smaller than what the I/O threads take, without FUA,
+   * MERGE_MAX_BYTES in all (offloadable reads from batch[split] on are the I/O threads'). As QEMU's virtio-blk
+   * merges a guest's sequential requests, or the Linux block layer a plugged queue: one vectored system call
+   * instead of one per request.
    */
   private mergeableRun(d: Domain, batch: Request[], first: number, split: number): number {
     const head = batch[first];
@@ -400,8 +400,13 @@ export class Monitor {
     job.memOffsets[i] = req.memOffset;
     this.outgoingEnd = req.sector + req.count;
     this.outgoingBytes += bytes;
-    this.stats.add(d.id, Counter.READS);
-    this.stats.add(d.id, Counter.READ_BYTES, bytes);
+    this.countTransfers(d, Op.READ, 1, bytes);
+  }
+
+  /** Count `requests` reads or writes of `bytes` in all. */
+  private countTransfers(d: Domain, op: number, requests: number, bytes: number): void {
+    this.stats.add(d.id, op === Op.READ ? Counter.READS : Counter.WRITES, requests);
+    this.stats.add(d.id, op === Op.READ ? Counter.READ_BYTES : Counter.WRITE_BYTES, bytes);
   }
 
   /** Publish the outgoing job; if the queue is full, the monitor performs it itself at once. */
@@ -441,13 +446,7 @@ export class Monitor {
     this.stats.add(d.id, Counter.REQUESTS, count);
     this.stats.add(d.id, Counter.MERGED, count - 1);
     if (status !== Status.OK) this.stats.add(d.id, Counter.ERRORS, count);
-    else if (head.op === Op.READ) {
-      this.stats.add(d.id, Counter.READS, count);
-      this.stats.add(d.id, Counter.READ_BYTES, bytes);
-    } else {
-      this.stats.add(d.id, Counter.WRITES, count);
-      this.stats.add(d.id, Counter.WRITE_BYTES, bytes);
-    }
+    else this.countTransfers(d, head.op, count, bytes);
     this.reply.lo = this.reply.hi = this.reply.flags = 0;
     for (let i = first; i < first + count; i++) this.respond(d, batch[i].id, status);
   }
@@ -506,19 +505,15 @@ export class Monitor {
         }
         const view = d.memory.subarray(req.memOffset, req.memOffset + bytes);
         try {
-          if (req.op === Op.READ) {
-            backend.read(req.sector * SECTOR, view);
-            this.stats.add(d.id, Counter.READS);
-            this.stats.add(d.id, Counter.READ_BYTES, bytes);
-          } else {
+          if (req.op === Op.READ) backend.read(req.sector * SECTOR, view);
+          else {
             backend.write(req.sector * SECTOR, view);
             if (req.flags & REQ_FUA) backend.flush();
-            this.stats.add(d.id, Counter.WRITES);
-            this.stats.add(d.id, Counter.WRITE_BYTES, bytes);
           }
         } catch {
           return this.fail(d, Status.EIO);
         }
+        this.countTransfers(d, req.op, 1, bytes);
         return Status.OK;
       }
       case Op.FLUSH:
