@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { measureRoundTrips, runBlockWorkload, type BlockWorkload, type RoundTripResult, type WorkloadResult } from '../guests/block-workload.js';
 import { Platform } from '../hypervisor/toolstack.js';
+import { median } from './bench-stats.js';
 
 export interface BlockBenchOptions {
   dir: string;
@@ -47,12 +48,6 @@ export function blockCases(): BlockCase[] {
         for (const blockSize of [4096, 65536, 1 << 20])
           for (const queueDepth of [1, 32]) cases.push({ pattern, op, blockSize, queueDepth, domains });
   return cases;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 function medianSide(sides: Side[]): Side {

@@ -8,6 +8,7 @@ import { O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY } from '../fs/vfs.js';
 import { runFileWorkload, type FileWorkload, type FileWorkloadResult } from '../guests/file-workload.js';
 import { Platform, type DomainHandle } from '../hypervisor/toolstack.js';
 import { domainVfs } from '../hypervisor/domain-vfs.js';
+import { median, p99 } from './bench-stats.js';
 
 export interface FileBenchOptions {
   dir: string;
@@ -33,8 +34,6 @@ export interface LatencyResult {
   sameDomain: { medianUs: number; p99Us: number };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))];
 
 /**
  * File level: a 64 MiB file written (with fsync) and read back inside a guest domain versus the very same

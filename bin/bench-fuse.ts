@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { formatNewImage } from '../fs/mkfs.js';
 import { Platform } from '../hypervisor/toolstack.js';
 import { mountDomain } from '../mount/index.js';
+import { median } from './bench-stats.js';
 
 const CLIENT = fileURLToPath(new URL('./bench-fuse-client.js', import.meta.url));
 const run = promisify(execFile);
@@ -35,7 +36,6 @@ async function client(dir: string, o: FuseBenchOptions): Promise<ClientResult> {
   return JSON.parse(stdout) as ClientResult;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /**
  * dd-style sequential I/O and small-file work through a mounted domain view (FUSE -> guest agent -> guest fs ->
