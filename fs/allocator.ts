@@ -1,7 +1,11 @@
 /**
- * Block and inode allocation from the per-group bitmaps. Each instance starts its searches in its own preferred
- * group (one per domain slot), so domains writing at once grow their files in different parts of the volume,
- * and a file grows contiguously from its last block ("goal") so large reads and writes stay large requests.
+ * Block allocation from the per-group bitmaps (inodes are blocks too). Each group's bitmap is covered by the
+ * group's cluster lock, so a domain allocates from groups it holds: its preferred group first (one per domain
+ * slot, so domains writing at once grow their files in different parts of the volume and never trade a bitmap),
+ * and a file grows contiguously from its last block ("goal") when that block's group can be had without waiting.
+ * Other groups are only tried (never waited for) while an operation runs; when none of them could be had the
+ * operation starts over with the lock of the first one skipped (GroupLocks.restartWith), as GFS2's allocator
+ * tries resource groups before it waits for one.
  *
  * Blocks freed in the running transaction are not handed out again before it commits: file data is written in
  * place before the commit, and must never land in a block the last committed state still gives to another file.
@@ -9,6 +13,28 @@
 import { IoError } from './block-device.js';
 import type { BlockCache } from './block-cache.js';
 import { BlockType, HEADER_SIZE, type Geometry } from './layout.js';
+
+/** How the allocator gets a group's lock (the filesystem's lock client; mkfs has the volume to itself). */
+export interface GroupLocks {
+  /** The lock of group `group`, exclusive, for the running operation; false when it cannot be had now. */
+  acquire(group: number, mayWait: boolean): Promise<boolean>;
+  /** True (and the lock pinned for the running operation) when the group's lock is held already. */
+  pinIfHeld(group: number): boolean;
+  /** Ends the running operation, to be run again once the lock of `group` is held. */
+  restartWith(group: number): never;
+  /** The group's lock name. */
+  name(group: number): number;
+}
+
+/** Every group at hand: for mkfs, which has the volume to itself. */
+export const UNCONTENDED: GroupLocks = {
+  acquire: async () => true,
+  pinIfHeld: () => true,
+  restartWith: (group) => {
+    throw new Error(`group ${group} is not at hand`);
+  },
+  name: (group) => group,
+};
 
 export interface Run {
   start: number;
@@ -49,6 +75,7 @@ export class Allocator {
     private readonly cache: BlockCache,
     private readonly geometry: Geometry,
     readonly preferredGroup: number,
+    private readonly locks: GroupLocks,
   ) {}
 
   /** Blocks freed by the running transaction, usable once it commits. */
@@ -65,22 +92,36 @@ export class Allocator {
   async allocBlocks(goal: number, max: number): Promise<Run> {
     const { sb } = this.geometry;
     const goalValid = goal >= sb.groupStart && goal < sb.totalBlocks;
-    const firstGroup = goalValid ? this.geometry.groupOf(goal) : this.preferredGroup;
-    for (let i = 0; i < sb.groupCount; i++) {
-      const group = (firstGroup + i) % sb.groupCount;
+    const order = [...new Set([
+      ...(goalValid ? [this.geometry.groupOf(goal)] : []),
+      ...Array.from({ length: sb.groupCount }, (_, i) => (this.preferredGroup + i) % sb.groupCount),
+    ])];
+    let skipped: number | null = null;
+    for (const group of order) {
+      if (!(await this.locks.acquire(group, group === this.preferredGroup))) {
+        skipped ??= group;
+        continue;
+      }
       const base = this.geometry.groupBase(group);
       const size = this.geometry.groupSize(group);
       const dataStart = this.geometry.firstDataBlock(group) - base;
-      const goalBit = i === 0 && goalValid ? Math.max(goal - base, dataStart) : dataStart;
+      const goalBit = goalValid && this.geometry.groupOf(goal) === group ? Math.max(goal - base, dataStart) : dataStart;
       const run = (await this.findRun(group, goalBit, size, max)) ?? (await this.findRun(group, dataStart, goalBit, max));
       if (run) return run;
     }
+    if (skipped !== null) this.locks.restartWith(skipped);
     throw new IoError('ENOSPC', 'no free blocks');
+  }
+
+  private bitmap(group: number, write = false): Promise<Uint8Array> {
+    const address = this.geometry.blockBitmap(group);
+    const owner = this.locks.name(group);
+    return write ? this.cache.getForWrite(address, BlockType.BlockBitmap, owner) : this.cache.get(address, BlockType.BlockBitmap, owner);
   }
 
   private async findRun(group: number, from: number, to: number, max: number): Promise<Run | null> {
     const base = this.geometry.groupBase(group);
-    const bitmap = await this.cache.get(this.geometry.blockBitmap(group), BlockType.BlockBitmap);
+    const bitmap = await this.bitmap(group);
     let bit = from;
     while (bit < to) {
       if ((bit & 7) === 0 && bitmap[HEADER_SIZE + (bit >> 3)] === 0xff) {
@@ -93,62 +134,39 @@ export class Allocator {
       }
       let end = bit + 1;
       while (end < to && end - bit < max && !bitIsSet(bitmap, end) && !this.freedThisTx.has(base + end)) end++;
-      const writable = await this.cache.getForWrite(this.geometry.blockBitmap(group), BlockType.BlockBitmap);
+      const writable = await this.bitmap(group, true);
       for (let b = bit; b < end; b++) setBit(writable, b, true);
       return { start: base + bit, count: end - bit };
     }
     return null;
   }
 
-  async freeBlock(block: number): Promise<void> {
+  /** Frees a block; its cached copy goes unless `forget` is false (a freed inode still written home). */
+  async freeBlock(block: number, forget = true): Promise<void> {
     if (!this.geometry.isDataBlock(block)) throw new IoError('EIO', `freeing block ${block} outside the data area`);
     const group = this.geometry.groupOf(block);
-    const bitmap = await this.cache.getForWrite(this.geometry.blockBitmap(group), BlockType.BlockBitmap);
+    if (!(await this.locks.acquire(group, true))) this.locks.restartWith(group);
+    const bitmap = await this.bitmap(group, true);
     const bit = block - this.geometry.groupBase(group);
     if (!bitIsSet(bitmap, bit)) throw new IoError('EIO', `block ${block} freed twice`);
     setBit(bitmap, bit, false);
     this.freedThisTx.add(block);
-    this.cache.forget(block);
+    if (forget) this.cache.forget(block);
   }
 
-  /** A free inode number, preferably in `group`. */
-  async allocInode(group = this.preferredGroup): Promise<number> {
-    const { sb } = this.geometry;
-    for (let i = 0; i < sb.groupCount; i++) {
-      const g = (group + i) % sb.groupCount;
-      const address = this.geometry.inodeBitmap(g);
-      const bitmap = await this.cache.get(address, BlockType.InodeBitmap);
-      for (let bit = 0; bit < sb.inodesPerGroup; bit++) {
-        if ((bit & 7) === 0 && bitmap[HEADER_SIZE + (bit >> 3)] === 0xff) {
-          bit += 7;
-          continue;
-        }
-        if (bitIsSet(bitmap, bit)) continue;
-        setBit(await this.cache.getForWrite(address, BlockType.InodeBitmap), bit, true);
-        return g * sb.inodesPerGroup + bit + 1;
-      }
-    }
-    throw new IoError('ENOSPC', 'no free inodes');
-  }
-
-  async freeInode(ino: number): Promise<void> {
-    const { sb } = this.geometry;
-    const g = Math.floor((ino - 1) / sb.inodesPerGroup);
-    const bit = (ino - 1) % sb.inodesPerGroup;
-    const bitmap = await this.cache.getForWrite(this.geometry.inodeBitmap(g), BlockType.InodeBitmap);
-    if (!bitIsSet(bitmap, bit)) throw new IoError('EIO', `inode ${ino} freed twice`);
-    setBit(bitmap, bit, false);
-  }
-
-  /** Free blocks and inodes over the whole volume (statfs). */
-  async countFree(): Promise<{ blocks: number; inodes: number }> {
-    const { sb } = this.geometry;
+  /**
+   * Free blocks over the whole volume (statfs): exact for the groups this domain holds, as last written for the
+   * others (another domain may be allocating from them right now; waiting for every group's lock would take
+   * every writer's bitmap away).
+   */
+  async countFree(): Promise<number> {
     let blocks = 0;
-    let inodes = 0;
-    for (let g = 0; g < sb.groupCount; g++) {
-      blocks += countClearBits(await this.cache.get(this.geometry.blockBitmap(g), BlockType.BlockBitmap), this.geometry.groupSize(g));
-      inodes += countClearBits(await this.cache.get(this.geometry.inodeBitmap(g), BlockType.InodeBitmap), sb.inodesPerGroup);
+    for (let g = 0; g < this.geometry.sb.groupCount; g++) {
+      const bitmap = this.locks.pinIfHeld(g)
+        ? await this.bitmap(g)
+        : await this.cache.peek(this.geometry.blockBitmap(g), BlockType.BlockBitmap);
+      if (bitmap) blocks += countClearBits(bitmap, this.geometry.groupSize(g));
     }
-    return { blocks, inodes };
+    return blocks;
   }
 }

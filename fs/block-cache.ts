@@ -2,27 +2,46 @@
  * The metadata block cache (xv6's buffer cache, without sleep locks: the filesystem serializes its operations).
  * Blocks are verified (magic, type, address, checksum) when they come from the device; a changed block is marked
  * dirty and stays pinned until the running transaction commits, then the journal seals it with a fresh checksum.
- * Clean blocks are evicted least-recently-used first. File data does not pass through here.
+ * Clean blocks are evicted least-recently-used first. File data does not pass through here (see page-cache.ts).
+ *
+ * Every entry belongs to the cluster lock that covers it (its owner: an inode's lock for the inode's own block,
+ * its indirect, directory and symlink blocks; a group's lock for its bitmap; a slot's lock for its orphan list).
+ * What a domain caches is valid exactly while it holds that lock with the generation it last saw, so the lock
+ * client drops one owner's entries when another domain changed them (dropOwner), and commits before giving up
+ * an owner that has dirty entries (hasDirty). `guard` is asked before any entry is used: the filesystem checks
+ * there that the operation holds the owner's lock.
  *
  * Each filesystem operation runs between beginOp() and endOp(): the first change to a block in an operation
- * saves its previous state, so an operation that fails half-way (ENOSPC, EIO) is undone in memory and the
- * running transaction only ever holds whole operations.
+ * saves its previous state, so an operation that fails half-way (ENOSPC, EIO, a lock it must wait for) is undone
+ * in memory and the running transaction only ever holds whole operations.
  */
 import { IoError, type BlockDevice } from './block-device.js';
-import { BLOCK_SIZE, BlockType, MAGIC, verifyBlock, view } from './layout.js';
+import { BLOCK_SIZE, BlockType, checkBlockHeader, MAGIC, verifyBlock, view } from './layout.js';
 
 interface Entry {
   data: Uint8Array;
   type: BlockType;
+  owner: number;
 }
 
 /** A block's state before the running operation first changed it (null: it was not cached). */
-type Saved = { data: Uint8Array; type: BlockType; dirty: boolean } | null;
+type Saved = { entry: Entry; dirty: boolean } | null;
+
+export interface CacheHooks {
+  /** Throws unless the running operation may use blocks of `owner`. */
+  guard(owner: number): void;
+  /** A block of `owner` is about to change (the operation is changing the volume from here on). */
+  changing(owner: number): void;
+}
+
+const NO_HOOKS: CacheHooks = { guard: () => {}, changing: () => {} };
 
 export class BlockCache {
   private readonly entries = new Map<number, Entry>();
   private readonly dirty = new Set<number>();
+  private readonly byOwner = new Map<number, Set<number>>();
   private undo: Map<number, Saved> | null = null;
+  hooks: CacheHooks = NO_HOOKS;
   /** Counters for tests and diagnostics. */
   readonly stats = { hits: 0, misses: 0, drops: 0 };
 
@@ -32,45 +51,51 @@ export class BlockCache {
   ) {}
 
   /** The block's contents, read and verified as `type` if it is not cached. Do not change them. */
-  async get(block: number, type: BlockType): Promise<Uint8Array> {
-    const entry = this.entries.get(block);
-    if (entry) {
-      if (entry.type !== type) {
-        throw new IoError('EIO', `block ${block} is cached as ${BlockType[entry.type]}, wanted ${BlockType[type]}`);
-      }
-      this.stats.hits++;
-      this.entries.delete(block);
-      this.entries.set(block, entry);
-      return entry.data;
-    }
+  async get(block: number, type: BlockType, owner: number): Promise<Uint8Array> {
+    this.hooks.guard(owner);
+    const cached = this.lookup(block, type, owner);
+    if (cached) return cached;
     this.stats.misses++;
-    const data = new Uint8Array(BLOCK_SIZE);
-    await this.dev.read(block * BLOCK_SIZE, data);
+    const data = await this.read(block);
     verifyBlock(data, type, block);
-    const raced = this.entries.get(block);
-    if (raced) return raced.data;
-    this.insert(block, { data, type });
-    return data;
+    return this.lookup(block, type, owner) ?? this.insert(block, { data, type, owner });
+  }
+
+  /**
+   * Like get(), but null instead of an error when the block is not a valid `type` block: for numbers that may
+   * have been freed and reused since they were remembered (file handles, orphan lists).
+   */
+  async getIf(block: number, type: BlockType, owner: number): Promise<Uint8Array | null> {
+    this.hooks.guard(owner);
+    const entry = this.entries.get(block);
+    if (entry && (entry.type !== type || entry.owner !== owner)) return null;
+    if (entry) return this.lookup(block, type, owner);
+    const data = await this.read(block);
+    if (checkBlockHeader(data, type, block)) return null;
+    return this.lookup(block, type, owner) ?? this.insert(block, { data, type, owner });
   }
 
   /** The block's contents for changing: it joins the running transaction. */
-  async getForWrite(block: number, type: BlockType): Promise<Uint8Array> {
-    const data = await this.get(block, type);
+  async getForWrite(block: number, type: BlockType, owner: number): Promise<Uint8Array> {
+    const data = await this.get(block, type, owner);
+    this.hooks.changing(owner);
     this.save(block);
     this.dirty.add(block);
     return data;
   }
 
   /** A fresh zeroed block with its header in place (no read), already dirty. */
-  create(block: number, type: BlockType): Uint8Array {
+  create(block: number, type: BlockType, owner: number): Uint8Array {
+    this.hooks.guard(owner);
+    this.hooks.changing(owner);
     this.save(block);
     const data = new Uint8Array(BLOCK_SIZE);
     const v = view(data);
     v.setUint32(0, MAGIC, true);
     v.setUint32(4, type, true);
     v.setUint32(8, block, true);
-    this.entries.delete(block);
-    this.insert(block, { data, type });
+    this.remove(block);
+    this.insert(block, { data, type, owner });
     this.dirty.add(block);
     return data;
   }
@@ -78,8 +103,18 @@ export class BlockCache {
   /** Forgets a block that was freed: its contents no longer matter. */
   forget(block: number): void {
     this.save(block);
-    this.entries.delete(block);
-    this.dirty.delete(block);
+    this.remove(block);
+  }
+
+  /**
+   * Reads a block without caching it, for a glance at what another domain may be changing (statfs's free
+   * counts): null when the block does not verify.
+   */
+  async peek(block: number, type: BlockType): Promise<Uint8Array | null> {
+    const cached = this.entries.get(block);
+    if (cached && cached.type === type) return cached.data;
+    const data = await this.read(block);
+    return checkBlockHeader(data, type, block) ? null : data;
   }
 
   beginOp(): void {
@@ -92,16 +127,21 @@ export class BlockCache {
     this.undo = null;
     if (!failed || !undo) return;
     for (const [block, saved] of undo) {
-      this.entries.delete(block);
-      this.dirty.delete(block);
+      this.remove(block);
       if (!saved) continue;
-      this.entries.set(block, { data: saved.data, type: saved.type });
+      this.insert(block, saved.entry);
       if (saved.dirty) this.dirty.add(block);
     }
   }
 
   get dirtyCount(): number {
     return this.dirty.size;
+  }
+
+  /** True when the running transaction holds blocks of `owner`. */
+  hasDirty(owner: number): boolean {
+    for (const block of this.byOwner.get(owner) ?? []) if (this.dirty.has(block)) return true;
+    return false;
   }
 
   /** The dirty blocks in ascending address order. */
@@ -115,33 +155,82 @@ export class BlockCache {
     this.evict();
   }
 
-  /** Drops everything (the lock generation moved: another domain may have changed any block). */
+  /** Drops the blocks of `owner` (another domain changed them). */
+  dropOwner(owner: number): void {
+    const blocks = this.byOwner.get(owner);
+    if (!blocks) return;
+    for (const block of blocks) {
+      if (this.dirty.has(block)) throw new Error(`dropping lock ${owner} with dirty block ${block}`);
+    }
+    this.stats.drops++;
+    for (const block of [...blocks]) this.remove(block);
+  }
+
+  /** Drops everything (unmount). */
   dropAll(): void {
     if (this.dirty.size > 0) throw new Error('dropAll with dirty blocks');
     this.stats.drops++;
     this.entries.clear();
+    this.byOwner.clear();
   }
 
   get size(): number {
     return this.entries.size;
   }
 
+  private async read(block: number): Promise<Uint8Array> {
+    const data = new Uint8Array(BLOCK_SIZE);
+    await this.dev.read(block * BLOCK_SIZE, data);
+    return data;
+  }
+
+  /** A cached entry that fits; an entry of another type or owner is stale (the block changed hands). */
+  private lookup(block: number, type: BlockType, owner: number): Uint8Array | null {
+    const entry = this.entries.get(block);
+    if (!entry) return null;
+    if (entry.type !== type || entry.owner !== owner) {
+      if (this.dirty.has(block)) {
+        throw new IoError('EIO', `block ${block} is cached as ${BlockType[entry.type]} of ${entry.owner}, wanted ${BlockType[type]} of ${owner}`);
+      }
+      this.remove(block);
+      return null;
+    }
+    this.stats.hits++;
+    this.entries.delete(block);
+    this.entries.set(block, entry);
+    return entry.data;
+  }
+
   private save(block: number): void {
     if (!this.undo || this.undo.has(block)) return;
     const entry = this.entries.get(block);
-    this.undo.set(block, entry ? { data: entry.data.slice(), type: entry.type, dirty: this.dirty.has(block) } : null);
+    this.undo.set(block, entry ? { entry: { ...entry, data: entry.data.slice() }, dirty: this.dirty.has(block) } : null);
   }
 
-  private insert(block: number, entry: Entry): void {
+  private insert(block: number, entry: Entry): Uint8Array {
     this.entries.set(block, entry);
+    let owned = this.byOwner.get(entry.owner);
+    if (!owned) this.byOwner.set(entry.owner, (owned = new Set()));
+    owned.add(block);
     if (this.entries.size > this.capacity) this.evict();
+    return entry.data;
+  }
+
+  private remove(block: number): void {
+    const entry = this.entries.get(block);
+    if (!entry) return;
+    this.entries.delete(block);
+    this.dirty.delete(block);
+    const owned = this.byOwner.get(entry.owner);
+    owned?.delete(block);
+    if (owned?.size === 0) this.byOwner.delete(entry.owner);
   }
 
   private evict(): void {
     if (this.entries.size <= this.capacity) return;
     for (const block of this.entries.keys()) {
       if (this.entries.size <= this.capacity * 0.9) break;
-      if (!this.dirty.has(block) && !this.undo?.has(block)) this.entries.delete(block);
+      if (!this.dirty.has(block) && !this.undo?.has(block)) this.remove(block);
     }
   }
 }

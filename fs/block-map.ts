@@ -40,18 +40,18 @@ export class BlockMap {
     private readonly allocator: Allocator,
   ) {}
 
-  private async pointerIn(address: number, index: number): Promise<number> {
+  private async pointerIn(inode: Inode, address: number, index: number): Promise<number> {
     if (address === 0) return 0;
-    return readPointer(await this.cache.get(address, BlockType.Indirect), index);
+    return readPointer(await this.cache.get(address, BlockType.Indirect, inode.ino), index);
   }
 
   /** The volume block holding file block `fb`, or 0. */
   async lookup(inode: Inode, fb: number): Promise<number> {
     if (fb < SINGLE_START) return inode.direct[fb];
-    if (fb < DOUBLE_START) return this.pointerIn(inode.indirect, fb - SINGLE_START);
+    if (fb < DOUBLE_START) return this.pointerIn(inode, inode.indirect, fb - SINGLE_START);
     if (fb >= MAX_FILE_BLOCKS) return 0;
     const k = fb - DOUBLE_START;
-    return this.pointerIn(await this.pointerIn(inode.doubleIndirect, Math.floor(k / PPB)), k % PPB);
+    return this.pointerIn(inode, await this.pointerIn(inode, inode.doubleIndirect, Math.floor(k / PPB)), k % PPB);
   }
 
   /**
@@ -68,11 +68,11 @@ export class BlockMap {
       index = fb - SINGLE_START;
     } else {
       const k = fb - DOUBLE_START;
-      address = await this.pointerIn(inode.doubleIndirect, Math.floor(k / PPB));
+      address = await this.pointerIn(inode, inode.doubleIndirect, Math.floor(k / PPB));
       index = k % PPB;
     }
     if (!address) return { ...none, index, limit: PPB };
-    const block = await this.cache.get(address, BlockType.Indirect);
+    const block = await this.cache.get(address, BlockType.Indirect, inode.ino);
     return { get: (i) => readPointer(block, i), index, limit: PPB };
   }
 
@@ -110,7 +110,7 @@ export class BlockMap {
 
   private async newIndirect(inode: Inode, goal: number): Promise<number> {
     const { start } = await this.allocator.allocBlocks(goal, 1);
-    this.cache.create(start, BlockType.Indirect);
+    this.cache.create(start, BlockType.Indirect, inode.ino);
     inode.blocks++;
     return start;
   }
@@ -122,17 +122,17 @@ export class BlockMap {
     }
     if (fb < DOUBLE_START) {
       if (!inode.indirect) inode.indirect = await this.newIndirect(inode, phys + 1);
-      writePointer(await this.cache.getForWrite(inode.indirect, BlockType.Indirect), fb - SINGLE_START, phys);
+      writePointer(await this.cache.getForWrite(inode.indirect, BlockType.Indirect, inode.ino), fb - SINGLE_START, phys);
       return;
     }
     const k = fb - DOUBLE_START;
     if (!inode.doubleIndirect) inode.doubleIndirect = await this.newIndirect(inode, phys + 1);
-    let leaf = await this.pointerIn(inode.doubleIndirect, Math.floor(k / PPB));
+    let leaf = await this.pointerIn(inode, inode.doubleIndirect, Math.floor(k / PPB));
     if (!leaf) {
       leaf = await this.newIndirect(inode, phys + 1);
-      writePointer(await this.cache.getForWrite(inode.doubleIndirect, BlockType.Indirect), Math.floor(k / PPB), leaf);
+      writePointer(await this.cache.getForWrite(inode.doubleIndirect, BlockType.Indirect, inode.ino), Math.floor(k / PPB), leaf);
     }
-    writePointer(await this.cache.getForWrite(leaf, BlockType.Indirect), k % PPB, phys);
+    writePointer(await this.cache.getForWrite(leaf, BlockType.Indirect, inode.ino), k % PPB, phys);
   }
 
   /** Frees every block of the file at or after file block `keep`, last first. Changes `inode` in memory. */
@@ -141,11 +141,11 @@ export class BlockMap {
       for (let a = PPB - 1; a >= 0; a--) {
         const segment = DOUBLE_START + a * PPB;
         if (segment + PPB <= keep) break;
-        const leaf = await this.pointerIn(inode.doubleIndirect, a);
+        const leaf = await this.pointerIn(inode, inode.doubleIndirect, a);
         if (!leaf) continue;
         await this.freeFromIndirect(inode, leaf, segment, keep, checkpoint);
         if (segment >= keep) {
-          writePointer(await this.cache.getForWrite(inode.doubleIndirect, BlockType.Indirect), a, 0);
+          writePointer(await this.cache.getForWrite(inode.doubleIndirect, BlockType.Indirect, inode.ino), a, 0);
           await this.release(inode, leaf, segment, checkpoint);
         }
       }
@@ -173,9 +173,9 @@ export class BlockMap {
 
   private async freeFromIndirect(inode: Inode, address: number, segment: number, keep: number, checkpoint: TruncateCheckpoint): Promise<void> {
     for (let i = PPB - 1; i >= 0 && segment + i >= keep; i--) {
-      const phys = await this.pointerIn(address, i);
+      const phys = await this.pointerIn(inode, address, i);
       if (!phys) continue;
-      writePointer(await this.cache.getForWrite(address, BlockType.Indirect), i, 0);
+      writePointer(await this.cache.getForWrite(address, BlockType.Indirect, inode.ino), i, 0);
       await this.release(inode, phys, segment + i, checkpoint);
     }
   }

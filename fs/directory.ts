@@ -98,7 +98,7 @@ export class Directories {
     for (let i = 0; i < count; i++) {
       const address = await this.map.lookup(dir, i);
       if (!address) throw new IoError('EIO', `directory ${dir.ino} has a hole at block ${i}`);
-      const parsed = parseDirBlock(await this.cache.get(address, BlockType.Directory), address);
+      const parsed = parseDirBlock(await this.cache.get(address, BlockType.Directory, dir.ino), address);
       if (typeof parsed === 'string') throw new IoError('EIO', parsed);
       yield { address, entries: parsed };
     }
@@ -135,12 +135,12 @@ export class Directories {
     for await (const { address, entries } of this.blocks(dir)) {
       for (const e of entries) {
         if (e.ino === 0 && e.recLen >= needed) {
-          writeRecord(await this.cache.getForWrite(address, BlockType.Directory), e.offset, e.recLen, ino, type, name);
+          writeRecord(await this.cache.getForWrite(address, BlockType.Directory, dir.ino), e.offset, e.recLen, ino, type, name);
           return;
         }
         const used = recordSize(e.name.length);
         if (e.ino !== 0 && e.recLen - used >= needed) {
-          const block = await this.cache.getForWrite(address, BlockType.Directory);
+          const block = await this.cache.getForWrite(address, BlockType.Directory, dir.ino);
           view(block).setUint16(e.offset + 4, used, true);
           writeRecord(block, e.offset + used, e.recLen - used, ino, type, name);
           return;
@@ -155,7 +155,7 @@ export class Directories {
     const index = Math.ceil(dir.size / BLOCK_SIZE);
     const { phys } = await this.map.ensureRun(dir, index, 1, 0);
     dir.size = (index + 1) * BLOCK_SIZE;
-    return this.cache.create(phys, BlockType.Directory);
+    return this.cache.create(phys, BlockType.Directory, dir.ino);
   }
 
   /** Creates the first block of a new directory with `.` and `..`. */
@@ -171,7 +171,7 @@ export class Directories {
       for (let i = 0; i < entries.length; i++) {
         const e = entries[i];
         if (e.ino === 0 || !sameName(e.name, name)) continue;
-        const block = await this.cache.getForWrite(address, BlockType.Directory);
+        const block = await this.cache.getForWrite(address, BlockType.Directory, dir.ino);
         if (i > 0) {
           view(block).setUint16(entries[i - 1].offset + 4, entries[i - 1].recLen + e.recLen, true);
         } else {
@@ -189,7 +189,7 @@ export class Directories {
   async retarget(dir: Inode, name: Uint8Array, ino: number, type: EntryType): Promise<void> {
     const entry = await this.lookup(dir, name);
     if (!entry) throw new IoError('ENOENT', 'no such entry');
-    const block = await this.cache.getForWrite(entry.address, BlockType.Directory);
+    const block = await this.cache.getForWrite(entry.address, BlockType.Directory, dir.ino);
     view(block).setUint32(entry.offset, ino, true);
     block[entry.offset + 7] = type;
   }

@@ -1,7 +1,8 @@
 /**
- * Reading and writing file contents. Data blocks bypass the cache and the journal (ordered mode, as ext3's
- * default): they are written in place before the transaction that maps them commits, in runs as long as the
- * allocation is contiguous, so a large write is a few large device requests.
+ * Reading and writing file contents. Data blocks bypass the metadata cache and the journal (ordered mode, as
+ * ext3's default): they are written in place before the transaction that maps them commits, in runs as long as
+ * the allocation is contiguous, so a large write is a few large device requests. Reads are served from the page
+ * cache (valid under the inode's lock, see page-cache.ts) and fill it; writes update the pages it holds.
  *
  * The bytes of the last block past the end of file are not kept zero; whatever extends a file first zeroes them.
  */
@@ -9,7 +10,8 @@ import type { BlockDevice } from './block-device.js';
 import type { BlockMap } from './block-map.js';
 import type { Inode } from './inode.js';
 import { BLOCK_SIZE } from './layout.js';
-import { copyOut, zero } from './buffers.js';
+import { zero } from './buffers.js';
+import type { PageCache } from './page-cache.js';
 
 /** Lets a long write commit between runs: called with the file consistent in memory (size covers all mapped). */
 export type WriteCheckpoint = () => Promise<void>;
@@ -21,6 +23,7 @@ export class FileIo {
   constructor(
     private readonly dev: BlockDevice,
     private readonly map: BlockMap,
+    private readonly pages: PageCache,
   ) {}
 
   async read(inode: Inode, position: number, length: number): Promise<Uint8Array> {
@@ -28,6 +31,35 @@ export class FileIo {
     const end = Math.min(inode.size, position + length);
     const first = Math.floor(position / BLOCK_SIZE);
     const last = Math.ceil(end / BLOCK_SIZE);
+    const out = new Uint8Array(end - position);
+    // Copies file block `fb` (a whole block's bytes) into its part of `out`.
+    const place = (fb: number, block: Uint8Array) => {
+      const from = Math.max(position, fb * BLOCK_SIZE);
+      const to = Math.min(end, (fb + 1) * BLOCK_SIZE);
+      out.set(block.subarray(from - fb * BLOCK_SIZE, to - fb * BLOCK_SIZE), from - position);
+    };
+    // Reads larger than a quarter of the cache pass by it rather than flush it.
+    const keep = last - first <= this.pages.capacityPages / 4;
+    for (let fb = first; fb < last; ) {
+      const page = this.pages.get(inode.ino, fb);
+      if (page) {
+        place(fb, page);
+        fb++;
+        continue;
+      }
+      let missEnd = fb + 1;
+      while (missEnd < last && !this.pages.has(inode.ino, missEnd)) missEnd++;
+      await this.readBlocks(inode, fb, missEnd, (block, data) => {
+        place(block, data);
+        if (keep) this.pages.put(inode.ino, block, data);
+      });
+      fb = missEnd;
+    }
+    return out;
+  }
+
+  /** Reads file blocks [first, last) from the device and hands each to `take` (holes as zeros). */
+  private async readBlocks(inode: Inode, first: number, last: number, take: (fb: number, data: Uint8Array) => void): Promise<void> {
     const buffer = this.dev.allocBuffer((last - first) * BLOCK_SIZE);
     try {
       // Every extent of the range is read at once (a fragmented file costs one round trip, not one per extent);
@@ -46,8 +78,7 @@ export class FileIo {
       }
       const failed = (await Promise.allSettled(reads)).find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
-      const skip = position - first * BLOCK_SIZE;
-      return copyOut(buffer.subarray(skip, skip + (end - position)));
+      for (let fb = first; fb < last; fb++) take(fb, buffer.subarray((fb - first) * BLOCK_SIZE, (fb - first + 1) * BLOCK_SIZE));
     } finally {
       this.dev.freeBuffer(buffer);
     }
@@ -57,13 +88,15 @@ export class FileIo {
   async zeroTail(inode: Inode): Promise<void> {
     const within = inode.size % BLOCK_SIZE;
     if (within === 0) return;
-    const phys = await this.map.lookup(inode, Math.floor(inode.size / BLOCK_SIZE));
+    const fb = Math.floor(inode.size / BLOCK_SIZE);
+    const phys = await this.map.lookup(inode, fb);
     if (!phys) return;
     const block = this.dev.allocBuffer(BLOCK_SIZE);
     try {
       await this.dev.read(phys * BLOCK_SIZE, block);
       zero(block, within);
       await this.dev.write(phys * BLOCK_SIZE, block);
+      this.pages.update(inode.ino, fb, block);
     } finally {
       this.dev.freeBuffer(block);
     }
@@ -93,6 +126,9 @@ export class FileIo {
         const at = (fb - first) * BLOCK_SIZE;
         await this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE));
         this.stats.dataWrites++;
+        for (let i = 0; i < run.count; i++) {
+          this.pages.update(inode.ino, fb + i, buffer.subarray(at + i * BLOCK_SIZE, at + (i + 1) * BLOCK_SIZE));
+        }
         fb += run.count;
         inode.size = Math.max(inode.size, Math.min(end, fb * BLOCK_SIZE));
       }
@@ -104,6 +140,11 @@ export class FileIo {
   /** Reads file block `fb` into `buffer` at `at` when only part of it is overwritten and it exists. */
   private async readPartial(inode: Inode, fb: number, buffer: Uint8Array, at: number, partial: boolean): Promise<void> {
     if (!partial) return;
+    const page = this.pages.get(inode.ino, fb);
+    if (page) {
+      buffer.set(page, at);
+      return;
+    }
     const phys = await this.map.lookup(inode, fb);
     if (phys) await this.dev.read(phys * BLOCK_SIZE, buffer.subarray(at, at + BLOCK_SIZE));
   }

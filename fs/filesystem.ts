@@ -1,39 +1,44 @@
 /**
  * The shared-volume filesystem: one instance per domain (per journal slot), implementing the path-based Vfs over
- * a BlockDevice, coherent with the other instances through the LockService.
+ * a BlockDevice, coherent with the other instances through cluster locks (lock-client.ts): one lock per inode,
+ * per allocation group and per journal slot, cached between operations, so a domain working alone never pays
+ * for sharing and two domains working on different files never wait for each other.
  *
- * Operations run one at a time (OpQueue). Each takes the volume lock (name 0) shared to read or exclusive to
- * change, and keeps it cached afterwards. Changes collect in one running transaction (group commit) that is
- * committed through this slot's journal on fsync, when it fills up, after `commitIntervalMs`, on a revoke and
- * at unmount. A revoke waits for the operation in flight, commits (log, home, clear), unlocks (dirty if anything
- * changed) and, if it changed anything, drops the cache; a grant whose generation differs from the last one seen
- * drops the cache too.
+ * This file holds the operations a syscall reaches. Operations run one at a time (OpQueue); each pins the locks
+ * it uses, in shared mode to read and exclusive to change, and runs again from the start when it must wait for a
+ * lock after it began changing things (Restart). Path lookup is path-lookup.ts, transactions (begin, end, group
+ * commit, the journal rule per lock) transactions.ts, what each lock covers lock-names.ts.
  *
- * Journal recovery rule: a live instance clears its journal before it gives up the exclusive lock, so whoever
- * holds the volume exclusively and finds a journal that is not clean knows its owner died. On every grant with a
- * new generation (and so at mount) the instance reads all journal headers and, holding the lock exclusively,
- * replays committed ones and clears torn ones (its own slot included). A shared holder that finds one trades its
- * lock for an exclusive one first; on a read-only device it cannot, and fails with EIO.
+ * Recovery: a domain that dies has its journal replayed by whoever fences it (the toolstack, or the lock service
+ * in-process) before its locks pass on; each live instance holds its own slot's lock for as long as it is
+ * mounted. At mount, an instance replays its own journal and, holding the mount lock, every other slot's that
+ * it can lock without waiting (nobody runs there: the volume crashed as a whole).
  *
  * Not done (documented gaps): no permission checks (the FUSE mount's default_permissions does them), atime is
- * not updated by reads (noatime), per-inode locks.
+ * not updated by reads (noatime).
  */
+import { randomInt } from 'node:crypto';
 import { IoError, type BlockDevice } from './block-device.js';
 import { BlockCache } from './block-cache.js';
-import { Allocator } from './allocator.js';
+import { Allocator, type GroupLocks } from './allocator.js';
 import { BlockMap } from './block-map.js';
 import { Directories, DOTDOT, entryTypeOf, EntryType } from './directory.js';
 import { FileIo } from './file-io.js';
 import { emptyInode, InodeStore, isDir, isRegular, isSymlink, type Inode } from './inode.js';
-import { dirtyJournalSlots, Journal, replayJournal } from './journal.js';
+import { dirtyJournalSlots, Journal, recoverJournals } from './journal.js';
 import {
-  BLOCK_SIZE, BlockType, Geometry, HEADER_SIZE, MAX_FILE_SIZE, NAME_MAX, readSuperblock, resealBlock, ROOT_INO,
-  SYMLINK_MAX, view, type Superblock,
+  BLOCK_SIZE, BlockType, Geometry, HEADER_SIZE, MAX_FILE_SIZE, NAME_MAX, readSuperblock, SYMLINK_MAX, view,
+  type Superblock,
 } from './layout.js';
+import { LockClient, Restart } from './lock-client.js';
+import { groupLock, MOUNT_LOCK, RENAME_LOCK, slotLock } from './lock-names.js';
 import type { LockMode, LockService } from './lock-service.js';
 import { OpQueue } from './op-queue.js';
 import { OrphanList } from './orphans.js';
-import { checkName, decodeName, encodeName, splitParent, splitPath } from './path.js';
+import { PageCache } from './page-cache.js';
+import { PathLookup } from './path-lookup.js';
+import { decodeName, encodeName, splitPath } from './path.js';
+import { Transactions } from './transactions.js';
 import {
   O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
   type Stat, type StatFs, type Vfs,
@@ -43,20 +48,19 @@ export interface MountOptions {
   /** This instance's journal slot (0 .. slotCount-1); two live instances must never share one. */
   slot: number;
   locks: LockService;
-  /** Metadata blocks kept in memory (default 8192 = 32 MiB). */
-  cacheBlocks?: number;
+  /** Memory for caches: a quarter for metadata blocks, the rest for file pages (default 64 MiB). */
+  cacheBytes?: number;
   /** Commit a running transaction at most this long after it started; 0 = only on fsync, revoke, full, unmount. */
   commitIntervalMs?: number;
+  /** How long a lock in use is kept after its grant before another domain gets it (default 100 ms). */
+  minHoldMs?: number;
   /** Clock for timestamps (ms). */
   now?: () => number;
 }
 
-/** The volume lock's name in the LockService. */
-export const VOLUME_LOCK = 0;
-/** Journal blocks an operation step may dirty at most; a transaction with less room left commits first. */
-const STEP_RESERVE = 32;
-const MAX_SYMLINK_DEPTH = 40;
 const MAX_LINKS = 65000;
+/** Attempts of one operation that keeps losing its locks to other domains before it gives up with EAGAIN. */
+const MAX_ATTEMPTS = 200;
 
 interface Handle {
   ino: number;
@@ -67,51 +71,68 @@ interface Handle {
 export class FileSystem implements Vfs {
   private readonly geometry: Geometry;
   private readonly cache: BlockCache;
+  private readonly pages: PageCache;
   private readonly allocator: Allocator;
   private readonly inodes: InodeStore;
   private readonly map: BlockMap;
   private readonly dirs: Directories;
   private readonly data: FileIo;
   private readonly orphans: OrphanList;
+  private readonly path: PathLookup;
   private readonly queue = new OpQueue();
   private readonly now: () => number;
-  private readonly locks: LockService;
-  private journal: Journal | null = null;
-
-  private held: LockMode | null = null;
-  private seenGeneration: number | null = null;
-  private changedSinceGrant = false;
-  private revokeQueued = false;
+  private readonly locks: LockClient;
+  private readonly ownSlot: number;
+  private tx: Transactions | null = null;
 
   private readonly handles = new Map<number, Handle>();
   private readonly openCounts = new Map<number, number>();
+  /** Files whose data the running operation wrote (their pages go if it fails). */
+  private readonly dataWritten = new Set<number>();
   private nextHandle = 1;
   private mounted = true;
   private failure: Error | null = null;
-  private commitTimer: NodeJS.Timeout | null = null;
-  private readonly commitIntervalMs: number;
   readonly slot: number;
   /** Counters for tests and diagnostics. */
-  readonly stats = { revokes: 0, grants: 0, cacheDrops: 0, replays: 0 };
+  readonly stats = { replays: 0 };
 
   private constructor(
     private readonly dev: BlockDevice,
     readonly superblock: Superblock,
-    options: MountOptions,
+    private readonly options: MountOptions,
   ) {
     this.slot = options.slot;
-    this.locks = options.locks;
     this.now = options.now ?? Date.now;
-    this.commitIntervalMs = options.commitIntervalMs ?? 5000;
     this.geometry = new Geometry(superblock);
-    this.cache = new BlockCache(dev, options.cacheBlocks ?? 8192);
+    const cacheBytes = options.cacheBytes ?? 64 << 20;
+    this.cache = new BlockCache(dev, Math.max(256, Math.floor(cacheBytes / 4 / BLOCK_SIZE)));
+    this.pages = new PageCache(Math.floor((cacheBytes * 3) / 4 / BLOCK_SIZE));
+    this.locks = new LockClient(
+      options.locks,
+      {
+        drop: (name) => {
+          this.cache.dropOwner(name);
+          this.pages.drop(name);
+        },
+        writeBack: async (name) => this.tx?.writeBack(name),
+        whenIdle: (task) => void this.queue.run(task, true).catch(() => {}),
+        busy: () => this.queue.backlog > 0,
+        failed: (error) => {
+          this.failure ??= error;
+        },
+      },
+      { minHoldMs: options.minHoldMs, now: options.now },
+    );
+    this.cache.hooks = { guard: (owner) => this.locks.guard(owner), changing: (owner) => this.locks.changing(owner) };
+    this.ownSlot = slotLock(this.geometry, options.slot);
     const preferredGroup = Math.floor((options.slot * superblock.groupCount) / superblock.slotCount);
-    this.allocator = new Allocator(this.cache, this.geometry, preferredGroup);
+    this.allocator = new Allocator(this.cache, this.geometry, preferredGroup, this.groupLocks());
     this.inodes = new InodeStore(this.cache, this.geometry);
     this.map = new BlockMap(this.cache, this.allocator);
     this.dirs = new Directories(this.cache, this.map);
-    this.data = new FileIo(dev, this.map);
-    this.orphans = new OrphanList(this.cache, this.geometry, options.slot);
+    this.data = new FileIo(dev, this.map, this.pages);
+    this.orphans = new OrphanList(this.cache, this.geometry, options.slot, this.ownSlot);
+    this.path = new PathLookup(this.inodes, this.dirs, this.locks, superblock.rootIno, (inode) => this.readSymlink(inode));
   }
 
   /** Mounts the volume on `dev` as slot `options.slot`: recovers journals, reclaims this slot's orphans. */
@@ -121,30 +142,64 @@ export class FileSystem implements Vfs {
       throw new IoError('EINVAL', `slot ${options.slot} not in 0..${sb.slotCount - 1}`);
     }
     const fs = new FileSystem(dev, sb, options);
-    options.locks.onRevoke((name) => fs.revoked(name));
-    await fs.queue.run(async () => {
-      await fs.lockVolume(dev.readOnly ? 'shared' : 'exclusive');
-      fs.journal = await Journal.open(dev, sb, options.slot);
-    });
-    if (!dev.readOnly) await fs.mutate(() => fs.reclaimOrphans());
+    await fs.queue.run(() => fs.start());
+    if (!dev.readOnly) await fs.change(() => fs.reclaimOrphans());
     return fs;
   }
 
-  /** Commits, closes every handle, leaves a clean journal and gives the volume lock back. */
+  private async start(): Promise<void> {
+    await this.locks.beginOp();
+    try {
+      const mode: LockMode = this.dev.readOnly ? 'shared' : 'exclusive';
+      if (!this.dev.readOnly) {
+        await this.locks.need(this.ownSlot, 'exclusive');
+        this.locks.stick(this.ownSlot);
+      }
+      await this.locks.need(MOUNT_LOCK, mode);
+      // Slots nobody holds (their owners are gone) are replayed together, in tag order (journal.ts).
+      const orphaned: number[] = [];
+      for (const slot of await dirtyJournalSlots(this.dev, this.superblock)) {
+        if (slot !== this.slot && !(await this.locks.tryPin(slotLock(this.geometry, slot), mode))) continue;
+        if (this.dev.readOnly) throw new IoError('EIO', `journal of slot ${slot} needs replay and the volume is read-only`);
+        orphaned.push(slot);
+      }
+      if ((await recoverJournals(this.dev, orphaned, this.superblock)) > 0) this.stats.replays++;
+      for (const slot of orphaned) if (slot !== this.slot) await this.locks.release(slotLock(this.geometry, slot));
+      await this.locks.release(MOUNT_LOCK);
+      if (!this.dev.readOnly) {
+        const journal = await Journal.open(this.dev, this.superblock, this.slot);
+        this.tx = new Transactions(this.cache, journal, this.allocator, this.options.commitIntervalMs ?? 5000, (commit) =>
+          void this.queue.run(async () => {
+            if (this.mounted && !this.failure) await commit();
+          }).catch(() => {}),
+          () => this.options.locks.epoch,
+        );
+      }
+    } finally {
+      this.locks.endOp();
+    }
+  }
+
+  /** Commits, closes every handle, leaves a clean journal and gives every lock back. */
   async unmount(): Promise<void> {
     await this.queue.run(async () => {
       if (!this.mounted) return;
-      this.mounted = false;
-      this.stopTimer();
+      this.tx?.stopTimer();
       this.handles.clear();
       this.openCounts.clear();
-      if (!this.failure && !this.dev.readOnly && this.held === 'exclusive') {
-        await this.withOp(() => this.reclaimOrphans());
-        await this.commit();
-        await this.dev.flush();
+      try {
+        if (!this.failure && this.tx) {
+          await this.attempts(() => this.reclaimOrphans(), true);
+          await this.tx.commit();
+          await this.dev.flush();
+        }
+      } finally {
+        this.mounted = false;
       }
-      if (this.held) await this.locks.unlock(VOLUME_LOCK, this.changedSinceGrant);
-      this.held = null;
+      // A failed instance keeps its locks: whoever fences it replays its journal first (LocalLockService.kill).
+      if (this.failure) return;
+      await this.locks.releaseAll();
+      this.cache.dropAll();
     });
   }
 
@@ -152,236 +207,116 @@ export class FileSystem implements Vfs {
   async sync(): Promise<void> {
     await this.queue.run(async () => {
       this.checkUsable();
-      await this.commit();
+      await this.tx?.commit();
       if (!this.dev.readOnly) await this.dev.flush();
     });
   }
 
   get cacheStats() {
-    return { ...this.cache.stats, journal: this.journal?.stats, data: this.data.stats };
+    return { ...this.cache.stats, pages: this.pages.stats, journal: this.tx?.stats, data: this.data.stats, locks: this.locks.stats };
   }
 
-  // ---- locking and transactions ----
+  // ---- running operations ----
 
   private checkUsable(): void {
     if (!this.mounted) throw new IoError('EIO', 'filesystem is unmounted');
+    this.failure ??= this.tx?.failure ?? null;
     if (this.failure) throw new IoError('EIO', `filesystem failed: ${this.failure.message}`);
   }
 
-  private async lockVolume(mode: LockMode): Promise<void> {
-    if (this.held === 'exclusive' || this.held === mode) return;
-    if (this.held === 'shared') {
-      // Never upgrade in place: two shared holders upgrading at once would wait for each other forever.
-      this.held = null;
-      await this.locks.unlock(VOLUME_LOCK, false);
-    }
-    const generation = await this.locks.lock(VOLUME_LOCK, mode);
-    this.held = mode;
-    this.stats.grants++;
-    if (generation !== this.seenGeneration) {
-      this.seenGeneration = generation;
-      this.dropCache();
-      await this.recoverJournals();
-    }
+  /** Runs an operation that only reads. */
+  private look<T>(fn: () => Promise<T>): Promise<T> {
+    return this.queue.run(() => this.attempts(fn, false));
   }
 
-  private dropCache(): void {
-    this.cache.dropAll();
-    this.stats.cacheDrops++;
-  }
-
-  /** See the recovery rule above. */
-  private async recoverJournals(): Promise<void> {
-    const dirty = await dirtyJournalSlots(this.dev, this.superblock);
-    if (dirty.length === 0) return;
-    if (this.held !== 'exclusive') {
-      if (this.dev.readOnly) throw new IoError('EIO', `journal of slot ${dirty[0]} needs replay and the volume is read-only`);
-      this.held = null;
-      await this.locks.unlock(VOLUME_LOCK, false);
-      this.seenGeneration = null;
-      await this.lockVolume('exclusive');
-      return;
-    }
-    for (const slot of dirty) {
-      if ((await replayJournal(this.dev, slot, this.superblock)) > 0) this.stats.replays++;
-    }
-    this.changedSinceGrant = true;
-    this.dropCache();
-  }
-
-  private revoked(name: number): void {
-    if (name !== VOLUME_LOCK || this.revokeQueued) return;
-    this.revokeQueued = true;
-    this.queue
-      .run(async () => {
-        this.revokeQueued = false;
-        await this.releaseVolume();
-      }, true)
-      .catch((error) => {
-        this.failure ??= error instanceof Error ? error : new Error(String(error));
-      });
-  }
-
-  private async releaseVolume(): Promise<void> {
-    if (!this.held) return;
-    this.stats.revokes++;
-    if (this.cache.dirtyCount > 0) await this.commit();
-    const changed = this.changedSinceGrant;
-    this.held = null;
-    this.changedSinceGrant = false;
-    await this.locks.unlock(VOLUME_LOCK, changed);
-    if (changed) this.dropCache();
-  }
-
-  /** Commits the running transaction through this slot's journal. */
-  private async commit(): Promise<void> {
-    this.stopTimer();
-    if (this.cache.dirtyCount === 0) return;
-    const blocks = this.cache.dirtyBlocks();
-    for (const { data } of blocks) resealBlock(data);
-    try {
-      await this.journal!.commit(blocks);
-    } catch (error) {
-      this.failure = error instanceof Error ? error : new Error(String(error));
-      throw new IoError('EIO', `commit failed: ${this.failure.message}`);
-    }
-    this.cache.markAllClean();
-    this.allocator.transactionCommitted();
-  }
-
-  private stopTimer(): void {
-    if (this.commitTimer) clearTimeout(this.commitTimer);
-    this.commitTimer = null;
-  }
-
-  private startTimer(): void {
-    if (this.commitTimer || this.commitIntervalMs <= 0 || this.cache.dirtyCount === 0) return;
-    this.commitTimer = setTimeout(() => {
-      this.commitTimer = null;
-      this.queue
-        .run(async () => {
-          if (this.mounted && !this.failure && this.held === 'exclusive') await this.commit();
-        })
-        .catch(() => {});
-    }, this.commitIntervalMs);
-    this.commitTimer.unref?.();
-  }
-
-  /** Commits first if the running transaction could not take another step. */
-  private async makeRoom(): Promise<void> {
-    if (this.cache.dirtyCount + STEP_RESERVE > this.journal!.capacity) await this.commit();
-  }
-
-  /** Inside an operation: commit what is done so far if room is short (the state must be consistent). */
-  private async checkpoint(consistent: () => Promise<void>): Promise<void> {
-    if (this.cache.dirtyCount + STEP_RESERVE <= this.journal!.capacity) return;
-    await consistent();
-    this.cache.endOp(false);
-    await this.commit();
-    this.cache.beginOp();
-  }
-
-  private async withOp<T>(fn: () => Promise<T>): Promise<T> {
-    await this.makeRoom();
-    this.cache.beginOp();
-    try {
-      const result = await fn();
-      this.cache.endOp(false);
-      return result;
-    } catch (error) {
-      this.cache.endOp(true);
-      throw error;
-    } finally {
-      if (this.cache.dirtyCount > 0) this.changedSinceGrant = true;
-    }
-  }
-
-  private shared<T>(fn: () => Promise<T>): Promise<T> {
+  /** Runs an operation that changes the volume (a transaction step). */
+  private change<T>(fn: () => Promise<T>): Promise<T> {
     return this.queue.run(async () => {
-      this.checkUsable();
-      await this.lockVolume('shared');
-      return fn();
-    });
-  }
-
-  private mutate<T>(fn: () => Promise<T>): Promise<T> {
-    return this.queue.run(async () => {
-      this.checkUsable();
-      if (this.dev.readOnly) throw new IoError('EROFS', 'read-only volume');
-      await this.lockVolume('exclusive');
-      let result: T;
+      if (this.dev.readOnly) {
+        this.checkUsable();
+        throw new IoError('EROFS', 'read-only volume');
+      }
       try {
-        result = await this.withOp(fn);
+        return await this.attempts(fn, true);
       } catch (error) {
         // Blocks freed in the running transaction become usable once it commits: commit and try once more.
         if (!(error instanceof IoError && error.code === 'ENOSPC' && this.allocator.pendingFrees > 0)) throw error;
-        await this.commit();
-        result = await this.withOp(fn);
+        await this.tx!.commit();
+        return this.attempts(fn, true);
       }
-      if (this.cache.dirtyCount * 2 > this.journal!.capacity) await this.commit();
-      this.startTimer();
-      return result;
     });
   }
 
-  // ---- name resolution ----
-
-  private async lookupIn(dir: Inode, name: string): Promise<number | null> {
-    if (!isDir(dir)) throw new IoError('ENOTDIR', 'not a directory');
-    if (name === '.') return dir.ino;
-    const entry = await this.dirs.lookup(dir, encodeName(name));
-    return entry ? entry.ino : null;
-  }
-
-  /** Resolves components from the root, following symlinks (and the last one only if `follow`). */
-  private async resolve(parts: string[], follow: boolean, depth = 0): Promise<Inode> {
-    let current = await this.inodes.read(ROOT_INO);
-    const stack = [current];
-    for (let i = 0; i < parts.length; i++) {
-      const ino = await this.lookupIn(current, parts[i]);
-      if (ino === null) throw new IoError('ENOENT', `no such file: ${parts[i]}`);
-      const next = await this.inodes.read(ino);
-      const last = i === parts.length - 1;
-      if (isSymlink(next) && (!last || follow)) {
-        if (depth >= MAX_SYMLINK_DEPTH) throw new IoError('ELOOP', 'too many symbolic links');
-        const target = await this.readSymlink(next);
-        const base = target.startsWith('/') ? [] : parts.slice(0, i);
-        const resolved = await this.resolve([...base, ...splitPath(target === '' ? '/' : target), ...parts.slice(i + 1)], follow, depth + 1);
-        return resolved;
+  /** Runs `fn` until it ends without having to start over (see lock-client.ts). */
+  private async attempts<T>(fn: () => Promise<T>, changes: boolean): Promise<T> {
+    let wanted: Map<number, LockMode> | undefined;
+    for (let attempt = 1; ; attempt++) {
+      this.checkUsable();
+      if (changes) await this.tx!.begin();
+      let failed = true;
+      let restart: Restart;
+      try {
+        await this.locks.beginOp(wanted);
+        const result = await fn();
+        failed = false;
+        return result;
+      } catch (error) {
+        if (!(error instanceof Restart)) throw error;
+        restart = error;
+      } finally {
+        wanted = this.locks.endOp();
+        if (failed) for (const ino of this.dataWritten) this.pages.drop(ino);
+        this.dataWritten.clear();
+        if (changes) await this.tx!.end(failed);
       }
-      current = next;
-      stack.push(current);
+      if (attempt >= MAX_ATTEMPTS) throw new IoError('EAGAIN', `gave up after ${attempt} attempts to take the locks`);
+      this.locks.stats.restarts++;
+      if (restart.lock !== null && wanted.get(restart.lock) !== 'exclusive') wanted.set(restart.lock, restart.mode);
+      if (attempt > 2) await new Promise((resolve) => setTimeout(resolve, randomInt(attempt)));
     }
-    return current;
   }
 
-  private async resolvePath(path: string, follow = false): Promise<Inode> {
-    return this.resolve(splitPath(path), follow);
-  }
+  // ---- the allocator's view of group locks ----
 
-  private async resolveParent(path: string): Promise<{ dir: Inode; name: string; bytes: Uint8Array }> {
-    const { parent, name } = splitParent(path);
-    const dir = await this.resolve(parent, true);
-    if (!isDir(dir)) throw new IoError('ENOTDIR', 'not a directory');
-    return { dir, name, bytes: checkName(name) };
+  private groupLocks(): GroupLocks {
+    const name = (group: number) => groupLock(this.geometry, group);
+    return {
+      acquire: async (group, mayWait) => {
+        if (this.locks.pinIfHeld(name(group), 'exclusive')) return true;
+        if (mayWait && this.locks.mayWait) {
+          await this.locks.need(name(group), 'exclusive');
+          return true;
+        }
+        return this.locks.tryPin(name(group), 'exclusive');
+      },
+      pinIfHeld: (group) => this.locks.pinIfHeld(name(group), 'shared'),
+      restartWith: (group) => {
+        throw new Restart(name(group), 'exclusive');
+      },
+      name,
+    };
   }
 
   // ---- inode lifecycle ----
 
+  /** A new inode in the domain's own group, held exclusively (a block whose lock is busy elsewhere is given up). */
   private async newInode(mode: number): Promise<Inode> {
-    const ino = await this.allocator.allocInode();
-    const old = await this.inodes.readRaw(ino);
-    if (old.mode !== 0) throw new IoError('EIO', `inode ${ino} is free in the bitmap but in use`);
-    return emptyInode(ino, mode, (old.generation + 1) >>> 0, this.now());
+    const { start: ino } = await this.allocator.allocBlocks(0, 1);
+    if (!(await this.locks.tryPin(ino, 'exclusive'))) throw new Restart(ino, 'exclusive');
+    const inode = emptyInode(ino, mode, randomInt(1, 0xffffffff), this.now());
+    this.pages.drop(ino);
+    this.inodes.create(inode);
+    return inode;
   }
 
-  /** Where a file without blocks starts allocating: its inode's group (and so its domain's). */
+  /** Where a file without blocks starts allocating: right after its inode. */
   private dataGoal(inode: Inode): number {
-    return this.geometry.firstDataBlock(this.geometry.inodeGroup(inode.ino));
+    return inode.ino + 1;
   }
 
   /** The last name of `inode` is gone: free it now, or when its last local handle closes. */
   private async dropInode(inode: Inode): Promise<void> {
+    await this.locks.need(this.ownSlot, 'exclusive');
     await this.orphans.add(inode.ino);
     await this.inodes.write(inode);
     // A removed directory goes at once (its handles turn stale); a file stays while this instance has it open.
@@ -393,21 +328,27 @@ export class FileSystem implements Vfs {
     inode.mode = 0;
     inode.size = 0;
     await this.inodes.write(inode);
-    await this.allocator.freeInode(inode.ino);
+    await this.locks.need(this.ownSlot, 'exclusive');
     await this.orphans.remove(inode.ino);
+    // The freed inode stays cached and is written home with mode 0: a handle elsewhere finds it free (ESTALE).
+    await this.allocator.freeBlock(inode.ino, false);
+    this.pages.drop(inode.ino);
   }
 
   private async reclaimOrphans(): Promise<void> {
+    await this.locks.need(this.ownSlot, 'exclusive');
     for (const ino of await this.orphans.list()) {
       if (this.openCounts.get(ino)) continue;
-      const inode = this.geometry.validIno(ino) ? await this.inodes.readRaw(ino) : null;
-      if (inode && inode.mode !== 0 && inode.nlink === 0) await this.freeInode(inode);
+      if (this.geometry.validIno(ino)) await this.locks.need(ino, 'exclusive');
+      const inode = this.geometry.validIno(ino) ? await this.inodes.readIfInode(ino) : null;
+      if (inode && inode.nlink === 0) await this.freeInode(inode);
       else await this.orphans.remove(ino);
     }
   }
 
   /** Frees the blocks past `size` and sets the size, committing between steps when the journal fills. */
   private async truncateBlocks(inode: Inode, size: number): Promise<void> {
+    this.pages.drop(inode.ino, Math.floor(Math.min(size, inode.size) / BLOCK_SIZE));
     if (size > inode.size) {
       await this.data.zeroTail(inode);
       inode.size = size;
@@ -415,7 +356,7 @@ export class FileSystem implements Vfs {
     }
     const keep = Math.ceil(size / BLOCK_SIZE);
     await this.map.truncate(inode, keep, (lowestFreed) =>
-      this.checkpoint(async () => {
+      this.tx!.checkpoint(async () => {
         inode.size = Math.min(inode.size, Math.max(size, lowestFreed * BLOCK_SIZE));
         await this.inodes.write(inode);
       }),
@@ -425,7 +366,7 @@ export class FileSystem implements Vfs {
 
   private async readSymlink(inode: Inode): Promise<string> {
     if (!inode.direct[0]) throw new IoError('EIO', `symlink ${inode.ino} has no block`);
-    const block = await this.cache.get(inode.direct[0], BlockType.Symlink);
+    const block = await this.cache.get(inode.direct[0], BlockType.Symlink, inode.ino);
     const length = view(block).getUint32(HEADER_SIZE, true);
     if (length !== inode.size || length > SYMLINK_MAX) throw new IoError('EIO', `symlink ${inode.ino} length mismatch`);
     return decodeName(block.subarray(HEADER_SIZE + 4, HEADER_SIZE + 4 + length));
@@ -437,9 +378,11 @@ export class FileSystem implements Vfs {
     return handle;
   }
 
-  private async handleInode(handle: Handle): Promise<Inode> {
-    const inode = await this.inodes.readRaw(handle.ino);
-    if (inode.mode === 0 || inode.generation !== handle.generation) throw new IoError('ESTALE', 'file was removed');
+  /** The inode of an open file under its lock; ESTALE once it was removed (here or in another domain). */
+  private async handleInode(handle: Handle, mode: LockMode): Promise<Inode> {
+    await this.locks.need(handle.ino, mode);
+    const inode = await this.inodes.readIfInode(handle.ino);
+    if (!inode || inode.generation !== handle.generation) throw new IoError('ESTALE', 'file was removed');
     return inode;
   }
 
@@ -459,21 +402,21 @@ export class FileSystem implements Vfs {
   // ---- Vfs ----
 
   getattr(path: string): Promise<Stat> {
-    return this.shared(async () => toStat(await this.resolvePath(path)));
+    return this.look(async () => toStat(await this.path.resolvePath(path)));
   }
 
   readdir(path: string): Promise<string[]> {
-    return this.shared(async () => {
-      const dir = await this.resolvePath(path, true);
+    return this.look(async () => {
+      const dir = await this.path.resolvePath(path, true);
       if (!isDir(dir)) throw new IoError('ENOTDIR', 'not a directory');
       return (await this.dirs.list(dir)).map((e) => decodeName(e.name)).filter((n) => n !== '.' && n !== '..');
     });
   }
 
   mkdir(path: string, mode: number): Promise<void> {
-    return this.mutate(async () => {
-      const { dir, name, bytes } = await this.resolveParent(path);
-      if ((await this.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
+    return this.change(async () => {
+      const { dir, name, bytes } = await this.path.resolveParent(path);
+      if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
       if (dir.nlink >= MAX_LINKS) throw new IoError('EMLINK', 'too many links');
       const inode = await this.newInode(S_IFDIR | (mode & 0o7777));
       inode.nlink = 2;
@@ -487,16 +430,16 @@ export class FileSystem implements Vfs {
   }
 
   rmdir(path: string): Promise<void> {
-    return this.mutate(async () => {
+    return this.change(async () => {
       const parts = splitPath(path);
       const last = parts[parts.length - 1];
       if (last === undefined) throw new IoError('EBUSY', 'cannot remove the root');
       if (last === '.') throw new IoError('EINVAL', 'cannot remove .');
       if (last === '..') throw new IoError('ENOTEMPTY', 'cannot remove ..');
-      const { dir, name, bytes } = await this.resolveParent(path);
-      const ino = await this.lookupIn(dir, name);
+      const { dir, name, bytes } = await this.path.resolveParent(path);
+      const ino = await this.path.lookupIn(dir, name);
       if (ino === null) throw new IoError('ENOENT', `no such directory: ${path}`);
-      const inode = await this.inodes.read(ino);
+      const inode = await this.path.get(ino, 'exclusive');
       if (!isDir(inode)) throw new IoError('ENOTDIR', `${path} is not a directory`);
       if (!(await this.dirs.isEmpty(inode))) throw new IoError('ENOTEMPTY', `${path} is not empty`);
       await this.dirs.remove(dir, bytes);
@@ -510,11 +453,11 @@ export class FileSystem implements Vfs {
   }
 
   unlink(path: string): Promise<void> {
-    return this.mutate(async () => {
-      const { dir, name, bytes } = await this.resolveParent(path);
-      const ino = await this.lookupIn(dir, name);
+    return this.change(async () => {
+      const { dir, name, bytes } = await this.path.resolveParent(path);
+      const ino = await this.path.lookupIn(dir, name);
       if (ino === null) throw new IoError('ENOENT', `no such file: ${path}`);
-      const inode = await this.inodes.read(ino);
+      const inode = await this.path.get(ino, 'exclusive');
       if (isDir(inode)) throw new IoError('EISDIR', `${path} is a directory`);
       await this.dirs.remove(dir, bytes);
       this.touch(dir);
@@ -527,21 +470,23 @@ export class FileSystem implements Vfs {
   }
 
   rename(from: string, to: string): Promise<void> {
-    return this.mutate(async () => {
-      const src = await this.resolveParent(from);
-      const dst = await this.resolveParent(to);
-      const srcIno = await this.lookupIn(src.dir, src.name);
+    return this.change(async () => {
+      const src = await this.path.resolveParent(from);
+      const dst = await this.path.resolveParent(to);
+      const srcIno = await this.path.lookupIn(src.dir, src.name);
       if (srcIno === null) throw new IoError('ENOENT', `no such file: ${from}`);
       // One in-memory copy per inode: the two parents may be the same directory.
       const dstDir = dst.dir.ino === src.dir.ino ? src.dir : dst.dir;
-      const moving = await this.inodes.read(srcIno);
-      const dstIno = await this.lookupIn(dstDir, dst.name);
+      const moving = srcIno === dstDir.ino ? dstDir : await this.path.get(srcIno, 'exclusive');
+      // A directory changing parents: no other such move may change the ancestry the cycle check walks.
+      if (isDir(moving) && dstDir !== src.dir) await this.locks.need(RENAME_LOCK, 'exclusive');
+      const dstIno = await this.path.lookupIn(dstDir, dst.name);
       if (isDir(moving)) await this.checkNotInside(moving.ino, dstDir);
       if (dstIno === moving.ino) return;
       let replaced: Inode | null = null;
       if (dstIno !== null) {
         if (dstIno === src.dir.ino || dstIno === dstDir.ino) throw new IoError(isDir(moving) ? 'ENOTEMPTY' : 'EISDIR', `${to} is busy`);
-        replaced = await this.inodes.read(dstIno);
+        replaced = await this.path.get(dstIno, 'exclusive');
         if (isDir(moving)) {
           if (!isDir(replaced)) throw new IoError('ENOTDIR', `${to} is not a directory`);
           if (!(await this.dirs.isEmpty(replaced))) throw new IoError('ENOTEMPTY', `${to} is not empty`);
@@ -580,47 +525,46 @@ export class FileSystem implements Vfs {
     });
   }
 
-  /** EINVAL when `dir` is the directory `ino` or inside it. */
+  /** EINVAL when `dir` is the directory `ino` or inside it (walks `..` up to the root, each under its lock). */
   private async checkNotInside(ino: number, dir: Inode): Promise<void> {
     let current = dir;
-    for (let steps = 0; steps <= this.geometry.inodeCount; steps++) {
+    for (let steps = 0; steps <= this.geometry.dataBlockCount; steps++) {
       if (current.ino === ino) throw new IoError('EINVAL', 'cannot move a directory into itself');
-      if (current.ino === ROOT_INO) return;
-      const parent = await this.lookupIn(current, '..');
+      if (current.ino === this.path.rootIno) return;
+      const parent = await this.path.lookupIn(current, '..');
       if (parent === null) throw new IoError('EIO', `directory ${current.ino} has no ..`);
-      current = await this.inodes.read(parent);
+      current = await this.path.get(parent);
     }
     throw new IoError('EIO', 'directory cycle');
   }
 
   link(existing: string, newPath: string): Promise<void> {
-    return this.mutate(async () => {
-      const inode = await this.resolvePath(existing);
+    return this.change(async () => {
+      const inode = await this.path.resolvePath(existing, false, 'exclusive');
       if (isDir(inode)) throw new IoError('EPERM', 'cannot link a directory');
-      const { dir, name, bytes } = await this.resolveParent(newPath);
-      if ((await this.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${newPath} exists`);
+      const { dir, name, bytes } = await this.path.resolveParent(newPath);
+      if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${newPath} exists`);
       if (inode.nlink >= MAX_LINKS) throw new IoError('EMLINK', 'too many links');
-      const target = dir.ino === inode.ino ? dir : inode;
-      await this.dirs.add(dir, bytes, target.ino, entryTypeOf(target.mode));
+      await this.dirs.add(dir, bytes, inode.ino, entryTypeOf(inode.mode));
       this.touch(dir);
       await this.inodes.write(dir);
-      target.nlink++;
-      this.touch(target, false);
-      await this.inodes.write(target);
+      inode.nlink++;
+      this.touch(inode, false);
+      await this.inodes.write(inode);
     });
   }
 
   symlink(target: string, path: string): Promise<void> {
-    return this.mutate(async () => {
+    return this.change(async () => {
       const bytes = encodeName(target);
       if (bytes.length === 0) throw new IoError('ENOENT', 'empty symlink target');
       if (bytes.length > SYMLINK_MAX) throw new IoError('ENAMETOOLONG', 'symlink target too long');
-      const { dir, name, bytes: nameBytes } = await this.resolveParent(path);
-      if ((await this.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
+      const { dir, name, bytes: nameBytes } = await this.path.resolveParent(path);
+      if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
       const inode = await this.newInode(S_IFLNK | 0o777);
       inode.nlink = 1;
       const { phys } = await this.map.ensureRun(inode, 0, 1, this.dataGoal(inode));
-      const block = this.cache.create(phys, BlockType.Symlink);
+      const block = this.cache.create(phys, BlockType.Symlink, inode.ino);
       view(block).setUint32(HEADER_SIZE, bytes.length, true);
       block.set(bytes, HEADER_SIZE + 4);
       inode.size = bytes.length;
@@ -632,8 +576,8 @@ export class FileSystem implements Vfs {
   }
 
   readlink(path: string): Promise<string> {
-    return this.shared(async () => {
-      const inode = await this.resolvePath(path);
+    return this.look(async () => {
+      const inode = await this.path.resolvePath(path);
       if (!isSymlink(inode)) throw new IoError('EINVAL', `${path} is not a symbolic link`);
       return this.readSymlink(inode);
     });
@@ -653,17 +597,17 @@ export class FileSystem implements Vfs {
     const writes = access !== O_RDONLY;
     const changes = (flags & O_CREAT) !== 0 || ((flags & O_TRUNC) !== 0 && writes);
     if (!changes) {
-      return this.shared(async () => {
-        const inode = await this.resolvePath(path, true);
+      return this.look(async () => {
+        const inode = await this.path.resolvePath(path, true);
         if (writes && isDir(inode)) throw new IoError('EISDIR', `${path} is a directory`);
         if (writes && this.dev.readOnly) throw new IoError('EROFS', 'read-only volume');
         return this.openHandle(inode, flags);
       });
     }
-    return this.mutate(async () => {
+    return this.change(async () => {
       let inode: Inode | null = null;
       try {
-        inode = await this.resolvePath(path, true);
+        inode = await this.path.resolvePath(path, true, 'exclusive');
       } catch (error) {
         if (!(error instanceof IoError && error.code === 'ENOENT') || !(flags & O_CREAT)) throw error;
       }
@@ -677,9 +621,9 @@ export class FileSystem implements Vfs {
         }
         return this.openHandle(inode, flags);
       }
-      const { dir, name, bytes } = await this.resolveParent(path);
+      const { dir, name, bytes } = await this.path.resolveParent(path);
       // The name exists but did not resolve: a dangling symlink. Creating its target is not supported.
-      if ((await this.lookupIn(dir, name)) !== null) throw new IoError('ENOENT', `${path} is a dangling symbolic link`);
+      if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('ENOENT', `${path} is a dangling symbolic link`);
       const created = await this.newInode(S_IFREG | (mode & 0o7777));
       created.nlink = 1;
       await this.inodes.write(created);
@@ -690,56 +634,56 @@ export class FileSystem implements Vfs {
     });
   }
 
-  release(fh: number): Promise<void> {
-    return this.queue.run(async () => {
+  async release(fh: number): Promise<void> {
+    const handle = await this.queue.run(async () => {
       const handle = this.handle(fh);
       this.handles.delete(fh);
       const left = (this.openCounts.get(handle.ino) ?? 1) - 1;
-      if (left > 0) {
-        this.openCounts.set(handle.ino, left);
-        return;
-      }
-      this.openCounts.delete(handle.ino);
-      if (!this.mounted || this.failure || this.dev.readOnly) return;
-      await this.lockVolume('shared');
-      const inode = await this.inodes.readRaw(handle.ino);
-      if (inode.mode === 0 || inode.generation !== handle.generation || inode.nlink > 0) return;
-      if (!(await this.orphans.list()).includes(inode.ino)) return;
-      await this.lockVolume('exclusive');
-      await this.withOp(async () => {
-        const fresh = await this.inodes.readRaw(handle.ino);
-        if (fresh.mode !== 0 && fresh.generation === handle.generation && fresh.nlink === 0) await this.freeInode(fresh);
-      });
-      this.startTimer();
+      if (left > 0) this.openCounts.set(handle.ino, left);
+      else this.openCounts.delete(handle.ino);
+      return left > 0 || !this.mounted || this.failure || this.dev.readOnly ? null : handle;
+    });
+    if (!handle) return;
+    // The last local handle of a file this domain unlinked while it was open: free it now.
+    const orphaned = await this.look(async () => {
+      await this.locks.need(this.ownSlot, 'exclusive');
+      return (await this.orphans.list()).includes(handle.ino);
+    });
+    if (!orphaned) return;
+    await this.change(async () => {
+      if (this.openCounts.get(handle.ino)) return;
+      const inode = await this.handleInode(handle, 'exclusive').catch(() => null);
+      if (inode && inode.nlink === 0) await this.freeInode(inode);
     });
   }
 
   read(fh: number, position: number, length: number): Promise<Uint8Array> {
-    return this.shared(async () => {
+    return this.look(async () => {
       const handle = this.handle(fh);
       if ((handle.flags & O_ACCMODE) === O_WRONLY) throw new IoError('EBADF', 'file not open for reading');
       if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0) {
         throw new IoError('EINVAL', 'bad position or length');
       }
-      const inode = await this.handleInode(handle);
+      const inode = await this.handleInode(handle, 'shared');
       if (isDir(inode)) throw new IoError('EISDIR', 'is a directory');
       return this.data.read(inode, position, length);
     });
   }
 
   write(fh: number, position: number, data: Uint8Array): Promise<number> {
-    return this.mutate(async () => {
+    return this.change(async () => {
       const handle = this.handle(fh);
       if ((handle.flags & O_ACCMODE) === O_RDONLY) throw new IoError('EBADF', 'file not open for writing');
-      const inode = await this.handleInode(handle);
+      const inode = await this.handleInode(handle, 'exclusive');
       if (!isRegular(inode)) throw new IoError('EISDIR', 'not a regular file');
       const at = handle.flags & O_APPEND ? inode.size : position;
       if (!Number.isSafeInteger(at) || at < 0) throw new IoError('EINVAL', 'bad position');
       if (at + data.length > MAX_FILE_SIZE) throw new IoError('EFBIG', 'file too large');
       if (data.length === 0) return 0;
-      this.changedSinceGrant = true;
+      this.locks.changing(inode.ino);
+      this.dataWritten.add(inode.ino);
       await this.data.write(inode, at, data, this.dataGoal(inode), () =>
-        this.checkpoint(() => this.inodes.write(inode)),
+        this.tx!.checkpoint(() => this.inodes.write(inode)),
       );
       this.touch(inode);
       await this.inodes.write(inode);
@@ -752,21 +696,21 @@ export class FileSystem implements Vfs {
       this.handle(fh);
       this.checkUsable();
       if (this.dev.readOnly) return;
-      await this.commit();
+      await this.tx!.commit();
       await this.dev.flush();
     });
   }
 
   truncate(path: string, size: number): Promise<void> {
-    return this.mutate(async () => this.resize(await this.resolvePath(path, true), size, path));
+    return this.change(async () => this.resize(await this.path.resolvePath(path, true, 'exclusive'), size, path));
   }
 
   /** truncate through an open handle: works on a file already unlinked (ftruncate(2)). */
   ftruncate(fh: number, size: number): Promise<void> {
-    return this.mutate(async () => {
+    return this.change(async () => {
       const handle = this.handle(fh);
       if ((handle.flags & O_ACCMODE) === O_RDONLY) throw new IoError('EBADF', 'file not open for writing');
-      await this.resize(await this.handleInode(handle), size, `handle ${fh}`);
+      await this.resize(await this.handleInode(handle, 'exclusive'), size, `handle ${fh}`);
     });
   }
 
@@ -775,7 +719,8 @@ export class FileSystem implements Vfs {
     if (size > MAX_FILE_SIZE) throw new IoError('EFBIG', 'file too large');
     if (isDir(inode)) throw new IoError('EISDIR', `${what} is a directory`);
     if (!isRegular(inode)) throw new IoError('EINVAL', `${what} is not a regular file`);
-    this.changedSinceGrant = true;
+    this.locks.changing(inode.ino);
+    this.dataWritten.add(inode.ino);
     await this.truncateBlocks(inode, size);
     this.touch(inode);
     await this.inodes.write(inode);
@@ -806,8 +751,8 @@ export class FileSystem implements Vfs {
    * over paths the host kernel has already resolved, and `cp -a` sets a copied symlink's own owner and times).
    */
   private changeInode(path: string, change: (inode: Inode) => void): Promise<void> {
-    return this.mutate(async () => {
-      const inode = await this.resolvePath(path);
+    return this.change(async () => {
+      const inode = await this.path.resolvePath(path, false, 'exclusive');
       change(inode);
       this.touch(inode, false);
       await this.inodes.write(inode);
@@ -815,16 +760,17 @@ export class FileSystem implements Vfs {
   }
 
   statfs(_path: string): Promise<StatFs> {
-    return this.shared(async () => {
+    return this.look(async () => {
       const free = await this.allocator.countFree();
       return {
         bsize: BLOCK_SIZE,
         frsize: BLOCK_SIZE,
         blocks: this.superblock.totalBlocks,
-        bfree: free.blocks,
-        bavail: free.blocks,
-        files: this.geometry.inodeCount,
-        ffree: free.inodes,
+        bfree: free,
+        bavail: free,
+        // Every free block may become an inode.
+        files: this.geometry.dataBlockCount,
+        ffree: free,
         namemax: NAME_MAX,
       };
     });

@@ -1,28 +1,36 @@
 /**
- * fsck: checks every invariant of a volume without changing it (e2fsck's passes, read-only).
+ * fsck: checks every invariant of a format-2 volume without changing it (e2fsck's passes, read-only).
  *
- *  1. superblock and journals: valid headers; committed journals are read through (as if replayed), torn
- *     ones (an uncommitted transaction the next mount drops) are reported as warnings
- *  2. group metadata: bitmap and inode table headers and checksums, reserved bits set
- *  3. inodes: legal modes, bitmap bit set exactly for inodes in use, sizes that fit their mapped blocks, every
- *     block pointer inside the data area and referenced once, block counts right, indirect block headers
- *  4. block bitmaps equal the set of referenced blocks
- *  5. directories: blocks well formed, names legal and unique, entries pointing at inodes in use with the right
- *     type, `.` and `..` first and correct
- *  6. the tree: every directory reachable once from the root, no cycles; nlink equals the references; an
- *     unreferenced inode is legal only on an orphan list with nlink 0
+ *  1. superblock and journals: consistent geometry; committed journals are read through (as if replayed), torn
+ *     ones (an uncommitted transaction the next mount drops) are reported as warnings; slot blocks and their
+ *     orphan lists
+ *  2. groups: block bitmap headers and checksums, bit 0 (the bitmap itself) and the bits past the group's end set
+ *  3. inodes: there is no inode table to scan, so inodes are found as the filesystem finds them: from the root
+ *     through directory entries, then from the orphan lists. Each one: a valid Inode block at its own address,
+ *     legal mode, sizes that fit its mapped blocks, every pointer inside the data area and referenced once in the
+ *     volume (an inode's own block counts as referenced by the inode), block counts right (data and indirect
+ *     blocks, not the inode's own block), indirect, directory and symlink block headers
+ *  4. directories: names legal and unique, entries pointing at inodes in use with the right type, `.` and `..`
+ *     first and correct
+ *  5. the tree: every directory reachable once from the root, no cycles, `..` naming the parent; nlink equals
+ *     the references; an unreferenced inode is legal only on one orphan list with nlink 0
+ *  6. block bitmaps equal the set of blocks in use (bitmaps, inode blocks, mapped and indirect blocks)
+ *
+ * A block reached as an inode that is not one (bad header, free, illegal mode) is reported where it is referenced
+ * (the entry or orphan list naming it), once per reference.
  */
-import { type BlockDevice } from './block-device.js';
+import { IoError, type BlockDevice } from './block-device.js';
 import { bitIsSet } from './allocator.js';
 import { readPointer } from './block-map.js';
-import { DOT, DOTDOT, entryTypeOf, parseDirBlock, sameName } from './directory.js';
+import { DOT, DOTDOT, entryTypeOf, EntryType, parseDirBlock, sameName } from './directory.js';
 import { decodeInode, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
 import { decodeJournalHeader, inspectJournal, transactionCapacity } from './journal.js';
 import {
   BITMAP_BITS, BLOCK_SIZE, BlockType, checkBlockHeader, decodeSuperblock, DIRECT_POINTERS, Geometry, HEADER_SIZE,
-  INODES_PER_BLOCK, MAX_FILE_SIZE, POINTERS_PER_BLOCK, SYMLINK_MAX, view, type Superblock,
+  MAX_FILE_SIZE, POINTERS_PER_BLOCK, SYMLINK_MAX, view, type Superblock,
 } from './layout.js';
-import { decodeOrphans } from './orphans.js';
+import { MAX_VOLUME_BLOCKS } from './lock-names.js';
+import { decodeOrphans, ORPHAN_CAPACITY } from './orphans.js';
 import { decodeName } from './path.js';
 
 export interface FsckProgress {
@@ -77,6 +85,10 @@ class Reader {
 
 class TooManyErrors extends Error {}
 
+/** Blocks of a leaked run read at once, looking for lost inodes; lost inodes named in one message. */
+const LEAK_READ_BLOCKS = 256;
+const LOST_NAMED = 10;
+
 export async function fsck(dev: BlockDevice, options: FsckOptions = {}): Promise<FsckReport> {
   const errors: string[] = [];
   const warnings: string[] = [];
@@ -91,10 +103,70 @@ export async function fsck(dev: BlockDevice, options: FsckOptions = {}): Promise
   try {
     await check(dev, options, error, warnings, stats);
   } catch (e) {
-    if (!(e instanceof TooManyErrors)) errors.push(`fsck stopped: ${e instanceof Error ? e.message : String(e)}`);
+    if (!(e instanceof TooManyErrors)) errors.push(`fsck stopped: ${messageOf(e)}`);
     else errors.push(`(stopped after ${maxErrors} errors)`);
   }
   return { ok: errors.length === 0, errors, warnings, stats };
+}
+
+function messageOf(e: unknown): string {
+  if (e instanceof IoError) return e.detail;
+  return e instanceof Error ? e.message : String(e);
+}
+
+function typeName(type: number): string {
+  return EntryType[type] ?? `${type}`;
+}
+
+/** A name under which an inode was first reached from the root. */
+interface Link {
+  dir: number;
+  name: string;
+}
+
+/** One record of a directory, copied out of its block. */
+interface DirRecord {
+  ino: number;
+  type: number;
+  name: Uint8Array;
+  /** File block of the directory, and the record's place in it. */
+  fb: number;
+  index: number;
+}
+
+/** What the directory pass keeps of a directory for the tree pass. */
+interface DirSummary {
+  /** Inodes named by its entries (`.` and `..` aside), once per entry. */
+  targets: number[];
+  /** The directories among them. */
+  kids: number[];
+  dotOk: boolean;
+  /** Where `..` points, when the first block starts with it. */
+  parent?: number;
+}
+
+/** Why a superblock's geometry cannot be trusted, or null. */
+function geometryProblem(sb: Superblock, g: Geometry, deviceBytes: number): string | null {
+  if (sb.totalBlocks * BLOCK_SIZE > deviceBytes) return `${sb.totalBlocks} blocks exceed the device of ${deviceBytes} bytes`;
+  if (sb.totalBlocks > MAX_VOLUME_BLOCKS) return `${sb.totalBlocks} blocks exceed the largest volume (${MAX_VOLUME_BLOCKS})`;
+  if (sb.slotCount < 1 || sb.journalBlocks < 1) return `${sb.slotCount} slots of ${sb.journalBlocks} journal blocks`;
+  if (
+    sb.journalHeaderStart !== 1
+    || sb.slotBlockStart !== sb.journalHeaderStart + sb.slotCount
+    || sb.journalStart !== sb.slotBlockStart + sb.slotCount
+    || sb.groupStart !== sb.journalStart + sb.slotCount * sb.journalBlocks
+  ) {
+    return 'journal headers, slot blocks, journals and groups do not follow each other';
+  }
+  // A group holds its bitmap and at least one block; one bitmap block covers it.
+  if (sb.blocksPerGroup < 2 || sb.blocksPerGroup > BITMAP_BITS) return `bad group size ${sb.blocksPerGroup}`;
+  if (sb.groupCount < 1 || g.groupBase(sb.groupCount - 1) >= sb.totalBlocks || g.groupBase(sb.groupCount) < sb.totalBlocks) {
+    return `group count ${sb.groupCount} does not match the volume size`;
+  }
+  if (sb.rootIno !== sb.groupStart + 1 || !g.isDataBlock(sb.rootIno)) {
+    return `root inode ${sb.rootIno} is not the first data block of group 0 (${sb.groupStart + 1})`;
+  }
+  return null;
 }
 
 async function check(
@@ -107,25 +179,23 @@ async function check(
   const progress = (phase: string, done: number, total: number) => options.onProgress?.({ phase, done, total });
   const reader = new Reader(dev);
 
-  // Pass 1: superblock and journals.
+  // Pass 1: superblock, journals, slot blocks.
   progress('superblock', 0, 1);
+  if (dev.sizeBytes < BLOCK_SIZE) return error(`superblock: device of ${dev.sizeBytes} bytes has no room for one`);
   const raw = new Uint8Array(BLOCK_SIZE);
   await dev.read(0, raw);
   let sb: Superblock;
   try {
     sb = decodeSuperblock(raw);
   } catch (e) {
-    error(`superblock: ${e instanceof Error ? e.message : String(e)}`);
-    return;
+    // A format-1 volume ends here, with decodeSuperblock's own words on what to do.
+    return error(`superblock: ${messageOf(e)}`);
   }
   const g = new Geometry(sb);
-  if (sb.totalBlocks * BLOCK_SIZE > dev.sizeBytes) return error(`superblock: ${sb.totalBlocks} blocks exceed the device`);
-  if (g.groupBase(sb.groupCount - 1) >= sb.totalBlocks || g.groupBase(sb.groupCount) < sb.totalBlocks) {
-    return error('superblock: group count does not match the volume size');
-  }
-  if (sb.journalStart + sb.slotCount * sb.journalBlocks !== sb.groupStart || sb.inodesPerGroup > BITMAP_BITS) {
-    return error('superblock: inconsistent geometry');
-  }
+  const bad = geometryProblem(sb, g, dev.sizeBytes);
+  if (bad) return error(`superblock: ${bad}`);
+  progress('superblock', 1, 1);
+
   for (let slot = 0; slot < sb.slotCount; slot++) {
     progress('journals', slot, sb.slotCount);
     const state = await inspectJournal(dev, sb, slot);
@@ -140,247 +210,376 @@ async function check(
       header.targets.forEach((target, i) => reader.overlay.set(target, log.slice(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)));
     }
   }
+  progress('journals', sb.slotCount, sb.slotCount);
   const orphanOf = new Map<number, number>();
   for (let slot = 0; slot < sb.slotCount; slot++) {
-    const block = await reader.block(g.slotBlock(slot));
-    const problem = checkBlockHeader(block, BlockType.Slot, g.slotBlock(slot));
+    const address = g.slotBlock(slot);
+    const block = await reader.block(address);
+    const problem = checkBlockHeader(block, BlockType.Slot, address);
     if (problem) {
-      error(problem);
+      error(`slot ${slot}: ${problem}`);
       continue;
     }
+    const count = view(block).getUint32(HEADER_SIZE, true);
+    if (count > ORPHAN_CAPACITY) error(`slot ${slot}: orphan list of ${count} entries (at most ${ORPHAN_CAPACITY})`);
     for (const ino of decodeOrphans(block)) {
-      if (!g.validIno(ino)) error(`slot ${slot}: orphan ${ino} out of range`);
+      if (!g.validIno(ino)) error(`slot ${slot}: orphan ${ino} is not a data-area block`);
+      else if (orphanOf.get(ino) === slot) error(`slot ${slot}: orphan ${ino} is listed twice`);
       else if (orphanOf.has(ino)) error(`inode ${ino} is on the orphan lists of slots ${orphanOf.get(ino)} and ${slot}`);
       else orphanOf.set(ino, slot);
     }
   }
 
-  // Pass 2 and 3: group metadata and inodes.
+  // Pass 2: group bitmaps (compared with the blocks in use in pass 6).
+  const bitmapOk: boolean[] = [];
+  for (let group = 0; group < sb.groupCount; group++) {
+    progress('groups', group, sb.groupCount);
+    const address = g.blockBitmap(group);
+    const bitmap = await reader.block(address);
+    const problem = checkBlockHeader(bitmap, BlockType.BlockBitmap, address);
+    bitmapOk.push(!problem);
+    if (problem) {
+      error(`group ${group}: ${problem}`);
+      continue;
+    }
+    if (!bitIsSet(bitmap, 0)) error(`group ${group}: bit 0 (the bitmap block ${address} itself) is clear`);
+    for (let bit = g.groupSize(group); bit < BITMAP_BITS; bit++) {
+      if (!bitIsSet(bitmap, bit)) {
+        error(`group ${group}: bit ${bit}, past the group's ${g.groupSize(group)} blocks, is clear`);
+        break;
+      }
+    }
+  }
+  progress('groups', sb.groupCount, sb.groupCount);
+
+  // Pass 3: inodes, from the root through directory entries, then from the orphan lists.
+  /** Block -> the inode using it (an inode's own block maps to itself). */
   const owner = new Map<number, number>();
   const inodes = new Map<number, Inode>();
-  const blockBitmaps: Uint8Array[] = [];
+  /** Blocks reached as inodes that are not inodes in use, and why. */
+  const notInodes = new Map<number, string>();
+  const links = new Map<number, Link>();
+  /** The records of every directory reached from the root. */
+  const dirRecords = new Map<number, DirRecord[]>();
+
+  const pathOf = (ino: number): string | undefined => {
+    if (ino === sb.rootIno) return '/';
+    if (!links.has(ino)) return undefined;
+    // First links always lead back to the root: an inode is linked from a directory reached before it.
+    const names: string[] = [];
+    for (let at = ino; at !== sb.rootIno; at = links.get(at)!.dir) names.unshift(links.get(at)!.name);
+    return `/${names.join('/')}`;
+  };
+  const label = (ino: number): string => {
+    const path = pathOf(ino);
+    if (path !== undefined) return `inode ${ino} (${path})`;
+    if (orphanOf.has(ino)) return `inode ${ino} (orphan of slot ${orphanOf.get(ino)})`;
+    return `inode ${ino}`;
+  };
+  const entryPath = (dir: number, name: string): string => {
+    const path = pathOf(dir) ?? `<directory ${dir}>`;
+    return path === '/' ? `/${name}` : `${path}/${name}`;
+  };
   const claim = (block: number, ino: number, what: string): boolean => {
     if (!g.isDataBlock(block)) {
-      error(`inode ${ino}: ${what} pointer ${block} outside the data area`);
+      error(`${label(ino)}: ${what} pointer ${block} outside the data area`);
       return false;
     }
     const previous = owner.get(block);
     if (previous !== undefined) {
-      error(`block ${block} referenced by inode ${previous} and inode ${ino} (${what})`);
+      const other = previous === block ? `it is the block of ${label(previous)}` : `it is already used by ${label(previous)}`;
+      error(`block ${block} is referenced twice: ${what} of ${label(ino)}, and ${other}`);
       return false;
     }
     owner.set(block, ino);
     return true;
   };
-  const dirBlocks = new Map<number, number[]>();
+  /** The inode in block `ino`, or null (and why in notInodes). */
+  const readInode = async (ino: number): Promise<Inode | null> => {
+    const block = await reader.block(ino);
+    const problem = checkBlockHeader(block, BlockType.Inode, ino);
+    if (problem) {
+      notInodes.set(ino, problem);
+      return null;
+    }
+    const inode = decodeInode(block, HEADER_SIZE, ino);
+    if (inode.mode === 0) notInodes.set(ino, `block ${ino} holds a free inode`);
+    else if (!legalMode(inode.mode)) notInodes.set(ino, `inode ${ino} has illegal mode 0o${inode.mode.toString(8)}`);
+    else return inode;
+    return null;
+  };
 
-  for (let group = 0; group < sb.groupCount; group++) {
-    progress('inodes', group, sb.groupCount);
-    const reserved = g.firstDataBlock(group) - g.groupBase(group);
-    const meta = await reader.range(g.groupBase(group), reserved);
-    const bitmap = meta.subarray(0, BLOCK_SIZE);
-    const inodeBitmap = meta.subarray(BLOCK_SIZE, 2 * BLOCK_SIZE);
-    for (const [block, type, address] of [
-      [bitmap, BlockType.BlockBitmap, g.blockBitmap(group)],
-      [inodeBitmap, BlockType.InodeBitmap, g.inodeBitmap(group)],
-    ] as const) {
-      const problem = checkBlockHeader(block, type, address);
-      if (problem) error(problem);
-    }
-    blockBitmaps.push(bitmap);
-    const size = g.groupSize(group);
-    for (let bit = 0; bit < BITMAP_BITS; bit++) {
-      if ((bit < reserved || bit >= size) && !bitIsSet(bitmap, bit)) {
-        error(`group ${group}: reserved block bit ${bit} is clear`);
-        break;
-      }
-    }
-    for (let bit = sb.inodesPerGroup; bit < BITMAP_BITS; bit++) {
-      if (!bitIsSet(inodeBitmap, bit)) {
-        error(`group ${group}: inode bitmap bit ${bit} past the table is clear`);
-        break;
-      }
-    }
-    for (let t = 0; t < sb.inodeTableBlocks; t++) {
-      const address = g.inodeTable(group) + t;
-      const table = meta.subarray((2 + t) * BLOCK_SIZE, (3 + t) * BLOCK_SIZE);
-      const problem = checkBlockHeader(table, BlockType.InodeTable, address);
+  const queue = [sb.rootIno];
+  const queued = new Set<number>(queue);
+  let checked = 0;
+  const visit = async (ino: number, fromTree: boolean) => {
+    progress('inodes', checked++, queued.size);
+    const inode = await readInode(ino);
+    if (!inode) return;
+    inodes.set(ino, inode);
+    claim(ino, ino, 'inode block');
+    // An inode only an orphan list holds, with nlink 0, is being freed: a truncation spanning several
+    // transactions may have left a directory or symlink with fewer blocks (and a smaller size) than it had.
+    const freeing = !fromTree && inode.nlink === 0;
+    const blocks = await checkInodeBlocks(reader, inode, freeing, label(ino), claim, error);
+    if (!blocks) return;
+    const records: DirRecord[] = [];
+    for (let fb = 0; fb < blocks.length; fb++) {
+      const address = blocks[fb];
+      const content = await reader.block(address);
+      const problem = checkBlockHeader(content, BlockType.Directory, address);
       if (problem) {
-        error(problem);
+        error(`${label(ino)}: directory file block ${fb}: ${problem}`);
         continue;
       }
-      for (let i = 0; i < INODES_PER_BLOCK; i++) {
-        const index = t * INODES_PER_BLOCK + i;
-        const ino = group * sb.inodesPerGroup + index + 1;
-        const inode = decodeInode(table, HEADER_SIZE + i * 128, ino);
-        const allocated = bitIsSet(inodeBitmap, index);
-        if (inode.mode === 0) {
-          if (allocated) error(`inode ${ino}: marked in use in the bitmap but free`);
-          continue;
-        }
-        if (!allocated) error(`inode ${ino}: in use but free in the bitmap`);
-        if (!legalMode(inode.mode)) {
-          error(`inode ${ino}: illegal mode ${inode.mode.toString(8)}`);
-          continue;
-        }
-        inodes.set(ino, inode);
-        await checkInodeBlocks(reader, inode, claim, error, dirBlocks);
+      const parsed = parseDirBlock(content, address);
+      if (typeof parsed === 'string') {
+        error(`${label(ino)}: ${parsed}`);
+        continue;
       }
+      parsed.forEach((e, index) => records.push({ ino: e.ino, type: e.type, name: e.name.slice(), fb, index }));
     }
+    // A removed directory's entries count for nothing: only the tree's are walked.
+    if (!fromTree) return;
+    dirRecords.set(ino, records);
+    for (const r of records) {
+      if (r.ino === 0 || sameName(r.name, DOT) || sameName(r.name, DOTDOT)) continue;
+      if (!g.isDataBlock(r.ino) || queued.has(r.ino)) continue;
+      queued.add(r.ino);
+      links.set(r.ino, { dir: ino, name: decodeName(r.name) });
+      queue.push(r.ino);
+    }
+  };
+  for (let i = 0; i < queue.length; i++) await visit(queue[i], true);
+  for (const ino of orphanOf.keys()) {
+    if (queued.has(ino)) continue;
+    queued.add(ino);
+    await visit(ino, false);
   }
+  progress('inodes', checked, queued.size);
   stats.inodesInUse = inodes.size;
 
-  // Pass 4: bitmaps against references.
-  for (let group = 0; group < sb.groupCount; group++) {
-    progress('bitmaps', group, sb.groupCount);
-    const base = g.groupBase(group);
-    const size = g.groupSize(group);
-    const first = g.firstDataBlock(group) - base;
-    for (let bit = 0; bit < size; bit++) {
-      const used = bitIsSet(blockBitmaps[group], bit);
-      if (!used) stats.freeBlocks++;
-      else stats.blocksInUse++;
-      if (bit < first) continue;
-      const referenced = owner.has(base + bit);
-      if (used && !referenced) error(`block ${base + bit}: allocated but not referenced`);
-      if (!used && referenced) error(`block ${base + bit}: referenced by inode ${owner.get(base + bit)} but free`);
-    }
-  }
-
-  // Pass 5: directories.
-  const refs = new Map<number, number>();
-  const parentOf = new Map<number, number>();
-  const children = new Map<number, number[]>();
+  // Pass 4: directory entries.
+  const summaries = new Map<number, DirSummary>();
   let done = 0;
-  for (const [ino, blocks] of dirBlocks) {
-    progress('directories', done++, dirBlocks.size);
+  for (const [dir, records] of dirRecords) {
+    progress('directories', done++, dirRecords.size);
+    const summary: DirSummary = { targets: [], kids: [], dotOk: false };
     const names = new Set<string>();
-    const kids: number[] = [];
-    for (let b = 0; b < blocks.length; b++) {
-      const address = blocks[b];
-      const block = await reader.block(address);
-      const problem = checkBlockHeader(block, BlockType.Directory, address);
-      if (problem) {
-        error(`directory ${ino}: ${problem}`);
-        continue;
-      }
-      const entries = parseDirBlock(block, address);
-      if (typeof entries === 'string') {
-        error(`directory ${ino}: ${entries}`);
-        continue;
-      }
-      entries.forEach((entry, index) => {
-        if (b === 0 && index < 2) {
-          const expected = index === 0 ? DOT : DOTDOT;
-          if (entry.ino === 0 || !sameName(entry.name, expected)) {
-            error(`directory ${ino}: entry ${index} is not ${index === 0 ? '.' : '..'}`);
-            return;
+    // A first block that could not be read was reported in pass 3; one that parsed has at least one record.
+    if (records.filter((r) => r.fb === 0).length === 1) error(`${label(dir)}: its first block has no ".." record`);
+    for (const r of records) {
+      if (r.fb === 0 && r.index < 2) {
+        const expected = r.index === 0 ? DOT : DOTDOT;
+        const what = r.index === 0 ? '"."' : '".."';
+        if (r.ino !== 0 && sameName(r.name, expected)) {
+          if (r.type !== EntryType.Directory) error(`${label(dir)}: ${what} has type ${typeName(r.type)}, not Directory`);
+          if (r.index === 0) {
+            if (r.ino !== dir) error(`${label(dir)}: "." points at ${r.ino}`);
+            else summary.dotOk = true;
+          } else {
+            summary.parent = r.ino;
           }
-          if (index === 0 && entry.ino !== ino) error(`directory ${ino}: . points at ${entry.ino}`);
-          if (index === 1) parentOf.set(ino, entry.ino);
-          refs.set(entry.ino, (refs.get(entry.ino) ?? 0) + 1);
-          return;
+          continue;
         }
-        if (entry.ino === 0) return;
-        const name = decodeName(entry.name);
-        if (entry.name.length === 0 || entry.name.includes(0x2f) || entry.name.includes(0)) {
-          error(`directory ${ino}: illegal name ${JSON.stringify(name)}`);
-        }
-        if (sameName(entry.name, DOT) || sameName(entry.name, DOTDOT)) error(`directory ${ino}: extra ${name} entry`);
-        if (names.has(name)) error(`directory ${ino}: duplicate name ${JSON.stringify(name)}`);
-        names.add(name);
-        const target = inodes.get(entry.ino);
-        if (!target) {
-          error(`directory ${ino}: ${JSON.stringify(name)} points at ${g.validIno(entry.ino) ? 'free' : 'invalid'} inode ${entry.ino}`);
-          return;
-        }
-        if (entry.type !== entryTypeOf(target.mode)) error(`directory ${ino}: ${JSON.stringify(name)} has type ${entry.type}, inode ${entry.ino} is ${entryTypeOf(target.mode)}`);
-        refs.set(entry.ino, (refs.get(entry.ino) ?? 0) + 1);
-        if (isDir(target)) kids.push(entry.ino);
-      });
-    }
-    children.set(ino, kids);
-  }
-
-  // Pass 6: tree and link counts.
-  progress('tree', 0, 1);
-  const root = inodes.get(sb.rootIno);
-  if (!root || !isDir(root)) {
-    error(`root inode ${sb.rootIno} is not a directory`);
-    return;
-  }
-  if (parentOf.get(sb.rootIno) !== sb.rootIno) error(`root: .. points at ${parentOf.get(sb.rootIno)}`);
-  const reached = new Set<number>([sb.rootIno]);
-  const queue = [sb.rootIno];
-  const entryParent = new Map<number, number>();
-  while (queue.length > 0) {
-    const dir = queue.shift()!;
-    for (const child of children.get(dir) ?? []) {
-      if (child === sb.rootIno || entryParent.has(child)) {
-        error(`directory ${child} is linked from directory ${dir} and ${entryParent.get(child) ?? 'the root'}`);
+        error(`${label(dir)}: record ${r.index} of its first block is not ${what}`);
+      }
+      if (r.ino === 0) continue;
+      const name = decodeName(r.name);
+      const path = entryPath(dir, name);
+      if (r.name.length === 0 || r.name.includes(0x2f) || r.name.includes(0)) {
+        error(`${label(dir)}: illegal name ${JSON.stringify(name)}`);
+      }
+      if (sameName(r.name, DOT) || sameName(r.name, DOTDOT)) {
+        error(`${label(dir)}: extra ${JSON.stringify(name)} entry (file block ${r.fb}, record ${r.index})`);
         continue;
       }
-      entryParent.set(child, dir);
-      if (parentOf.get(child) !== dir) error(`directory ${child}: .. points at ${parentOf.get(child)}, it lives in ${dir}`);
+      // Names are compared as bytes: two byte strings may decode to the same text.
+      const key = Buffer.from(r.name).toString('latin1');
+      if (names.has(key)) error(`${label(dir)}: duplicate name ${JSON.stringify(name)}`);
+      names.add(key);
+      if (!g.isDataBlock(r.ino)) {
+        error(`entry ${JSON.stringify(path)} (directory ${dir}) points at block ${r.ino}, outside the data area`);
+        continue;
+      }
+      const target = inodes.get(r.ino);
+      if (!target) {
+        error(`entry ${JSON.stringify(path)} (directory ${dir}) points at block ${r.ino}, which is not an inode in use: ${notInodes.get(r.ino)}`);
+        continue;
+      }
+      const type = entryTypeOf(target.mode);
+      if (r.type !== type) {
+        error(`entry ${JSON.stringify(path)} (directory ${dir}) has type ${typeName(r.type)}, ${label(r.ino)} is ${typeName(type)}`);
+      }
+      summary.targets.push(r.ino);
+      if (isDir(target)) summary.kids.push(r.ino);
+    }
+    summaries.set(dir, summary);
+  }
+  progress('directories', dirRecords.size, dirRecords.size);
+  dirRecords.clear();
+
+  // Pass 5: the tree and link counts.
+  progress('tree', 0, inodes.size);
+  const root = inodes.get(sb.rootIno);
+  if (!root) return error(`root inode ${sb.rootIno}: ${notInodes.get(sb.rootIno)}`);
+  if (!isDir(root)) return error(`root inode ${sb.rootIno} is not a directory (mode 0o${root.mode.toString(8)})`);
+  const rootSummary = summaries.get(sb.rootIno);
+  if (rootSummary?.parent !== undefined && rootSummary.parent !== sb.rootIno) {
+    error(`inode ${sb.rootIno} (/): ".." points at ${rootSummary.parent}, not at the root itself`);
+  }
+  const reached = new Set<number>([sb.rootIno]);
+  const tree = [sb.rootIno];
+  const linkedFrom = new Map<number, number>();
+  for (let i = 0; i < tree.length; i++) {
+    const dir = tree[i];
+    for (const child of summaries.get(dir)?.kids ?? []) {
+      if (child === sb.rootIno) {
+        error(`${label(dir)} links the root directory (a cycle)`);
+        continue;
+      }
+      if (linkedFrom.has(child)) {
+        error(`directory ${label(child)} is linked from ${label(linkedFrom.get(child)!)} and from ${label(dir)} (a second link or a cycle)`);
+        continue;
+      }
+      linkedFrom.set(child, dir);
+      const parent = summaries.get(child)?.parent;
+      if (parent !== undefined && parent !== dir) error(`${label(child)}: ".." points at ${parent}, it lives in directory ${dir}`);
       reached.add(child);
-      queue.push(child);
+      tree.push(child);
     }
   }
-  for (const ino of children.keys()) {
-    if (!reached.has(ino) && !orphanOf.has(ino)) error(`directory ${ino} is not reachable from the root (cycle or lost)`);
+  // References from the tree: entries, each directory's "." and its ".." (in its parent).
+  const refs = new Map<number, number>();
+  const ref = (ino: number) => refs.set(ino, (refs.get(ino) ?? 0) + 1);
+  for (const [dir, summary] of summaries) {
+    if (!reached.has(dir)) {
+      error(`${label(dir)} is not reachable from the root (cycle or lost)`);
+      continue;
+    }
+    if (summary.dotOk) ref(dir);
+    if (summary.parent !== undefined) ref(summary.parent);
+    summary.targets.forEach(ref);
   }
+  done = 0;
   for (const [ino, inode] of inodes) {
-    const count = refs.get(ino) ?? 0;
+    progress('tree', done++, inodes.size);
     if (isDir(inode)) stats.directories++;
     else if (isSymlink(inode)) stats.symlinks++;
     else stats.files++;
+    const count = refs.get(ino) ?? 0;
+    const slot = orphanOf.get(ino);
     if (count === 0) {
-      if (orphanOf.has(ino) && inode.nlink === 0) {
-        stats.orphans++;
-        continue;
-      }
-      error(`inode ${ino}: in use (nlink ${inode.nlink}) but not referenced by any directory${orphanOf.has(ino) ? '' : ' nor on an orphan list'}`);
+      if (slot !== undefined && inode.nlink === 0) stats.orphans++;
+      else if (slot !== undefined) error(`${label(ino)}: on the orphan list of slot ${slot} with nlink ${inode.nlink}, but not referenced`);
+      else error(`${label(ino)}: in use (nlink ${inode.nlink}) but not referenced by any directory nor on an orphan list`);
       continue;
     }
-    if (inode.nlink !== count) error(`inode ${ino}: nlink ${inode.nlink}, referenced ${count} times`);
-    if (orphanOf.has(ino)) error(`inode ${ino}: on the orphan list of slot ${orphanOf.get(ino)} but still linked`);
+    if (inode.nlink !== count) error(`${label(ino)}: nlink ${inode.nlink}, referenced ${count} times`);
+    if (slot !== undefined) error(`${label(ino)}: on the orphan list of slot ${slot} but still linked`);
   }
-  for (const ino of orphanOf.keys()) {
-    if (!inodes.has(ino)) error(`orphan ${ino} is a free inode`);
+  for (const [ino, slot] of orphanOf) {
+    if (!inodes.has(ino)) error(`slot ${slot}: orphan ${ino} is not an inode in use: ${notInodes.get(ino)}`);
   }
+
+  // Pass 6: bitmaps against the blocks in use.
+  for (let group = 0; group < sb.groupCount; group++) {
+    progress('bitmaps', group, sb.groupCount);
+    // A bitmap that failed its checksum says nothing worth comparing (reported in pass 2).
+    if (!bitmapOk[group]) continue;
+    const bitmap = await reader.block(g.blockBitmap(group));
+    const base = g.groupBase(group);
+    const size = g.groupSize(group);
+    let leakStart = -1;
+    const leaked = async (end: number) => {
+      if (leakStart < 0) return;
+      const blocks = end - 1 === leakStart ? `block ${leakStart}` : `blocks ${leakStart}..${end - 1}`;
+      // Nothing links an inode that is lost, so it is only found here: name the ones the run holds.
+      const lost: number[] = [];
+      for (let start = leakStart; start < end; start += LEAK_READ_BLOCKS) {
+        const count = Math.min(LEAK_READ_BLOCKS, end - start);
+        const run = await reader.range(start, count);
+        for (let i = 0; i < count; i++) {
+          const content = run.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE);
+          if (!checkBlockHeader(content, BlockType.Inode, start + i) && decodeInode(content, HEADER_SIZE, start + i).mode !== 0) {
+            lost.push(start + i);
+          }
+        }
+      }
+      leakStart = -1;
+      let among = '';
+      if (lost.length > 0) {
+        const named = lost.length > LOST_NAMED ? `${lost.slice(0, LOST_NAMED).join(', ')} and ${lost.length - LOST_NAMED} more` : lost.join(', ');
+        among = `; ${lost.length === 1 ? 'it holds inode' : 'they hold inodes'} ${named}, linked from nowhere`;
+      }
+      error(`${blocks} (group ${group}): allocated but not referenced (leaked)${among}`);
+    };
+    for (let bit = 0; bit < size; bit++) {
+      const block = base + bit;
+      const set = bitIsSet(bitmap, bit);
+      if (set) stats.blocksInUse++;
+      else stats.freeBlocks++;
+      if (bit === 0) continue;
+      const user = owner.get(block);
+      if (set && user === undefined) {
+        if (leakStart < 0) leakStart = block;
+        continue;
+      }
+      await leaked(block);
+      if (!set && user !== undefined) {
+        error(`block ${block}: free in the bitmap of group ${group}, but ${user === block ? 'it is the block of' : 'used by'} ${label(user)}`);
+      }
+    }
+    await leaked(base + size);
+  }
+  progress('bitmaps', sb.groupCount, sb.groupCount);
   progress('done', 1, 1);
 }
 
-/** Walks an inode's block map, claims its blocks and checks sizes and counts. */
+/**
+ * Walks an inode's block map, claims its blocks and checks sizes and counts. Returns a directory's blocks in file
+ * order (for the caller to read), or null.
+ */
 async function checkInodeBlocks(
   reader: Reader,
   inode: Inode,
+  freeing: boolean,
+  label: string,
   claim: (block: number, ino: number, what: string) => boolean,
   error: (message: string) => void,
-  dirBlocks: Map<number, number[]>,
-): Promise<void> {
+): Promise<number[] | null> {
   const ino = inode.ino;
-  if (!(inode.size >= 0 && Number.isSafeInteger(inode.size) && inode.size <= MAX_FILE_SIZE)) {
-    error(`inode ${ino}: bad size ${inode.size}`);
-    return;
-  }
-  const sizeBlocks = Math.ceil(inode.size / BLOCK_SIZE);
+  const sizeOk = inode.size >= 0 && Number.isSafeInteger(inode.size) && inode.size <= MAX_FILE_SIZE;
+  if (!sizeOk) error(`${label}: bad size ${inode.size}`);
+  const sizeBlocks = sizeOk ? Math.ceil(inode.size / BLOCK_SIZE) : Infinity;
+  // File block -> volume block, kept for directories and symlinks only (a regular file's map may be large);
+  // `claimed` holds the file blocks whose block was not refused (out of range or referenced twice, reported).
+  const keepMap = !isRegular(inode);
   const mapped = new Map<number, number>();
-  let counted = 0;
+  const claimed = new Set<number>();
+  let pointers = 0;
+  let complete = true;
+  let pastEnd = -1;
   const data = (fb: number, block: number) => {
     if (!block) return;
-    if (!claim(block, ino, `file block ${fb}`)) return;
-    counted++;
+    pointers++;
+    if (fb >= sizeBlocks && pastEnd < 0) pastEnd = fb;
+    const ok = claim(block, ino, `file block ${fb}`);
+    if (!keepMap) return;
     mapped.set(fb, block);
-    if (fb >= sizeBlocks) error(`inode ${ino}: block ${fb} mapped past the end of file (size ${inode.size})`);
+    if (ok) claimed.add(fb);
   };
   const indirect = async (block: number, what: string): Promise<Uint8Array | null> => {
-    if (!claim(block, ino, what)) return null;
-    counted++;
+    pointers++;
+    if (!claim(block, ino, what)) {
+      complete = false;
+      return null;
+    }
     const content = await reader.block(block);
     const problem = checkBlockHeader(content, BlockType.Indirect, block);
     if (problem) {
-      error(`inode ${ino}: ${what}: ${problem}`);
+      error(`${label}: ${what}: ${problem}`);
+      complete = false;
       return null;
     }
     return content;
@@ -396,37 +595,54 @@ async function checkInodeBlocks(
       for (let a = 0; a < POINTERS_PER_BLOCK; a++) {
         const leafAddress = readPointer(top, a);
         if (!leafAddress) continue;
-        const leaf = await indirect(leafAddress, `indirect block ${a}`);
+        const leaf = await indirect(leafAddress, `indirect block ${a} of the double indirect block`);
         if (!leaf) continue;
         const base = DIRECT_POINTERS + POINTERS_PER_BLOCK + a * POINTERS_PER_BLOCK;
         for (let i = 0; i < POINTERS_PER_BLOCK; i++) data(base + i, readPointer(leaf, i));
       }
     }
   }
-  if (counted !== inode.blocks) error(`inode ${ino}: block count ${inode.blocks}, ${counted} blocks mapped`);
+  if (pastEnd >= 0) error(`${label}: file block ${pastEnd} is mapped past the end of the file (size ${inode.size})`);
+  // `blocks` counts data and indirect blocks, as the block map does; the inode's own block is not counted.
+  if (complete && pointers !== inode.blocks) {
+    error(`${label}: block count ${inode.blocks}, but ${pointers} data and indirect blocks are mapped`);
+  }
+  if (!sizeOk) return null;
   if (isDir(inode)) {
-    if (inode.size === 0 || inode.size % BLOCK_SIZE !== 0) error(`directory ${ino}: size ${inode.size} is not whole blocks`);
+    if (inode.size % BLOCK_SIZE !== 0 || (inode.size === 0 && !freeing)) {
+      error(`${label}: directory size ${inode.size} is not a whole number of blocks`);
+    }
     const blocks: number[] = [];
     for (let fb = 0; fb < sizeBlocks; fb++) {
       const block = mapped.get(fb);
-      if (!block) {
-        error(`directory ${ino}: hole at block ${fb}`);
-        return;
+      if (block === undefined) {
+        // Past an indirect block that could not be read, the map is unknown rather than a hole.
+        if (complete) error(`${label}: directory has a hole at file block ${fb}`);
+        return null;
       }
+      if (!claimed.has(fb)) return null;
       blocks.push(block);
     }
-    dirBlocks.set(ino, blocks);
-  } else if (isSymlink(inode)) {
-    const block = mapped.get(0);
-    if (inode.size < 1 || inode.size > SYMLINK_MAX || !block || mapped.size !== 1) {
-      error(`symlink ${ino}: size ${inode.size} with ${mapped.size} blocks`);
-      return;
+    return blocks;
+  }
+  if (isSymlink(inode)) {
+    if (freeing && inode.size === 0 && pointers === 0) return null;
+    if (inode.size < 1 || inode.size > SYMLINK_MAX) {
+      error(`${label}: symlink size ${inode.size} (1..${SYMLINK_MAX})`);
+      return null;
     }
+    if (pointers !== 1 || !inode.direct[0]) {
+      error(`${label}: symlink with ${pointers} blocks mapped, expected one at file block 0`);
+      return null;
+    }
+    const block = mapped.get(0);
+    if (block === undefined || !claimed.has(0)) return null;
     const content = await reader.block(block);
     const problem = checkBlockHeader(content, BlockType.Symlink, block);
-    if (problem) error(`symlink ${ino}: ${problem}`);
-    else if (view(content).getUint32(HEADER_SIZE, true) !== inode.size) error(`symlink ${ino}: stored length differs from size`);
-  } else if (!isRegular(inode)) {
-    error(`inode ${ino}: unknown type`);
+    if (problem) error(`${label}: symlink ${problem}`);
+    else if (view(content).getUint32(HEADER_SIZE, true) !== inode.size) {
+      error(`${label}: symlink block ${block} stores length ${view(content).getUint32(HEADER_SIZE, true)}, size is ${inode.size}`);
+    }
   }
+  return null;
 }

@@ -1,5 +1,5 @@
 /** The filesystem's public surface, for the CLI (bin/), the guest kernel (guests/) and the monitor. */
-export { FileSystem, VOLUME_LOCK, type MountOptions } from './filesystem.js';
+export { FileSystem, type MountOptions } from './filesystem.js';
 export { mkfs, planVolume, MIN_JOURNAL_BLOCKS, type MkfsOptions } from './mkfs.js';
 export { fsck, type FsckOptions, type FsckProgress, type FsckReport, type FsckStats } from './fsck.js';
 export { replayJournal, inspectJournal, dirtyJournalSlots, type JournalState } from './journal.js';

@@ -1,15 +1,16 @@
 /**
- * Inodes: 128-byte records in the per-group inode tables, read and written through the block cache.
+ * Inodes: one block each (BlockType.Inode), numbered by their block address, the record after the block header.
+ * Read and written through the block cache under the inode's own cluster lock.
  *
  *   0 mode   4 uid   8 gid   12 nlink   16 size (f64)   24 atime   32 mtime   40 ctime (f64 ms)
  *  48 blocks (allocated, including indirect)   52 generation   56 direct[12]   104 indirect   108 double indirect
  *
- * A free inode has mode 0 (and a clear bit in its group's inode bitmap). `generation` changes every time the
- * number is reused, so a file handle can tell that its file is gone.
+ * A freed inode's block goes back to its group's bitmap and may become anything. `generation` is drawn at random
+ * when an inode is made, so a file handle can tell that its file is gone even when the block holds a new inode.
  */
 import { IoError } from './block-device.js';
 import type { BlockCache } from './block-cache.js';
-import { BlockType, DIRECT_POINTERS, INODE_SIZE, view, type Geometry } from './layout.js';
+import { BlockType, DIRECT_POINTERS, HEADER_SIZE, INODE_SIZE, view, type Geometry } from './layout.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './vfs.js';
 
 export interface Inode {
@@ -100,22 +101,32 @@ export class InodeStore {
     private readonly geometry: Geometry,
   ) {}
 
-  /** Any inode, free or not. */
-  async readRaw(ino: number): Promise<Inode> {
-    if (!this.geometry.validIno(ino)) throw new IoError('EIO', `inode number ${ino} out of range`);
-    const { block, offset } = this.geometry.inodeLocation(ino);
-    return decodeInode(await this.cache.get(block, BlockType.InodeTable), offset, ino);
-  }
-
-  /** An inode in use. */
+  /** An inode in use (the caller holds its lock). */
   async read(ino: number): Promise<Inode> {
-    const inode = await this.readRaw(ino);
+    if (!this.geometry.validIno(ino)) throw new IoError('EIO', `inode number ${ino} out of range`);
+    const inode = decodeInode(await this.cache.get(ino, BlockType.Inode, ino), HEADER_SIZE, ino);
     if (inode.mode === 0) throw new IoError('EIO', `inode ${ino} is referenced but free`);
     return inode;
   }
 
+  /**
+   * The inode a handle or an orphan list names, or null when its block no longer holds an inode (it was freed
+   * and reused, perhaps by another domain): read past the cache's type check.
+   */
+  async readIfInode(ino: number): Promise<Inode | null> {
+    if (!this.geometry.validIno(ino)) return null;
+    const block = await this.cache.getIf(ino, BlockType.Inode, ino);
+    if (!block) return null;
+    const inode = decodeInode(block, HEADER_SIZE, ino);
+    return inode.mode === 0 ? null : inode;
+  }
+
+  /** A new inode's block (no read: its previous contents do not matter). */
+  create(inode: Inode): void {
+    encodeInode(this.cache.create(inode.ino, BlockType.Inode, inode.ino), HEADER_SIZE, inode);
+  }
+
   async write(inode: Inode): Promise<void> {
-    const { block, offset } = this.geometry.inodeLocation(inode.ino);
-    encodeInode(await this.cache.getForWrite(block, BlockType.InodeTable), offset, inode);
+    encodeInode(await this.cache.getForWrite(inode.ino, BlockType.Inode, inode.ino), HEADER_SIZE, inode);
   }
 }

@@ -17,12 +17,22 @@
  * Recovery (replayJournal) needs no filesystem knowledge beyond the superblock's geometry: if the header is valid
  * and every logged copy matches its checksum, copy the blocks home, FLUSH, clear, FLUSH. Anything else is an
  * uncommitted transaction and is dropped. Replay is idempotent, so a crash during replay is harmless.
+ *
+ * Several journals, one block. Each domain commits into its own journal, and a block is covered by one cluster
+ * lock, given up only after the commit wrote the block home and cleared the log. But the clear is not flushed:
+ * until the next FLUSH (anyone's: the next holder's commit starts with one) a crash may keep the old holder's
+ * record while the new holder's record of the same block also reached the disk. So every record carries a tag,
+ * the lock service's change epoch as last seen by the committing domain (LockService.epoch): the epoch grows
+ * with every release of a changed lock, and the new holder saw it grow before it could change the block, so of
+ * two records of one block the later has the larger tag. recoverJournals replays the records of all the slots it
+ * is given in ascending tag order, so the newest copy of each block lands last. (Records left by two domains
+ * with the same tag never share a block: between their changes the lock passed on, changed, and the epoch grew.)
  */
 import { IoError, type BlockDevice } from './block-device.js';
 import { crc32c } from './crc32c.js';
 import { BLOCK_SIZE, BlockType, checkBlockHeader, Geometry, readSuperblock, sealBlock, view, type Superblock } from './layout.js';
 
-const ENTRIES_OFFSET = 32;
+const ENTRIES_OFFSET = 40;
 /** Most blocks one transaction can hold, whatever the log size. */
 export const HEADER_ENTRY_CAPACITY = (BLOCK_SIZE - ENTRIES_OFFSET) / 8;
 
@@ -33,6 +43,8 @@ export function transactionCapacity(sb: Superblock): number {
 export interface JournalHeader {
   seq: number;
   slot: number;
+  /** Orders records of one block across journals (see above). */
+  tag: number;
   targets: number[];
   crcs: number[];
 }
@@ -43,6 +55,7 @@ export function encodeJournalHeader(address: number, header: JournalHeader): Uin
   v.setFloat64(16, header.seq, true);
   v.setUint32(24, header.targets.length, true);
   v.setUint32(28, header.slot, true);
+  v.setFloat64(32, header.tag, true);
   header.targets.forEach((target, i) => {
     v.setUint32(ENTRIES_OFFSET + i * 8, target, true);
     v.setUint32(ENTRIES_OFFSET + i * 8 + 4, header.crcs[i], true);
@@ -64,7 +77,7 @@ export function decodeJournalHeader(block: Uint8Array, address: number): Journal
     targets.push(v.getUint32(ENTRIES_OFFSET + i * 8, true));
     crcs.push(v.getUint32(ENTRIES_OFFSET + i * 8 + 4, true));
   }
-  return { seq: v.getFloat64(16, true), slot: v.getUint32(28, true), targets, crcs };
+  return { seq: v.getFloat64(16, true), slot: v.getUint32(28, true), tag: v.getFloat64(32, true), targets, crcs };
 }
 
 /** Writes consecutive targets with one request each: `blocks[i]` lives at `buffer[i * BLOCK_SIZE]`. */
@@ -126,26 +139,45 @@ async function loadTransaction(dev: BlockDevice, sb: Superblock, slot: number): 
  * owner is not running (the monitor fences a dead domain first).
  */
 export async function replayJournal(dev: BlockDevice, slot: number, sb?: Superblock): Promise<number> {
+  return recoverJournals(dev, [slot], sb);
+}
+
+/**
+ * Recovers several slots at once: their committed records are replayed in ascending tag order (see above), then
+ * every one of them is cleared. Returns how many blocks were copied home.
+ */
+export async function recoverJournals(dev: BlockDevice, slots: number[], sb?: Superblock): Promise<number> {
   sb ??= await readSuperblock(dev);
-  if (!Number.isInteger(slot) || slot < 0 || slot >= sb.slotCount) throw new IoError('EINVAL', `no journal slot ${slot}`);
-  const found = await loadTransaction(dev, sb, slot);
-  if (found.kind === 'clean') return 0;
-  let replayed = 0;
-  if (found.kind === 'committed') {
-    await writeHome(dev, found.header.targets, found.log);
-    await dev.flush();
-    replayed = found.header.targets.length;
-  }
   const geometry = new Geometry(sb);
-  const seq = found.kind === 'committed' ? found.header.seq : found.seq;
-  await dev.write(geometry.journalHeader(slot) * BLOCK_SIZE, encodeJournalHeader(geometry.journalHeader(slot), { seq, slot, targets: [], crcs: [] }));
+  const found: Array<{ slot: number; loaded: Loaded }> = [];
+  for (const slot of slots) {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= sb.slotCount) throw new IoError('EINVAL', `no journal slot ${slot}`);
+    const loaded = await loadTransaction(dev, sb, slot);
+    if (loaded.kind !== 'clean') found.push({ slot, loaded });
+  }
+  if (found.length === 0) return 0;
+  let replayed = 0;
+  const committed = found
+    .map(({ loaded }) => loaded)
+    .filter((l): l is Extract<Loaded, { kind: 'committed' }> => l.kind === 'committed')
+    .sort((a, b) => a.header.tag - b.header.tag);
+  for (const { header, log } of committed) {
+    await writeHome(dev, header.targets, log);
+    replayed += header.targets.length;
+  }
+  if (committed.length > 0) await dev.flush();
+  for (const { slot, loaded } of found) {
+    const seq = loaded.kind === 'committed' ? loaded.header.seq : loaded.seq;
+    const address = geometry.journalHeader(slot);
+    await dev.write(address * BLOCK_SIZE, encodeJournalHeader(address, { seq, slot, tag: 0, targets: [], crcs: [] }));
+  }
   await dev.flush();
   return replayed;
 }
 
 /** Writes a clean header (mkfs). */
 export function cleanJournalHeader(geometry: Geometry, slot: number): Uint8Array {
-  return encodeJournalHeader(geometry.journalHeader(slot), { seq: 0, slot, targets: [], crcs: [] });
+  return encodeJournalHeader(geometry.journalHeader(slot), { seq: 0, slot, tag: 0, targets: [], crcs: [] });
 }
 
 /** The journal of the slot this filesystem instance owns. */
@@ -171,8 +203,8 @@ export class Journal {
     return new Journal(dev, sb, slot, state.seq);
   }
 
-  /** Commits sealed blocks (ascending, distinct addresses) durably and writes them home. */
-  async commit(blocks: Array<{ block: number; data: Uint8Array }>): Promise<void> {
+  /** Commits sealed blocks (ascending, distinct addresses) durably and writes them home; `tag` orders the record. */
+  async commit(blocks: Array<{ block: number; data: Uint8Array }>, tag = 0): Promise<void> {
     const n = blocks.length;
     if (n === 0) return;
     if (n > this.capacity) throw new Error(`transaction of ${n} blocks exceeds the journal (${this.capacity})`);
@@ -192,12 +224,12 @@ export class Journal {
       // and is dropped, never replayed.
       await Promise.all([
         this.dev.write(this.geometry.journalLog(this.slot) * BLOCK_SIZE, log),
-        this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, targets, crcs })),
+        this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag, targets, crcs })),
       ]);
       await this.dev.flush();
       await writeHome(this.dev, targets, log);
       await this.dev.flush();
-      await this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, targets: [], crcs: [] }));
+      await this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag: 0, targets: [], crcs: [] }));
       this.stats.commits++;
       this.stats.blocksLogged += n;
     } finally {

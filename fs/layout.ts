@@ -7,14 +7,20 @@
  *   journal headers              one per domain slot (the commit records)
  *   slot blocks                  one per domain slot (its orphan list: unlinked inodes still open)
  *   journal logs                 slots x journalBlocks block copies
- *   allocation groups            each: block bitmap, inode bitmap, inode table, data blocks
+ *   allocation groups            each: block bitmap, then blocks for inodes, directories, indirect blocks, data
+ *
+ * Format 2: an inode is a block of its own (as GFS2's dinode), allocated on demand from the groups, and its number
+ * is its block address. Every metadata block is then covered by exactly one cluster lock (see lock-names.ts): an
+ * inode's block, indirect blocks, directory and symlink blocks by the inode's lock, a bitmap by its group's lock,
+ * a slot's journal and orphan list by the slot's lock. Format 1 (fixed inode tables, 31 inodes a block under one
+ * volume-wide lock) is refused.
  */
 import { crc32c } from './crc32c.js';
 import { IoError } from './block-device.js';
 
 export const BLOCK_SIZE = 4096;
 export const MAGIC = 0x48565346; // "HVSF"
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 export const HEADER_SIZE = 16;
 
 export enum BlockType {
@@ -22,24 +28,22 @@ export enum BlockType {
   JournalHeader = 2,
   Slot = 3,
   BlockBitmap = 4,
-  InodeBitmap = 5,
-  InodeTable = 6,
   Indirect = 7,
   Directory = 8,
   Symlink = 9,
+  Inode = 10,
 }
 
 /** Bits a bitmap block holds after its header: the largest group, in blocks or inodes. */
 export const BITMAP_BITS = (BLOCK_SIZE - HEADER_SIZE) * 8;
+/** Bytes of an inode block that hold the inode record (after the header); the rest is zero. */
 export const INODE_SIZE = 128;
-export const INODES_PER_BLOCK = Math.floor((BLOCK_SIZE - HEADER_SIZE) / INODE_SIZE);
 export const POINTERS_PER_BLOCK = (BLOCK_SIZE - HEADER_SIZE) / 4;
 export const DIRECT_POINTERS = 12;
 export const MAX_FILE_BLOCKS = DIRECT_POINTERS + POINTERS_PER_BLOCK + POINTERS_PER_BLOCK * POINTERS_PER_BLOCK;
 export const MAX_FILE_SIZE = MAX_FILE_BLOCKS * BLOCK_SIZE;
 export const NAME_MAX = 255;
 export const SYMLINK_MAX = BLOCK_SIZE - HEADER_SIZE - 4;
-export const ROOT_INO = 1;
 
 export function view(block: Uint8Array): DataView {
   return new DataView(block.buffer, block.byteOffset, block.byteLength);
@@ -96,8 +100,6 @@ export interface Superblock {
   groupStart: number;
   blocksPerGroup: number;
   groupCount: number;
-  inodesPerGroup: number;
-  inodeTableBlocks: number;
   rootIno: number;
   uuid: Uint8Array;
   createdMs: number;
@@ -108,8 +110,7 @@ export function encodeSuperblock(sb: Superblock): Uint8Array {
   const v = view(block);
   const fields = [
     sb.version, BLOCK_SIZE, sb.totalBlocks, sb.slotCount, sb.journalBlocks, sb.journalHeaderStart,
-    sb.slotBlockStart, sb.journalStart, sb.groupStart, sb.blocksPerGroup, sb.groupCount, sb.inodesPerGroup,
-    sb.inodeTableBlocks, sb.rootIno,
+    sb.slotBlockStart, sb.journalStart, sb.groupStart, sb.blocksPerGroup, sb.groupCount, sb.rootIno,
   ];
   fields.forEach((value, i) => v.setUint32(16 + i * 4, value, true));
   block.set(sb.uuid.subarray(0, 16), 72);
@@ -122,8 +123,12 @@ export function decodeSuperblock(block: Uint8Array): Superblock {
   verifyBlock(block, BlockType.Super, 0);
   const v = view(block);
   const u = (i: number) => v.getUint32(16 + i * 4, true);
-  if (u(0) !== FORMAT_VERSION) throw new IoError('EINVAL', `unsupported format version ${u(0)}`);
+  if (u(0) < FORMAT_VERSION) {
+    throw new IoError('EINVAL', `format version ${u(0)} is no longer supported (this hvshare reads version ${FORMAT_VERSION}: one inode a block, one lock an inode); re-create the volume with \`hvshare mkfs --force\``);
+  }
+  if (u(0) !== FORMAT_VERSION) throw new IoError('EINVAL', `unsupported format version ${u(0)} (this hvshare reads version ${FORMAT_VERSION})`);
   if (u(1) !== BLOCK_SIZE) throw new IoError('EINVAL', `unsupported block size ${u(1)}`);
+  if (u(11) !== u(8) + 1) throw new IoError('EINVAL', `root inode ${u(11)} is not the first block of group 0`);
   return {
     version: u(0),
     totalBlocks: u(2),
@@ -135,9 +140,7 @@ export function decodeSuperblock(block: Uint8Array): Superblock {
     groupStart: u(8),
     blocksPerGroup: u(9),
     groupCount: u(10),
-    inodesPerGroup: u(11),
-    inodeTableBlocks: u(12),
-    rootIno: u(13),
+    rootIno: u(11),
     uuid: block.slice(72, 88),
     createdMs: v.getFloat64(88, true),
   };
@@ -163,15 +166,9 @@ export class Geometry {
   blockBitmap(group: number): number {
     return this.groupBase(group);
   }
-  inodeBitmap(group: number): number {
-    return this.groupBase(group) + 1;
-  }
-  inodeTable(group: number): number {
-    return this.groupBase(group) + 2;
-  }
-  /** First block of a group that may hold data. */
+  /** First block of a group that may hold inodes and data. */
   firstDataBlock(group: number): number {
-    return this.groupBase(group) + 2 + this.sb.inodeTableBlocks;
+    return this.groupBase(group) + 1;
   }
   groupOf(block: number): number {
     return Math.floor((block - this.sb.groupStart) / this.sb.blocksPerGroup);
@@ -185,24 +182,13 @@ export class Geometry {
   journalLog(slot: number): number {
     return this.sb.journalStart + slot * this.sb.journalBlocks;
   }
-  get inodeCount(): number {
-    return this.sb.groupCount * this.sb.inodesPerGroup;
+  /** Blocks that may hold inodes or data, over the whole volume (statfs's file count). */
+  get dataBlockCount(): number {
+    return this.sb.totalBlocks - this.sb.groupStart - this.sb.groupCount;
   }
-  /** Block and byte offset of an inode (numbers start at 1). */
-  inodeLocation(ino: number): { block: number; offset: number } {
-    const index = ino - 1;
-    const group = Math.floor(index / this.sb.inodesPerGroup);
-    const inGroup = index % this.sb.inodesPerGroup;
-    return {
-      block: this.inodeTable(group) + Math.floor(inGroup / INODES_PER_BLOCK),
-      offset: HEADER_SIZE + (inGroup % INODES_PER_BLOCK) * INODE_SIZE,
-    };
-  }
-  inodeGroup(ino: number): number {
-    return Math.floor((ino - 1) / this.sb.inodesPerGroup);
-  }
+  /** An inode number is the address of its block: any block a group may hand out. */
   validIno(ino: number): boolean {
-    return Number.isInteger(ino) && ino >= 1 && ino <= this.inodeCount;
+    return this.isDataBlock(ino);
   }
   /** True when a block may be handed out to files (inside a group, past its metadata). */
   isDataBlock(block: number): boolean {

@@ -1,7 +1,8 @@
 /**
  * The lock service in-process: one LockTable shared by several filesystem instances in the same process (native
  * use, tests). `client()` hands each instance its own LockService; revoke handlers are called asynchronously, as
- * the monitor's revoke interrupt would arrive. `kill(client)` drops a client's locks as if its domain died.
+ * the monitor's revoke interrupt would arrive. `kill(client, recover)` fences a client, lets the caller replay its
+ * journal, and only then drops its locks, in the order the monitor and toolstack keep for a dead domain.
  */
 import { LockTable, type Grant, type HolderId, type ReleaseResult, type Revoke } from '../hypervisor/lock-table.js';
 import type { LockMode, LockService } from './lock-service.js';
@@ -13,7 +14,7 @@ export class LocalLockService {
   private readonly clients = new Map<HolderId, LocalLockClient>();
   private nextId = 1;
   /** Counters for tests and diagnostics. */
-  readonly stats = { grants: 0, revokes: 0 };
+  readonly stats = { grants: 0, revokes: 0, tryFailures: 0 };
 
   client(): LocalLockClient {
     const client = new LocalLockClient(this, this.nextId++);
@@ -21,11 +22,15 @@ export class LocalLockService {
     return client;
   }
 
-  /** Forgets a client and its locks, as the monitor does when a domain dies. */
-  kill(client: LocalLockClient): void {
-    this.clients.delete(client.id);
+  /** A client's domain died: fence it, await `recover` (replay its journal), then pass its locks on. */
+  async kill(client: LocalLockClient, recover?: () => Promise<void>): Promise<void> {
     client.dead = true;
-    this.dispatch(this.table.dropHolder(client.id));
+    try {
+      await recover?.();
+    } finally {
+      this.clients.delete(client.id);
+      this.dispatch(this.table.dropHolder(client.id));
+    }
   }
 
   generation(name: number): number {
@@ -38,14 +43,32 @@ export class LocalLockService {
     this.sendRevokes(revokes);
     if (granted) {
       this.stats.grants++;
+      client.saw(granted.epoch);
       return Promise.resolve(granted.generation);
     }
     return new Promise((resolve) => client.pending.set(name, { resolve }));
   }
 
   /** @internal */
+  tryRequest(client: LocalLockClient, name: number, mode: LockMode): number | null {
+    const granted = this.table.tryRequest(client.id, name, mode);
+    if (!granted) {
+      this.stats.tryFailures++;
+      return null;
+    }
+    this.stats.grants++;
+    client.saw(granted.epoch);
+    return granted.generation;
+  }
+
+  /** @internal */
   release(client: LocalLockClient, name: number, dirty: boolean): void {
     this.dispatch(this.table.release(client.id, name, dirty));
+  }
+
+  /** @internal */
+  downgrade(client: LocalLockClient, name: number, dirty: boolean): void {
+    this.dispatch(this.table.downgrade(client.id, name, dirty));
   }
 
   private dispatch(result: ReleaseResult): void {
@@ -59,6 +82,7 @@ export class LocalLockService {
     if (!client || !pending) return;
     client.pending.delete(grant.name);
     this.stats.grants++;
+    client.saw(grant.epoch);
     pending.resolve(grant.generation);
   }
 
@@ -75,6 +99,7 @@ export class LocalLockService {
 export class LocalLockClient implements LockService {
   /** @internal */ readonly pending = new Map<number, Pending>();
   /** @internal */ dead = false;
+  epoch = 0;
   private handler: ((name: number, wanted: LockMode) => void) | null = null;
 
   constructor(
@@ -87,13 +112,28 @@ export class LocalLockClient implements LockService {
     return this.service.request(this, name, mode);
   }
 
+  async tryLock(name: number, mode: LockMode): Promise<number | null> {
+    if (this.dead) throw new Error('lock client is dead');
+    return this.service.tryRequest(this, name, mode);
+  }
+
   async unlock(name: number, dirty: boolean): Promise<void> {
     if (this.dead) return;
     this.service.release(this, name, dirty);
   }
 
+  async downgrade(name: number, dirty: boolean): Promise<void> {
+    if (this.dead) return;
+    this.service.downgrade(this, name, dirty);
+  }
+
   onRevoke(handler: (name: number, wanted: LockMode) => void): void {
     this.handler = handler;
+  }
+
+  /** @internal */
+  saw(epoch: number): void {
+    this.epoch = Math.max(this.epoch, epoch);
   }
 
   /** @internal */

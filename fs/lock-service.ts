@@ -14,10 +14,19 @@
 export type LockMode = 'shared' | 'exclusive';
 
 export interface LockService {
-  /** Resolves with the lock's generation once granted in `mode` (an upgrade from shared is allowed). */
+  /** Resolves with the lock's generation once granted in `mode` (queues; conflicting holders are asked to give it back). */
   lock(name: number, mode: LockMode): Promise<number>;
+  /** Granted at once (the generation) or null; never queues, never revokes anyone. */
+  tryLock(name: number, mode: LockMode): Promise<number | null>;
   /** Gives the lock back; `dirty` bumps the generation. */
   unlock(name: number, dirty: boolean): Promise<void>;
-  /** Called when another domain waits for `name` in a mode that conflicts with ours. */
+  /** Exclusive -> shared; `dirty` bumps the generation. */
+  downgrade(name: number, dirty: boolean): Promise<void>;
+  /** Called when another domain waits for `name` in `wanted`, which conflicts with what we hold. */
   onRevoke(handler: (name: number, wanted: LockMode) => void): void;
+  /**
+   * The largest change epoch any grant to this client carried: it grows with every release of a changed lock,
+   * so journal records tagged with it are ordered across domains (fs/journal.ts).
+   */
+  readonly epoch: number;
 }

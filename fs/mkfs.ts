@@ -5,16 +5,17 @@ import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { IoError, type BlockDevice } from './block-device.js';
 import { FileBlockDevice } from './file-block-device.js';
-import { Allocator } from './allocator.js';
+import { Allocator, UNCONTENDED } from './allocator.js';
 import { BlockCache } from './block-cache.js';
 import { BlockMap } from './block-map.js';
 import { Directories } from './directory.js';
 import { emptyInode, InodeStore } from './inode.js';
 import { cleanJournalHeader } from './journal.js';
 import {
-  BITMAP_BITS, BLOCK_SIZE, BlockType, encodeSuperblock, FORMAT_VERSION, Geometry, HEADER_SIZE, INODES_PER_BLOCK,
-  resealBlock, ROOT_INO, sealBlock, type Superblock,
+  BITMAP_BITS, BLOCK_SIZE, BlockType, encodeSuperblock, FORMAT_VERSION, Geometry, HEADER_SIZE, resealBlock, sealBlock,
+  type Superblock,
 } from './layout.js';
+import { MAX_VOLUME_BLOCKS } from './lock-names.js';
 import { S_IFDIR } from './vfs.js';
 
 export interface MkfsOptions {
@@ -22,10 +23,12 @@ export interface MkfsOptions {
   slots?: number;
   /** Log blocks per slot journal (default 512, at least 64). */
   journalBlocks?: number;
-  /** Blocks per allocation group (default and maximum: what one bitmap block covers, 32640 = 127.5 MiB). */
+  /**
+   * Blocks per allocation group (at most what one bitmap block covers, 32640 = 127.5 MiB). Default: enough groups
+   * for two per slot where the volume allows it (each domain allocates from groups it holds the lock of), none
+   * smaller than 1024 blocks.
+   */
   blocksPerGroup?: number;
-  /** One inode per this many bytes of group (default 16384). */
-  bytesPerInode?: number;
   uuid?: Uint8Array;
   now?: number;
 }
@@ -35,24 +38,21 @@ export const MIN_JOURNAL_BLOCKS = 64;
 export function planVolume(sizeBytes: number, options: MkfsOptions = {}): Superblock {
   const slotCount = options.slots ?? 8;
   const journalBlocks = options.journalBlocks ?? 512;
-  const blocksPerGroup = options.blocksPerGroup ?? BITMAP_BITS;
-  const bytesPerInode = options.bytesPerInode ?? 16384;
   if (!Number.isInteger(slotCount) || slotCount < 1 || slotCount > 256) throw new IoError('EINVAL', 'slots must be 1..256');
   if (!Number.isInteger(journalBlocks) || journalBlocks < MIN_JOURNAL_BLOCKS) {
     throw new IoError('EINVAL', `journal needs at least ${MIN_JOURNAL_BLOCKS} blocks`);
   }
-  if (!Number.isInteger(blocksPerGroup) || blocksPerGroup < 64 || blocksPerGroup > BITMAP_BITS) {
-    throw new IoError('EINVAL', `blocks per group must be 64..${BITMAP_BITS}`);
-  }
-  let inodesPerGroup = Math.ceil((blocksPerGroup * BLOCK_SIZE) / bytesPerInode / INODES_PER_BLOCK) * INODES_PER_BLOCK;
-  inodesPerGroup = Math.max(INODES_PER_BLOCK, Math.min(inodesPerGroup, Math.floor(BITMAP_BITS / INODES_PER_BLOCK) * INODES_PER_BLOCK));
-  const inodeTableBlocks = inodesPerGroup / INODES_PER_BLOCK;
-  let totalBlocks = Math.min(Math.floor(sizeBytes / BLOCK_SIZE), 0xffffffff);
+  let totalBlocks = Math.min(Math.floor(sizeBytes / BLOCK_SIZE), MAX_VOLUME_BLOCKS);
   const journalHeaderStart = 1;
   const slotBlockStart = journalHeaderStart + slotCount;
   const journalStart = slotBlockStart + slotCount;
   const groupStart = journalStart + slotCount * journalBlocks;
-  const minGroup = 2 + inodeTableBlocks + 16;
+  const blocksPerGroup = options.blocksPerGroup
+    ?? Math.min(BITMAP_BITS, Math.max(1024, Math.ceil((totalBlocks - groupStart) / (2 * slotCount))));
+  if (!Number.isInteger(blocksPerGroup) || blocksPerGroup < 64 || blocksPerGroup > BITMAP_BITS) {
+    throw new IoError('EINVAL', `blocks per group must be 64..${BITMAP_BITS}`);
+  }
+  const minGroup = 1 + 16;
   let groupCount = Math.ceil((totalBlocks - groupStart) / blocksPerGroup);
   if (groupCount > 0 && totalBlocks - (groupStart + (groupCount - 1) * blocksPerGroup) < minGroup) {
     groupCount--;
@@ -61,7 +61,7 @@ export function planVolume(sizeBytes: number, options: MkfsOptions = {}): Superb
   if (groupCount < 1) throw new IoError('ENOSPC', `device of ${sizeBytes} bytes is too small for this layout`);
   return {
     version: FORMAT_VERSION, totalBlocks, slotCount, journalBlocks, journalHeaderStart, slotBlockStart, journalStart,
-    groupStart, blocksPerGroup, groupCount, inodesPerGroup, inodeTableBlocks, rootIno: ROOT_INO,
+    groupStart, blocksPerGroup, groupCount, rootIno: groupStart + 1,
     uuid: options.uuid ?? new Uint8Array(randomBytes(16)), createdMs: options.now ?? Date.now(),
   };
 }
@@ -102,25 +102,23 @@ export async function mkfs(dev: BlockDevice, options: MkfsOptions = {}): Promise
   for (let group = 0; group < sb.groupCount; group++) {
     const size = geometry.groupSize(group);
     const reserved = geometry.firstDataBlock(group) - geometry.groupBase(group);
-    const area = new Uint8Array(reserved * BLOCK_SIZE);
-    area.set(bitmapBlock(geometry.blockBitmap(group), BlockType.BlockBitmap, (bit) => bit < reserved || bit >= size), 0);
-    area.set(bitmapBlock(geometry.inodeBitmap(group), BlockType.InodeBitmap, (bit) => bit >= sb.inodesPerGroup), BLOCK_SIZE);
-    for (let i = 0; i < sb.inodeTableBlocks; i++) {
-      sealBlock(area.subarray((2 + i) * BLOCK_SIZE, (3 + i) * BLOCK_SIZE), BlockType.InodeTable, geometry.inodeTable(group) + i);
-    }
-    await dev.write(geometry.groupBase(group) * BLOCK_SIZE, area);
+    await dev.write(
+      geometry.blockBitmap(group) * BLOCK_SIZE,
+      bitmapBlock(geometry.blockBitmap(group), BlockType.BlockBitmap, (bit) => bit < reserved || bit >= size),
+    );
   }
 
   // The root directory, built with the filesystem's own code and written straight home.
   const cache = new BlockCache(dev);
-  const allocator = new Allocator(cache, geometry, 0);
+  const allocator = new Allocator(cache, geometry, 0, UNCONTENDED);
   const inodes = new InodeStore(cache, geometry);
   const dirs = new Directories(cache, new BlockMap(cache, allocator));
-  const ino = await allocator.allocInode(0);
-  if (ino !== ROOT_INO) throw new Error(`root got inode ${ino}`);
+  const { start: ino } = await allocator.allocBlocks(geometry.firstDataBlock(0), 1);
+  if (ino !== sb.rootIno) throw new Error(`root got block ${ino}, not ${sb.rootIno}`);
   const root = emptyInode(ino, S_IFDIR | 0o755, 1, sb.createdMs);
   root.nlink = 2;
-  await dirs.init(root, ROOT_INO);
+  inodes.create(root);
+  await dirs.init(root, ino);
   await inodes.write(root);
   for (const { block, data } of cache.dirtyBlocks()) {
     resealBlock(data);

@@ -17,6 +17,11 @@ export class OpQueue {
     });
   }
 
+  /** Operations waiting behind the running one. */
+  get backlog(): number {
+    return this.tasks.length;
+  }
+
   get idle(): boolean {
     return !this.running && this.tasks.length === 0;
   }

@@ -32,6 +32,8 @@ export class OrphanList {
     private readonly cache: BlockCache,
     private readonly geometry: Geometry,
     private readonly slot: number,
+    /** The slot's lock, which covers the list. */
+    private readonly owner: number,
   ) {}
 
   private get address(): number {
@@ -39,19 +41,19 @@ export class OrphanList {
   }
 
   async list(): Promise<number[]> {
-    return decodeOrphans(await this.cache.get(this.address, BlockType.Slot));
+    return decodeOrphans(await this.cache.get(this.address, BlockType.Slot, this.owner));
   }
 
   async add(ino: number): Promise<void> {
     const inos = await this.list();
     if (inos.includes(ino)) return;
     if (inos.length >= ORPHAN_CAPACITY) throw new IoError('ENOSPC', 'orphan list full');
-    encodeOrphans(await this.cache.getForWrite(this.address, BlockType.Slot), [...inos, ino]);
+    encodeOrphans(await this.cache.getForWrite(this.address, BlockType.Slot, this.owner), [...inos, ino]);
   }
 
   async remove(ino: number): Promise<void> {
     const inos = await this.list();
     if (!inos.includes(ino)) return;
-    encodeOrphans(await this.cache.getForWrite(this.address, BlockType.Slot), inos.filter((i) => i !== ino));
+    encodeOrphans(await this.cache.getForWrite(this.address, BlockType.Slot, this.owner), inos.filter((i) => i !== ino));
   }
 }

@@ -30,7 +30,10 @@ kernel.start();
 const disk = await Blkfront.attach(kernel, memory, data.ring, 0);
 const locks = new LockFront(kernel, data.vic, disk);
 let fs: FileSystem | null = data.filesystem
-  ? await kernel.spawn('mount', () => FileSystem.mount(disk, { slot: data.filesystem!.slot, locks }))
+  ? await kernel.spawn('mount', () =>
+      // The caches are bounded by the domain's memory (as a guest kernel's page cache is by its RAM).
+      FileSystem.mount(disk, { slot: data.filesystem!.slot, locks, cacheBytes: data.memory.byteLength }),
+    )
   : null;
 
 function mounted(): FileSystem {

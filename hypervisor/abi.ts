@@ -24,9 +24,16 @@ export const Op = {
   DISCARD: 3,
   /** Control: size in sectors and grant flags of the vbd. */
   VOLINFO: 16,
-  /** Control: take a cluster lock (sector = name, of the vbd's volume; count = mode); the response comes when granted. */
+  /**
+   * Control: take a cluster lock (sector = name, any unsigned 32-bit number, of the vbd's volume; count = mode).
+   * The response comes when granted: VALUE_LO the lock's generation, VALUE_HI the lock service's change epoch.
+   * With REQ_TRY it is granted at once or fails with EAGAIN, never queued, never revoking anyone.
+   */
   LOCK: 17,
-  /** Control: release a cluster lock (sector = name, flags & REQ_DIRTY bumps its generation). */
+  /**
+   * Control: release a cluster lock (sector = name; flags & REQ_DIRTY bumps its generation and the epoch).
+   * With REQ_DOWNGRADE an exclusive hold becomes shared instead.
+   */
   UNLOCK: 18,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
@@ -34,6 +41,11 @@ export type OpCode = (typeof Op)[keyof typeof Op];
 /** Request flags. */
 export const REQ_FUA = 1;
 export const REQ_DIRTY = 2;
+export const REQ_TRY = 4;
+export const REQ_DOWNGRADE = 8;
+
+/** Lock names are unsigned 32-bit numbers (fs/lock-names.ts: block addresses, and two volume-wide names). */
+export const LOCK_NAME_LIMIT = 2 ** 32;
 
 /** Lock modes carried in the count field of LOCK. */
 export const LOCK_SHARED = 1;
@@ -46,6 +58,8 @@ export const MAX_SECTORS_PER_REQUEST = 8192;
 export const Status = {
   OK: 0,
   EIO: -5,
+  /** A LOCK with REQ_TRY that could not be granted at once. */
+  EAGAIN: -11,
   EFAULT: -14,
   ENODEV: -19,
   EINVAL: -22,
@@ -113,22 +127,37 @@ export const Rsp = {
 export const VBD_READ_ONLY = 1;
 
 // ---- virtual interrupt controller page (Int32 words) ----------------------------------------------------------
-export const VIC_WORDS = 64;
+/** Entries of the revoke ring; more revokes wait in the monitor until the guest consumed some. */
+export const REVOKE_SLOTS = 256;
+export const REVOKE_SLOT_WORDS = 4;
 export const Vic = {
   /** Bumped on every raise; the guest kernel waits on it (Atomics.waitAsync). */
   SEQ: 0,
   /** Bit n set = line n pending. */
   PENDING: 1,
-  /** Lock names to give back (LINE_LOCK_REVOKE): one bit per name, names 0..(32*REVOKE_WORDS-1). */
-  REVOKE_BASE: 32,
-  REVOKE_WORDS: 32,
+  /** Written by the monitor: revoke entries posted so far (free-running u32; slot = index % REVOKE_SLOTS). */
+  REVOKE_PROD: 2,
+  /** Written by the guest: revoke entries consumed so far. */
+  REVOKE_CONS: 3,
+  /** First word of the revoke ring: entries of RevokeEntry words. */
+  REVOKE_RING: 16,
+} as const;
+export const VIC_WORDS = Vic.REVOKE_RING + REVOKE_SLOTS * REVOKE_SLOT_WORDS;
+
+/** Words of one revoke entry: the monitor wants lock NAME of the volume of VBD back, for a waiter wanting WANTED. */
+export const RevokeEntry = {
+  VBD: 0,
+  /** The lock name (unsigned, stored as int32). */
+  NAME: 1,
+  /** LOCK_SHARED or LOCK_EXCLUSIVE: a holder of an exclusive lock asked for shared may downgrade. */
+  WANTED: 2,
 } as const;
 
 /** Virtual interrupt lines. */
 export const Line = {
   /** Block responses are ready. */
   BLKIF: 0,
-  /** The monitor wants locks back (names in the revoke bitmap). */
+  /** The monitor wants locks back (entries in the revoke ring). */
   LOCK_REVOKE: 1,
 } as const;
 

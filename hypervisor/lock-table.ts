@@ -17,6 +17,8 @@ export interface Grant {
   name: number;
   mode: LockMode;
   generation: number;
+  /** The table's change epoch: it grows with every release of a changed lock (see fs/journal.ts for its use). */
+  epoch: number;
 }
 
 export interface Revoke {
@@ -59,6 +61,7 @@ function compatible(state: LockState, holder: HolderId, mode: LockMode): boolean
 
 export class LockTable {
   private readonly locks = new Map<number, LockState>();
+  private epoch = 0;
 
   private state(name: number): LockState {
     let state = this.locks.get(name);
@@ -74,17 +77,39 @@ export class LockTable {
     const state = this.state(name);
     const held = state.holders.get(holder);
     if (held === 'exclusive' || held === mode) {
-      return { granted: { holder, name, mode: held, generation: state.generation }, revokes: [] };
+      return { granted: { holder, name, mode: held, generation: state.generation, epoch: this.epoch }, revokes: [] };
     }
     if (state.waiters.some((w) => w.holder === holder)) {
       throw new Error(`holder ${holder} already waits for lock ${name}`);
     }
     if (state.waiters.length === 0 && compatible(state, holder, mode)) {
       state.holders.set(holder, mode);
-      return { granted: { holder, name, mode, generation: state.generation }, revokes: [] };
+      return { granted: { holder, name, mode, generation: state.generation, epoch: this.epoch }, revokes: [] };
     }
     state.waiters.push({ holder, mode });
     return { granted: null, revokes: this.revokesFor(name, state) };
+  }
+
+  /**
+   * Grants `name` in `mode` only if that needs no waiting: nobody queued for it (no jumping the queue) and no
+   * conflicting holder. Null otherwise; nothing is queued and nobody is asked to give anything back.
+   */
+  tryRequest(holder: HolderId, name: number, mode: LockMode): Grant | null {
+    const state = this.state(name);
+    const held = state.holders.get(holder);
+    if (held === 'exclusive' || held === mode) return { holder, name, mode: held, generation: state.generation, epoch: this.epoch };
+    if (state.waiters.length > 0 || !compatible(state, holder, mode)) return null;
+    state.holders.set(holder, mode);
+    return { holder, name, mode, generation: state.generation, epoch: this.epoch };
+  }
+
+  /** Exclusive -> shared for `holder`; `dirty` bumps the generation. Throws unless it holds `name` exclusively. */
+  downgrade(holder: HolderId, name: number, dirty: boolean): ReleaseResult {
+    const state = this.locks.get(name);
+    if (state?.holders.get(holder) !== 'exclusive') throw new Error(`holder ${holder} does not hold lock ${name} exclusively`);
+    state.holders.set(holder, 'shared');
+    if (dirty) this.changed(state);
+    return this.grantWaiters(name, state);
   }
 
   /** Gives `name` back; `dirty` bumps the generation. Throws when `holder` does not hold it. */
@@ -92,7 +117,7 @@ export class LockTable {
     const state = this.locks.get(name);
     if (!state || !state.holders.has(holder)) throw new Error(`holder ${holder} does not hold lock ${name}`);
     state.holders.delete(holder);
-    if (dirty) state.generation++;
+    if (dirty) this.changed(state);
     return this.grantWaiters(name, state);
   }
 
@@ -106,13 +131,18 @@ export class LockTable {
       state.waiters = state.waiters.filter((w) => w.holder !== holder);
       if (held !== undefined) {
         state.holders.delete(holder);
-        if (held === 'exclusive') state.generation++;
+        if (held === 'exclusive') this.changed(state);
       }
       const step = this.grantWaiters(name, state);
       result.grants.push(...step.grants);
       result.revokes.push(...step.revokes);
     }
     return result;
+  }
+
+  private changed(state: LockState): void {
+    state.generation++;
+    this.epoch++;
   }
 
   generation(name: number): number {
@@ -132,7 +162,7 @@ export class LockTable {
     while (state.waiters.length > 0 && compatible(state, state.waiters[0].holder, state.waiters[0].mode)) {
       const waiter = state.waiters.shift()!;
       state.holders.set(waiter.holder, waiter.mode);
-      grants.push({ holder: waiter.holder, name, mode: waiter.mode, generation: state.generation });
+      grants.push({ holder: waiter.holder, name, mode: waiter.mode, generation: state.generation, epoch: this.epoch });
     }
     return { grants, revokes: this.revokesFor(name, state) };
   }

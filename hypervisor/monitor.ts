@@ -1,5 +1,6 @@
 import {
   LOCK_EXCLUSIVE,
+  LOCK_NAME_LIMIT,
   LOCK_SHARED,
   Line,
   MAX_SECTORS_PER_REQUEST,
@@ -12,9 +13,10 @@ import {
   SECTOR,
   SLOT_WORDS,
   REQ_DIRTY,
+  REQ_DOWNGRADE,
+  REQ_TRY,
   Status,
   u32Sub,
-  Vic,
   VBD_READ_ONLY,
 } from './abi.js';
 import type { BlockBackend } from './block-backend.js';
@@ -56,6 +58,16 @@ interface Domain {
   shut: boolean;
   /** The drain pass in which the domain last had requests. */
   lastBusyPass: number;
+  /** Revokes that did not fit the domain's revoke ring yet, oldest first. */
+  revokeBacklog: PendingRevoke[];
+}
+
+interface PendingRevoke {
+  vbd: number;
+  name: number;
+  wanted: number;
+  /** The outstanding-revoke key (see Monitor.outstandingRevokes). */
+  key: string;
 }
 
 /** A request copied out of the ring (read once, so the guest cannot change it between check and use). */
@@ -81,8 +93,6 @@ const nap = () => Atomics.wait(napWord, 0, 0, 0.02);
 const DEFERRED = 1;
 /** execute() result for a transfer handed to the I/O threads (whoever performs it answers). */
 const QUEUED = 2;
-/** Lock names fit the revoke bitmap of the interrupt controller page. */
-const LOCK_NAMES = Vic.REVOKE_WORDS * 32;
 /**
  * Reads at least this big go to the I/O threads when there is a backlog; smaller ones cost less inline (measured:
  * handing 64 KiB reads over made one domain's QD32 slower). Writes stay inline: pwrites to one image serialize on
@@ -117,6 +127,14 @@ export class Monitor {
   private readonly locks = new LockTable();
   /** LOCK requests waiting for their grant, by domain id and lock name: the request id to answer. */
   private readonly lockWaiters = new Map<string, { domain: Domain; id: number }>();
+  /**
+   * Revokes posted (or backlogged) and not yet answered, by domain, lock and wanted mode: the lock table names a
+   * holder again for every new waiter, and one entry is enough until the holder gives the lock back or gets it
+   * anew.
+   */
+  private readonly outstandingRevokes = new Set<string>();
+  /** Domains with a revoke backlog (checked on every drain pass only while non-zero). */
+  private backlogged = 0;
 
   /**
    * The I/O threads' queue and every domain's response producer. `ioThreads` = 0: every transfer runs inline on
@@ -165,6 +183,7 @@ export class Monitor {
       reqCons: Atomics.load(ring, Ring.REQ_PROD) >>> 0,
       shut: false,
       lastBusyPass: -Infinity,
+      revokeBacklog: [],
     });
     this.pool.resetDomain(id, Atomics.load(ring, Ring.RSP_PROD) >>> 0);
     this.stats.reset(id);
@@ -219,6 +238,7 @@ export class Monitor {
   /** Release every lock a dead domain held or waited for, granting them to the next waiters. */
   dropLocks(id: number): void {
     for (const key of this.lockWaiters.keys()) if (key.startsWith(`${id}:`)) this.lockWaiters.delete(key);
+    for (const key of this.outstandingRevokes) if (key.startsWith(`${id}:`)) this.outstandingRevokes.delete(key);
     this.applyLockResult(this.locks.dropHolder(id));
   }
 
@@ -245,6 +265,7 @@ export class Monitor {
     }
     this.passes++;
     this.foldPoolCounters();
+    if (this.backlogged > 0) this.postBacklogs();
     return served;
   }
 
@@ -552,24 +573,32 @@ export class Monitor {
 
   /**
    * Lock names belong to a volume: the lock table's key is the volume's id and the name, so domains working on
-   * different volumes never wait for (or revoke) each other. The revoke bitmap names only the lock; a domain
-   * that takes locks on several of its virtual disks gives back that name on each.
+   * different volumes never wait for (or revoke) each other. A revoke names the vbd of the holder's that
+   * reaches the volume.
    */
   private lockKey(d: Domain, req: Request): number {
-    return d.grants[req.vbd].volume.id * LOCK_NAMES + req.sector;
+    return d.grants[req.vbd].volume.id * LOCK_NAME_LIMIT + req.sector;
   }
 
   private lock(d: Domain, req: Request): number {
     const mode = req.count === LOCK_SHARED ? 'shared' : req.count === LOCK_EXCLUSIVE ? 'exclusive' : null;
-    if (mode === null || req.sector >= LOCK_NAMES) return this.fail(d, Status.EINVAL);
+    if (mode === null || req.sector >= LOCK_NAME_LIMIT) return this.fail(d, Status.EINVAL);
+    // A read-only grant never holds a lock that would let it keep writers out, or ask writers to leave.
+    if (mode === 'exclusive' && d.grants[req.vbd].readOnly) return this.fail(d, Status.EROFS);
     const lock = this.lockKey(d, req);
     const key = `${d.id}:${lock}`;
     if (this.lockWaiters.has(key)) return this.fail(d, Status.EINVAL);
     this.stats.add(d.id, Counter.LOCKS);
+    if (req.flags & REQ_TRY) {
+      const granted = this.locks.tryRequest(d.id, lock, mode);
+      if (!granted) return Status.EAGAIN;
+      this.granted(granted);
+      return Status.OK;
+    }
     const { granted, revokes } = this.locks.request(d.id, lock, mode);
     this.applyLockResult({ grants: [], revokes });
     if (granted) {
-      this.reply.lo = granted.generation;
+      this.granted(granted);
       return Status.OK;
     }
     this.lockWaiters.set(key, { domain: d, id: req.id });
@@ -577,11 +606,28 @@ export class Monitor {
   }
 
   private unlock(d: Domain, req: Request): number {
-    if (req.sector >= LOCK_NAMES) return this.fail(d, Status.EINVAL);
+    if (req.sector >= LOCK_NAME_LIMIT) return this.fail(d, Status.EINVAL);
     const lock = this.lockKey(d, req);
-    if (!this.locks.holders(lock).some((h) => h.holder === d.id)) return this.fail(d, Status.EINVAL);
-    this.applyLockResult(this.locks.release(d.id, lock, (req.flags & REQ_DIRTY) !== 0));
+    const held = this.locks.holders(lock).find((h) => h.holder === d.id);
+    const downgrade = (req.flags & REQ_DOWNGRADE) !== 0;
+    if (!held || (downgrade && held.mode !== 'exclusive')) return this.fail(d, Status.EINVAL);
+    const dirty = (req.flags & REQ_DIRTY) !== 0;
+    this.forgetRevokes(d.id, lock);
+    this.applyLockResult(downgrade ? this.locks.downgrade(d.id, lock, dirty) : this.locks.release(d.id, lock, dirty));
     return Status.OK;
+  }
+
+  /** The response words of a grant: the generation and the epoch. */
+  private granted(grant: LockGrant): void {
+    this.forgetRevokes(grant.holder as number, grant.name);
+    this.reply.lo = grant.generation;
+    this.reply.hi = grant.epoch;
+  }
+
+  private forgetRevokes(holder: number, lock: number): void {
+    if (this.outstandingRevokes.size === 0) return;
+    this.outstandingRevokes.delete(`${holder}:${lock}:shared`);
+    this.outstandingRevokes.delete(`${holder}:${lock}:exclusive`);
   }
 
   /** Answer LOCK requests granted meanwhile and ask holders in the way to give their locks back. */
@@ -590,12 +636,39 @@ export class Monitor {
     for (const revoke of result.revokes) {
       const holder = this.domains.get(revoke.holder as number);
       if (!holder) continue;
-      const name = revoke.name % LOCK_NAMES;
-      holder.vic.requestRevoke(name);
-      holder.vic.raise(Line.LOCK_REVOKE);
+      const key = `${holder.id}:${revoke.name}:${revoke.wanted}`;
+      if (this.outstandingRevokes.has(key)) continue;
+      const volumeId = Math.floor(revoke.name / LOCK_NAME_LIMIT);
+      const vbd = holder.grants.findIndex((g) => g.volume.id === volumeId);
+      if (vbd < 0) continue;
+      this.outstandingRevokes.add(key);
+      const entry = { vbd, name: revoke.name % LOCK_NAME_LIMIT, wanted: revoke.wanted === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE, key };
+      if (holder.revokeBacklog.length > 0 || !holder.vic.postRevoke(entry.vbd, entry.name, entry.wanted)) {
+        if (holder.revokeBacklog.push(entry) === 1) this.backlogged++;
+      } else {
+        holder.vic.raise(Line.LOCK_REVOKE);
+      }
       this.stats.add(holder.id, Counter.REVOKES);
-      const volume = this.volumes.get(Math.floor(revoke.name / LOCK_NAMES))?.name ?? '?';
-      this.onEvent({ type: 'revoke', domain: holder.name, detail: `lock ${name} of volume ${volume} wanted ${revoke.wanted}` });
+      const volume = this.volumes.get(volumeId)?.name ?? '?';
+      this.onEvent({ type: 'revoke', domain: holder.name, detail: `lock ${entry.name} of volume ${volume} wanted ${revoke.wanted}` });
+    }
+  }
+
+  /** Moves backlogged revokes into revoke rings that have room again. */
+  private postBacklogs(): void {
+    for (const d of this.domains.values()) {
+      if (d.revokeBacklog.length === 0) continue;
+      let posted = 0;
+      while (posted < d.revokeBacklog.length) {
+        const entry = d.revokeBacklog[posted];
+        // Answered meanwhile (released, or granted anew): nothing to ask any more.
+        if (this.outstandingRevokes.has(entry.key) && !d.vic.postRevoke(entry.vbd, entry.name, entry.wanted)) break;
+        posted++;
+      }
+      if (posted === 0) continue;
+      d.revokeBacklog.splice(0, posted);
+      if (d.revokeBacklog.length === 0) this.backlogged--;
+      d.vic.raise(Line.LOCK_REVOKE);
     }
   }
 
@@ -604,10 +677,10 @@ export class Monitor {
     const waiter = this.lockWaiters.get(key);
     if (!waiter) return;
     this.lockWaiters.delete(key);
-    this.reply.lo = grant.generation;
-    this.reply.hi = this.reply.flags = 0;
+    this.granted(grant);
+    this.reply.flags = 0;
     this.respond(waiter.domain, waiter.id, Status.OK);
-    this.reply.lo = 0;
+    this.reply.lo = this.reply.hi = 0;
   }
 
   private checkTransfer(d: Domain, backend: BlockBackend, req: Request): number {

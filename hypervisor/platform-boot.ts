@@ -1,7 +1,7 @@
 import { dirname } from 'node:path';
 import { mkdir, stat } from 'node:fs/promises';
 import { FileBlockDevice } from '../fs/file-block-device.js';
-import { dirtyJournalSlots, replayJournal } from '../fs/journal.js';
+import { dirtyJournalSlots, recoverJournals } from '../fs/journal.js';
 import { readSuperblock } from '../fs/layout.js';
 import { formatNewImage } from '../fs/mkfs.js';
 import { defaultPlatform, formatSize, resolveImagePath, type PlatformConfig, type VolumeConfig } from './platform-config.js';
@@ -212,9 +212,11 @@ async function prepareVolume(stateDir: string, volume: VolumeConfig, log: (e: Ne
   const dev = await FileBlockDevice.open(path);
   try {
     const sb = await readSuperblock(dev);
-    for (const slot of await dirtyJournalSlots(dev, sb)) {
-      const blocks = await replayJournal(dev, slot, sb);
-      log({ type: 'recovery', detail: `${volume.name}: journal slot ${slot} replayed (${blocks} blocks)` });
+    // All of them at once: records of one block in several journals replay in the order they were made.
+    const slots = await dirtyJournalSlots(dev, sb);
+    if (slots.length > 0) {
+      const blocks = await recoverJournals(dev, slots, sb);
+      log({ type: 'recovery', detail: `${volume.name}: journal slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')} replayed (${blocks} blocks)` });
     }
   } finally {
     await dev.close();

@@ -1,4 +1,4 @@
-import { Vic } from './abi.js';
+import { REVOKE_SLOT_WORDS, REVOKE_SLOTS, RevokeEntry, u32Sub, Vic } from './abi.js';
 
 /**
  * The monitor's side of a domain's virtual interrupt controller page: set a line pending, bump the sequence word
@@ -17,10 +17,19 @@ export class VirtualInterruptController {
     Atomics.notify(this.page, Vic.SEQ);
   }
 
-  /** Mark lock `name` to be given back (the LOCK_REVOKE line tells the guest to look). */
-  requestRevoke(name: number): void {
-    const word = Vic.REVOKE_BASE + (name >>> 5);
-    if (word >= Vic.REVOKE_BASE + Vic.REVOKE_WORDS) throw new RangeError(`lock name ${name} out of range`);
-    Atomics.or(this.page, word, 1 << (name & 31));
+  /**
+   * Puts a revoke entry on the ring (the LOCK_REVOKE line tells the guest to look); false when the ring is full.
+   * The consumer index is the guest's to write: whatever garbage it holds only makes the ring look full to its
+   * own domain, whose revokes then wait in the monitor.
+   */
+  postRevoke(vbd: number, name: number, wanted: number): boolean {
+    const prod = Atomics.load(this.page, Vic.REVOKE_PROD) >>> 0;
+    if (u32Sub(prod, Atomics.load(this.page, Vic.REVOKE_CONS) >>> 0) >= REVOKE_SLOTS) return false;
+    const base = Vic.REVOKE_RING + (prod % REVOKE_SLOTS) * REVOKE_SLOT_WORDS;
+    this.page[base + RevokeEntry.VBD] = vbd;
+    this.page[base + RevokeEntry.NAME] = name | 0;
+    this.page[base + RevokeEntry.WANTED] = wanted;
+    Atomics.store(this.page, Vic.REVOKE_PROD, (prod + 1) | 0);
+    return true;
   }
 }

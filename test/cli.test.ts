@@ -1,6 +1,8 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
+import { FileBlockDevice } from '../fs/file-block-device.js';
+import { encodeSuperblock, readSuperblock } from '../fs/layout.js';
 import { hvshare } from './helpers/cli.js';
 import { tempDir } from './helpers/platform.js';
 
@@ -30,6 +32,21 @@ test('mkfs and fsck: create, refuse to overwrite, check clean, report corruption
   const junk = await hvshare('fsck', notAnImage);
   t.is(junk.code, 1);
   t.regex(junk.stdout, /error/);
+});
+
+test('fsck refuses a format-1 volume with exit 1 and says what to do', async (t) => {
+  const dir = await tempDir(t, 'hvshare-cli-');
+  const image = join(dir, 'old.img');
+  t.is((await hvshare('mkfs', image, '--size', '16M', '--slots', '2')).code, 0);
+  const dev = await FileBlockDevice.open(image);
+  await dev.write(0, encodeSuperblock({ ...(await readSuperblock(dev)), version: 1 }));
+  await dev.close();
+  const old = await hvshare('fsck', image);
+  t.is(old.code, 1);
+  t.regex(old.stdout, /error: superblock: format version 1 is no longer supported .*mkfs --force/);
+  const json = await hvshare('fsck', image, '--json');
+  t.is(json.code, 1);
+  t.is((JSON.parse(json.stdout) as { errors: string[] }).errors.length, 1);
 });
 
 test('ps, stat and log: a clear message and exit 1 without a platform or with bad options', async (t) => {

@@ -49,10 +49,11 @@ test('a full volume returns ENOSPC, stays consistent, and recovers space on unli
   await v.close();
 });
 
-test('running out of inodes is ENOSPC too', async (t) => {
-  const v = await freshVolume(12 << 20, { slots: 2, journalBlocks: 64, blocksPerGroup: 1024, bytesPerInode: 65536 });
+test('running out of inodes is ENOSPC too: every free block became an inode or a directory block', async (t) => {
+  const v = await freshVolume(12 << 20, { slots: 2, journalBlocks: 64, blocksPerGroup: 1024 });
   const { fs } = v;
   const { ffree } = await fs.statfs('/');
+  const rootBlocks = (await fs.getattr('/')).blocks;
   let created = 0;
   let code = 'OK';
   while (code === 'OK' && created < 5000) {
@@ -60,7 +61,9 @@ test('running out of inodes is ENOSPC too', async (t) => {
     if (code === 'OK') created++;
   }
   t.is(code, 'ENOSPC');
-  t.is(created, ffree);
+  const dirBlocks = ((await fs.getattr('/')).blocks - rootBlocks) / 8;
+  t.is(created + dirBlocks, ffree);
+  t.is((await fs.statfs('/')).ffree, 0);
   await fs.sync();
   t.deepEqual((await fsck(v.dev)).errors, []);
   await v.close();

@@ -23,7 +23,7 @@ export async function tempImage(sizeBytes: number): Promise<TempImage> {
   return { path, dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
-export const SMALL_FS: MkfsOptions = { slots: 4, journalBlocks: 128, blocksPerGroup: 2048, bytesPerInode: 8192 };
+export const SMALL_FS: MkfsOptions = { slots: 4, journalBlocks: 128, blocksPerGroup: 2048 };
 
 /** A formatted image with one mounted instance (slot 0). */
 export async function freshVolume(sizeBytes = 32 << 20, options: MkfsOptions = SMALL_FS) {

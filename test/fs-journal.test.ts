@@ -3,7 +3,7 @@ import { crc32c } from '../fs/crc32c.js';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { mkfs } from '../fs/mkfs.js';
 import { BLOCK_SIZE, BlockType, Geometry, readSuperblock, sealBlock } from '../fs/layout.js';
-import { inspectJournal, Journal, replayJournal, encodeJournalHeader } from '../fs/journal.js';
+import { inspectJournal, Journal, recoverJournals, replayJournal, encodeJournalHeader } from '../fs/journal.js';
 import { SMALL_FS, tempImage } from './fs-helpers.js';
 
 test('crc32c matches the standard check values', (t) => {
@@ -49,7 +49,7 @@ test('replay copies a committed transaction home; a bad logged copy drops it', a
   const target = s.g.firstDataBlock(0) + 50;
   const copy = s.block(target, 0x5a);
   await s.dev.write(s.g.journalLog(slot) * BLOCK_SIZE, copy);
-  const header = encodeJournalHeader(s.g.journalHeader(slot), { seq: 9, slot, targets: [target], crcs: [crc32c(copy)] });
+  const header = encodeJournalHeader(s.g.journalHeader(slot), { seq: 9, slot, tag: 0, targets: [target], crcs: [crc32c(copy)] });
   await s.dev.write(s.g.journalHeader(slot) * BLOCK_SIZE, header);
   t.is((await inspectJournal(s.dev, s.sb, slot)).state, 'committed');
   t.is(await replayJournal(s.dev, slot), 1);
@@ -61,7 +61,7 @@ test('replay copies a committed transaction home; a bad logged copy drops it', a
   const before = await s.readBlock(other);
   const wrong = s.block(other, 0x11);
   await s.dev.write(s.g.journalLog(slot) * BLOCK_SIZE, wrong);
-  await s.dev.write(s.g.journalHeader(slot) * BLOCK_SIZE, encodeJournalHeader(s.g.journalHeader(slot), { seq: 10, slot, targets: [other], crcs: [crc32c(wrong) ^ 1] }));
+  await s.dev.write(s.g.journalHeader(slot) * BLOCK_SIZE, encodeJournalHeader(s.g.journalHeader(slot), { seq: 10, slot, tag: 0, targets: [other], crcs: [crc32c(wrong) ^ 1] }));
   t.is((await inspectJournal(s.dev, s.sb, slot)).state, 'torn');
   t.is(await replayJournal(s.dev, slot), 0);
   t.deepEqual(await s.readBlock(other), before);
@@ -76,7 +76,7 @@ test('a torn header (bad checksum) is dropped and Journal.open refuses an unrepl
   const target = s.g.firstDataBlock(0) + 70;
   const copy = s.block(target, 0x77);
   await s.dev.write(s.g.journalLog(slot) * BLOCK_SIZE, copy);
-  const header = encodeJournalHeader(s.g.journalHeader(slot), { seq: 3, slot, targets: [target], crcs: [crc32c(copy)] });
+  const header = encodeJournalHeader(s.g.journalHeader(slot), { seq: 3, slot, tag: 0, targets: [target], crcs: [crc32c(copy)] });
   await s.dev.write(s.g.journalHeader(slot) * BLOCK_SIZE, header);
   await t.throwsAsync(Journal.open(s.dev, s.sb, slot));
   header[100] ^= 0xff;
@@ -84,5 +84,24 @@ test('a torn header (bad checksum) is dropped and Journal.open refuses an unrepl
   t.is((await inspectJournal(s.dev, s.sb, slot)).state, 'torn');
   t.is(await replayJournal(s.dev, slot), 0);
   t.notDeepEqual(await s.readBlock(target), copy);
+  await s.close();
+});
+
+test('records of one block in two journals are replayed oldest tag first, whatever the slot order', async (t) => {
+  const s = await setup();
+  const target = s.g.firstDataBlock(0) + 70;
+  const older = s.block(target, 0x11);
+  const newer = s.block(target, 0x22);
+  // The newer record sits in the lower slot, so slot order alone would replay it first and lose it.
+  const records: Array<[number, Uint8Array, number]> = [[0, newer, 8], [3, older, 5]];
+  for (const [slot, copy, tag] of records) {
+    await s.dev.write(s.g.journalLog(slot) * BLOCK_SIZE, copy);
+    const address = s.g.journalHeader(slot);
+    await s.dev.write(address * BLOCK_SIZE, encodeJournalHeader(address, { seq: 1, slot, tag, targets: [target], crcs: [crc32c(copy)] }));
+  }
+  t.is(await recoverJournals(s.dev, [0, 3]), 2);
+  t.deepEqual(await s.readBlock(target), newer);
+  t.is((await inspectJournal(s.dev, s.sb, 0)).state, 'clean');
+  t.is((await inspectJournal(s.dev, s.sb, 3)).state, 'clean');
   await s.close();
 });

@@ -12,7 +12,7 @@ test('shared holders coexist; exclusive waits and revokes them', (t) => {
   t.true(c.revokes.every((r) => r.wanted === 'exclusive'));
   t.deepEqual(table.release('a', 0, false).grants, []);
   const last = table.release('b', 0, false);
-  t.deepEqual(last.grants, [{ holder: 'c', name: 0, mode: 'exclusive', generation: 0 }]);
+  t.deepEqual(last.grants, [{ holder: 'c', name: 0, mode: 'exclusive', generation: 0, epoch: 0 }]);
 });
 
 test('waiters are granted in FIFO order; shared requests queue behind an exclusive waiter', (t) => {
@@ -26,7 +26,23 @@ test('waiters are granted in FIFO order; shared requests queue behind an exclusi
   t.deepEqual(r1.grants.map((g) => g.holder), ['b']);
   t.deepEqual(r1.revokes, [{ holder: 'b', name: 0, wanted: 'shared' }], 'new holder is asked to give way to the next waiter');
   const r2 = table.release('b', 0, true);
-  t.deepEqual(r2.grants, [{ holder: 'c', name: 0, mode: 'shared', generation: 1 }]);
+  t.deepEqual(r2.grants, [{ holder: 'c', name: 0, mode: 'shared', generation: 1, epoch: 1 }], 'a dirty release moves the epoch too');
+});
+
+test('try-requests never queue or revoke; downgrade lets shared waiters in; the epoch counts changed releases', (t) => {
+  const table = new LockTable();
+  t.is(table.tryRequest('a', 0xfffffff0, 'exclusive')?.mode, 'exclusive', 'names cover 32 bits');
+  t.is(table.tryRequest('b', 0xfffffff0, 'shared'), null, 'conflicts with a holder');
+  t.deepEqual(table.waiters(0xfffffff0), [], 'nothing queued');
+  t.is(table.request('b', 0xfffffff0, 'shared').granted, null);
+  t.is(table.tryRequest('c', 0xfffffff0, 'shared'), null, 'no jumping ahead of a waiter');
+  const down = table.downgrade('a', 0xfffffff0, true);
+  t.deepEqual(down.grants.map((g) => [g.holder, g.mode, g.generation, g.epoch]), [['b', 'shared', 1, 1]]);
+  t.deepEqual(table.holders(0xfffffff0).map((h) => [h.holder, h.mode]).sort(), [['a', 'shared'], ['b', 'shared']]);
+  t.throws(() => table.downgrade('a', 0xfffffff0, false), undefined, 'only an exclusive holder downgrades');
+  t.is(table.tryRequest('c', 0xfffffff0, 'shared')?.epoch, 1);
+  table.release('a', 0xfffffff0, false);
+  t.is(table.tryRequest('d', 5, 'exclusive')?.epoch, 1, 'a clean release leaves the epoch');
 });
 
 test('dirty release bumps the generation; clean release does not', (t) => {
@@ -90,6 +106,6 @@ test('LocalLockService delivers grants and asynchronous revokes', async (t) => {
   t.deepEqual(revokes, [], 'revoke handlers run asynchronously');
   t.is(await pending, 1);
   t.deepEqual(revokes, ['0:shared']);
-  service.kill(b);
+  await service.kill(b);
   t.is(await a.lock(0, 'exclusive'), 1);
 });

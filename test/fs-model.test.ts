@@ -1,8 +1,8 @@
 /**
- * Model-based random test: two filesystem instances share a volume and take turns at random operations; every
- * result (data, listing, attributes, errno) is compared with an in-memory model of POSIX semantics. The instances
- * are either native (two slots, one LocalLockService) or two real domains of a platform (guest kernels,
- * hypercalls, the monitor's lock service with revocation). Replay a failure with HVSHARE_SEED=<seed> (printed on
+ * Model-based random test: two or three filesystem instances share a volume and take turns at random operations
+ * (renames across directories included); every result (data, listing, attributes, errno) is compared with an
+ * in-memory model of POSIX semantics. The instances are either native (two or three slots, one LocalLockService)
+ * or two real domains of a platform (guest kernels, hypercalls, the monitor's lock service with revocation). Replay a failure with HVSHARE_SEED=<seed> (printed on
  * failure).
  */
 import test from 'ava';
@@ -222,14 +222,14 @@ interface Instances {
   stop(): Promise<void>;
 }
 
-async function nativeInstances(path: string): Promise<Instances> {
-  const devs = [await FileBlockDevice.open(path), await FileBlockDevice.open(path)];
+async function nativeInstances(path: string, count = 2): Promise<Instances> {
+  const devs = await Promise.all(Array.from({ length: count }, () => FileBlockDevice.open(path)));
   const locks = new LocalLockService();
   const instances = await Promise.all(devs.map((dev, slot) => FileSystem.mount(dev, { slot, locks: locks.client(), commitIntervalMs: 0 })));
   return {
     instances,
     tookTurns: (steps) =>
-      locks.stats.revokes < steps / 10 || instances.some((fs) => fs.stats.cacheDrops < 2) ? JSON.stringify(locks.stats) : null,
+      locks.stats.revokes < steps / 20 || instances.some((fs) => fs.cacheStats.locks.drops < 2) ? JSON.stringify(locks.stats) : null,
     async stop() {
       for (const fs of instances) await fs.unmount();
       for (const dev of devs) await dev.close();
@@ -270,7 +270,7 @@ async function runSeed(seed: number, steps: number, start: (path: string) => Pro
     const { instances } = shared;
     const model = new Model();
     for (let step = 0; step < steps; step++) {
-      const which = random() < 0.5 ? 0 : 1;
+      const which = Math.floor(random() * instances.length);
       const fs = instances[which];
       const p = randomPath();
       const q = randomPath();
@@ -368,7 +368,8 @@ const envSeed = process.env.HVSHARE_SEED ? Number(process.env.HVSHARE_SEED) : un
 const seeds = envSeed !== undefined ? [envSeed] : [Date.now() % 100000, 1, 2];
 
 const variants: [string, (path: string) => Promise<Instances>, number][] = [
-  ['two native instances', nativeInstances, 1500],
+  ['two native instances', (path) => nativeInstances(path, 2), 1500],
+  ['three native instances', (path) => nativeInstances(path, 3), 1000],
   ['two domains of a platform', domainInstances, 600],
 ];
 for (const [what, start, defaultSteps] of variants) {

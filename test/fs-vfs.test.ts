@@ -314,8 +314,9 @@ test('fsck catches corruption: bad checksum, leaked block, wrong link count', as
   const fh = await v.fs.create('/d/f', 0o644);
   await v.fs.write(fh, 0, patternBytes(50_000, 9));
   await v.fs.release(fh);
+  const { ino } = await v.fs.getattr('/d/f');
   await v.fs.unmount();
-  t.true((await fsck(v.dev)).ok);
+  t.deepEqual((await fsck(v.dev)).errors, []);
   const sb = await readSuperblock(v.dev);
   const g = new Geometry(sb);
   const readBlock = async (address: number) => {
@@ -325,36 +326,38 @@ test('fsck catches corruption: bad checksum, leaked block, wrong link count', as
   };
   const writeBlock = (address: number, data: Uint8Array) => v.dev.write(address * BLOCK_SIZE, data);
 
-  // 1. A flipped byte in the inode table.
-  const table = await readBlock(g.inodeTable(0));
-  const flipped = table.slice();
+  // 1. A flipped byte in the inode block of /d/f (an inode is a block of its own, numbered by its address).
+  const inodeBlock = await readBlock(ino);
+  const flipped = inodeBlock.slice();
   flipped[HEADER_SIZE + 5] ^= 1;
-  await writeBlock(g.inodeTable(0), flipped);
+  await writeBlock(ino, flipped);
   let report = await fsck(v.dev);
   t.false(report.ok);
-  t.true(report.errors.some((e) => e.includes('checksum')), report.errors.join('\n'));
-  await writeBlock(g.inodeTable(0), table);
+  t.true(report.errors.some((e) => e.includes('checksum') && e.includes('/d/f') && e.includes(`block ${ino}`)), report.errors.join('\n'));
+  await writeBlock(ino, inodeBlock);
 
-  // 2. A block marked used that nobody references (checksum kept valid).
+  // 2. A free block marked used that nobody references (checksum kept valid).
   const bitmap = await readBlock(g.blockBitmap(0));
   const leaked = bitmap.slice();
   const bit = g.groupSize(0) - 1;
+  t.is(bitmap[HEADER_SIZE + (bit >> 3)] & (1 << (bit & 7)), 0, 'the last block of group 0 was free');
   leaked[HEADER_SIZE + (bit >> 3)] |= 1 << (bit & 7);
   sealBlock(leaked, BlockType.BlockBitmap, g.blockBitmap(0));
   await writeBlock(g.blockBitmap(0), leaked);
   report = await fsck(v.dev);
-  t.true(report.errors.some((e) => e.includes('allocated but not referenced')), report.errors.join('\n'));
+  t.true(report.errors.some((e) => e.startsWith(`block ${g.groupBase(0) + bit} `) && e.includes('allocated but not referenced')), report.errors.join('\n'));
   await writeBlock(g.blockBitmap(0), bitmap);
 
-  // 3. A wrong link count on the root (nlink is at offset 12 of the inode).
-  const wrongLinks = table.slice();
+  // 3. A wrong link count on the root (nlink is at offset 12 of the inode record).
+  const rootBlock = await readBlock(sb.rootIno);
+  const wrongLinks = rootBlock.slice();
   wrongLinks[HEADER_SIZE + 12] += 1;
-  sealBlock(wrongLinks, BlockType.InodeTable, g.inodeTable(0));
-  await writeBlock(g.inodeTable(0), wrongLinks);
+  sealBlock(wrongLinks, BlockType.Inode, sb.rootIno);
+  await writeBlock(sb.rootIno, wrongLinks);
   report = await fsck(v.dev);
-  t.true(report.errors.some((e) => e.includes('nlink')), report.errors.join('\n'));
-  await writeBlock(g.inodeTable(0), table);
-  t.true((await fsck(v.dev)).ok);
+  t.true(report.errors.some((e) => e.includes(`inode ${sb.rootIno} (/)`) && e.includes('nlink 4, referenced 3 times')), report.errors.join('\n'));
+  await writeBlock(sb.rootIno, rootBlock);
+  t.deepEqual((await fsck(v.dev)).errors, []);
   await v.close();
 });
 

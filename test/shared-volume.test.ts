@@ -116,3 +116,24 @@ test('lock names belong to a volume: domains on different volumes never revoke e
   t.true(events.some((e) => e.type === 'revoke' && e.domain === 'on-a' && /of volume a\b/.test(e.detail)), JSON.stringify(events));
   for (const image of [a, b]) t.is((await fsckImage(image)).errors.length, 0, image);
 });
+
+test('per-inode locks keep writers of two directories apart; hundreds of inode locks (names past 2^12) are revoked and granted', async (t) => {
+  const { platform, boot } = await sharedPlatform(t);
+  const [dom1, dom2] = [await boot('dom1', 0), await boot('dom2', 1)];
+  const [vfs1, vfs2] = [domainVfs(dom1), domainVfs(dom2)];
+  await vfs1.mkdir('/one', 0o755);
+  await vfs2.mkdir('/two', 0o755);
+  const quiet = platform.counters('dom1').REVOKES + platform.counters('dom2').REVOKES;
+  // Each writes files in its own directory: no lock of one is ever wanted by the other.
+  await Promise.all([
+    (async () => { for (let i = 0; i < 300; i++) await vfs1.release(await vfs1.create(`/one/f${i}`, 0o644)); })(),
+    (async () => { for (let i = 0; i < 40; i++) await vfs2.release(await vfs2.create(`/two/f${i}`, 0o644)); })(),
+  ]);
+  t.true(platform.counters('dom1').REVOKES + platform.counters('dom2').REVOKES - quiet <= 4, 'writers of different directories do not trade locks');
+  // dom1 holds some 300 inode locks exclusively (an inode's lock is named by its block address, past 4096 here).
+  const before = platform.counters('dom1').REVOKES;
+  const names = Array.from({ length: 300 }, (_, i) => `/one/f${i}`);
+  const stats = await Promise.all(names.map((name) => vfs2.getattr(name)));
+  t.true(stats.every((s) => s.size === 0 && s.ino > 4096));
+  t.true(platform.counters('dom1').REVOKES - before >= 300, `revokes posted to dom1: ${platform.counters('dom1').REVOKES - before}`);
+});

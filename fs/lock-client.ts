@@ -1,0 +1,385 @@
+/**
+ * The cluster-lock client of one filesystem instance (GFS2's glocks, OCFS2's cluster locks): per lock name the
+ * mode held, the generation its cached copies are valid for, whether it was changed since it was granted and a
+ * pending revoke. Locks are cached: after an operation they stay held until another domain asks for a
+ * conflicting mode, and what they cover stays cached in this domain (block-cache.ts, page-cache.ts) as long as
+ * the generation seen at the next grant is the one this domain left behind.
+ *
+ * An operation pins the locks it uses (need). Deadlock is impossible because of one rule: an operation waits for
+ * a lock only while it has changed nothing (it is "clean"), and a clean operation's pins do not stop a revoke.
+ * While it waits, revokes are answered (commit, then downgrade or release) even for locks it pinned; it then
+ * starts over (Restart) since what it read under them may be stale. Once it changes something it never waits
+ * for another domain: a lock it does not hold is only tried (tryLock), and when that fails the operation is
+ * undone and started over, taking every lock the last attempt wanted first, one after the other in ascending
+ * name order, before it runs; those pins hold while it waits for the next name (waits in one global order form no
+ * cycle), so a storm of renames converges instead of trading locks forever. A revoke of a lock pinned by an
+ * operation that changes things waits for its end, which only waits for local I/O. Cross-directory moves of directories also take RENAME_LOCK (lock-names.ts).
+ *
+ * Lock ping-pong: a revoke of a lock in use (pinned, or operations queued in this domain) less than `minHoldMs`
+ * after it was granted waits until then; a lock nobody here is using goes at once, so a file handed from one
+ * domain to another waits for nothing but the journal commit.
+ */
+import type { LockMode, LockService } from './lock-service.js';
+
+/** Thrown through an operation that must start over; `name` is a lock to take before it does (if any). */
+export class Restart extends Error {
+  constructor(
+    readonly lock: number | null,
+    readonly mode: LockMode,
+  ) {
+    super(lock === null ? 'operation restarts' : `operation restarts for lock ${lock}`);
+  }
+}
+
+interface LockState {
+  name: number;
+  held: LockMode | null;
+  /** The generation cached copies of what the lock covers are valid for (null: none seen yet). */
+  generation: number | null;
+  /** Changed since the grant (or the last downgrade): giving it up bumps its generation. */
+  changed: boolean;
+  grantedAt: number;
+  /** The mode another domain waits for (null: nobody asked). */
+  revoke: LockMode | null;
+  /** Requests sent and not answered: a revoke may overtake the grant it is about. */
+  pending: number;
+  /** Set once a request for this lock was granted by the service but not yet taken in (see requestLock). */
+  arriving: boolean;
+  /** Kept while mounted whatever happens (the instance's own journal slot). */
+  sticky: boolean;
+}
+
+interface Operation {
+  pins: Set<number>;
+  /** Every lock the operation asked for, in the strongest mode: taken first if it starts over. */
+  wanted: Map<number, LockMode>;
+  changing: boolean;
+  /** Taking the last attempt's locks in ascending name order: its pins hold (no cycle of such waits exists). */
+  ordered: boolean;
+  waiting: boolean;
+  invalidated: boolean;
+}
+
+export interface LockClientHooks {
+  /** Another domain changed what `name` covers: forget every cached copy of it. */
+  drop(name: number): void;
+  /** Before `name` is given up or downgraded: commit if the running transaction holds what it covers. */
+  writeBack(name: number): Promise<void>;
+  /** Run `task` as soon as no operation runs (an idle instance answers revokes through its operation queue). */
+  whenIdle(task: () => Promise<void>): void;
+  /** True when operations wait behind the running one. */
+  busy(): boolean;
+  /** Answering a revoke failed (a commit could not be written): the instance must stop. */
+  failed(error: Error): void;
+}
+
+export interface LockClientOptions {
+  /** How long a lock in use is kept after its grant before a revoke is answered (default 100 ms, as GFS2). */
+  minHoldMs?: number;
+  now?: () => number;
+}
+
+function satisfies(held: LockMode | null, mode: LockMode): boolean {
+  return held === 'exclusive' || (held === 'shared' && mode === 'shared');
+}
+
+function stronger(a: LockMode | null | undefined, b: LockMode): LockMode {
+  return a === 'exclusive' || b === 'exclusive' ? 'exclusive' : 'shared';
+}
+
+export class LockClient {
+  private readonly states = new Map<number, LockState>();
+  private op: Operation | null = null;
+  private processing: Promise<void> | null = null;
+  private again = false;
+  private idleQueued = false;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
+  private readonly minHoldMs: number;
+  private readonly now: () => number;
+  /** Counters for tests and diagnostics. */
+  readonly stats = { grants: 0, revokes: 0, released: 0, downgraded: 0, drops: 0, restarts: 0, deferred: 0 };
+
+  constructor(
+    private readonly service: LockService,
+    private readonly hooks: LockClientHooks,
+    options: LockClientOptions = {},
+  ) {
+    this.minHoldMs = options.minHoldMs ?? 100;
+    this.now = options.now ?? Date.now;
+    service.onRevoke((name, wanted) => this.revoked(name, wanted));
+  }
+
+  // ---- operations ----
+
+  /** Starts an operation (one at a time); `previous` is what the last attempt wanted, taken first. */
+  async beginOp(previous?: Map<number, LockMode>): Promise<void> {
+    if (this.op) throw new Error('an operation is already running');
+    const op: Operation = { pins: new Set(), wanted: new Map(), changing: false, ordered: false, waiting: false, invalidated: false };
+    this.op = op;
+    if (!previous) return;
+    op.ordered = true;
+    for (const name of [...previous.keys()].sort((a, b) => a - b)) await this.need(name, previous.get(name)!);
+    op.ordered = false;
+  }
+
+  /** Ends the running operation: its pins go, and revokes that waited for it are answered. */
+  endOp(): Map<number, LockMode> {
+    const op = this.running();
+    this.op = null;
+    for (const st of this.states.values()) if (st.revoke) return this.kick(), op.wanted;
+    return op.wanted;
+  }
+
+  /** The running operation will change the volume under `name` (it holds it exclusively). */
+  changing(name: number): void {
+    const op = this.running();
+    const st = this.states.get(name);
+    if (!st || st.held !== 'exclusive' || !op.pins.has(name)) throw new Error(`changing what lock ${name} covers without holding it exclusively`);
+    op.changing = true;
+    st.changed = true;
+  }
+
+  /** Throws unless the running operation pinned `name` (the block cache asks before every use). */
+  guard(name: number): void {
+    if (!this.op?.pins.has(name)) throw new Error(`using what lock ${name} covers without holding it`);
+  }
+
+  /** True while the running operation may still wait for a lock (it has changed nothing). */
+  get mayWait(): boolean {
+    return !this.running().changing;
+  }
+
+  /** Pins `name` for the running operation in `mode`, waiting for it if the operation may wait (see above). */
+  async need(name: number, mode: LockMode): Promise<void> {
+    const op = this.running();
+    op.wanted.set(name, stronger(op.wanted.get(name), mode));
+    const st = this.state(name);
+    if (satisfies(st.held, mode)) {
+      op.pins.add(name);
+      return;
+    }
+    if (op.changing) {
+      if (!(await this.tryPin(name, mode))) throw new Restart(name, mode);
+      return;
+    }
+    op.waiting = true;
+    this.kick();
+    let generation: number;
+    try {
+      generation = await this.requestLock(st, mode);
+    } finally {
+      op.waiting = false;
+    }
+    while (this.processing) await this.processing;
+    this.granted(st, mode, generation);
+    op.pins.add(name);
+    if (op.invalidated) throw new Restart(null, mode);
+  }
+
+  /** Pins `name` if it can be had at once (held already, or granted without waiting). */
+  async tryPin(name: number, mode: LockMode): Promise<boolean> {
+    const op = this.running();
+    const st = this.state(name);
+    if (!satisfies(st.held, mode)) {
+      st.pending++;
+      const generation = await this.service.tryLock(name, mode).finally(() => st.pending--);
+      if (generation === null) return false;
+      this.granted(st, mode, generation);
+    }
+    op.pins.add(name);
+    return true;
+  }
+
+  /** Pins `name` when it is held already in `mode` (no request at all). */
+  pinIfHeld(name: number, mode: LockMode): boolean {
+    const st = this.states.get(name);
+    if (!st || !satisfies(st.held, mode)) return false;
+    this.running().pins.add(name);
+    return true;
+  }
+
+  /** Keeps `name` until unmount (the instance's journal slot): revokes of it are not answered. */
+  stick(name: number): void {
+    this.state(name).sticky = true;
+  }
+
+  /** Gives `name` back at once (the mount lock after recovery); nothing it covers is cached. */
+  async release(name: number): Promise<void> {
+    const st = this.states.get(name);
+    if (!st?.held) return;
+    const dirty = st.changed;
+    st.held = null;
+    st.changed = false;
+    if (dirty && st.generation !== null) st.generation++;
+    this.running().pins.delete(name);
+    await this.service.unlock(name, dirty);
+  }
+
+  /** Unmount: every lock goes back (the caller committed). */
+  async releaseAll(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const st of this.states.values()) {
+      if (!st.held) continue;
+      st.held = null;
+      await this.service.unlock(st.name, st.changed);
+    }
+    this.states.clear();
+  }
+
+  /** What is held, for tests and diagnostics. */
+  held(name: number): LockMode | null {
+    return this.states.get(name)?.held ?? null;
+  }
+
+  get heldCount(): number {
+    let n = 0;
+    for (const st of this.states.values()) if (st.held) n++;
+    return n;
+  }
+
+  private running(): Operation {
+    if (!this.op) throw new Error('no operation is running');
+    return this.op;
+  }
+
+  private state(name: number): LockState {
+    let st = this.states.get(name);
+    if (!st) {
+      st = { name, held: null, generation: null, changed: false, grantedAt: 0, revoke: null, pending: 0, arriving: false, sticky: false };
+      this.states.set(name, st);
+    }
+    return st;
+  }
+
+  private requestLock(st: LockState, mode: LockMode): Promise<number> {
+    st.pending++;
+    return this.service.lock(st.name, mode).then(
+      (generation) => {
+        st.pending--;
+        st.arriving = true;
+        return generation;
+      },
+      (error) => {
+        st.pending--;
+        throw error;
+      },
+    );
+  }
+
+  /** A grant taken in: what is cached under the lock stays only if nobody changed it meanwhile. */
+  private granted(st: LockState, mode: LockMode, generation: number): void {
+    st.arriving = false;
+    st.held = stronger(st.held, mode);
+    st.grantedAt = this.now();
+    this.stats.grants++;
+    if (st.generation !== generation) {
+      if (st.generation !== null) {
+        this.hooks.drop(st.name);
+        this.stats.drops++;
+        // The operation may have read what it covers under an earlier grant of this very lock (an upgrade).
+        if (this.op?.pins.has(st.name)) this.op.invalidated = true;
+      }
+      st.generation = generation;
+    }
+  }
+
+  // ---- revokes ----
+
+  private revoked(name: number, wanted: LockMode): void {
+    const st = this.states.get(name);
+    if (!st || (!st.held && st.pending === 0)) return;
+    st.revoke = stronger(st.revoke, wanted);
+    this.stats.revokes++;
+    this.kick();
+  }
+
+  /** Answers pending revokes now if no operation runs, or the running one waits with nothing changed. */
+  private kick(): void {
+    const op = this.op;
+    if (!op) {
+      if (this.idleQueued) return;
+      this.idleQueued = true;
+      this.hooks.whenIdle(() => {
+        this.idleQueued = false;
+        return this.process();
+      });
+      return;
+    }
+    if (op.waiting && !op.changing) void this.process();
+  }
+
+  private process(): Promise<void> {
+    if (this.processing) {
+      this.again = true;
+      return this.processing;
+    }
+    this.processing = (async () => {
+      do {
+        this.again = false;
+        await this.answerRevokes();
+      } while (this.again);
+    })()
+      .catch((error) => this.hooks.failed(error instanceof Error ? error : new Error(String(error))))
+      .finally(() => {
+        this.processing = null;
+      });
+    return this.processing;
+  }
+
+  private async answerRevokes(): Promise<void> {
+    for (const st of [...this.states.values()]) {
+      if (!st.revoke) continue;
+      if (!st.held) {
+        if (st.pending === 0 && !st.arriving) st.revoke = null;
+        continue;
+      }
+      if (st.held === 'shared' && st.revoke === 'shared') {
+        st.revoke = null;
+        continue;
+      }
+      if (st.sticky || st.arriving) continue;
+      const op = this.op;
+      // An operation that runs (not waiting for a lock) may be changing things: answer after it.
+      if (op && !op.waiting) return;
+      if (op?.ordered && op.pins.has(st.name)) continue;
+      const now = this.now();
+      const holdUntil = st.grantedAt + this.minHoldMs;
+      if (now < holdUntil && ((op?.pins.has(st.name) ?? false) || this.hooks.busy())) {
+        this.stats.deferred++;
+        this.wakeAt(holdUntil);
+        continue;
+      }
+      const wanted = st.revoke;
+      st.revoke = null;
+      await this.hooks.writeBack(st.name);
+      const dirty = st.changed;
+      st.changed = false;
+      if (wanted === 'shared' && st.held === 'exclusive') {
+        st.held = 'shared';
+        this.stats.downgraded++;
+        await this.service.downgrade(st.name, dirty);
+      } else {
+        st.held = null;
+        this.stats.released++;
+        await this.service.unlock(st.name, dirty);
+      }
+      // The service bumps the generation by one for a dirty release: our copies stay valid for that one.
+      if (dirty && st.generation !== null) st.generation++;
+      if (op?.pins.has(st.name)) op.invalidated = true;
+    }
+  }
+
+  private wakeAt(at: number): void {
+    if (this.timer && this.timerAt <= at) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerAt = Infinity;
+      this.kick();
+    }, Math.max(0, at - this.now()) + 1);
+    this.timer.unref?.();
+  }
+}

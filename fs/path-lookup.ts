@@ -1,0 +1,67 @@
+/**
+ * Path lookup (xv6's namei): from the root, one directory at a time, each read under its inode's lock in shared
+ * mode (the last component in the mode the operation asks for), following symbolic links.
+ */
+import { IoError } from './block-device.js';
+import type { Directories } from './directory.js';
+import { isDir, isSymlink, type Inode, type InodeStore } from './inode.js';
+import type { LockClient } from './lock-client.js';
+import type { LockMode } from './lock-service.js';
+import { checkName, encodeName, splitParent, splitPath } from './path.js';
+
+const MAX_SYMLINK_DEPTH = 40;
+
+export class PathLookup {
+  constructor(
+    private readonly inodes: InodeStore,
+    private readonly dirs: Directories,
+    private readonly locks: LockClient,
+    readonly rootIno: number,
+    private readonly readSymlink: (inode: Inode) => Promise<string>,
+  ) {}
+
+  /** Inode `ino` in use, under its lock in `mode`. */
+  async get(ino: number, mode: LockMode = 'shared'): Promise<Inode> {
+    await this.locks.need(ino, mode);
+    return this.inodes.read(ino);
+  }
+
+  /** The inode number `name` stands for in `dir` (whose lock the operation holds), or null. */
+  async lookupIn(dir: Inode, name: string): Promise<number | null> {
+    if (!isDir(dir)) throw new IoError('ENOTDIR', 'not a directory');
+    if (name === '.') return dir.ino;
+    const entry = await this.dirs.lookup(dir, encodeName(name));
+    return entry ? entry.ino : null;
+  }
+
+  /** Resolves components from the root, following symlinks (and the last one only if `follow`). */
+  async resolve(parts: string[], follow: boolean, mode: LockMode = 'shared', depth = 0): Promise<Inode> {
+    let current = await this.get(this.rootIno, parts.length === 0 ? mode : 'shared');
+    for (let i = 0; i < parts.length; i++) {
+      const last = i === parts.length - 1;
+      const ino = await this.lookupIn(current, parts[i]);
+      if (ino === null) throw new IoError('ENOENT', `no such file: ${parts[i]}`);
+      const next = await this.get(ino, last ? mode : 'shared');
+      if (isSymlink(next) && (!last || follow)) {
+        if (depth >= MAX_SYMLINK_DEPTH) throw new IoError('ELOOP', 'too many symbolic links');
+        const target = await this.readSymlink(next);
+        const base = target.startsWith('/') ? [] : parts.slice(0, i);
+        return this.resolve([...base, ...splitPath(target === '' ? '/' : target), ...parts.slice(i + 1)], follow, mode, depth + 1);
+      }
+      current = next;
+    }
+    return current;
+  }
+
+  resolvePath(path: string, follow = false, mode: LockMode = 'shared'): Promise<Inode> {
+    return this.resolve(splitPath(path), follow, mode);
+  }
+
+  /** The directory a path's last name lives in, held exclusively for a change, and that name. */
+  async resolveParent(path: string): Promise<{ dir: Inode; name: string; bytes: Uint8Array }> {
+    const { parent, name } = splitParent(path);
+    const dir = await this.resolve(parent, true, 'exclusive');
+    if (!isDir(dir)) throw new IoError('ENOTDIR', 'not a directory');
+    return { dir, name, bytes: checkName(name) };
+  }
+}

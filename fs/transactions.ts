@@ -1,0 +1,100 @@
+/**
+ * Transactions of one filesystem instance: admission to the log, begin and end of an operation, group commit
+ * through the instance's own journal (journal.ts).
+ *
+ * Changes collect in one running transaction: the dirty blocks of the block cache, whole operations only (an
+ * operation that fails is undone in memory by the cache). It is committed on fsync, when it is half full, at
+ * most `commitIntervalMs` after it started, before a lock that covers any of its blocks is given up (the journal
+ * rule, per lock: lock-client.ts asks through writeBack), and at unmount. Since every metadata block is covered
+ * by exactly one lock and an exclusive lock is given up only after the commit wrote the blocks home and cleared
+ * the log, a block is in one journal at most: journals of different domains never hold copies of one block that
+ * would have to be replayed in order, and recovery may replay them in any order.
+ */
+import { IoError } from './block-device.js';
+import type { Allocator } from './allocator.js';
+import type { BlockCache } from './block-cache.js';
+import type { Journal } from './journal.js';
+import { resealBlock } from './layout.js';
+
+/** Journal blocks an operation step may dirty at most; a transaction with less room left commits first. */
+const STEP_RESERVE = 32;
+
+export class Transactions {
+  private timer: NodeJS.Timeout | null = null;
+  /** Set when a commit failed: the instance cannot go on (what is on disk is the last commit). */
+  failure: Error | null = null;
+
+  constructor(
+    private readonly cache: BlockCache,
+    private readonly journal: Journal,
+    private readonly allocator: Allocator,
+    private readonly commitIntervalMs: number,
+    /** Runs a commit as an operation of the instance (the timer's). */
+    private readonly schedule: (commit: () => Promise<void>) => void,
+    /** The tag of the next record: the lock service's change epoch as this instance last saw it (journal.ts). */
+    private readonly tag: () => number,
+  ) {}
+
+  get stats() {
+    return this.journal.stats;
+  }
+
+  /** Admits an operation that may change the volume: commits first if it might not fit. */
+  async begin(): Promise<void> {
+    if (this.cache.dirtyCount + STEP_RESERVE > this.journal.capacity) await this.commit();
+    this.cache.beginOp();
+  }
+
+  /** Ends an operation; a failed one is undone in memory. A transaction half full commits. */
+  async end(failed: boolean): Promise<void> {
+    this.cache.endOp(failed);
+    if (failed) return;
+    if (this.cache.dirtyCount * 2 > this.journal.capacity) await this.commit();
+    this.startTimer();
+  }
+
+  /** Inside an operation: commit what is done so far if room is short (`consistent` makes the state whole). */
+  async checkpoint(consistent: () => Promise<void>): Promise<void> {
+    if (this.cache.dirtyCount + STEP_RESERVE <= this.journal.capacity) return;
+    await consistent();
+    this.cache.endOp(false);
+    await this.commit();
+    this.cache.beginOp();
+  }
+
+  /** Commits the running transaction through this instance's journal. */
+  async commit(): Promise<void> {
+    this.stopTimer();
+    if (this.cache.dirtyCount === 0) return;
+    if (this.failure) throw new IoError('EIO', `filesystem failed: ${this.failure.message}`);
+    const blocks = this.cache.dirtyBlocks();
+    for (const { data } of blocks) resealBlock(data);
+    try {
+      await this.journal.commit(blocks, this.tag());
+    } catch (error) {
+      this.failure = error instanceof Error ? error : new Error(String(error));
+      throw new IoError('EIO', `commit failed: ${this.failure.message}`);
+    }
+    this.cache.markAllClean();
+    this.allocator.transactionCommitted();
+  }
+
+  /** Commits if the running transaction holds a block covered by lock `name`. */
+  async writeBack(name: number): Promise<void> {
+    if (this.cache.hasDirty(name)) await this.commit();
+  }
+
+  stopTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private startTimer(): void {
+    if (this.timer || this.commitIntervalMs <= 0 || this.cache.dirtyCount === 0) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.schedule(() => this.commit());
+    }, this.commitIntervalMs);
+    this.timer.unref?.();
+  }
+}

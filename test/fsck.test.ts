@@ -1,0 +1,414 @@
+/**
+ * fsck on format-2 volumes made by mkfs plus hand-made blocks written straight into the image: the filesystem
+ * itself is not mounted, so each test states exactly which invariant it breaks. Every test first checks that its
+ * volume is clean, then breaks one thing and looks for the error that names it.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EntryType } from '../fs/directory.js';
+import { FileBlockDevice } from '../fs/file-block-device.js';
+import { fsck, type FsckProgress, type FsckReport } from '../fs/fsck.js';
+import { decodeInode, emptyInode, encodeInode, type Inode } from '../fs/inode.js';
+import {
+  BLOCK_SIZE, BlockType, encodeSuperblock, Geometry, HEADER_SIZE, readSuperblock, resealBlock, sealBlock, view,
+  type Superblock,
+} from '../fs/layout.js';
+import { mkfs } from '../fs/mkfs.js';
+import { S_IFDIR, S_IFLNK, S_IFREG } from '../fs/vfs.js';
+
+type Entry = [name: string, ino: number, type: EntryType];
+
+/** A formatted image and the means to write blocks into it by hand. */
+class Image {
+  /** The root directory's records, rewritten into its first block by addEntry. */
+  rootEntries: Entry[];
+
+  private constructor(
+    readonly dev: FileBlockDevice,
+    readonly sb: Superblock,
+    readonly g: Geometry,
+    readonly rootDirBlock: number,
+  ) {
+    this.rootEntries = [['.', sb.rootIno, EntryType.Directory], ['..', sb.rootIno, EntryType.Directory]];
+  }
+
+  /** 8 MiB: 2 slots, 2 groups of at most 1024 blocks. Removed when the test ends. */
+  static async make(t: ExecutionContext): Promise<Image> {
+    const dir = await mkdtemp(join(tmpdir(), 'hvshare-fsck-'));
+    const path = join(dir, 'volume.img');
+    const handle = await open(path, 'w');
+    await handle.truncate(8 << 20);
+    await handle.close();
+    const dev = await FileBlockDevice.open(path);
+    t.teardown(async () => {
+      await dev.close();
+      await rm(dir, { recursive: true, force: true });
+    });
+    const sb = await mkfs(dev, { slots: 2, journalBlocks: 64, blocksPerGroup: 1024 });
+    const root = new Uint8Array(BLOCK_SIZE);
+    await dev.read(sb.rootIno * BLOCK_SIZE, root);
+    return new Image(dev, sb, new Geometry(sb), decodeInode(root, HEADER_SIZE, sb.rootIno).direct[0]);
+  }
+
+  get root(): number {
+    return this.sb.rootIno;
+  }
+
+  async read(address: number): Promise<Uint8Array> {
+    const block = new Uint8Array(BLOCK_SIZE);
+    await this.dev.read(address * BLOCK_SIZE, block);
+    return block;
+  }
+
+  write(address: number, block: Uint8Array): Promise<void> {
+    return this.dev.write(address * BLOCK_SIZE, block);
+  }
+
+  async bit(block: number): Promise<boolean> {
+    const group = this.g.groupOf(block);
+    const bit = block - this.g.groupBase(group);
+    const bitmap = await this.read(this.g.blockBitmap(group));
+    return (bitmap[HEADER_SIZE + (bit >> 3)] & (1 << (bit & 7))) !== 0;
+  }
+
+  /** Sets or clears a block's bit in its group's bitmap (the bitmap stays valid). */
+  async setBit(block: number, used: boolean): Promise<void> {
+    const group = this.g.groupOf(block);
+    const bit = block - this.g.groupBase(group);
+    const bitmap = await this.read(this.g.blockBitmap(group));
+    if (used) bitmap[HEADER_SIZE + (bit >> 3)] |= 1 << (bit & 7);
+    else bitmap[HEADER_SIZE + (bit >> 3)] &= ~(1 << (bit & 7));
+    resealBlock(bitmap);
+    await this.write(this.g.blockBitmap(group), bitmap);
+  }
+
+  /** The first free block of group 0, marked in use. */
+  async alloc(): Promise<number> {
+    for (let block = this.g.firstDataBlock(0); block < this.g.groupBase(1); block++) {
+      if (!(await this.bit(block))) {
+        await this.setBit(block, true);
+        return block;
+      }
+    }
+    throw new Error('group 0 is full');
+  }
+
+  async readInode(ino: number): Promise<Inode> {
+    return decodeInode(await this.read(ino), HEADER_SIZE, ino);
+  }
+
+  async writeInode(inode: Inode): Promise<void> {
+    const block = new Uint8Array(BLOCK_SIZE);
+    encodeInode(block, HEADER_SIZE, inode);
+    sealBlock(block, BlockType.Inode, inode.ino);
+    await this.write(inode.ino, block);
+  }
+
+  async writeDirBlock(address: number, records: Entry[]): Promise<void> {
+    const block = new Uint8Array(BLOCK_SIZE);
+    const v = view(block);
+    let offset = HEADER_SIZE;
+    records.forEach(([name, ino, type], i) => {
+      const bytes = new TextEncoder().encode(name);
+      const size = i === records.length - 1 ? BLOCK_SIZE - offset : (8 + bytes.length + 3) & ~3;
+      v.setUint32(offset, ino, true);
+      v.setUint16(offset + 4, size, true);
+      block[offset + 6] = bytes.length;
+      block[offset + 7] = type;
+      block.set(bytes, offset + 8);
+      offset += size;
+    });
+    sealBlock(block, BlockType.Directory, address);
+    await this.write(address, block);
+  }
+
+  /** Adds a record to the root directory (a subdirectory's ".." adds a link to the root's nlink). */
+  async addEntry(name: string, ino: number, type: EntryType): Promise<void> {
+    this.rootEntries.push([name, ino, type]);
+    await this.writeDirBlock(this.rootDirBlock, this.rootEntries);
+    if (type === EntryType.Directory) await this.changeInode(this.root, (root) => root.nlink++);
+  }
+
+  async changeInode(ino: number, change: (inode: Inode) => void): Promise<void> {
+    const inode = await this.readInode(ino);
+    change(inode);
+    await this.writeInode(inode);
+  }
+
+  /** A regular file of `blocks` data blocks (direct ones, then an indirect block), not linked anywhere. */
+  async file(blocks = 1, nlink = 1): Promise<Inode> {
+    const inode = emptyInode(await this.alloc(), S_IFREG | 0o644, 7, 1000);
+    inode.nlink = nlink;
+    inode.size = blocks * BLOCK_SIZE - 10;
+    const data: number[] = [];
+    for (let i = 0; i < blocks; i++) data.push(await this.alloc());
+    data.slice(0, 12).forEach((block, i) => (inode.direct[i] = block));
+    inode.blocks = blocks;
+    if (blocks > 12) {
+      inode.indirect = await this.alloc();
+      inode.blocks++;
+      const indirect = new Uint8Array(BLOCK_SIZE);
+      data.slice(12).forEach((block, i) => view(indirect).setUint32(HEADER_SIZE + i * 4, block, true));
+      sealBlock(indirect, BlockType.Indirect, inode.indirect);
+      await this.write(inode.indirect, indirect);
+    }
+    await this.writeInode(inode);
+    return inode;
+  }
+
+  /** A file linked from the root as `name`. */
+  async addFile(name: string, blocks = 1): Promise<Inode> {
+    const inode = await this.file(blocks);
+    await this.addEntry(name, inode.ino, EntryType.Regular);
+    return inode;
+  }
+
+  /** An empty directory linked from the root as `name`. */
+  async addDir(name: string): Promise<Inode> {
+    const inode = emptyInode(await this.alloc(), S_IFDIR | 0o755, 7, 1000);
+    inode.nlink = 2;
+    inode.direct[0] = await this.alloc();
+    inode.blocks = 1;
+    inode.size = BLOCK_SIZE;
+    await this.writeDirBlock(inode.direct[0], [['.', inode.ino, EntryType.Directory], ['..', this.root, EntryType.Directory]]);
+    await this.writeInode(inode);
+    await this.addEntry(name, inode.ino, EntryType.Directory);
+    return inode;
+  }
+
+  async addSymlink(name: string, target: string): Promise<Inode> {
+    const inode = emptyInode(await this.alloc(), S_IFLNK | 0o777, 7, 1000);
+    const bytes = new TextEncoder().encode(target);
+    inode.nlink = 1;
+    inode.size = bytes.length;
+    inode.direct[0] = await this.alloc();
+    inode.blocks = 1;
+    const block = new Uint8Array(BLOCK_SIZE);
+    view(block).setUint32(HEADER_SIZE, bytes.length, true);
+    block.set(bytes, HEADER_SIZE + 4);
+    sealBlock(block, BlockType.Symlink, inode.direct[0]);
+    await this.write(inode.direct[0], block);
+    await this.writeInode(inode);
+    await this.addEntry(name, inode.ino, EntryType.Symlink);
+    return inode;
+  }
+
+  async setOrphans(slot: number, inos: number[]): Promise<void> {
+    const block = new Uint8Array(BLOCK_SIZE);
+    view(block).setUint32(HEADER_SIZE, inos.length, true);
+    inos.forEach((ino, i) => view(block).setUint32(HEADER_SIZE + 4 + i * 4, ino, true));
+    sealBlock(block, BlockType.Slot, this.g.slotBlock(slot));
+    await this.write(this.g.slotBlock(slot), block);
+  }
+
+  async fsck(): Promise<FsckReport> {
+    return fsck(this.dev);
+  }
+}
+
+async function clean(t: ExecutionContext, image: Image): Promise<FsckReport> {
+  const report = await image.fsck();
+  t.deepEqual(report.errors, [], 'the volume is clean before it is broken');
+  t.true(report.ok);
+  return report;
+}
+
+function hasError(t: ExecutionContext, report: FsckReport, pattern: RegExp): void {
+  t.false(report.ok);
+  t.true(report.errors.some((e) => pattern.test(e)), `no error matches ${pattern}:\n${report.errors.join('\n')}`);
+}
+
+test('a fresh volume is clean: one directory; the bitmaps, the root inode and its directory block in use', async (t) => {
+  const image = await Image.make(t);
+  const { sb, g } = image;
+  const phases: FsckProgress[] = [];
+  const report = await fsck(image.dev, { onProgress: (p) => phases.push(p) });
+  t.deepEqual(report.errors, []);
+  t.deepEqual(report.warnings, []);
+  t.true(report.ok);
+  t.is(sb.groupCount, 2);
+  t.is(image.rootDirBlock, sb.rootIno + 1);
+  const inUse = sb.groupCount + 2;
+  t.deepEqual(report.stats, {
+    inodesInUse: 1, files: 0, directories: 1, symlinks: 0, orphans: 0,
+    blocksInUse: inUse, freeBlocks: sb.totalBlocks - sb.groupStart - inUse, replayableJournals: 0,
+  });
+  t.is(g.dataBlockCount + sb.groupCount, report.stats.blocksInUse + report.stats.freeBlocks);
+  // Each phase in order, counting up to its total.
+  const order = phases.map((p) => p.phase).filter((phase, i, all) => all[i - 1] !== phase);
+  t.deepEqual(order, ['superblock', 'journals', 'groups', 'inodes', 'directories', 'tree', 'bitmaps', 'done']);
+  t.true(phases.every((p) => p.done <= p.total), JSON.stringify(phases));
+});
+
+test('a hand-made tree is clean: subdirectory, a file with an indirect block, a symlink, an orphan', async (t) => {
+  const image = await Image.make(t);
+  const dir = await image.addDir('d');
+  const big = await image.file(14);
+  await image.writeDirBlock(dir.direct[0], [
+    ['.', dir.ino, EntryType.Directory], ['..', image.root, EntryType.Directory], ['big', big.ino, EntryType.Regular],
+  ]);
+  await image.addSymlink('s', 'd/big');
+  // A file unlinked while open: nlink 0, no name, on slot 1's orphan list.
+  const open = await image.file(1, 0);
+  await image.setOrphans(1, [open.ino]);
+  const report = await image.fsck();
+  t.deepEqual(report.errors, []);
+  t.deepEqual(report.warnings, []);
+  // Beyond mkfs's: the inode blocks of d, big, s and open; d's block, big's 14 and its indirect block, s's block,
+  // open's block.
+  const inUse = image.sb.groupCount + 2 + 4 + 1 + 15 + 1 + 1;
+  t.deepEqual(report.stats, {
+    inodesInUse: 5, files: 2, directories: 2, symlinks: 1, orphans: 1,
+    blocksInUse: inUse, freeBlocks: image.sb.totalBlocks - image.sb.groupStart - inUse, replayableJournals: 0,
+  });
+  t.is((await image.readInode(image.root)).nlink, 3);
+
+  // Without its orphan list entry, nothing leads to the open file: its blocks leak.
+  await image.setOrphans(1, []);
+  hasError(t, await image.fsck(), new RegExp(`^blocks ${open.ino}\\.\\.${open.direct[0]} \\(group 0\\): allocated but not referenced \\(leaked\\); it holds inode ${open.ino}, linked from nowhere$`));
+});
+
+test('a set bit for a block nobody uses is a leak', async (t) => {
+  const image = await Image.make(t);
+  await clean(t, image);
+  const last = image.sb.totalBlocks - 1;
+  await image.setBit(last, true);
+  await image.setBit(last - 1, true);
+  const report = await image.fsck();
+  hasError(t, report, new RegExp(`^blocks ${last - 1}\\.\\.${last} \\(group 1\\): allocated but not referenced \\(leaked\\)$`));
+  t.is(report.errors.length, 1, report.errors.join('\n'));
+});
+
+test('a clear bit for a block in use is an error naming its user', async (t) => {
+  const image = await Image.make(t);
+  await clean(t, image);
+  await image.setBit(image.rootDirBlock, false);
+  hasError(t, await image.fsck(), new RegExp(`^block ${image.rootDirBlock}: free in the bitmap of group 0, but used by inode ${image.root} \\(/\\)$`));
+  await image.setBit(image.rootDirBlock, true);
+  const file = await image.addFile('f');
+  await clean(t, image);
+  await image.setBit(file.ino, false);
+  hasError(t, await image.fsck(), new RegExp(`^block ${file.ino}: free in the bitmap of group 0, but it is the block of inode ${file.ino} \\(/f\\)$`));
+});
+
+test('an inode block with a bad checksum is reported where it is linked', async (t) => {
+  const image = await Image.make(t);
+  const file = await image.addFile('f');
+  await clean(t, image);
+  const block = await image.read(file.ino);
+  block[HEADER_SIZE + 16] ^= 0x40; // the size, without a new checksum
+  await image.write(file.ino, block);
+  hasError(t, await image.fsck(), new RegExp(`^entry "/f" \\(directory ${image.root}\\) points at block ${file.ino}, which is not an inode in use: block ${file.ino}: checksum mismatch$`));
+});
+
+test('a directory entry pointing at a block that is not an inode', async (t) => {
+  const image = await Image.make(t);
+  const file = await image.addFile('f');
+  await clean(t, image);
+  // Another name for the file's data block, and one for the root's own directory block.
+  await image.addEntry('data', file.direct[0], EntryType.Regular);
+  await image.addEntry('dirblock', image.rootDirBlock, EntryType.Regular);
+  await image.addEntry('journal', image.g.journalLog(0), EntryType.Regular);
+  const report = await image.fsck();
+  hasError(t, report, new RegExp(`^entry "/data" \\(directory ${image.root}\\) points at block ${file.direct[0]}, which is not an inode in use: block ${file.direct[0]}: bad magic`));
+  hasError(t, report, new RegExp(`^entry "/dirblock" \\(directory ${image.root}\\) points at block ${image.rootDirBlock}, which is not an inode in use: block ${image.rootDirBlock}: type Directory, expected Inode$`));
+  hasError(t, report, new RegExp(`^entry "/journal" \\(directory ${image.root}\\) points at block ${image.g.journalLog(0)}, outside the data area$`));
+});
+
+test('a block referenced twice, and a pointer to another inode\'s block', async (t) => {
+  const image = await Image.make(t);
+  const a = await image.addFile('a');
+  const b = await image.addFile('b');
+  await clean(t, image);
+  const shared = a.direct[0];
+  await image.changeInode(b.ino, (inode) => (inode.direct[1] = shared));
+  await image.changeInode(b.ino, (inode) => {
+    inode.blocks++;
+    inode.size += BLOCK_SIZE;
+  });
+  let report = await image.fsck();
+  hasError(t, report, new RegExp(`^block ${shared} is referenced twice: file block 1 of inode ${b.ino} \\(/b\\), and it is already used by inode ${a.ino} \\(/a\\)$`));
+  t.is(report.errors.length, 1, report.errors.join('\n'));
+
+  await image.changeInode(b.ino, (inode) => (inode.direct[1] = a.ino));
+  report = await image.fsck();
+  hasError(t, report, new RegExp(`^block ${a.ino} is referenced twice: file block 1 of inode ${b.ino} \\(/b\\), and it is the block of inode ${a.ino} \\(/a\\)$`));
+});
+
+test('a wrong link count', async (t) => {
+  const image = await Image.make(t);
+  const file = await image.addFile('f');
+  await image.addDir('d');
+  await clean(t, image);
+  await image.changeInode(file.ino, (inode) => (inode.nlink = 2));
+  await image.changeInode(image.root, (inode) => (inode.nlink = 2)); // 3: ".", "..", and d's ".."
+  const report = await image.fsck();
+  hasError(t, report, new RegExp(`^inode ${file.ino} \\(/f\\): nlink 2, referenced 1 times$`));
+  hasError(t, report, new RegExp(`^inode ${image.root} \\(/\\): nlink 2, referenced 3 times$`));
+  t.is(report.errors.length, 2, report.errors.join('\n'));
+});
+
+test('a format-1 volume is refused with one clear error', async (t) => {
+  const image = await Image.make(t);
+  await clean(t, image);
+  const sb = await readSuperblock(image.dev);
+  await image.write(0, encodeSuperblock({ ...sb, version: 1 }));
+  const report = await image.fsck();
+  t.false(report.ok);
+  t.is(report.errors.length, 1, report.errors.join('\n'));
+  t.regex(report.errors[0], /^superblock: format version 1 is no longer supported/);
+  t.regex(report.errors[0], /mkfs --force/);
+  t.is(report.stats.directories, 0);
+});
+
+test('an inode on two orphan lists', async (t) => {
+  const image = await Image.make(t);
+  const open = await image.file(1, 0);
+  await image.setOrphans(0, [open.ino]);
+  await clean(t, image);
+  await image.setOrphans(1, [open.ino]);
+  hasError(t, await image.fsck(), new RegExp(`^inode ${open.ino} is on the orphan lists of slots 0 and 1$`));
+});
+
+test('directories: a second link, a wrong "..", a missing "." and a duplicate name', async (t) => {
+  const image = await Image.make(t);
+  const d = await image.addDir('d');
+  const e = await image.addDir('e');
+  await clean(t, image);
+  // d gets a second name inside e: d's nlink stays 2, but it is now referenced 3 times.
+  await image.writeDirBlock(e.direct[0], [
+    ['.', e.ino, EntryType.Directory], ['..', d.ino, EntryType.Directory], ['again', d.ino, EntryType.Directory],
+  ]);
+  let report = await image.fsck();
+  hasError(t, report, new RegExp(`^directory inode ${d.ino} \\(/d\\) is linked from inode ${image.root} \\(/\\) and from inode ${e.ino} \\(/e\\)`));
+  hasError(t, report, new RegExp(`^inode ${e.ino} \\(/e\\): "\\.\\." points at ${d.ino}, it lives in directory ${image.root}$`));
+
+  await image.writeDirBlock(e.direct[0], [
+    ['x', e.ino, EntryType.Directory], ['..', image.root, EntryType.Directory],
+    ['f', d.ino, EntryType.Directory], ['f', d.ino, EntryType.Directory],
+  ]);
+  report = await image.fsck();
+  hasError(t, report, new RegExp(`^inode ${e.ino} \\(/e\\): record 0 of its first block is not "\\."$`));
+  hasError(t, report, new RegExp(`^inode ${e.ino} \\(/e\\): duplicate name "f"$`));
+});
+
+test('sizes and counts: blocks past the end, a wrong block count, a bad indirect block', async (t) => {
+  const image = await Image.make(t);
+  const f = await image.addFile('f', 13);
+  await clean(t, image);
+  await image.changeInode(f.ino, (inode) => (inode.size = 2 * BLOCK_SIZE));
+  hasError(t, await image.fsck(), new RegExp(`^inode ${f.ino} \\(/f\\): file block 2 is mapped past the end of the file \\(size ${2 * BLOCK_SIZE}\\)$`));
+  await image.changeInode(f.ino, (inode) => {
+    inode.size = 13 * BLOCK_SIZE;
+    inode.blocks = 13;
+  });
+  hasError(t, await image.fsck(), new RegExp(`^inode ${f.ino} \\(/f\\): block count 13, but 14 data and indirect blocks are mapped$`));
+  await image.changeInode(f.ino, (inode) => (inode.blocks = 14));
+  await clean(t, image);
+  const indirect = await image.read(f.indirect);
+  sealBlock(indirect, BlockType.Directory, f.indirect);
+  await image.write(f.indirect, indirect);
+  hasError(t, await image.fsck(), new RegExp(`^inode ${f.ino} \\(/f\\): indirect block: block ${f.indirect}: type Directory, expected Indirect$`));
+});
