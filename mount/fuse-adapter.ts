@@ -7,7 +7,7 @@
  * answered or cached here (no attribute or data cache in this process), so read-only grants, EROFS, ENOSPC, lock
  * revocations and the like are all decided inside the platform.
  *
- * FUSE options (fuse-native 2.2.6 / libfuse 2.9; see /work/shared/NOTES-FUSE.md). The options fuse-native does
+ * FUSE options (fuse-native 2.2.6 / libfuse 2.9; see ../shared/NOTES-FUSE.md). The options fuse-native does
  * not expose are appended to `fsname` (fuse-native forwards `fsname=...` verbatim into the `-o` list):
  *  - `big_writes`: writes reach the handler as up to 128 KiB calls instead of 4 KiB ones (about 13x the
  *    throughput with a no-op handler, more here since every call is a round trip into the domain).
