@@ -38,8 +38,8 @@ export class FileIo {
       const to = Math.min(end, (fb + 1) * BLOCK_SIZE);
       out.set(block.subarray(from - fb * BLOCK_SIZE, to - fb * BLOCK_SIZE), from - position);
     };
-    // Reads larger than a quarter of the cache pass by it rather than flush it.
-    const keep = last - first <= this.pages.capacityPages / 4;
+    // Files larger than half the cache pass by it (a scan of a big file would only flush it, at a copy per page).
+    const keep = inode.size <= (this.pages.capacityPages * BLOCK_SIZE) / 2;
     for (let fb = first; fb < last; ) {
       const page = this.pages.get(inode.ino, fb);
       if (page) {

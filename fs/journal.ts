@@ -80,15 +80,21 @@ export function decodeJournalHeader(block: Uint8Array, address: number): Journal
   return { seq: v.getFloat64(16, true), slot: v.getUint32(28, true), tag: v.getFloat64(32, true), targets, crcs };
 }
 
-/** Writes consecutive targets with one request each: `blocks[i]` lives at `buffer[i * BLOCK_SIZE]`. */
+/**
+ * Writes consecutive targets with one request each, all at once (one batch for the monitor, not a round trip per
+ * run): `blocks[i]` lives at `buffer[i * BLOCK_SIZE]`. Every write is settled before it returns.
+ */
 async function writeHome(dev: BlockDevice, targets: number[], buffer: Uint8Array): Promise<void> {
+  const writes: Promise<void>[] = [];
   let i = 0;
   while (i < targets.length) {
     let j = i + 1;
     while (j < targets.length && targets[j] === targets[j - 1] + 1) j++;
-    await dev.write(targets[i] * BLOCK_SIZE, buffer.subarray(i * BLOCK_SIZE, j * BLOCK_SIZE));
+    writes.push(dev.write(targets[i] * BLOCK_SIZE, buffer.subarray(i * BLOCK_SIZE, j * BLOCK_SIZE)));
     i = j;
   }
+  const failed = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
 export type JournalState =
