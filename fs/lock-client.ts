@@ -336,7 +336,8 @@ export class LockClient {
         continue;
       }
       if (st.held === 'shared' && st.revoke === 'shared') {
-        st.revoke = null;
+        // Nothing in the way now; but an upgrade on its way in will be (the revoke is about it: keep it).
+        if (st.pending === 0 && !st.arriving) st.revoke = null;
         continue;
       }
       if (st.sticky || st.arriving) continue;

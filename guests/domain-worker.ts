@@ -32,9 +32,20 @@ const locks = new LockFront(kernel, data.vic, disk);
 let fs: FileSystem | null = data.filesystem
   ? await kernel.spawn('mount', () =>
       // The caches are bounded by the domain's memory (as a guest kernel's page cache is by its RAM).
-      FileSystem.mount(disk, { slot: data.filesystem!.slot, locks, cacheBytes: data.memory.byteLength }),
+      FileSystem.mount(disk, {
+        slot: data.filesystem!.slot,
+        locks,
+        cacheBytes: data.memory.byteLength,
+        minHoldMs: lockHoldMs(),
+      }),
     )
   : null;
+
+/** HVSHARE_LOCK_HOLD_MS, the minimum hold of a cluster lock in use (README, knobs); the default when unset or bad. */
+function lockHoldMs(): number | undefined {
+  const value = Number(process.env.HVSHARE_LOCK_HOLD_MS ?? NaN);
+  return Number.isFinite(value) && value >= 0 ? value : undefined;
+}
 
 function mounted(): FileSystem {
   if (!fs) throw new IoError('ENODEV', `domain ${data.name} has no filesystem mounted`);

@@ -100,3 +100,26 @@ test('rename storms across directories from three instances end, and leave a con
   const report = await s.close();
   t.deepEqual([...report.errors, ...report.warnings], []);
 });
+
+test('a lock nobody uses goes at once; a lock in use is kept for the minimum hold, or until it is idle', async (t) => {
+  // The hold is a minute: a hand-over that waited for it would run into the test's timeout.
+  t.timeout(30_000);
+  const s = await instances(2, 60_000);
+  const [a, b] = s.all;
+  const fh = await a.create('/f', 0o644);
+  await a.write(fh, 0, new Uint8Array(100));
+  // a is idle: b's read is answered at once, with no deferral.
+  t.is((await b.getattr('/f')).size, 100);
+  t.is(a.cacheStats.locks.deferred, 0);
+  // a takes the file back (b's shared lock goes), then is busy with it: b's request waits while a keeps using it...
+  await a.write(fh, 0, new Uint8Array(10));
+  const writes = Array.from({ length: 40 }, (_, i) => a.write(fh, i * 10, new Uint8Array(10).fill(i + 1)));
+  const seen = b.getattr('/f');
+  await Promise.all(writes);
+  t.true(a.cacheStats.locks.deferred > 0, 'the revoke waited while a kept using the file');
+  // ...and no longer than that: a's queue ran dry, the lock went, b sees every write.
+  t.is((await seen).size, 400);
+  await a.release(fh);
+  const report = await s.close();
+  t.deepEqual([...report.errors, ...report.warnings], []);
+});
