@@ -79,7 +79,8 @@ export class LocalLockService {
   private deliver(grant: Grant): void {
     const client = this.clients.get(grant.holder);
     const pending = client?.pending.get(grant.name);
-    if (!client || !pending) return;
+    // A fenced client's grant stays in the table (dropped with the rest of its locks) but reaches nobody.
+    if (!client || !pending || client.dead) return;
     client.pending.delete(grant.name);
     this.stats.grants++;
     client.saw(grant.epoch);

@@ -3,11 +3,13 @@
  *
  * In a guest it is the monitor's lock service reached by hypercall (guests/); natively on the host, and in
  * tests that run several filesystem instances in one process, it is an in-process service with the same
- * semantics. Lock names are small non-negative integers chosen by the filesystem (0 = the whole volume).
+ * semantics. Lock names are unsigned 32-bit numbers chosen by the filesystem (the block address of the metadata
+ * block standing for the resource); names of different volumes never meet.
  *
  * Semantics (as OCFS2/GFS2 glocks): any number of shared holders or one exclusive holder. A holder keeps its
  * lock cached after use; when another domain asks for a conflicting mode, the service calls the holder's revoke
- * handler, and the holder commits its journal, writes back, drops what it may no longer trust and calls unlock.
+ * handler with the mode the waiter wants, and the holder commits its journal, writes back, drops what it may no
+ * longer trust and calls unlock (or downgrade, when the waiter only wants to share).
  * Every grant returns the lock's generation; an unlock with `dirty` (the holder changed what the lock protects)
  * bumps it, so a holder whose remembered generation differs knows its cache is stale.
  */

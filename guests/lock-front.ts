@@ -1,6 +1,6 @@
 import {
-  LOCK_EXCLUSIVE, LOCK_SHARED, Line, Op, REQ_DIRTY, REQ_DOWNGRADE, REQ_TRY, REVOKE_SLOT_WORDS, REVOKE_SLOTS,
-  RevokeEntry, Status, statusName, u32Sub, Vic,
+  LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, Line, Op, REQ_DIRTY, REQ_DOWNGRADE, REQ_TRY, REVOKE_SLOT_WORDS,
+  REVOKE_SLOTS, RevokeEntry, Status, statusName, u32Sub, Vic,
 } from '../hypervisor/abi.js';
 import { IoError } from '../fs/block-device.js';
 import type { LockMode, LockService } from '../fs/lock-service.js';
@@ -8,10 +8,11 @@ import type { Blkfront } from './blkfront.js';
 import type { GuestKernel } from './kernel.js';
 
 /**
- * The guest's side of the monitor's cluster lock service: LOCK and UNLOCK are hypercalls on the block ring of
- * the volume's vbd (a LOCK's completion arrives when the lock is granted), and the monitor asks for locks back
- * through the revoke ring of the interrupt controller page, raising LINE_LOCK_REVOKE. One reader per kernel
- * empties that ring and hands each entry to the LockFront of the entry's vbd.
+ * The guest's side of the monitor's cluster lock service: LOCK and UNLOCK are hypercalls on the block ring,
+ * addressed to the vbd of the volume the locks belong to (a LOCK's completion arrives when the lock is granted),
+ * and the monitor asks for locks back through the revoke ring of the interrupt controller page, raising
+ * LINE_LOCK_REVOKE. The ring is the kernel's, not a vbd's: one RevokeReader per kernel empties it and hands each
+ * entry to the LockFront of the entry's vbd, so a domain may run a lock front end on each of its virtual disks.
  */
 export class LockFront implements LockService {
   private handler: ((name: number, wanted: LockMode) => void) | null = null;
@@ -22,7 +23,7 @@ export class LockFront implements LockService {
     vic: SharedArrayBuffer,
     private readonly ring: Blkfront,
   ) {
-    RevokeReader.of(kernel, vic).fronts.set(ring.vbd, this);
+    RevokeReader.of(kernel, vic).attach(ring.vbd, this);
   }
 
   async lock(name: number, mode: LockMode): Promise<number> {
@@ -33,73 +34,90 @@ export class LockFront implements LockService {
     return this.request(name, mode, REQ_TRY);
   }
 
-  async unlock(name: number, dirty: boolean): Promise<void> {
-    const rsp = await this.ring.request(Op.UNLOCK, name, 0, 0, dirty ? REQ_DIRTY : 0);
-    if (rsp.status !== Status.OK) throw new IoError('EIO', `unlock ${name}: ${statusName(rsp.status)}`);
+  unlock(name: number, dirty: boolean): Promise<void> {
+    return this.release(name, dirty ? REQ_DIRTY : 0, 'unlock');
   }
 
-  async downgrade(name: number, dirty: boolean): Promise<void> {
-    const rsp = await this.ring.request(Op.UNLOCK, name, 0, 0, REQ_DOWNGRADE | (dirty ? REQ_DIRTY : 0));
-    if (rsp.status !== Status.OK) throw new IoError('EIO', `downgrade ${name}: ${statusName(rsp.status)}`);
+  downgrade(name: number, dirty: boolean): Promise<void> {
+    return this.release(name, REQ_DOWNGRADE | (dirty ? REQ_DIRTY : 0), 'downgrade');
   }
 
   onRevoke(handler: (name: number, wanted: LockMode) => void): void {
     this.handler = handler;
   }
 
-  /** @internal A request that moves nothing, to wake the monitor. */
-  async nudge(): Promise<void> {
-    await this.ring.request(Op.VOLINFO, 0, 0, 0, 0);
-  }
-
-  /** @internal */
+  /** @internal The RevokeReader's delivery of one entry for this vbd. */
   revoked(name: number, wanted: LockMode): void {
     this.handler?.(name, wanted);
   }
 
   private async request(name: number, mode: LockMode, flags: number): Promise<number | null> {
+    checkName(name);
     const rsp = await this.ring.request(Op.LOCK, name, mode === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE, 0, flags);
     if (rsp.status === Status.EAGAIN && flags & REQ_TRY) return null;
     if (rsp.status !== Status.OK) throw new IoError('EIO', `lock ${name}: ${statusName(rsp.status)}`);
     this.epoch = Math.max(this.epoch, rsp.valueHi >>> 0);
     return rsp.valueLo >>> 0;
   }
+
+  private async release(name: number, flags: number, what: string): Promise<void> {
+    checkName(name);
+    const rsp = await this.ring.request(Op.UNLOCK, name, 0, 0, flags);
+    if (rsp.status !== Status.OK) throw new IoError('EIO', `${what} ${name}: ${statusName(rsp.status)}`);
+  }
 }
 
-/** Empties a kernel's revoke ring on LINE_LOCK_REVOKE. */
+function checkName(name: number): void {
+  if (!Number.isInteger(name) || name < 0 || name >= LOCK_NAME_LIMIT) throw new IoError('EINVAL', `lock name ${name} is not an unsigned 32-bit number`);
+}
+
+/**
+ * Empties a kernel's revoke ring on LINE_LOCK_REVOKE and routes each entry by its vbd. After freeing the slots it
+ * rings the monitor's doorbell if the monitor says more revokes wait for room (Vic.REVOKE_WAITING).
+ */
 class RevokeReader {
-  private static readonly readers = new WeakMap<SharedArrayBuffer, RevokeReader>();
-  readonly fronts = new Map<number, LockFront>();
+  private static readonly readers = new WeakMap<GuestKernel, RevokeReader>();
+  private readonly fronts = new Map<number, LockFront>();
   private readonly vic: Int32Array;
 
   static of(kernel: GuestKernel, vic: SharedArrayBuffer): RevokeReader {
-    let reader = RevokeReader.readers.get(vic);
+    let reader = RevokeReader.readers.get(kernel);
     if (!reader) {
       reader = new RevokeReader(kernel, vic);
-      RevokeReader.readers.set(vic, reader);
+      RevokeReader.readers.set(kernel, reader);
     }
     return reader;
   }
 
-  private constructor(kernel: GuestKernel, vic: SharedArrayBuffer) {
+  private constructor(
+    private readonly kernel: GuestKernel,
+    vic: SharedArrayBuffer,
+  ) {
     this.vic = new Int32Array(vic);
     kernel.onInterrupt(Line.LOCK_REVOKE, () => this.read());
+  }
+
+  attach(vbd: number, front: LockFront): void {
+    this.fronts.set(vbd, front);
   }
 
   private read(): void {
     const prod = Atomics.load(this.vic, Vic.REVOKE_PROD) >>> 0;
     let cons = Atomics.load(this.vic, Vic.REVOKE_CONS) >>> 0;
-    if (u32Sub(prod, cons) > REVOKE_SLOTS) return;
+    // The monitor never gets more than a ring ahead; anything else means our own index was overwritten: read
+    // the whole ring again (giving back a lock twice, or one not held, is harmless).
+    if (u32Sub(prod, cons) > REVOKE_SLOTS) cons = (prod - REVOKE_SLOTS) >>> 0;
     const entries: Array<[number, number, LockMode]> = [];
     for (; cons !== prod; cons = (cons + 1) >>> 0) {
       const base = Vic.REVOKE_RING + (cons % REVOKE_SLOTS) * REVOKE_SLOT_WORDS;
       const wanted = this.vic[base + RevokeEntry.WANTED] === LOCK_SHARED ? 'shared' : 'exclusive';
       entries.push([this.vic[base + RevokeEntry.VBD], this.vic[base + RevokeEntry.NAME] >>> 0, wanted]);
     }
-    // Room first: the monitor may post what waited for it while the handlers run.
+    // Room first (the handlers may take a while), then the monitor's backlog: it set REVOKE_WAITING before it
+    // last looked at our index, so either it saw the room or we see the flag.
     Atomics.store(this.vic, Vic.REVOKE_CONS, cons | 0);
+    if (Atomics.load(this.vic, Vic.REVOKE_WAITING) !== 0) this.kernel.notifyMonitor();
+    // An entry for a vbd without a lock front end names a lock nobody here could hold: nothing to give back.
     for (const [vbd, name, wanted] of entries) this.fronts.get(vbd)?.revoked(name, wanted);
-    // A full ring may have left revokes waiting in the monitor: any request wakes it to post them.
-    if (entries.length === REVOKE_SLOTS) void this.fronts.values().next().value?.nudge().catch(() => {});
   }
 }

@@ -5,7 +5,8 @@
  * Shared memory a domain has with the monitor (and nothing else):
  *  - its request ring (one SharedArrayBuffer: a header, then RING_SLOTS slots; a response overwrites the slot of
  *    a request already consumed, as in Xen's shared rings);
- *  - its virtual interrupt controller page (pending lines, a sequence word the guest waits on);
+ *  - its virtual interrupt controller page (pending lines, a sequence word the guest waits on, the ring of
+ *    cluster-lock revokes);
  *  - its memory, into and out of which the monitor performs I/O (the guest's DMA-able buffers live there);
  *  - the monitor's doorbell (one word the monitor sleeps on; guests bump it only when the monitor asked to be
  *    woken, event-idx style).
@@ -25,14 +26,15 @@ export const Op = {
   /** Control: size in sectors and grant flags of the vbd. */
   VOLINFO: 16,
   /**
-   * Control: take a cluster lock (sector = name, any unsigned 32-bit number, of the vbd's volume; count = mode).
-   * The response comes when granted: VALUE_LO the lock's generation, VALUE_HI the lock service's change epoch.
-   * With REQ_TRY it is granted at once or fails with EAGAIN, never queued, never revoking anyone.
+   * Control: take a cluster lock of the vbd's volume (SECTOR_LO = name, read unsigned, SECTOR_HI = 0; count =
+   * LOCK_SHARED or LOCK_EXCLUSIVE). The response comes when granted: VALUE_LO the lock's generation, VALUE_HI the
+   * lock service's change epoch. With REQ_TRY it is granted at once or fails with EAGAIN, never queued, never
+   * revoking anyone, and never ahead of a domain already waiting for the name.
    */
   LOCK: 17,
   /**
-   * Control: release a cluster lock (sector = name; flags & REQ_DIRTY bumps its generation and the epoch).
-   * With REQ_DOWNGRADE an exclusive hold becomes shared instead.
+   * Control: release a cluster lock (SECTOR_LO = name, SECTOR_HI = 0; flags & REQ_DIRTY bumps its generation and
+   * the epoch). With REQ_DOWNGRADE an exclusive hold becomes shared instead (EINVAL unless held exclusively).
    */
   UNLOCK: 18,
 } as const;
@@ -41,7 +43,9 @@ export type OpCode = (typeof Op)[keyof typeof Op];
 /** Request flags. */
 export const REQ_FUA = 1;
 export const REQ_DIRTY = 2;
+/** LOCK: grant at once or fail with EAGAIN. */
 export const REQ_TRY = 4;
+/** UNLOCK: exclusive -> shared instead of a release. */
 export const REQ_DOWNGRADE = 8;
 
 /** Lock names are unsigned 32-bit numbers (fs/lock-names.ts: block addresses, and two volume-wide names). */
@@ -118,7 +122,7 @@ export const Req = {
 export const Rsp = {
   ID: 0,
   STATUS: 1,
-  /** VOLINFO: size in sectors; LOCK: the lock's generation (VALUE_LO). */
+  /** VOLINFO: size in sectors; LOCK: the lock's generation (VALUE_LO) and the change epoch (VALUE_HI). */
   VALUE_LO: 2,
   VALUE_HI: 3,
   /** VOLINFO: VBD_READ_ONLY. */
@@ -137,8 +141,17 @@ export const Vic = {
   PENDING: 1,
   /** Written by the monitor: revoke entries posted so far (free-running u32; slot = index % REVOKE_SLOTS). */
   REVOKE_PROD: 2,
-  /** Written by the guest: revoke entries consumed so far. */
+  /**
+   * Written by the guest: revoke entries consumed so far. A value more than REVOKE_SLOTS behind REVOKE_PROD, or
+   * ahead of it, is garbage: the monitor treats that ring as full (its revokes wait) until the guest repairs it.
+   */
   REVOKE_CONS: 3,
+  /**
+   * Written by the monitor, a hint only: non-zero while revokes wait in the monitor for room in the ring. A guest
+   * that advanced REVOKE_CONS and sees it set rings the doorbell, so the monitor posts them without waiting for
+   * the domain's next request.
+   */
+  REVOKE_WAITING: 4,
   /** First word of the revoke ring: entries of RevokeEntry words. */
   REVOKE_RING: 16,
 } as const;

@@ -6,8 +6,10 @@
  * Per lock name: the holders with their modes (any number shared, or one exclusive), a FIFO queue of waiters,
  * and a generation that every grant reports and every dirty release (or death of an exclusive holder) bumps.
  * A request that cannot be granted at once is queued, and every holder it conflicts with is named in `revokes`;
- * a cached-lock client answers a revoke by writing back and releasing. Waiters are granted strictly in order, so
- * a stream of shared requests cannot starve an exclusive one.
+ * a cached-lock client answers a revoke by writing back and releasing (or downgrading, when the waiter wants
+ * shared). Waiters are granted strictly in order, so a stream of shared requests cannot starve an exclusive one,
+ * and a try-request never jumps the queue. Names are any numbers the caller picks (the monitor's are volume id *
+ * 2^32 + the guest's 32-bit name).
  */
 export type LockMode = 'shared' | 'exclusive';
 export type HolderId = number | string;
@@ -147,6 +149,11 @@ export class LockTable {
 
   generation(name: number): number {
     return this.locks.get(name)?.generation ?? 0;
+  }
+
+  /** The mode `holder` holds `name` in, if any. */
+  heldBy(holder: HolderId, name: number): LockMode | undefined {
+    return this.locks.get(name)?.holders.get(holder);
   }
 
   holders(name: number): Array<{ holder: HolderId; mode: LockMode }> {

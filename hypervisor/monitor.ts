@@ -22,7 +22,7 @@ import {
 import type { BlockBackend } from './block-backend.js';
 import { Counter, DomainStats } from './domain-stats.js';
 import { createPoolBuffer, Dom, emptyJob, JOB_REQUESTS, PoolControl, type PoolJob } from './io-pool.js';
-import { LockTable, type Grant as LockGrant, type ReleaseResult } from './lock-table.js';
+import { LockTable, type Grant as LockGrant, type LockMode, type ReleaseResult } from './lock-table.js';
 import { VirtualInterruptController } from './virq.js';
 
 /** A volume the monitor serves, with its backend. */
@@ -62,10 +62,11 @@ interface Domain {
   revokeBacklog: PendingRevoke[];
 }
 
+/** A revoke for a domain's revoke ring: lock `name` of the volume its `vbd` reaches, for a waiter wanting `wanted`. */
 interface PendingRevoke {
   vbd: number;
   name: number;
-  wanted: number;
+  wanted: LockMode;
   /** The outstanding-revoke key (see Monitor.outstandingRevokes). */
   key: string;
 }
@@ -128,11 +129,12 @@ export class Monitor {
   /** LOCK requests waiting for their grant, by domain id and lock name: the request id to answer. */
   private readonly lockWaiters = new Map<string, { domain: Domain; id: number }>();
   /**
-   * Revokes posted (or backlogged) and not yet answered, by domain, lock and wanted mode: the lock table names a
-   * holder again for every new waiter, and one entry is enough until the holder gives the lock back or gets it
-   * anew.
+   * Revokes posted or backlogged and not answered yet, by `domain:lock:wanted`: the lock table names a holder
+   * again for every new waiter, and one entry is enough until the holder releases or downgrades the lock, or is
+   * granted it anew (which forgets the key). The value is the backlog entry still to post, or null once posted;
+   * a backlog entry whose key was forgotten (or now stands for a newer entry) is dropped instead of posted.
    */
-  private readonly outstandingRevokes = new Set<string>();
+  private readonly outstandingRevokes = new Map<string, PendingRevoke | null>();
   /** Domains with a revoke backlog (checked on every drain pass only while non-zero). */
   private backlogged = 0;
 
@@ -203,6 +205,9 @@ export class Monitor {
     while (this.pool.inFlight(id) > 0) if (!this.runQueued()) nap();
     this.foldPoolCounters();
     this.domains.delete(id);
+    // Its revokes are moot (its outstanding keys go with its locks, in dropLocks()).
+    if (d.revokeBacklog.length > 0) this.backlogged--;
+    d.revokeBacklog.length = 0;
   }
 
   /** Wait until every transfer handed to the I/O threads has completed (shutdown). */
@@ -238,7 +243,7 @@ export class Monitor {
   /** Release every lock a dead domain held or waited for, granting them to the next waiters. */
   dropLocks(id: number): void {
     for (const key of this.lockWaiters.keys()) if (key.startsWith(`${id}:`)) this.lockWaiters.delete(key);
-    for (const key of this.outstandingRevokes) if (key.startsWith(`${id}:`)) this.outstandingRevokes.delete(key);
+    for (const key of this.outstandingRevokes.keys()) if (key.startsWith(`${id}:`)) this.outstandingRevokes.delete(key);
     this.applyLockResult(this.locks.dropHolder(id));
   }
 
@@ -573,8 +578,9 @@ export class Monitor {
 
   /**
    * Lock names belong to a volume: the lock table's key is the volume's id and the name, so domains working on
-   * different volumes never wait for (or revoke) each other. A revoke names the vbd of the holder's that
-   * reaches the volume.
+   * different volumes never wait for (or revoke) each other (volume id * 2^32 + name, a safe integer). A revoke
+   * names the vbd of the holder's that reaches the volume. A name is SECTOR_LO read unsigned; a non-zero
+   * SECTOR_HI puts the sector at or past LOCK_NAME_LIMIT, which LOCK and UNLOCK refuse (EINVAL).
    */
   private lockKey(d: Domain, req: Request): number {
     return d.grants[req.vbd].volume.id * LOCK_NAME_LIMIT + req.sector;
@@ -608,9 +614,9 @@ export class Monitor {
   private unlock(d: Domain, req: Request): number {
     if (req.sector >= LOCK_NAME_LIMIT) return this.fail(d, Status.EINVAL);
     const lock = this.lockKey(d, req);
-    const held = this.locks.holders(lock).find((h) => h.holder === d.id);
+    const held = this.locks.heldBy(d.id, lock);
     const downgrade = (req.flags & REQ_DOWNGRADE) !== 0;
-    if (!held || (downgrade && held.mode !== 'exclusive')) return this.fail(d, Status.EINVAL);
+    if (!held || (downgrade && held !== 'exclusive')) return this.fail(d, Status.EINVAL);
     const dirty = (req.flags & REQ_DIRTY) !== 0;
     this.forgetRevokes(d.id, lock);
     this.applyLockResult(downgrade ? this.locks.downgrade(d.id, lock, dirty) : this.locks.release(d.id, lock, dirty));
@@ -630,7 +636,11 @@ export class Monitor {
     this.outstandingRevokes.delete(`${holder}:${lock}:exclusive`);
   }
 
-  /** Answer LOCK requests granted meanwhile and ask holders in the way to give their locks back. */
+  /**
+   * Answer LOCK requests granted meanwhile and ask holders in the way to give their locks back: each revoke goes
+   * on the holder's revoke ring, or, while that is full (or older revokes wait), to the tail of its backlog, so a
+   * domain sees its revokes in the order the monitor decided them.
+   */
   private applyLockResult(result: ReleaseResult): void {
     for (const grant of result.grants) this.answerGrant(grant);
     for (const revoke of result.revokes) {
@@ -639,36 +649,57 @@ export class Monitor {
       const key = `${holder.id}:${revoke.name}:${revoke.wanted}`;
       if (this.outstandingRevokes.has(key)) continue;
       const volumeId = Math.floor(revoke.name / LOCK_NAME_LIMIT);
+      // The holder's first vbd on the lock's volume (a lock is the domain's, whichever vbd took it).
       const vbd = holder.grants.findIndex((g) => g.volume.id === volumeId);
       if (vbd < 0) continue;
-      this.outstandingRevokes.add(key);
-      const entry = { vbd, name: revoke.name % LOCK_NAME_LIMIT, wanted: revoke.wanted === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE, key };
-      if (holder.revokeBacklog.length > 0 || !holder.vic.postRevoke(entry.vbd, entry.name, entry.wanted)) {
-        if (holder.revokeBacklog.push(entry) === 1) this.backlogged++;
-      } else {
+      const entry: PendingRevoke = { vbd, name: revoke.name % LOCK_NAME_LIMIT, wanted: revoke.wanted, key };
+      if (holder.revokeBacklog.length === 0 && this.postRevoke(holder, entry)) {
+        this.outstandingRevokes.set(key, null);
         holder.vic.raise(Line.LOCK_REVOKE);
+        continue;
       }
-      this.stats.add(holder.id, Counter.REVOKES);
-      const volume = this.volumes.get(volumeId)?.name ?? '?';
-      this.onEvent({ type: 'revoke', domain: holder.name, detail: `lock ${entry.name} of volume ${volume} wanted ${revoke.wanted}` });
+      this.outstandingRevokes.set(key, entry);
+      if (holder.revokeBacklog.push(entry) === 1) {
+        this.backlogged++;
+        // Before the ring is looked at again (postBacklogs, at the end of this drain pass): see virq.ts.
+        holder.vic.revokesWaiting(true);
+      }
     }
   }
 
-  /** Moves backlogged revokes into revoke rings that have room again. */
+  /** One entry onto `d`'s revoke ring (false: no room), counted and reported. */
+  private postRevoke(d: Domain, entry: PendingRevoke): boolean {
+    if (!d.vic.postRevoke(entry.vbd, entry.name, entry.wanted === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE)) return false;
+    this.stats.add(d.id, Counter.REVOKES);
+    const volume = d.grants[entry.vbd].volume.name;
+    this.onEvent({ type: 'revoke', domain: d.name, detail: `lock ${entry.name} of volume ${volume} (vbd ${entry.vbd}) wanted ${entry.wanted}` });
+    return true;
+  }
+
+  /**
+   * Moves backlogged revokes into revoke rings that have room again (run by every drain pass while some domain
+   * has a backlog: the pass after the guest's doorbell, or after any request of its). Entries answered meanwhile
+   * are dropped.
+   */
   private postBacklogs(): void {
     for (const d of this.domains.values()) {
-      if (d.revokeBacklog.length === 0) continue;
+      const backlog = d.revokeBacklog;
+      if (backlog.length === 0) continue;
+      let done = 0;
       let posted = 0;
-      while (posted < d.revokeBacklog.length) {
-        const entry = d.revokeBacklog[posted];
-        // Answered meanwhile (released, or granted anew): nothing to ask any more.
-        if (this.outstandingRevokes.has(entry.key) && !d.vic.postRevoke(entry.vbd, entry.name, entry.wanted)) break;
+      for (; done < backlog.length; done++) {
+        const entry = backlog[done];
+        if (this.outstandingRevokes.get(entry.key) !== entry) continue;
+        if (!this.postRevoke(d, entry)) break;
+        this.outstandingRevokes.set(entry.key, null);
         posted++;
       }
-      if (posted === 0) continue;
-      d.revokeBacklog.splice(0, posted);
-      if (d.revokeBacklog.length === 0) this.backlogged--;
-      d.vic.raise(Line.LOCK_REVOKE);
+      if (done > 0) backlog.splice(0, done);
+      if (backlog.length === 0) {
+        this.backlogged--;
+        d.vic.revokesWaiting(false);
+      }
+      if (posted > 0) d.vic.raise(Line.LOCK_REVOKE);
     }
   }
 

@@ -2,13 +2,16 @@ import { REVOKE_SLOT_WORDS, REVOKE_SLOTS, RevokeEntry, u32Sub, Vic } from './abi
 
 /**
  * The monitor's side of a domain's virtual interrupt controller page: set a line pending, bump the sequence word
- * and wake the guest kernel waiting on it.
+ * and wake the guest kernel waiting on it; produce the domain's revoke ring.
  */
 export class VirtualInterruptController {
   private readonly page: Int32Array;
+  /** Private copy of the revoke ring's producer index: never read back from shared memory. */
+  private revokeProd: number;
 
   constructor(buffer: SharedArrayBuffer) {
     this.page = new Int32Array(buffer);
+    this.revokeProd = Atomics.load(this.page, Vic.REVOKE_PROD) >>> 0;
   }
 
   raise(line: number): void {
@@ -19,17 +22,26 @@ export class VirtualInterruptController {
 
   /**
    * Puts a revoke entry on the ring (the LOCK_REVOKE line tells the guest to look); false when the ring is full.
-   * The consumer index is the guest's to write: whatever garbage it holds only makes the ring look full to its
-   * own domain, whose revokes then wait in the monitor.
+   * The consumer index is the guest's to write: a garbage one (behind by more than the ring, or ahead) makes the
+   * ring look full, so only its own domain's revokes wait, in the monitor, until the guest repairs it.
    */
   postRevoke(vbd: number, name: number, wanted: number): boolean {
-    const prod = Atomics.load(this.page, Vic.REVOKE_PROD) >>> 0;
+    const prod = this.revokeProd;
     if (u32Sub(prod, Atomics.load(this.page, Vic.REVOKE_CONS) >>> 0) >= REVOKE_SLOTS) return false;
     const base = Vic.REVOKE_RING + (prod % REVOKE_SLOTS) * REVOKE_SLOT_WORDS;
     this.page[base + RevokeEntry.VBD] = vbd;
     this.page[base + RevokeEntry.NAME] = name | 0;
     this.page[base + RevokeEntry.WANTED] = wanted;
-    Atomics.store(this.page, Vic.REVOKE_PROD, (prod + 1) | 0);
+    this.revokeProd = (prod + 1) >>> 0;
+    Atomics.store(this.page, Vic.REVOKE_PROD, this.revokeProd | 0);
     return true;
+  }
+
+  /**
+   * Tells the guest whether revokes wait for room (Vic.REVOKE_WAITING). Set before the caller looks at the ring
+   * again: a guest that consumed meanwhile either left room the monitor sees, or sees the flag and rings.
+   */
+  revokesWaiting(waiting: boolean): void {
+    Atomics.store(this.page, Vic.REVOKE_WAITING, waiting ? 1 : 0);
   }
 }

@@ -109,3 +109,80 @@ test('LocalLockService delivers grants and asynchronous revokes', async (t) => {
   await service.kill(b);
   t.is(await a.lock(0, 'exclusive'), 1);
 });
+
+test('tryRequest: granted when free or compatible, null on a conflicting holder or a queue; nothing queued or revoked', (t) => {
+  const table = new LockTable();
+  const top = 2 ** 32 - 1;
+  t.deepEqual(table.tryRequest('a', top, 'shared'), { holder: 'a', name: top, mode: 'shared', generation: 0, epoch: 0 }, 'the largest name');
+  t.is(table.tryRequest('b', top, 'shared')?.mode, 'shared', 'shared with shared');
+  t.is(table.tryRequest('c', top, 'exclusive'), null, 'exclusive against shared holders');
+  t.is(table.tryRequest('a', top, 'exclusive'), null, 'no upgrade while another shares it');
+  t.deepEqual(table.waiters(top), []);
+  t.is(table.request('c', top, 'exclusive').granted, null);
+  t.is(table.tryRequest('d', top, 'shared'), null, 'compatible with the holders, but c waits first');
+  t.deepEqual(table.waiters(top).map((w) => w.holder), ['c'], 'the failed try left no waiter behind');
+  t.is(table.tryRequest('a', top, 'shared')?.mode, 'shared', 'what one holds is granted again');
+  table.release('b', top, false);
+  table.release('a', top, false);
+  t.is(table.holders(top)[0]?.holder, 'c');
+  t.is(table.tryRequest('a', top - 1, 'exclusive')?.mode, 'exclusive', 'a neighbour name is another lock');
+  t.is(table.tryRequest('a', 0, 'shared')?.mode, 'shared');
+  t.is(table.tryRequest('a', 0, 'exclusive')?.mode, 'exclusive', 'a sole shared holder upgrades at once');
+});
+
+test('downgrade keeps the holder as a sharer, grants the shared waiters up to the first exclusive one, dirty bumps the generation', (t) => {
+  const table = new LockTable();
+  const name = 0xfffffff0;
+  table.request('a', name, 'exclusive');
+  for (const [holder, mode] of [['b', 'shared'], ['c', 'shared'], ['d', 'exclusive'], ['e', 'shared']] as const) {
+    t.is(table.request(holder, name, mode).granted, null);
+  }
+  const clean = new LockTable();
+  clean.request('a', 1, 'exclusive');
+  clean.request('b', 1, 'shared');
+  t.deepEqual(clean.downgrade('a', 1, false).grants.map((g) => g.generation), [0], 'a clean downgrade keeps the generation');
+  const down = table.downgrade('a', name, true);
+  t.deepEqual(down.grants.map((g) => [g.holder, g.mode, g.generation]), [['b', 'shared', 1], ['c', 'shared', 1]]);
+  t.deepEqual(down.revokes.map((r) => [r.holder, r.wanted]).sort(), [['a', 'exclusive'], ['b', 'exclusive'], ['c', 'exclusive']]);
+  t.deepEqual(table.waiters(name).map((w) => w.holder), ['d', 'e']);
+  t.is(table.heldBy('a', name), 'shared');
+  t.throws(() => table.downgrade('a', name, false), undefined, 'a shared holder cannot downgrade');
+  t.throws(() => table.downgrade('z', name, false), undefined, 'nor can a stranger');
+  for (const holder of ['a', 'b', 'c']) table.release(holder, name, false);
+  t.deepEqual(table.holders(name), [{ holder: 'd', mode: 'exclusive' }]);
+});
+
+test('LocalLockService: tryLock and downgrade; a killed client is fenced, recovered, and only then are its locks passed on', async (t) => {
+  const service = new LocalLockService();
+  const [a, b, c] = [service.client(), service.client(), service.client()];
+  const wanted: string[] = [];
+  a.onRevoke((name, mode) => wanted.push(`${name}:${mode}`));
+  t.is(await a.lock(0xfffffff0, 'exclusive'), 0);
+  t.is(await a.lock(2, 'shared'), 0);
+  t.is(await b.tryLock(0xfffffff0, 'shared'), null);
+  t.is(service.stats.tryFailures, 1);
+  const order: string[] = [];
+  const bGot = b.lock(0xfffffff0, 'shared').then((g) => order.push(`b granted ${g}`));
+  const cGot = c.lock(2, 'exclusive').then((g) => order.push(`c granted ${g}`));
+  await new Promise((resolve) => setImmediate(resolve));
+  t.deepEqual(wanted.sort(), ['2:exclusive', `${0xfffffff0}:shared`], 'revokes carry the mode the waiter wants');
+  await service.kill(a, async () => {
+    order.push('recover starts');
+    // The fenced client can no longer hand anything over, and its waiters stay queued while its journal replays.
+    await a.unlock(0xfffffff0, true);
+    await a.downgrade(0xfffffff0, true);
+    await t.throwsAsync(a.lock(3, 'shared'));
+    await t.throwsAsync(a.tryLock(3, 'shared'));
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    order.push('recover ends');
+  });
+  await Promise.all([bGot, cGot]);
+  t.deepEqual(order.slice(0, 2), ['recover starts', 'recover ends']);
+  t.deepEqual(order.slice(2).sort(), ['b granted 1', 'c granted 0'], 'an exclusive hold of the dead counts as dirty');
+  // Downgrade through the service: the shared waiter gets in beside the downgraded holder.
+  t.is(await c.tryLock(2, 'exclusive'), 0, 'c holds it already');
+  const bShares = b.lock(2, 'shared');
+  await c.downgrade(2, true);
+  t.is(await bShares, 1);
+  t.is(service.generation(2), 1);
+});

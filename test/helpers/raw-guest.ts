@@ -1,6 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Doorbell, Req, Ring, RING_HEADER_WORDS, RING_SLOTS, Rsp, SLOT_WORDS } from '../../hypervisor/abi.js';
+import {
+  Doorbell, Req, REVOKE_SLOT_WORDS, REVOKE_SLOTS, RevokeEntry, Ring, RING_HEADER_WORDS, RING_SLOTS, Rsp, SLOT_WORDS, Vic,
+} from '../../hypervisor/abi.js';
 import type { DomainPages } from '../../hypervisor/monitor.js';
+
+/** One entry of the revoke ring, as the monitor wrote it. */
+export interface RawRevoke {
+  vbd: number;
+  name: number;
+  wanted: number;
+}
 
 export interface RawRequest {
   id: number;
@@ -19,6 +28,7 @@ export interface RawRequest {
  */
 export class RawGuest {
   readonly ring: Int32Array;
+  readonly vic: Int32Array;
   readonly memory: Uint8Array;
   private readonly doorbell: Int32Array;
   prod = 0;
@@ -26,6 +36,7 @@ export class RawGuest {
 
   constructor(pages: DomainPages, doorbell: SharedArrayBuffer) {
     this.ring = new Int32Array(pages.ring);
+    this.vic = new Int32Array(pages.vic);
     this.memory = new Uint8Array(pages.memory);
     this.doorbell = new Int32Array(doorbell);
   }
@@ -57,6 +68,36 @@ export class RawGuest {
   ringDoorbell(): void {
     Atomics.add(this.doorbell, Doorbell.SEQ, 1);
     Atomics.notify(this.doorbell, Doorbell.SEQ);
+  }
+
+  /**
+   * Take the revoke entries posted since the last call (advancing the consumer index), and ring the doorbell when
+   * the monitor says more wait for room, as the guest kernel's revoke reader does.
+   */
+  takeRevokes(): RawRevoke[] {
+    const prod = Atomics.load(this.vic, Vic.REVOKE_PROD) >>> 0;
+    let cons = Atomics.load(this.vic, Vic.REVOKE_CONS) >>> 0;
+    const out: RawRevoke[] = [];
+    for (; cons !== prod; cons = (cons + 1) >>> 0) {
+      const base = Vic.REVOKE_RING + (cons % REVOKE_SLOTS) * REVOKE_SLOT_WORDS;
+      out.push({ vbd: this.vic[base + RevokeEntry.VBD], name: this.vic[base + RevokeEntry.NAME] >>> 0, wanted: this.vic[base + RevokeEntry.WANTED] });
+    }
+    Atomics.store(this.vic, Vic.REVOKE_CONS, cons | 0);
+    if (Atomics.load(this.vic, Vic.REVOKE_WAITING) !== 0) this.ringDoorbell();
+    return out;
+  }
+
+  /** Take revoke entries until `n` arrived (or time out). */
+  async revokes(n: number, timeoutMs = 5000): Promise<RawRevoke[]> {
+    const deadline = Date.now() + timeoutMs;
+    const out: RawRevoke[] = [];
+    while (out.length < n) {
+      out.push(...this.takeRevokes());
+      if (out.length >= n) break;
+      if (Date.now() > deadline) throw new Error(`only ${out.length} of ${n} revokes`);
+      await sleep(1);
+    }
+    return out;
   }
 
   /** Wait until `n` responses arrived (or time out), and return them as {id, status}. */
