@@ -59,6 +59,8 @@ export interface MountOptions {
 }
 
 const MAX_LINKS = 65000;
+/** A file another domain asked for within this time is committed when this domain closes it. */
+const SHARED_FILE_WINDOW_MS = 1000;
 /** Attempts of one operation that keeps losing its locks to other domains before it gives up with EAGAIN. */
 const MAX_ATTEMPTS = 200;
 
@@ -649,7 +651,17 @@ export class FileSystem implements Vfs {
       await this.locks.need(this.ownSlot, 'exclusive');
       return (await this.orphans.list()).includes(handle.ino);
     });
-    if (!orphaned) return;
+    if (!orphaned) {
+      // A file other domains read lately: commit what was written to it now, while nobody waits for it, rather than
+      // when the next reader's revoke arrives (close-to-open, as NFS commits on close). Files nobody else reads
+      // never pay for this.
+      if (this.locks.wantedWithin(handle.ino, SHARED_FILE_WINDOW_MS)) {
+        void this.queue.run(async () => {
+          if (this.mounted && !this.failure) await this.tx?.writeBack(handle.ino);
+        }).catch(() => {});
+      }
+      return;
+    }
     await this.change(async () => {
       if (this.openCounts.get(handle.ino)) return;
       const inode = await this.handleInode(handle, 'exclusive').catch(() => null);

@@ -47,6 +47,8 @@ interface LockState {
   arriving: boolean;
   /** Kept while mounted whatever happens (the instance's own journal slot). */
   sticky: boolean;
+  /** When another domain last asked for it (ms). */
+  wantedAt: number;
 }
 
 interface Operation {
@@ -228,6 +230,12 @@ export class LockClient {
     this.states.clear();
   }
 
+  /** True when another domain asked for `name` within the last `windowMs` (the resource is being shared). */
+  wantedWithin(name: number, windowMs: number): boolean {
+    const st = this.states.get(name);
+    return st !== undefined && this.now() - st.wantedAt <= windowMs;
+  }
+
   /** What is held, for tests and diagnostics. */
   held(name: number): LockMode | null {
     return this.states.get(name)?.held ?? null;
@@ -247,7 +255,7 @@ export class LockClient {
   private state(name: number): LockState {
     let st = this.states.get(name);
     if (!st) {
-      st = { name, held: null, generation: null, changed: false, grantedAt: 0, revoke: null, pending: 0, arriving: false, sticky: false };
+      st = { name, held: null, generation: null, changed: false, grantedAt: 0, revoke: null, pending: 0, arriving: false, sticky: false, wantedAt: -Infinity };
       this.states.set(name, st);
     }
     return st;
@@ -291,6 +299,7 @@ export class LockClient {
     const st = this.states.get(name);
     if (!st || (!st.held && st.pending === 0)) return;
     st.revoke = stronger(st.revoke, wanted);
+    st.wantedAt = this.now();
     this.stats.revokes++;
     this.kick();
   }

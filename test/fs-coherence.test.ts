@@ -203,3 +203,22 @@ test('a domain dying after its commit record: its journal is replayed before any
   await devB.close();
   await image.cleanup();
 });
+
+test('a file other instances read is committed when its writer closes it; a file nobody else reads is not', async (t) => {
+  const s = await twoInstances();
+  const commits = () => s.a.cacheStats.journal!.commits;
+  const before = commits();
+  for (let i = 0; i < 5; i++) await put(s.a, '/solo', patternBytes(1000, i));
+  await s.a.getattr('/'); // runs after anything the closes queued
+  t.is(commits(), before, 'nobody else wants /solo: no commit on close');
+  await put(s.a, '/shared', patternBytes(1000, 1));
+  await get(s.b, '/shared'); // b's revoke: a commits then
+  const afterRevoke = commits();
+  t.true(afterRevoke > before);
+  await put(s.a, '/shared', patternBytes(1000, 2));
+  await s.a.getattr('/');
+  t.is(commits(), afterRevoke + 1, 'closing a file b reads lately commits it');
+  t.deepEqual(await get(s.b, '/shared'), patternBytes(1000, 2));
+  t.is(commits(), afterRevoke + 1, "b's read found nothing left to commit");
+  await s.close();
+});
