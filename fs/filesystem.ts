@@ -59,7 +59,7 @@ export interface MountOptions {
 }
 
 const MAX_LINKS = 65000;
-/** A file another domain asked for within this time is committed when this domain closes it. */
+/** A file another domain asked for within this time is given back (committed) when this domain closes it. */
 const SHARED_FILE_WINDOW_MS = 1000;
 /** Attempts of one operation that keeps losing its locks to other domains before it gives up with EAGAIN. */
 const MAX_ATTEMPTS = 200;
@@ -212,6 +212,12 @@ export class FileSystem implements Vfs {
       await this.tx?.commit();
       if (!this.dev.readOnly) await this.dev.flush();
     });
+  }
+
+  /** The mode this instance holds the lock of the inode `path` names in, for tests and diagnostics. */
+  async heldLock(path: string): Promise<LockMode | null> {
+    const ino = await this.look(async () => (await this.path.resolvePath(path)).ino);
+    return this.locks.held(ino);
   }
 
   get cacheStats() {
@@ -652,14 +658,10 @@ export class FileSystem implements Vfs {
       return (await this.orphans.list()).includes(handle.ino);
     });
     if (!orphaned) {
-      // A file other domains read lately: commit what was written to it now, while nobody waits for it, rather than
-      // when the next reader's revoke arrives (close-to-open, as NFS commits on close). Files nobody else reads
-      // never pay for this.
-      if (this.locks.wantedWithin(handle.ino, SHARED_FILE_WINDOW_MS)) {
-        void this.queue.run(async () => {
-          if (this.mounted && !this.failure) await this.tx?.writeBack(handle.ino);
-        }).catch(() => {});
-      }
+      // A file other domains used lately goes back to the lock service when this domain closes it (committed
+      // first), so the next domain to open it finds it free instead of waiting for a revoke: close-to-open, as
+      // NFS commits on close. Files nobody else uses never pay for this.
+      if (this.locks.wantedWithin(handle.ino, SHARED_FILE_WINDOW_MS)) this.locks.giveBack(handle.ino);
       return;
     }
     await this.change(async () => {
