@@ -1,7 +1,7 @@
 /**
- * Cluster lock names (shared with the monitor's lock service through the LockService interface): a lock is named
- * after the block that stands for the resource it covers, so the name space covers every inode of the largest
- * volume mkfs accepts and no two resources ever share a name.
+ * Cluster lock names, within the ABI's name space (hypervisor/abi.ts): a lock is named after the block that
+ * stands for the resource it covers, so the name space covers every inode of the largest volume mkfs accepts and
+ * no two resources ever share a name.
  *
  *   an inode            its block address (the inode number): the inode, its indirect, directory or symlink
  *                       blocks, and the file's data pages cached in a domain
@@ -12,12 +12,13 @@
  *   mount               journal recovery at mount after a whole-volume crash (mounts take it one at a time)
  * The last two sit above every block address mkfs may hand out (MAX_VOLUME_BLOCKS).
  */
+import { LOCK_NAME_LIMIT } from '../hypervisor/abi.js';
 import type { Geometry } from './layout.js';
 
-export const MOUNT_LOCK = 0xffffffff;
-export const RENAME_LOCK = 0xfffffffe;
+export const MOUNT_LOCK = LOCK_NAME_LIMIT - 1;
+export const RENAME_LOCK = LOCK_NAME_LIMIT - 2;
 /** Volumes stay below the names reserved for volume-wide locks. */
-export const MAX_VOLUME_BLOCKS = 0xffffff00;
+export const MAX_VOLUME_BLOCKS = LOCK_NAME_LIMIT - 256;
 
 export function groupLock(geometry: Geometry, group: number): number {
   return geometry.blockBitmap(group);

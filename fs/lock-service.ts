@@ -13,7 +13,9 @@
  * Every grant returns the lock's generation; an unlock with `dirty` (the holder changed what the lock protects)
  * bumps it, so a holder whose remembered generation differs knows its cache is stale.
  */
-export type LockMode = 'shared' | 'exclusive';
+import type { LockMode } from '../hypervisor/abi.js';
+
+export type { LockMode };
 
 export interface LockService {
   /** Resolves with the lock's generation once granted in `mode` (queues; conflicting holders are asked to give it back). */

@@ -50,6 +50,8 @@ export const REQ_DOWNGRADE = 8;
 
 /** Lock names are unsigned 32-bit numbers (fs/lock-names.ts: block addresses, and two volume-wide names). */
 export const LOCK_NAME_LIMIT = 2 ** 32;
+/** The modes of a cluster lock, as the lock service and every client name them (LOCK_SHARED, LOCK_EXCLUSIVE). */
+export type LockMode = 'shared' | 'exclusive';
 
 /** Lock modes carried in the count field of LOCK. */
 export const LOCK_SHARED = 1;

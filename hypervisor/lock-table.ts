@@ -11,7 +11,9 @@
  * and a try-request never jumps the queue. Names are any numbers the caller picks (the monitor's are volume id *
  * 2^32 + the guest's 32-bit name).
  */
-export type LockMode = 'shared' | 'exclusive';
+import type { LockMode } from './abi.js';
+
+export type { LockMode };
 export type HolderId = number | string;
 
 export interface Grant {

@@ -211,7 +211,9 @@ async function prepareVolume(stateDir: string, volume: VolumeConfig, log: (e: Ne
   }
   const dev = await FileBlockDevice.open(path);
   try {
-    const sb = await readSuperblock(dev);
+    const sb = await readSuperblock(dev).catch((error: Error & { detail?: string }) => {
+      throw new Error(`volume ${volume.name} (${path}): ${error.detail ?? error.message}`);
+    });
     // All of them at once: records of one block in several journals replay in the order they were made.
     const slots = await dirtyJournalSlots(dev, sb);
     if (slots.length > 0) {
