@@ -102,8 +102,12 @@ export class Blkfront implements BlockDevice, PolledDriver {
     return { sizeBytes: (info.valueHi * 0x1_0000_0000 + (info.valueLo >>> 0)) * SECTOR, readOnly: (info.infoFlags & VBD_READ_ONLY) !== 0 };
   }
 
+  /**
+   * Requests whose completion is worth polling for. A LOCK waiting for its grant is not: the grant comes when
+   * another domain gives the lock up, and polling would take the core that domain needs to commit and release.
+   */
   outstanding(): number {
-    return this.inFlight;
+    return this.inFlight - this.locksInFlight;
   }
 
   /** Issue one request and sleep until its completion. */
@@ -166,7 +170,8 @@ export class Blkfront implements BlockDevice, PolledDriver {
       this.rspCons = (this.rspCons + 1) >>> 0;
       if (!this.retire(id)) continue;
       reaped++;
-      this.latencyMicros += ((performance.now() - this.submittedAt[id]) * 1000 - this.latencyMicros) / 16;
+      // A lock's wait is another domain's time, not the device's: it does not set how long to poll.
+      if (this.opOf[id] !== Op.LOCK) this.latencyMicros += ((performance.now() - this.submittedAt[id]) * 1000 - this.latencyMicros) / 16;
       const status = w[base + Rsp.STATUS];
       this.complete(id, status, w[base + Rsp.VALUE_LO] >>> 0, w[base + Rsp.VALUE_HI] >>> 0, w[base + Rsp.INFO_FLAGS]);
     }
