@@ -196,6 +196,9 @@ async function check(
   if (bad) return error(`superblock: ${bad}`);
   progress('superblock', 1, 1);
 
+  // Committed records are read through in tag order, as recovery replays them (journal.ts): of two records of
+  // one block, the later one counts.
+  const records: Array<{ tag: number; targets: number[]; log: Uint8Array }> = [];
   for (let slot = 0; slot < sb.slotCount; slot++) {
     progress('journals', slot, sb.slotCount);
     const state = await inspectJournal(dev, sb, slot);
@@ -206,9 +209,11 @@ async function check(
       const address = g.journalHeader(slot);
       const header = decodeJournalHeader(await reader.block(address), address);
       if (typeof header === 'string' || header.targets.length > transactionCapacity(sb)) continue;
-      const log = await reader.range(g.journalLog(slot), header.targets.length);
-      header.targets.forEach((target, i) => reader.overlay.set(target, log.slice(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)));
+      records.push({ tag: header.tag, targets: header.targets, log: await reader.range(g.journalLog(slot), header.targets.length) });
     }
+  }
+  for (const { targets, log } of records.sort((a, b) => a.tag - b.tag)) {
+    targets.forEach((target, i) => reader.overlay.set(target, log.slice(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)));
   }
   progress('journals', sb.slotCount, sb.slotCount);
   const orphanOf = new Map<number, number>();
