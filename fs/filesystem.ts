@@ -89,6 +89,11 @@ export class FileSystem implements Vfs {
 
   private readonly handles = new Map<number, Handle>();
   private readonly openCounts = new Map<number, number>();
+  /**
+   * Inodes this instance put on its orphan list while it had them open: only they may need freeing at close. A
+   * hint (an operation undone after adding one leaves it here); the close re-checks under the lock.
+   */
+  private readonly orphanedOpen = new Set<number>();
   /** Files whose data the running operation wrote (their pages go if it fails). */
   private readonly dataWritten = new Set<number>();
   private nextHandle = 1;
@@ -329,6 +334,7 @@ export class FileSystem implements Vfs {
     await this.inodes.write(inode);
     // A removed directory goes at once (its handles turn stale); a file stays while this instance has it open.
     if (isDir(inode) || !this.openCounts.get(inode.ino)) await this.freeInode(inode);
+    else this.orphanedOpen.add(inode.ino);
   }
 
   private async freeInode(inode: Inode): Promise<void> {
@@ -652,18 +658,15 @@ export class FileSystem implements Vfs {
       return left > 0 || !this.mounted || this.failure || this.dev.readOnly ? null : handle;
     });
     if (!handle) return;
-    // The last local handle of a file this domain unlinked while it was open: free it now.
-    const orphaned = await this.look(async () => {
-      await this.locks.need(this.ownSlot, 'exclusive');
-      return (await this.orphans.list()).includes(handle.ino);
-    });
-    if (!orphaned) {
+    if (!this.orphanedOpen.has(handle.ino)) {
       // A file other domains used lately goes back to the lock service when this domain closes it (committed
       // first), so the next domain to open it finds it free instead of waiting for a revoke: close-to-open, as
       // NFS commits on close. Files nobody else uses never pay for this.
       if (this.locks.wantedWithin(handle.ino, SHARED_FILE_WINDOW_MS)) this.locks.giveBack(handle.ino);
       return;
     }
+    // The last local handle of a file this domain unlinked while it was open: free it now.
+    this.orphanedOpen.delete(handle.ino);
     await this.change(async () => {
       if (this.openCounts.get(handle.ino)) return;
       const inode = await this.handleInode(handle, 'exclusive').catch(() => null);
