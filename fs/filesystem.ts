@@ -155,7 +155,7 @@ export class FileSystem implements Vfs {
   }
 
   private async start(): Promise<void> {
-    await this.locks.beginOp();
+    this.locks.beginOp();
     try {
       const mode: LockMode = this.dev.readOnly ? 'shared' : 'exclusive';
       if (!this.dev.readOnly) {
@@ -269,7 +269,8 @@ export class FileSystem implements Vfs {
       let failed = true;
       let restart: Restart;
       try {
-        await this.locks.beginOp(wanted);
+        this.locks.beginOp();
+        if (wanted) await this.locks.takeFirst(wanted);
         const result = await fn();
         failed = false;
         return result;
@@ -394,7 +395,7 @@ export class FileSystem implements Vfs {
 
   /** The inode of an open file under its lock; ESTALE once it was removed (here or in another domain). */
   private async handleInode(handle: Handle, mode: LockMode): Promise<Inode> {
-    await this.locks.need(handle.ino, mode);
+    if (!this.locks.pinIfHeld(handle.ino, mode)) await this.locks.need(handle.ino, mode);
     const inode = await this.inodes.readIfInode(handle.ino);
     if (!inode || inode.generation !== handle.generation) throw new IoError('ESTALE', 'file was removed');
     return inode;

@@ -91,6 +91,8 @@ function stronger(a: LockMode | null | undefined, b: LockMode): LockMode {
 
 export class LockClient {
   private readonly states = new Map<number, LockState>();
+  /** The states with a revoke to answer (a lookup per operation, not a walk over every lock held). */
+  private readonly revoking = new Set<LockState>();
   private op: Operation | null = null;
   private processing: Promise<void> | null = null;
   private again = false;
@@ -114,12 +116,15 @@ export class LockClient {
 
   // ---- operations ----
 
-  /** Starts an operation (one at a time); `previous` is what the last attempt wanted, taken first. */
-  async beginOp(previous?: Map<number, LockMode>): Promise<void> {
+  /** Starts an operation (one at a time). */
+  beginOp(): void {
     if (this.op) throw new Error('an operation is already running');
-    const op: Operation = { pins: new Set(), wanted: new Map(), changing: false, ordered: false, waiting: false, invalidated: false };
-    this.op = op;
-    if (!previous) return;
+    this.op = { pins: new Set(), wanted: new Map(), changing: false, ordered: false, waiting: false, invalidated: false };
+  }
+
+  /** Before an operation runs again: takes what its last attempt wanted, one lock after the other in name order. */
+  async takeFirst(previous: Map<number, LockMode>): Promise<void> {
+    const op = this.running();
     op.ordered = true;
     for (const name of [...previous.keys()].sort((a, b) => a - b)) await this.need(name, previous.get(name)!);
     op.ordered = false;
@@ -129,7 +134,7 @@ export class LockClient {
   endOp(): Map<number, LockMode> {
     const op = this.running();
     this.op = null;
-    for (const st of this.states.values()) if (st.revoke) return this.kick(), op.wanted;
+    if (this.revoking.size > 0) this.kick();
     return op.wanted;
   }
 
@@ -152,15 +157,14 @@ export class LockClient {
     return !this.running().changing;
   }
 
-  /** Pins `name` for the running operation in `mode`, waiting for it if the operation may wait (see above). */
+  /**
+   * Pins `name` for the running operation in `mode`, waiting for it if the operation may wait (see above). Hot
+   * paths call pinIfHeld first, which costs no promise when the lock is cached.
+   */
   async need(name: number, mode: LockMode): Promise<void> {
+    if (this.pinIfHeld(name, mode)) return;
     const op = this.running();
-    op.wanted.set(name, stronger(op.wanted.get(name), mode));
     const st = this.state(name);
-    if (satisfies(st.held, mode)) {
-      op.pins.add(name);
-      return;
-    }
     if (op.changing) {
       if (!(await this.tryPin(name, mode))) throw new Restart(name, mode);
       return;
@@ -193,11 +197,14 @@ export class LockClient {
     return true;
   }
 
-  /** Pins `name` when it is held already in `mode` (no request at all). */
+  /** Pins `name` when it is held already in `mode` (no request at all); notes it as wanted either way. */
   pinIfHeld(name: number, mode: LockMode): boolean {
+    const op = this.running();
+    const wanted = op.wanted.get(name);
+    if (wanted !== 'exclusive' && wanted !== mode) op.wanted.set(name, stronger(wanted, mode));
     const st = this.states.get(name);
     if (!st || !satisfies(st.held, mode)) return false;
-    this.running().pins.add(name);
+    op.pins.add(name);
     return true;
   }
 
@@ -228,6 +235,7 @@ export class LockClient {
       await this.service.unlock(st.name, st.changed);
     }
     this.states.clear();
+    this.revoking.clear();
   }
 
   /**
@@ -237,7 +245,7 @@ export class LockClient {
   giveBack(name: number): void {
     const st = this.states.get(name);
     if (!st?.held || st.sticky) return;
-    st.revoke = 'exclusive';
+    this.setRevoke(st, 'exclusive');
     this.kick();
   }
 
@@ -309,7 +317,7 @@ export class LockClient {
   private revoked(name: number, wanted: LockMode): void {
     const st = this.states.get(name);
     if (!st || (!st.held && st.pending === 0)) return;
-    st.revoke = stronger(st.revoke, wanted);
+    this.setRevoke(st, stronger(st.revoke, wanted));
     st.wantedAt = this.now();
     this.stats.revokes++;
     this.kick();
@@ -349,15 +357,15 @@ export class LockClient {
   }
 
   private async answerRevokes(): Promise<void> {
-    for (const st of [...this.states.values()]) {
+    for (const st of [...this.revoking]) {
       if (!st.revoke) continue;
       if (!st.held) {
-        if (st.pending === 0 && !st.arriving) st.revoke = null;
+        if (st.pending === 0 && !st.arriving) this.setRevoke(st, null);
         continue;
       }
       if (st.held === 'shared' && st.revoke === 'shared') {
         // Nothing in the way now; but an upgrade on its way in will be (the revoke is about it: keep it).
-        if (st.pending === 0 && !st.arriving) st.revoke = null;
+        if (st.pending === 0 && !st.arriving) this.setRevoke(st, null);
         continue;
       }
       if (st.sticky || st.arriving) continue;
@@ -373,7 +381,7 @@ export class LockClient {
         continue;
       }
       const wanted = st.revoke;
-      st.revoke = null;
+      this.setRevoke(st, null);
       await this.hooks.writeBack(st.name);
       const dirty = st.changed;
       st.changed = false;
@@ -390,6 +398,12 @@ export class LockClient {
       if (dirty && st.generation !== null) st.generation++;
       if (op?.pins.has(st.name)) op.invalidated = true;
     }
+  }
+
+  private setRevoke(st: LockState, wanted: LockMode | null): void {
+    st.revoke = wanted;
+    if (wanted) this.revoking.add(st);
+    else this.revoking.delete(st);
   }
 
   private wakeAt(at: number): void {

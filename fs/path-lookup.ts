@@ -22,7 +22,7 @@ export class PathLookup {
 
   /** Inode `ino` in use, under its lock in `mode`. */
   async get(ino: number, mode: LockMode = 'shared'): Promise<Inode> {
-    await this.locks.need(ino, mode);
+    if (!this.locks.pinIfHeld(ino, mode)) await this.locks.need(ino, mode);
     return this.inodes.read(ino);
   }
 
