@@ -47,7 +47,7 @@ interface LockState {
   arriving: boolean;
   /** Kept while mounted whatever happens (the instance's own journal slot). */
   sticky: boolean;
-  /** When another domain last asked for it (ms). */
+  /** When another domain last asked for it, or was seen to have changed it (ms). */
   wantedAt: number;
 }
 
@@ -249,7 +249,7 @@ export class LockClient {
     this.kick();
   }
 
-  /** True when another domain asked for `name` within the last `windowMs` (the resource is being shared). */
+  /** True when another domain asked for `name`, or changed it, within the last `windowMs` (it is being shared). */
   wantedWithin(name: number, windowMs: number): boolean {
     const st = this.states.get(name);
     return st !== undefined && this.now() - st.wantedAt <= windowMs;
@@ -305,6 +305,8 @@ export class LockClient {
       if (st.generation !== null) {
         this.hooks.drop(st.name);
         this.stats.drops++;
+        // Another domain changed it since this one last held it: it is being shared.
+        st.wantedAt = st.grantedAt;
         // The operation may have read what it covers under an earlier grant of this very lock (an upgrade).
         if (this.op?.pins.has(st.name)) this.op.invalidated = true;
       }
