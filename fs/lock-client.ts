@@ -260,12 +260,6 @@ export class LockClient {
     return this.states.get(name)?.held ?? null;
   }
 
-  get heldCount(): number {
-    let n = 0;
-    for (const st of this.states.values()) if (st.held) n++;
-    return n;
-  }
-
   private running(): Operation {
     if (!this.op) throw new Error('no operation is running');
     return this.op;
