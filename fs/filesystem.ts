@@ -158,11 +158,13 @@ export class FileSystem implements Vfs {
     this.locks.beginOp();
     try {
       const mode: LockMode = this.dev.readOnly ? 'shared' : 'exclusive';
+      // The mount lock first: an instance mounting at the same time holds no slot yet, so every slot left dirty
+      // by a crash is replayed here in one call, in tag order (journal.ts), never some now and some later.
+      await this.locks.need(MOUNT_LOCK, mode);
       if (!this.dev.readOnly) {
         await this.locks.need(this.ownSlot, 'exclusive');
         this.locks.stick(this.ownSlot);
       }
-      await this.locks.need(MOUNT_LOCK, mode);
       // Slots nobody holds (their owners are gone) are replayed together, in tag order (journal.ts).
       const orphaned: number[] = [];
       for (const slot of await dirtyJournalSlots(this.dev, this.superblock)) {

@@ -312,7 +312,7 @@ export class LockClient {
 
   private revoked(name: number, wanted: LockMode): void {
     const st = this.states.get(name);
-    if (!st || (!st.held && st.pending === 0)) return;
+    if (!st || (!st.held && st.pending === 0 && !st.arriving)) return;
     this.setRevoke(st, stronger(st.revoke, wanted));
     st.wantedAt = this.now();
     this.stats.revokes++;
