@@ -3,9 +3,10 @@
  * group's cluster lock, so a domain allocates from groups it holds: its preferred group first (one per domain
  * slot, so domains writing at once grow their files in different parts of the volume and never trade a bitmap),
  * and a file grows contiguously from its last block ("goal") when that block's group can be had without waiting.
- * Other groups are only tried (never waited for) while an operation runs; when none of them could be had the
- * operation starts over with the lock of the first one skipped (GroupLocks.restartWith), as GFS2's allocator
- * tries resource groups before it waits for one.
+ * Other groups are only tried (never waited for) when allocating; when none of them could be had the operation
+ * starts over with the lock of the first one skipped (GroupLocks.restartWith), as GFS2's allocator tries resource
+ * groups before it waits for one. Freeing a block needs its group's lock whatever the group, and waits for it
+ * while the operation has changed nothing.
  *
  * Blocks freed in the running transaction are not handed out again before it commits: file data is written in
  * place before the commit, and must never land in a block the last committed state still gives to another file.

@@ -21,7 +21,7 @@
  */
 import type { LockMode, LockService } from './lock-service.js';
 
-/** Thrown through an operation that must start over; `name` is a lock to take before it does (if any). */
+/** Thrown through an operation that must start over; `lock` is a lock to take before it does (if any). */
 export class Restart extends Error {
   constructor(
     readonly lock: number | null,
