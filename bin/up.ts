@@ -3,8 +3,8 @@ import { join, resolve } from 'node:path';
 import { loadPlatformFile, type PlatformConfig } from '../hypervisor/platform-config.js';
 import { StoredPlatform } from '../hypervisor/platform-boot.js';
 import type { NewEvent } from '../hypervisor/platform-store.js';
-import { mountDomain, type MountedView } from '../mount/index.js';
-import { DEFAULT_MOUNT_ROOT, DEFAULT_STATE_DIR } from './cli-support.js';
+import { DEFAULT_AUTO_MS, formatCacheMode, mountDomain, parseCacheMode, type CacheMode, type MountedView } from '../mount/index.js';
+import { CliError, DEFAULT_MOUNT_ROOT, DEFAULT_STATE_DIR } from './cli-support.js';
 
 interface UpOptions {
   config?: string;
@@ -12,7 +12,15 @@ interface UpOptions {
   mountRoot: string;
   json?: boolean;
   status: boolean;
-  pageCache?: boolean;
+  cache: CacheMode;
+}
+
+function cacheOption(value: string): CacheMode {
+  try {
+    return parseCacheMode(value);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
 }
 
 const rate = (n: number) => (n >= 10_000 ? `${(n / 1000).toFixed(0)}k` : n.toFixed(0));
@@ -27,9 +35,12 @@ export function registerUp(program: Command): void {
     .option('--json', 'print mounts, readiness and events as JSON lines')
     .option('--no-status', 'no live status line')
     .option(
-      '--page-cache',
-      'let the host kernel cache file pages (close-to-open coherence, as NFS: much faster small reads, but a file ' +
-        'held open is not refreshed when another domain rewrites it in place)',
+      '--cache <mode>',
+      'what the host kernel may cache of each view: "strict" (never stale: a view shows what a process in the ' +
+        'domain sees at that instant) or "auto[=MS]" (names and attributes may be up to MS ms old, default ' +
+        `${DEFAULT_AUTO_MS}; file data is close-to-open and dropped when size or mtime change; MAP_SHARED works)`,
+      cacheOption,
+      parseCacheMode('strict'),
     )
     .addHelpText(
       'after',
@@ -42,7 +53,7 @@ Examples:
   $ hvshare up
   $ hvshare up --state /var/lib/hvshare --mount-root /mnt/hvshare
   $ hvshare up --config platform.json --json
-  $ hvshare up --page-cache                 faster small reads, close-to-open coherence
+  $ hvshare up --cache auto=200             stat/ls/find answered by the host for up to 200 ms
   $ cp big.iso mnt/dom1/ && cmp big.iso mnt/dom2/big.iso`,
     )
     .action(async (opts: UpOptions) => up(opts));
@@ -84,8 +95,9 @@ async function up(opts: UpOptions): Promise<void> {
       const mountpoint = join(mountRoot, domain.name);
       // Mounted read-write on the host even for a read-only grant: the monitor is the one that refuses writes.
       const readOnly = domain.spec.grants[0]?.readOnly ?? true;
-      views.push(await mountDomain(domain, mountpoint, { directIo: !opts.pageCache }));
-      say(`${domain.name}: mounted at ${mountpoint} (${readOnly ? 'read-only' : 'read-write'})`, { domain: domain.name, mountpoint, readOnly });
+      views.push(await mountDomain(domain, mountpoint, { cache: opts.cache }));
+      const cache = formatCacheMode(opts.cache);
+      say(`${domain.name}: mounted at ${mountpoint} (${readOnly ? 'read-only' : 'read-write'}, cache ${cache})`, { domain: domain.name, mountpoint, readOnly, cache });
     }
   } catch (err) {
     await stop('mount failed');

@@ -14,24 +14,16 @@
  *  - `use_ino`: st_ino is the filesystem's inode number, so hard links, `cp -a`, `find -samefile`, git and `diff`
  *    see stable, shared identities.
  *  - Coherence between domains: another domain may change any file at any time, and the host kernel keeps a
- *    page cache and an attribute/dentry cache per mount. We use `attr_timeout=0,entry_timeout=0,
- *    negative_timeout=0` (every stat and lookup asks the domain; a name renamed, removed or created by another
- *    domain shows at once) and `direct_io` (no page cache: every read(2) goes to the domain). libfuse 2.9 without
- *    `keep_cache` already drops a file's pages at each open (close-to-open coherence) and the kernel drops them
- *    when getattr reports a new size; what only direct_io fixes is a file held open while another domain
- *    rewrites it in place with the same size: the page cache then serves the old bytes (measured; the e2e test
- *    "no stale host cache" fails without direct_io).
+ *    page cache and an attribute/dentry cache per mount. What it may keep is the view's cache mode
+ *    (cache-mode.ts): `strict` (zero timeouts and `direct_io`, never stale) or `auto=MS` (timeouts of MS,
+ *    close-to-open data). libfuse 2.9's high-level API cannot invalidate the kernel's caches (NOTES-FUSE.md), so
+ *    these two are the only honest choices. Without direct_io, a file held open while another domain rewrites it
+ *    in place with the same size is served from stale pages (the e2e test "no stale host cache" fails).
  *    Costs measured on this machine (dd, 64 MiB, two rw domains; direct_io vs page cache):
  *       write bs=1M + fsync   241 vs 221 MB/s      read bs=1M  351 vs 426 MB/s (from the other domain 322 vs 383)
  *       write bs=4k            24 vs  21 MB/s      read bs=4k   29 vs 496 MB/s
- *    i.e. writes and large reads cost about the same (the domain round trip, ~0.3 ms per 128 KiB, dominates),
- *    small sequential reads lose the kernel's readahead (each read(2) is one round trip). Re-reads are never
- *    served from the cache in either mode, since each open drops it. Zero attr/entry timeouts: `ls -lR` of
- *    1000 files takes 720 ms instead of 115 ms (cold) / 15 ms (warm) with 1 s timeouts. Both are the price of
- *    never showing a stale name, size or byte; `directIo: false` trades the held-open case for readahead.
- *    Caveat of direct_io: MAP_SHARED mmap fails with ENODEV (MAP_PRIVATE works: git, ld.so are fine), so sqlite's
- *    WAL mode (its -shm file is mmap'ed shared) fails with SQLITE_IOERR; rollback journals work. WAL across
- *    domains could not be coherent anyway (each mount would map its own pages); `locking_mode=exclusive` works.
+ *    Zero attr/entry timeouts: `ls -lR` of 1000 files takes 720 ms instead of 115 ms (cold) / 15 ms (warm) with
+ *    1 s timeouts.
  *  - `force: true` (a stale mount left by a crash, ENOTCONN, is lazily unmounted first) and `autoUnmount: true`
  *    (libfuse's helper unmounts if this process dies, even by kill -9).
  *  - `readOnly` adds the kernel's `ro` flag: the host refuses writes itself. A domain with a read-only grant does
@@ -57,6 +49,7 @@ import { promisify } from 'node:util';
 import type { AgentResult, VfsOp } from '../guests/agent-protocol.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
 import { O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type Stat, type StatFs } from '../fs/vfs.js';
+import { cacheOptions, STRICT, type CacheMode } from './cache-mode.js';
 import { EIO, errnoFromName, errnoOf } from './errno.js';
 
 const require = createRequire(import.meta.url);
@@ -77,8 +70,8 @@ export interface MountOptions {
   readOnly?: boolean;
   /** libfuse's request trace on stderr, and every failed operation logged. */
   debug?: boolean;
-  /** No host page cache (strict coherence between domains). Default true; see the comment at the top. */
-  directIo?: boolean;
+  /** What the host kernel may cache of the view (cache-mode.ts): `strict` (the default) or `auto` with its bound. */
+  cache?: CacheMode;
   /** Per-operation timeout in ms; an operation the domain does not answer in time fails with ETIMEDOUT. */
   timeoutMs?: number;
 }
@@ -299,10 +292,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     `hvshare-${domain.name.replace(/[^A-Za-z0-9_.-]/g, '_')}`,
     'big_writes',
     'use_ino',
-    'attr_timeout=0',
-    'entry_timeout=0',
-    'negative_timeout=0',
-    ...(options.directIo === false ? [] : ['direct_io']),
+    ...cacheOptions(options.cache ?? STRICT),
     ...(options.readOnly ? ['ro'] : []),
   ];
   const fuse = new Fuse(mnt, ops as never, {

@@ -105,7 +105,13 @@ async function mountedPlatform(
     const report = await fsckImage(image);
     t.true(report.ok, `fsck after the run: ${report.errors.join('\n')}`);
   };
-  return { dir, image, platform, mounts, finish };
+  /** One more view of a domain already booted here (a second mount, with its own options), unmounted by finish. */
+  const mountAgain = async (name: string, mount: MountOptions): Promise<string> => {
+    const mnt = join(dir, `mnt-${name}-${views.length}`);
+    views.push(await mountDomain(mounts[name]!.domain, mnt, mount));
+    return mnt;
+  };
+  return { dir, image, platform, mounts, finish, mountAgain };
 }
 
 const rw2 = [
@@ -250,19 +256,48 @@ test.serial('no stale host cache: dom1 sees what dom2 rewrote, also through a fi
   await finish();
 });
 
-test.serial('page-cache views (hvshare up --page-cache) keep close-to-open coherence', async (t) => {
-  const cached = { directIo: false };
+test.serial('auto views: file data is close-to-open whatever the bound', async (t) => {
+  const hour = { cache: { mode: 'auto', ms: 3_600_000 } } as const;
   const { mounts, finish } = await mountedPlatform(t, [
-    { name: 'dom1', slot: 0, mount: cached },
-    { name: 'dom2', slot: 1, mount: cached },
+    { name: 'dom1', slot: 0, mount: hour },
+    { name: 'dom2', slot: 1, mount: hour },
   ]);
   const f1 = join(mounts.dom1!.dir, 'note.txt');
   const f2 = join(mounts.dom2!.dir, 'note.txt');
   await ok(t, sh(`echo "version 1" > ${f1}`), 'write v1');
   t.is(await ok(t, run('cat', [f1]), 'cat v1 in dom1 (now in its page cache)'), 'version 1\n');
-  // Same size, so only the open-time drop of the cached pages can make dom1 see it.
+  // Same size and attributes cached for an hour, so only the open-time drop of the pages can make dom1 see it.
   await ok(t, sh(`echo "version 2" > ${f2}`), 'rewrite in dom2');
   t.is(await ok(t, run('cat', [f1]), 'cat after the rewrite'), 'version 2\n');
+  await finish();
+});
+
+test.serial('auto=MS views: what another domain changes shows once MS have passed, and may be cached until then', async (t) => {
+  const bound = 300;
+  const { mounts, finish, mountAgain } = await mountedPlatform(t, [
+    { name: 'dom1', slot: 0, mount: { cache: { mode: 'auto', ms: bound } } },
+    { name: 'dom2', slot: 1 },
+  ]);
+  const quick = mounts.dom1!.dir;
+  const hourly = await mountAgain('dom1', { cache: { mode: 'auto', ms: 3_600_000 } });
+  const m2 = mounts.dom2!.dir;
+  await ok(t, sh(`echo ab > ${m2}/grows.txt && echo old > ${m2}/goes.txt && mkdir ${m2}/d`), 'files made in dom2');
+  // Let both dom1 views remember: a negative lookup, the attributes of a file, a name, a directory's listing.
+  for (const v of [quick, hourly]) {
+    t.not((await run('stat', [`${v}/new.txt`])).code, 0, 'new.txt does not exist yet');
+    t.is((await ok(t, run('stat', ['-c', '%s', `${v}/grows.txt`]), 'stat')).trim(), '3');
+    await ok(t, run('stat', [`${v}/goes.txt`]), 'stat goes.txt');
+  }
+  await ok(t, sh(`echo new > ${m2}/new.txt && echo abcdef >> ${m2}/grows.txt && rm ${m2}/goes.txt`), 'changes in dom2');
+  // Within the bound the host may answer from what it remembers: the hour-long view proves the mode caches.
+  t.not((await run('stat', [`${hourly}/new.txt`])).code, 0, 'a negative lookup is remembered within the bound');
+  t.is((await ok(t, run('stat', ['-c', '%s', `${hourly}/grows.txt`]), 'stat')).trim(), '3', 'attributes are remembered');
+  // Past the bound nothing stale may be served.
+  await new Promise((r) => setTimeout(r, bound + 200));
+  t.is(await ok(t, run('cat', [`${quick}/new.txt`]), 'new.txt through dom1 after the bound'), 'new\n');
+  t.is((await ok(t, run('stat', ['-c', '%s', `${quick}/grows.txt`]), 'stat')).trim(), '10', 'the new size');
+  t.is(await ok(t, run('cat', [`${quick}/grows.txt`]), 'cat grows.txt'), 'ab\nabcdef\n');
+  t.not((await run('stat', [`${quick}/goes.txt`])).code, 0, 'a removed name is gone');
   await finish();
 });
 
