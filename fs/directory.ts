@@ -31,6 +31,16 @@ export function entryTypeOf(mode: number): EntryType {
   }
 }
 
+/** The S_IFMT bits an entry type stands for (0 when unknown). */
+export function modeOfEntryType(type: EntryType): number {
+  switch (type) {
+    case EntryType.Regular: return S_IFREG;
+    case EntryType.Directory: return S_IFDIR;
+    case EntryType.Symlink: return S_IFLNK;
+    default: return 0;
+  }
+}
+
 export interface DirEntry {
   ino: number;
   type: EntryType;

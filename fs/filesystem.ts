@@ -22,7 +22,7 @@ import { IoError, type BlockDevice } from './block-device.js';
 import { BlockCache } from './block-cache.js';
 import { Allocator, type GroupLocks } from './allocator.js';
 import { BlockMap } from './block-map.js';
-import { Directories, DOTDOT, entryTypeOf, EntryType } from './directory.js';
+import { Directories, DOTDOT, entryTypeOf, EntryType, modeOfEntryType } from './directory.js';
 import { FileIo } from './file-io.js';
 import { emptyInode, InodeStore, isDir, isRegular, isSymlink, type Inode } from './inode.js';
 import { dirtyJournalSlots, Journal, recoverJournals } from './journal.js';
@@ -41,7 +41,7 @@ import { decodeName, encodeName, splitPath } from './path.js';
 import { Transactions } from './transactions.js';
 import {
   O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
-  type Stat, type StatFs, type Vfs,
+  type DirListing, type Stat, type StatFs, type Vfs,
 } from './vfs.js';
 
 export interface MountOptions {
@@ -422,11 +422,21 @@ export class FileSystem implements Vfs {
     return this.look(async () => toStat(await this.path.resolvePath(path)));
   }
 
-  readdir(path: string): Promise<string[]> {
+  async readdir(path: string): Promise<string[]> {
+    return (await this.readdirEntries(path)).names.filter((n) => n !== '.' && n !== '..');
+  }
+
+  readdirEntries(path: string): Promise<DirListing> {
     return this.look(async () => {
       const dir = await this.path.resolvePath(path, true);
       if (!isDir(dir)) throw new IoError('ENOTDIR', 'not a directory');
-      return (await this.dirs.list(dir)).map((e) => decodeName(e.name)).filter((n) => n !== '.' && n !== '..');
+      const listing: DirListing = { names: [], inos: [], types: [] };
+      for (const e of await this.dirs.list(dir)) {
+        listing.names.push(decodeName(e.name));
+        listing.inos.push(e.ino);
+        listing.types.push(modeOfEntryType(e.type));
+      }
+      return listing;
     });
   }
 

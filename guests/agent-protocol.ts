@@ -1,10 +1,10 @@
 import type { BlockWorkload, RoundTripResult, WorkloadResult } from './block-workload.js';
 import type { FileWorkload, FileWorkloadResult } from './file-workload.js';
-import type { Stat, StatFs, Vfs } from '../fs/vfs.js';
+import type { DirListing, Stat, StatFs, Vfs } from '../fs/vfs.js';
 
 /** The filesystem operations the agent runs for the host (the FUSE adapter, tests, scripts). */
 export const VFS_OPS = [
-  'getattr', 'readdir', 'mkdir', 'rmdir', 'unlink', 'rename', 'link', 'symlink', 'readlink', 'create', 'open',
+  'getattr', 'readdir', 'readdirEntries', 'mkdir', 'rmdir', 'unlink', 'rename', 'link', 'symlink', 'readlink', 'create', 'open',
   'release', 'read', 'write', 'fsync', 'truncate', 'ftruncate', 'chmod', 'chown', 'utimens', 'statfs',
 ] as const satisfies readonly (keyof Vfs)[];
 export type VfsOp = (typeof VFS_OPS)[number];
@@ -38,7 +38,7 @@ export interface DomainInfo {
   processes: { pid: number; name: string }[];
 }
 
-export type AgentResult = WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | string[] | string | number | null | void;
+export type AgentResult = WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | DirListing | string[] | string | number | null | void;
 
 export type AgentMessage = { seq: number; request: AgentRequest };
 export type AgentReply = { seq: number; ok: true; result: AgentResult } | { seq: number; ok: false; code: string; message: string };

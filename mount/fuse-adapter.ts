@@ -48,7 +48,7 @@ import { resolve as resolvePath } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentResult, VfsOp } from '../guests/agent-protocol.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
-import { O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type Stat, type StatFs } from '../fs/vfs.js';
+import { O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Stat, type StatFs } from '../fs/vfs.js';
 import { cacheOptions, STRICT, type CacheMode } from './cache-mode.js';
 import { EIO, errnoFromName, errnoOf } from './errno.js';
 
@@ -92,6 +92,11 @@ export interface MountedView {
 }
 
 const W_OK = 2;
+/**
+ * st_blksize: cp, cat, cmp and friends size their buffers by it. 128 KiB is the largest request libfuse 2.9 passes
+ * (reads and, with big_writes, writes), so one read(2) of that size is one round trip into the domain.
+ */
+const PREFERRED_IO_SIZE = 128 << 10;
 /** tv_sec 0 with tv_nsec UTIME_NOW or UTIME_OMIT, as fuse-native's millisecond conversion renders both. */
 const UTIME_SPECIAL_MS = Math.floor(((1 << 30) - 1) / 1e6);
 /** The open(2) flags worth forwarding to the guest; O_LARGEFILE, O_NOFOLLOW, O_CLOEXEC... mean nothing there. */
@@ -122,7 +127,7 @@ function toFuseStat(s: Stat) {
     nlink: s.nlink,
     ino: s.ino,
     rdev: 0,
-    blksize: 4096,
+    blksize: PREFERRED_IO_SIZE,
     blocks: s.blocks,
     atime: new Date(s.atimeMs),
     mtime: new Date(s.mtimeMs),
@@ -152,30 +157,29 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
    * Wrap an async handler: whatever happens, the callback gets exactly one call whose first argument is a number
    * (0, a byte count, or a negative errno). fuse-native dies on anything else (NOTES-FUSE.md).
    */
-  function handler(name: string, fn: (...args: any[]) => Promise<number | [number, unknown]>) {
+  function handler(name: string, fn: (...args: any[]) => Promise<number | [number, ...unknown[]]>) {
     return (...args: unknown[]): void => {
-      const cb = args.pop() as (code: number, value?: unknown) => void;
+      const cb = args.pop() as (code: number, ...values: unknown[]) => void;
       counters.calls[name] = (counters.calls[name] ?? 0) + 1;
       let answered = false;
-      const reply = (code: number, value?: unknown) => {
+      const reply = (code: number, ...values: unknown[]) => {
         if (answered) return;
         answered = true;
         if (typeof code !== 'number' || !Number.isFinite(code)) code = EIO;
         try {
-          if (value === undefined) cb(code);
-          else cb(code, value);
+          cb(code, ...values);
         } catch (err) {
           if (debug) console.error(`hvshare fuse ${domain.name}: ${name} callback threw`, err);
         }
       };
-      let pending: Promise<number | [number, unknown]>;
+      let pending: Promise<number | [number, ...unknown[]]>;
       try {
         pending = fn(...args);
       } catch (err) {
         pending = Promise.reject(err);
       }
       pending.then(
-        (result) => (Array.isArray(result) ? reply(result[0], result[1]) : reply(result)),
+        (result) => (Array.isArray(result) ? reply(...result) : reply(result)),
         (err: unknown) => {
           counters.errors[name] = (counters.errors[name] ?? 0) + 1;
           const code = errnoOf(err);
@@ -211,7 +215,11 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       return 0;
     }),
 
-    readdir: handler('readdir', async (path: string) => [0, ['.', '..', ...(await vfs<string[]>('readdir', path))]]),
+    // With a stat per name, libfuse fills each entry's d_type and (use_ino) d_ino: find and du need no stat.
+    readdir: handler('readdir', async (path: string) => {
+      const { names, inos, types } = await vfs<DirListing>('readdirEntries', path);
+      return [0, names, inos.map((ino, i) => ({ ino, mode: types[i] }))];
+    }),
 
     statfs: handler('statfs', async (path: string) => {
       const s = await vfs<StatFs>('statfs', path);

@@ -256,6 +256,34 @@ test.serial('no stale host cache: dom1 sees what dom2 rewrote, also through a fi
   await finish();
 });
 
+test.serial('readdir gives each entry its type and inode number: find -type and du stat nothing, st_blksize is 128 KiB', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  await ok(t, sh(`mkdir -p ${m1}/t/sub && for i in $(seq 1 60); do echo $i > ${m1}/t/f$i; done && ln -s f1 ${m1}/t/link`), 'tree');
+  // scandir's DirEntry takes inode() and the type from readdir itself; lstat gives the truth to compare with.
+  const script = `
+import os, json, stat
+out = []
+for e in os.scandir(${JSON.stringify(`${m2}/t`)}):
+    st = os.lstat(e.path)
+    out.append([e.name, e.inode() == st.st_ino, e.is_dir(follow_symlinks=False) == stat.S_ISDIR(st.st_mode),
+                e.is_symlink() == stat.S_ISLNK(st.st_mode), e.is_file(follow_symlinks=False) == stat.S_ISREG(st.st_mode)])
+print(json.dumps(out))`;
+  const entries = JSON.parse(await ok(t, run('python3', ['-c', script]), 'scandir')) as [string, ...boolean[]][];
+  t.is(entries.length, 62);
+  t.deepEqual(entries.filter((e) => e.slice(1).some((same) => !same)), [], 'd_ino and d_type agree with lstat');
+  const view = mounts.dom2!.view;
+  const before = view.counters.calls.getattr ?? 0;
+  t.is((await ok(t, run('find', [`${m2}/t`, '-type', 'f']), 'find')).trim().split('\n').length, 60);
+  t.is((await ok(t, run('find', [`${m2}/t`, '-type', 'l']), 'find')).trim(), `${m2}/t/link`);
+  // Without types each find would stat all 62 entries; what remains is the lookups of the path and the subdir.
+  const getattrs = (view.counters.calls.getattr ?? 0) - before;
+  t.true(getattrs < entries.length, `two finds over ${entries.length} entries took ${getattrs} getattr calls`);
+  t.is((await ok(t, run('stat', ['-c', '%o', `${m2}/t/f1`]), 'stat')).trim(), String(128 * 1024), 'st_blksize');
+  await finish();
+});
+
 test.serial('auto views: file data is close-to-open whatever the bound', async (t) => {
   const hour = { cache: { mode: 'auto', ms: 3_600_000 } } as const;
   const { mounts, finish } = await mountedPlatform(t, [
