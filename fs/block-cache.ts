@@ -41,6 +41,8 @@ export class BlockCache {
   private readonly dirty = new Set<number>();
   private readonly byOwner = new Map<number, Set<number>>();
   private undo: Map<number, Saved> | null = null;
+  /** Per owner, bumped whenever one of its directory blocks is changed, read in, undone, dropped or evicted. */
+  private readonly directoryStamps = new Map<number, number>();
   hooks: CacheHooks = NO_HOOKS;
   /** Counters for tests and diagnostics. */
   readonly stats = { hits: 0, misses: 0, drops: 0 };
@@ -81,7 +83,20 @@ export class BlockCache {
     this.hooks.changing(owner);
     this.save(block);
     this.dirty.add(block);
+    if (type === BlockType.Directory) this.stamp(owner);
     return data;
+  }
+
+  /**
+   * Changes when any cached directory block of `owner` may have: an index built over them (directory.ts) is
+   * valid while this stays what it was, and is kept valid by its builder across the changes it makes itself.
+   */
+  directoryStamp(owner: number): number {
+    return this.directoryStamps.get(owner) ?? 0;
+  }
+
+  private stamp(owner: number): void {
+    this.directoryStamps.set(owner, (this.directoryStamps.get(owner) ?? 0) + 1);
   }
 
   /** A fresh zeroed block with its header in place (no read), already dirty. */
@@ -170,6 +185,7 @@ export class BlockCache {
   dropAll(): void {
     if (this.dirty.size > 0) throw new Error('dropAll with dirty blocks');
     this.stats.drops++;
+    for (const owner of this.byOwner.keys()) this.stamp(owner);
     this.entries.clear();
     this.byOwner.clear();
   }
@@ -208,6 +224,7 @@ export class BlockCache {
   }
 
   private insert(block: number, entry: Entry): Uint8Array {
+    if (entry.type === BlockType.Directory) this.stamp(entry.owner);
     this.entries.set(block, entry);
     let owned = this.byOwner.get(entry.owner);
     if (!owned) this.byOwner.set(entry.owner, (owned = new Set()));
@@ -219,6 +236,7 @@ export class BlockCache {
   private remove(block: number): void {
     const entry = this.entries.get(block);
     if (!entry) return;
+    if (entry.type === BlockType.Directory) this.stamp(entry.owner);
     this.entries.delete(block);
     this.dirty.delete(block);
     const owned = this.byOwner.get(entry.owner);

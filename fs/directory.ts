@@ -96,7 +96,38 @@ export function parseDirBlock(block: Uint8Array, address: number): DirEntry[] | 
   return entries;
 }
 
+/** Where an entry's record lives. */
+interface Place {
+  address: number;
+  offset: number;
+}
+
+/**
+ * The names of one directory, from one scan of its blocks, kept up to date by this class's own changes, so a
+ * lookup, a create's existence check or an unlink in a directory of 10,000 entries reads one block instead of all.
+ * It is trusted only while the cache's directory stamp of the directory is the one it recorded: anything else that
+ * touches the cached blocks (another domain's change dropping them, an undone operation, eviction) bumps it.
+ */
+interface DirIndex {
+  stamp: number;
+  size: number;
+  names: Map<string, Place>;
+  /** Blocks that may have room for another record: where entries were removed, and the last block. */
+  roomy: Set<number>;
+}
+
+/** Directories whose index is kept (the most recently used). */
+const MAX_INDEXES = 256;
+
+/** A name as an index key: one char per byte, so any byte string is its own key. */
+const keyOf = (name: Uint8Array) => String.fromCharCode.apply(null, name as unknown as number[]);
+
+/** Bytes of a record that another one could use (all of a free record, the tail of one in use). */
+const slackOf = (e: DirEntry) => e.recLen - (e.ino === 0 ? 0 : recordSize(e.name.length));
+
 export class Directories {
+  private readonly indexes = new Map<number, DirIndex>();
+
   constructor(
     private readonly cache: BlockCache,
     private readonly map: BlockMap,
@@ -108,17 +139,51 @@ export class Directories {
     for (let i = 0; i < count; i++) {
       const address = await this.map.lookup(dir, i);
       if (!address) throw new IoError('EIO', `directory ${dir.ino} has a hole at block ${i}`);
-      const parsed = parseDirBlock(await this.cache.get(address, BlockType.Directory, dir.ino), address);
-      if (typeof parsed === 'string') throw new IoError('EIO', parsed);
-      yield { address, entries: parsed };
+      yield { address, entries: await this.parsed(dir, address) };
     }
   }
 
-  async lookup(dir: Inode, name: Uint8Array): Promise<DirEntry | null> {
-    for await (const { entries } of this.blocks(dir)) {
-      for (const entry of entries) if (entry.ino !== 0 && sameName(entry.name, name)) return entry;
+  private async parsed(dir: Inode, address: number): Promise<DirEntry[]> {
+    const parsed = parseDirBlock(await this.cache.get(address, BlockType.Directory, dir.ino), address);
+    if (typeof parsed === 'string') throw new IoError('EIO', parsed);
+    return parsed;
+  }
+
+  /** The directory's index, valid now (built when missing or stale). */
+  private async index(dir: Inode): Promise<DirIndex> {
+    let index = this.indexes.get(dir.ino);
+    this.indexes.delete(dir.ino);
+    if (index && index.stamp === this.cache.directoryStamp(dir.ino) && index.size === dir.size) {
+      this.cache.hooks.guard(dir.ino);
+    } else {
+      index = { stamp: 0, size: dir.size, names: new Map(), roomy: new Set() };
+      for await (const { address, entries } of this.blocks(dir)) {
+        for (const e of entries) {
+          if (e.ino !== 0) index.names.set(keyOf(e.name), { address, offset: e.offset });
+          if (slackOf(e) >= recordSize(1)) index.roomy.add(address);
+        }
+      }
+      index.stamp = this.cache.directoryStamp(dir.ino);
     }
-    return null;
+    this.indexes.set(dir.ino, index);
+    if (this.indexes.size > MAX_INDEXES) this.indexes.delete(this.indexes.keys().next().value!);
+    return index;
+  }
+
+  /** After this class changed the directory's blocks: the index (updated by the caller) is current again. */
+  private restamp(dir: Inode, index: DirIndex): void {
+    index.stamp = this.cache.directoryStamp(dir.ino);
+    index.size = dir.size;
+  }
+
+  async lookup(dir: Inode, name: Uint8Array): Promise<DirEntry | null> {
+    const place = (await this.index(dir)).names.get(keyOf(name));
+    if (!place) return null;
+    const entry = (await this.parsed(dir, place.address)).find((e) => e.offset === place.offset);
+    if (!entry || entry.ino === 0 || !sameName(entry.name, name)) {
+      throw new IoError('EIO', `directory ${dir.ino}: index and block ${place.address} disagree`);
+    }
+    return entry;
   }
 
   /** Names in the directory, `.` and `..` first. */
@@ -131,77 +196,93 @@ export class Directories {
   }
 
   async isEmpty(dir: Inode): Promise<boolean> {
-    for await (const { entries } of this.blocks(dir)) {
-      for (const e of entries) {
-        if (e.ino !== 0 && !sameName(e.name, DOT) && !sameName(e.name, DOTDOT)) return false;
-      }
-    }
+    const { names } = await this.index(dir);
+    for (const name of names.keys()) if (name !== '.' && name !== '..') return false;
     return true;
   }
 
   /** Adds an entry (the caller checked that the name is free). May grow `dir` (written by the caller). */
   async add(dir: Inode, name: Uint8Array, ino: number, type: EntryType): Promise<void> {
+    const index = await this.index(dir);
     const needed = recordSize(name.length);
-    for await (const { address, entries } of this.blocks(dir)) {
-      for (const e of entries) {
-        if (e.ino === 0 && e.recLen >= needed) {
-          writeRecord(await this.cache.getForWrite(address, BlockType.Directory, dir.ino), e.offset, e.recLen, ino, type, name);
-          return;
-        }
-        const used = recordSize(e.name.length);
-        if (e.ino !== 0 && e.recLen - used >= needed) {
-          const block = await this.cache.getForWrite(address, BlockType.Directory, dir.ino);
-          view(block).setUint16(e.offset + 4, used, true);
-          writeRecord(block, e.offset + used, e.recLen - used, ino, type, name);
-          return;
-        }
-      }
-    }
-    const block = await this.appendBlock(dir);
-    writeRecord(block, HEADER_SIZE, BLOCK_SIZE - HEADER_SIZE, ino, type, name);
+    const place = (await this.placeIn(dir, index, needed, ino, type, name)) ?? (await this.appendEntry(dir, index, ino, type, name));
+    index.names.set(keyOf(name), place);
+    this.restamp(dir, index);
   }
 
-  private async appendBlock(dir: Inode): Promise<Uint8Array> {
+  /** Writes the record into a block the index says may have room; null when none has. */
+  private async placeIn(dir: Inode, index: DirIndex, needed: number, ino: number, type: EntryType, name: Uint8Array): Promise<Place | null> {
+    for (const address of index.roomy) {
+      for (const e of await this.parsed(dir, address)) {
+        if (slackOf(e) < needed) continue;
+        const block = await this.cache.getForWrite(address, BlockType.Directory, dir.ino);
+        if (e.ino === 0) {
+          writeRecord(block, e.offset, e.recLen, ino, type, name);
+          return { address, offset: e.offset };
+        }
+        const used = recordSize(e.name.length);
+        view(block).setUint16(e.offset + 4, used, true);
+        writeRecord(block, e.offset + used, e.recLen - used, ino, type, name);
+        return { address, offset: e.offset + used };
+      }
+      index.roomy.delete(address);
+    }
+    return null;
+  }
+
+  private async appendEntry(dir: Inode, index: DirIndex, ino: number, type: EntryType, name: Uint8Array): Promise<Place> {
+    const { address, block } = await this.appendBlock(dir);
+    writeRecord(block, HEADER_SIZE, BLOCK_SIZE - HEADER_SIZE, ino, type, name);
+    index.roomy.add(address);
+    return { address, offset: HEADER_SIZE };
+  }
+
+  private async appendBlock(dir: Inode): Promise<{ address: number; block: Uint8Array }> {
     const index = Math.ceil(dir.size / BLOCK_SIZE);
     const { phys } = await this.map.ensureRun(dir, index, 1, 0);
     dir.size = (index + 1) * BLOCK_SIZE;
-    return this.cache.create(phys, BlockType.Directory, dir.ino);
+    return { address: phys, block: this.cache.create(phys, BlockType.Directory, dir.ino) };
   }
 
   /** Creates the first block of a new directory with `.` and `..`. */
   async init(dir: Inode, parent: number): Promise<void> {
-    const block = await this.appendBlock(dir);
+    const { block } = await this.appendBlock(dir);
     const dotSize = recordSize(1);
     writeRecord(block, HEADER_SIZE, dotSize, dir.ino, EntryType.Directory, DOT);
     writeRecord(block, HEADER_SIZE + dotSize, BLOCK_SIZE - HEADER_SIZE - dotSize, parent, EntryType.Directory, DOTDOT);
   }
 
   async remove(dir: Inode, name: Uint8Array): Promise<void> {
-    for await (const { address, entries } of this.blocks(dir)) {
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i];
-        if (e.ino === 0 || !sameName(e.name, name)) continue;
-        const block = await this.cache.getForWrite(address, BlockType.Directory, dir.ino);
-        if (i > 0) {
-          view(block).setUint16(entries[i - 1].offset + 4, entries[i - 1].recLen + e.recLen, true);
-        } else {
-          view(block).setUint32(e.offset, 0, true);
-          block[e.offset + 6] = 0;
-          block[e.offset + 7] = 0;
-        }
-        return;
-      }
+    const index = await this.index(dir);
+    const key = keyOf(name);
+    const place = index.names.get(key);
+    if (!place) throw new IoError('ENOENT', 'no such entry');
+    const entries = await this.parsed(dir, place.address);
+    const i = entries.findIndex((e) => e.offset === place.offset);
+    const e = entries[i];
+    if (!e || e.ino === 0 || !sameName(e.name, name)) throw new IoError('EIO', `directory ${dir.ino}: index and block ${place.address} disagree`);
+    const block = await this.cache.getForWrite(place.address, BlockType.Directory, dir.ino);
+    if (i > 0) {
+      view(block).setUint16(entries[i - 1].offset + 4, entries[i - 1].recLen + e.recLen, true);
+    } else {
+      view(block).setUint32(e.offset, 0, true);
+      block[e.offset + 6] = 0;
+      block[e.offset + 7] = 0;
     }
-    throw new IoError('ENOENT', 'no such entry');
+    index.names.delete(key);
+    index.roomy.add(place.address);
+    this.restamp(dir, index);
   }
 
   /** Points an existing entry at another inode (rename over a target, `..` of a moved directory). */
   async retarget(dir: Inode, name: Uint8Array, ino: number, type: EntryType): Promise<void> {
+    const index = await this.index(dir);
     const entry = await this.lookup(dir, name);
     if (!entry) throw new IoError('ENOENT', 'no such entry');
     const block = await this.cache.getForWrite(entry.address, BlockType.Directory, dir.ino);
     view(block).setUint32(entry.offset, ino, true);
     block[entry.offset + 7] = type;
+    this.restamp(dir, index);
   }
 }
 

@@ -104,6 +104,40 @@ test('re-reading an unchanged file reads nothing from the device; a change elsew
   await s.close();
 });
 
+test('a lookup in a big directory reads one of its blocks; the index follows the other instance\'s changes', async (t) => {
+  const s = await twoInstances();
+  await s.a.mkdir('/big', 0o755);
+  const long = 'file-with-a-long-name-'.repeat(4);
+  for (let i = 0; i < 1500; i++) await s.a.release(await s.a.create(`/big/${long}${i}`, 0o644));
+  const blocks = (await s.a.getattr('/big')).size / 4096;
+  t.true(blocks >= 30, `${blocks} directory blocks`);
+  const hits = async (path: string) => {
+    const before = s.a.cacheStats.hits + s.a.cacheStats.misses;
+    await s.a.getattr(path);
+    return s.a.cacheStats.hits + s.a.cacheStats.misses - before;
+  };
+  // Root inode, its directory block, /big's inode, one block of /big, the file's inode, plus a map block or two.
+  const used = await hits(`/big/${long}1499`);
+  t.true(used < 10, `looking up the last name took ${used} cache lookups, not one per directory block (${blocks})`);
+  t.is(await errno(s.a.getattr('/big/missing')), 'ENOENT');
+  await s.b.unlink(`/big/${long}1499`);
+  await s.b.release(await s.b.create('/big/new', 0o644));
+  await s.b.rename(`/big/${long}3`, '/big/renamed');
+  t.is(await errno(s.a.getattr(`/big/${long}1499`)), 'ENOENT');
+  t.is(await errno(s.a.getattr(`/big/${long}3`)), 'ENOENT');
+  t.true((await s.a.getattr('/big/new')).ino > 0);
+  t.true((await s.a.getattr('/big/renamed')).ino > 0);
+  // A's own changes keep its index current: the free slot B left is reused, every name is where it says.
+  await s.a.unlink(`/big/${long}700`);
+  await s.a.release(await s.a.create('/big/again', 0o644));
+  const names = await s.a.readdir('/big');
+  t.is(names.length, 1500);
+  for (const name of names) await s.a.getattr(`/big/${name}`);
+  const report = await s.a.unmount().then(() => s.b.unmount()).then(() => fsck(s.devA));
+  t.deepEqual(report.errors, []);
+  await s.close();
+});
+
 test('a reader that holds the lock keeps its cache; the generation tells it when to drop it', async (t) => {
   const s = await twoInstances();
   await put(s.a, '/f', patternBytes(10, 1));
