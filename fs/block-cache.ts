@@ -22,6 +22,8 @@ interface Entry {
   data: Uint8Array;
   type: BlockType;
   owner: number;
+  /** Used since eviction last passed it (a second chance: hits do not reorder the map). */
+  used?: boolean;
 }
 
 /** A block's state before the running operation first changed it (null: it was not cached). */
@@ -212,8 +214,7 @@ export class BlockCache {
       return null;
     }
     this.stats.hits++;
-    this.entries.delete(block);
-    this.entries.set(block, entry);
+    entry.used = true;
     return entry.data;
   }
 
@@ -244,11 +245,21 @@ export class BlockCache {
     if (owned?.size === 0) this.byOwner.delete(entry.owner);
   }
 
+  /**
+   * Down to 90% of the capacity, oldest first (the map's order is insertion order); an entry used since it was
+   * last passed moves to the end instead, once.
+   */
   private evict(): void {
     if (this.entries.size <= this.capacity) return;
-    for (const block of this.entries.keys()) {
-      if (this.entries.size <= this.capacity * 0.9) break;
-      if (!this.dirty.has(block) && !this.undo?.has(block)) this.remove(block);
+    let budget = this.entries.size;
+    for (const [block, entry] of this.entries) {
+      if (this.entries.size <= this.capacity * 0.9 || budget-- === 0) break;
+      if (this.dirty.has(block) || this.undo?.has(block)) continue;
+      if (entry.used) {
+        entry.used = false;
+        this.entries.delete(block);
+        this.entries.set(block, entry);
+      } else this.remove(block);
     }
   }
 }

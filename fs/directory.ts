@@ -179,10 +179,20 @@ export class Directories {
   async lookup(dir: Inode, name: Uint8Array): Promise<DirEntry | null> {
     const place = (await this.index(dir)).names.get(keyOf(name));
     if (!place) return null;
-    const entry = (await this.parsed(dir, place.address)).find((e) => e.offset === place.offset);
-    if (!entry || entry.ino === 0 || !sameName(entry.name, name)) {
-      throw new IoError('EIO', `directory ${dir.ino}: index and block ${place.address} disagree`);
-    }
+    // Just the record the index points at: the block was parsed whole when the index was built.
+    const block = await this.cache.get(place.address, BlockType.Directory, dir.ino);
+    const v = view(block);
+    const { address, offset } = place;
+    const nameLen = block[offset + 6]!;
+    const entry: DirEntry = {
+      ino: v.getUint32(offset, true),
+      recLen: v.getUint16(offset + 4, true),
+      type: block[offset + 7]!,
+      name: block.subarray(offset + ENTRY_HEADER, offset + ENTRY_HEADER + nameLen),
+      address,
+      offset,
+    };
+    if (entry.ino === 0 || !sameName(entry.name, name)) throw new IoError('EIO', `directory ${dir.ino}: index and block ${address} disagree`);
     return entry;
   }
 
