@@ -329,6 +329,33 @@ test.serial('auto=MS views: what another domain changes shows once MS have passe
   await finish();
 });
 
+test.serial('auto views map files shared: sqlite in WAL mode works, and mmap writes reach the other domain', async (t) => {
+  const auto = { cache: { mode: 'auto', ms: 1000 } } as const;
+  const { mounts, finish } = await mountedPlatform(t, [
+    { name: 'dom1', slot: 0, mount: auto },
+    { name: 'dom2', slot: 1 },
+  ]);
+  const m1 = mounts.dom1!.dir;
+  const sql = 'pragma journal_mode=wal;\ncreate table t(a, b);\n' +
+    'with recursive n(i) as (select 1 union all select i + 1 from n where i < 2000) insert into t select i, hex(randomblob(40)) from n;\n' +
+    'select count(*) from t;\npragma integrity_check;\n';
+  t.is(await ok(t, run('/usr/bin/sqlite3', ['-batch', '-bail', `${m1}/wal.db`], { input: sql }), 'sqlite3 in WAL mode'), 'wal\n2000\nok\n');
+  t.is(await ok(t, run('/usr/bin/sqlite3', ['-batch', '-bail', `${m1}/wal.db`], { input: 'pragma wal_checkpoint(truncate);\nselect count(*) from t;\n' }), 'checkpoint'), '0|0|0\n2000\n');
+  const script = `
+import mmap, os
+fd = os.open(${JSON.stringify(`${m1}/mapped.bin`)}, os.O_RDWR | os.O_CREAT, 0o644)
+os.ftruncate(fd, 8192)
+m = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[4096:4101] = b'hello'
+m.flush()
+m.close()
+os.close(fd)`;
+  await ok(t, run('python3', ['-c', script]), 'mmap MAP_SHARED write');
+  const seen = await ok(t, run('dd', [`if=${mounts.dom2!.dir}/mapped.bin`, 'bs=1', 'skip=4096', 'count=5', 'status=none']), 'read through dom2');
+  t.is(seen, 'hello');
+  await finish();
+});
+
 test.serial('git init, add, commit and fsck on a mount; the repository is sound from the other domain', async (t) => {
   const { dir, mounts, finish } = await mountedPlatform(t, rw2);
   const home = join(dir, 'home');
