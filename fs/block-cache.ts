@@ -43,11 +43,13 @@ export class BlockCache {
   private readonly dirty = new Set<number>();
   private readonly byOwner = new Map<number, Set<number>>();
   private undo: Map<number, Saved> | null = null;
+  /** Reads issued by readAhead and not arrived yet. */
+  private readonly readingAhead = new Map<number, Promise<void>>();
   /** Per owner, bumped whenever one of its directory blocks is changed, read in, undone, dropped or evicted. */
   private readonly directoryStamps = new Map<number, number>();
   hooks: CacheHooks = NO_HOOKS;
   /** Counters for tests and diagnostics. */
-  readonly stats = { hits: 0, misses: 0, drops: 0 };
+  readonly stats = { hits: 0, misses: 0, drops: 0, readAhead: 0 };
 
   constructor(
     private readonly dev: BlockDevice,
@@ -59,6 +61,12 @@ export class BlockCache {
     this.hooks.guard(owner);
     const cached = this.lookup(block, type, owner);
     if (cached) return cached;
+    const ahead = this.readingAhead.get(block);
+    if (ahead) {
+      await ahead;
+      const arrived = this.lookup(block, type, owner);
+      if (arrived) return arrived;
+    }
     this.stats.misses++;
     const data = await this.read(block);
     verifyBlock(data, type, block);
@@ -115,6 +123,26 @@ export class BlockCache {
     this.insert(block, { data, type, owner });
     this.dirty.add(block);
     return data;
+  }
+
+  /**
+   * Reads a block ahead of the operation that will want it (statahead), without waiting: it is cached when it
+   * arrives if it verifies, nobody cached it meanwhile and `stillValid()` says the lock it was read under is
+   * still held with the generation it had (otherwise what was read may be stale, and it is dropped).
+   */
+  readAhead(block: number, type: BlockType, owner: number, stillValid: () => boolean): void {
+    if (this.entries.has(block) || this.readingAhead.has(block)) return;
+    this.stats.readAhead++;
+    const reading = this.read(block)
+      .then((data) => {
+        if (this.entries.has(block) || !stillValid()) return;
+        verifyBlock(data, type, block);
+        this.insert(block, { data, type, owner });
+      })
+      // A read that fails or does not verify is left to the operation that wants the block: it reports it.
+      .catch(() => {})
+      .finally(() => this.readingAhead.delete(block));
+    this.readingAhead.set(block, reading);
   }
 
   /** Forgets a block that was freed: its contents no longer matter. */

@@ -127,6 +127,10 @@ export class FileSystem implements Vfs {
         failed: (error) => {
           this.failure ??= error;
         },
+        // Statahead: a prefetched inode lock brings its inode block along (ino = the block's address).
+        prefetched: (name, stillValid) => {
+          if (this.geometry.validIno(name)) this.cache.readAhead(name, BlockType.Inode, name, stillValid);
+        },
       },
       { minHoldMs: options.minHoldMs, now: options.now },
     );
@@ -431,11 +435,15 @@ export class FileSystem implements Vfs {
       const dir = await this.path.resolvePath(path, true);
       if (!isDir(dir)) throw new IoError('ENOTDIR', 'not a directory');
       const listing: DirListing = { names: [], inos: [], types: [] };
+      const children: number[] = [];
       for (const e of await this.dirs.list(dir)) {
-        listing.names.push(decodeName(e.name));
+        const name = decodeName(e.name);
+        listing.names.push(name);
         listing.inos.push(e.ino);
         listing.types.push(modeOfEntryType(e.type));
+        if (name !== '.' && name !== '..') children.push(e.ino);
       }
+      this.path.noteListing(children);
       return listing;
     });
   }

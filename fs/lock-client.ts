@@ -49,6 +49,8 @@ interface LockState {
   sticky: boolean;
   /** When another domain last asked for it, or was seen to have changed it (ms). */
   wantedAt: number;
+  /** A shared request sent ahead of any operation (prefetch), until its grant is taken in. */
+  prefetching: Promise<void> | null;
 }
 
 interface Operation {
@@ -73,6 +75,8 @@ export interface LockClientHooks {
   busy(): boolean;
   /** Answering a revoke failed (a commit could not be written): the instance must stop. */
   failed(error: Error): void;
+  /** A prefetched lock was granted: read ahead what it covers (valid while `stillValid()`). */
+  prefetched?(name: number, stillValid: () => boolean): void;
 }
 
 export interface LockClientOptions {
@@ -102,7 +106,7 @@ export class LockClient {
   private readonly minHoldMs: number;
   private readonly now: () => number;
   /** Counters for tests and diagnostics. */
-  readonly stats = { grants: 0, revokes: 0, released: 0, downgraded: 0, drops: 0, restarts: 0, deferred: 0 };
+  readonly stats = { grants: 0, revokes: 0, released: 0, downgraded: 0, drops: 0, restarts: 0, deferred: 0, prefetched: 0 };
 
   constructor(
     private readonly service: LockService,
@@ -165,6 +169,21 @@ export class LockClient {
     if (this.pinIfHeld(name, mode)) return;
     const op = this.running();
     const st = this.state(name);
+    if (st.prefetching && !op.changing) {
+      // Its grant is on the way: wait for that instead of asking twice (revokes are answered meanwhile).
+      op.waiting = true;
+      this.kick();
+      try {
+        await st.prefetching;
+      } finally {
+        op.waiting = false;
+      }
+      while (this.processing) await this.processing;
+      if (this.pinIfHeld(name, mode)) {
+        if (op.invalidated) throw new Restart(null, mode);
+        return;
+      }
+    }
     if (op.changing) {
       if (!(await this.tryPin(name, mode))) throw new Restart(name, mode);
       return;
@@ -208,6 +227,34 @@ export class LockClient {
     return true;
   }
 
+  /**
+   * Asks for `names` in shared mode ahead of the operations that will want them (statahead: `ls -l`, du or diff
+   * about to stat what a directory listed), all at once, so the round trips to the domains that hold them overlap.
+   * Names held, asked for, or in use by the running operation are skipped; a grant is taken in when it arrives, as
+   * if an operation had waited for it.
+   */
+  prefetch(names: Iterable<number>): void {
+    for (const name of names) {
+      const st = this.state(name);
+      if (st.held || st.pending > 0 || st.arriving || st.prefetching || this.op?.wanted.has(name)) continue;
+      st.pending++;
+      this.stats.prefetched++;
+      st.prefetching = this.service.lock(name, 'shared').then(
+        (generation) => {
+          st.pending--;
+          st.prefetching = null;
+          this.granted(st, 'shared', generation);
+          if (st.revoke) this.kick();
+          else this.hooks.prefetched?.(name, () => st.held !== null && st.generation === generation);
+        },
+        () => {
+          st.pending--;
+          st.prefetching = null;
+        },
+      );
+    }
+  }
+
   /** Keeps `name` until unmount (the instance's journal slot): revokes of it are not answered. */
   stick(name: number): void {
     this.state(name).sticky = true;
@@ -245,6 +292,8 @@ export class LockClient {
   giveBack(name: number): void {
     const st = this.states.get(name);
     if (!st?.held || st.sticky) return;
+    // Handed back on purpose: no minimum hold (that is for locks in use), even with operations queued.
+    st.grantedAt = -Infinity;
     this.setRevoke(st, 'exclusive');
     this.kick();
   }
@@ -268,7 +317,7 @@ export class LockClient {
   private state(name: number): LockState {
     let st = this.states.get(name);
     if (!st) {
-      st = { name, held: null, generation: null, changed: false, grantedAt: 0, revoke: null, pending: 0, arriving: false, sticky: false, wantedAt: -Infinity };
+      st = { name, held: null, generation: null, changed: false, grantedAt: 0, revoke: null, pending: 0, arriving: false, sticky: false, wantedAt: -Infinity, prefetching: null };
       this.states.set(name, st);
     }
     return st;
@@ -353,6 +402,16 @@ export class LockClient {
   }
 
   private async answerRevokes(): Promise<void> {
+    // The downgrades and releases go out together (one ring batch for a burst of revokes, as statahead causes).
+    const answers: Promise<void>[] = [];
+    try {
+      await this.answerEach(answers);
+    } finally {
+      await Promise.all(answers);
+    }
+  }
+
+  private async answerEach(answers: Promise<void>[]): Promise<void> {
     for (const st of [...this.revoking]) {
       if (!st.revoke) continue;
       if (!st.held) {
@@ -384,11 +443,11 @@ export class LockClient {
       if (wanted === 'shared' && st.held === 'exclusive') {
         st.held = 'shared';
         this.stats.downgraded++;
-        await this.service.downgrade(st.name, dirty);
+        answers.push(this.service.downgrade(st.name, dirty));
       } else {
         st.held = null;
         this.stats.released++;
-        await this.service.unlock(st.name, dirty);
+        answers.push(this.service.unlock(st.name, dirty));
       }
       // The service bumps the generation by one for a dirty release: our copies stay valid for that one.
       if (dirty && st.generation !== null) st.generation++;
