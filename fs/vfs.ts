@@ -75,7 +75,7 @@ export interface Vfs {
   create(path: string, mode: number, flags?: number): Promise<number>;
   open(path: string, flags: number): Promise<number>;
   release(fh: number): Promise<void>;
-  /** Returns up to `length` bytes; fewer at end of file. */
+  /** Returns up to `length` bytes, fewer at end of file, in a new array the caller owns (it may be moved away). */
   read(fh: number, position: number, length: number): Promise<Uint8Array>;
   /** Returns the number of bytes written (all of them unless an error is thrown). */
   write(fh: number, position: number, data: Uint8Array): Promise<number>;

@@ -96,6 +96,16 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
   }
 }
 
+/**
+ * Byte results are moved, not copied, to the host (a 128 KiB read would otherwise be copied once more): every
+ * operation that returns bytes returns a new array it keeps no reference to (Vfs.read, block-read's copyOut).
+ */
+function transferable(reply: AgentReply): ArrayBuffer[] {
+  if (!reply.ok || !(reply.result instanceof Uint8Array)) return [];
+  const { buffer, byteOffset, byteLength } = reply.result;
+  return buffer instanceof ArrayBuffer && byteOffset === 0 && byteLength === buffer.byteLength && byteLength > 0 ? [buffer] : [];
+}
+
 port.on('message', (message: AgentMessage) => {
   kernel
     .spawn(message.request.kind, () => serve(message.request))
@@ -108,6 +118,6 @@ port.on('message', (message: AgentMessage) => {
         message: err.detail ?? err.message,
       }),
     )
-    .then((reply) => port.postMessage(reply));
+    .then((reply) => port.postMessage(reply, transferable(reply)));
 });
 port.postMessage({ booted: true, name: data.name } satisfies DomainBooted);

@@ -72,13 +72,16 @@ export class DomainHandle {
     });
   }
 
-  /** Ask the domain's guest agent to run `request` as a process inside the domain. */
-  call<T extends AgentResult>(request: AgentRequest): Promise<T> {
+  /**
+   * Ask the domain's guest agent to run `request` as a process inside the domain. Buffers in `transfer` move to
+   * the domain with the request (the caller gives them up: no copy).
+   */
+  call<T extends AgentResult>(request: AgentRequest, transfer: ArrayBuffer[] = []): Promise<T> {
     if (!this.worker || this.state === 'dead') return Promise.reject(new IoError('ESRCH', `domain ${this.name} is not running`));
     const seq = this.nextSeq++;
     return new Promise<T>((resolve, reject) => {
       this.calls.set(seq, { resolve: resolve as (r: AgentResult) => void, reject });
-      this.worker!.postMessage({ seq, request } satisfies AgentMessage);
+      this.worker!.postMessage({ seq, request } satisfies AgentMessage, transfer);
     });
   }
 

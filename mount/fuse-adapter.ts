@@ -244,7 +244,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       // Copy out now: the buffer is libfuse's memory and is detached once we answer.
       const data = new Uint8Array(len);
       data.set(buf.subarray(0, len));
-      return await vfs<number>('write', fh, pos, data);
+      return await current.call<number>({ kind: 'vfs', op: 'write', args: [fh, pos, data] }, [data.buffer]);
     }),
 
     // No flush handler: close(2) has nothing to do here (the guest filesystem has no write-back of its own to the
