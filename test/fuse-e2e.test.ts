@@ -46,6 +46,8 @@ function run(
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+    // A tool that exits without reading its input closes the pipe first (EPIPE): its exit code tells the story.
+    child.stdin.on('error', () => {});
     child.stdin.end(options.input ?? '');
   });
 }
