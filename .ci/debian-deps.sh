@@ -1,16 +1,18 @@
 #!/bin/sh
 # Debian packages hvshare needs, installed only when missing (so a machine that has them pays nothing).
-#   runtime: fuse (fusermount) and libfuse2 (the library fuse-native's prebuilt addon links); required.
-#   tests:   git, sqlite3 and fio, which the end-to-end tests drive through real mounts; tests skip without fio.
+#   runtime: fuse (fusermount) and libfuse2 (the library fuse-native's addon links), and python3, make and g++,
+#            which node-gyp builds that addon with from hvshare's patched source (README); required.
+#   tests:   git, sqlite3, fio and rsync, which the end-to-end tests drive through real mounts; tests skip without fio.
 set -e
 missing=""
 case "$1" in
   runtime)
     command -v fusermount >/dev/null 2>&1 || missing="$missing fuse"
     ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2' || missing="$missing libfuse2"
+    for tool in python3 make g++; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
     ;;
   tests)
-    for tool in git sqlite3 fio; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+    for tool in git sqlite3 fio rsync; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
     ;;
   *) echo "usage: $0 runtime|tests" >&2; exit 2 ;;
 esac

@@ -41,8 +41,9 @@ import { decodeName, encodeName, splitPath } from './path.js';
 import { Transactions } from './transactions.js';
 import {
   O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
-  type DirListing, type Stat, type StatFs, type Vfs,
+  type DirListing, type Stat, type StatFs, type TimeChange, type Timespec, type Vfs,
 } from './vfs.js';
+import { checkTimeChange, timespecFromMs } from './timespec.js';
 
 export interface MountOptions {
   /** This instance's journal slot (0 .. slotCount-1); two live instances must never share one. */
@@ -54,7 +55,7 @@ export interface MountOptions {
   commitIntervalMs?: number;
   /** How long a lock in use is kept after its grant before another domain gets it (default 100 ms). */
   minHoldMs?: number;
-  /** Clock for timestamps (ms). */
+  /** Clock (ms) for timestamps and lock hold times. */
   now?: () => number;
 }
 
@@ -323,7 +324,7 @@ export class FileSystem implements Vfs {
   private async newInode(mode: number): Promise<Inode> {
     const { start: ino } = await this.allocator.allocBlocks(0, 1);
     if (!(await this.locks.tryPin(ino, 'exclusive'))) throw new Restart(ino, 'exclusive');
-    const inode = emptyInode(ino, mode, randomInt(1, 0xffffffff), this.now());
+    const inode = emptyInode(ino, mode, randomInt(1, 0xffffffff), this.clock());
     this.pages.drop(ino);
     this.inodes.create(inode);
     return inode;
@@ -414,10 +415,14 @@ export class FileSystem implements Vfs {
     return fh;
   }
 
-  private touch(inode: Inode, content = true): void {
-    const now = this.now();
-    inode.ctimeMs = now;
-    if (content) inode.mtimeMs = now;
+  /** Now by this domain's clock, as an inode time. */
+  private clock(): Timespec {
+    return timespecFromMs(this.now());
+  }
+
+  private touch(inode: Inode, content = true, now = this.clock()): void {
+    inode.ctime = now;
+    if (content) inode.mtime = now;
   }
 
   // ---- Vfs ----
@@ -777,10 +782,17 @@ export class FileSystem implements Vfs {
     });
   }
 
-  utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void> {
-    return this.changeInode(path, (inode) => {
-      inode.atimeMs = atimeMs;
-      inode.mtimeMs = mtimeMs;
+  async utimens(path: string, atime: TimeChange, mtime: TimeChange): Promise<void> {
+    checkTimeChange(atime);
+    checkTimeChange(mtime);
+    // Both omitted: nothing changes, not even ctime (utimensat(2)); the path must still exist.
+    if (atime === null && mtime === null) {
+      await this.getattr(path);
+      return;
+    }
+    return this.changeInode(path, (inode, now) => {
+      if (atime !== null) inode.atime = atime === 'now' ? now : { sec: atime.sec, nsec: atime.nsec };
+      if (mtime !== null) inode.mtime = mtime === 'now' ? now : { sec: mtime.sec, nsec: mtime.nsec };
     });
   }
 
@@ -788,11 +800,12 @@ export class FileSystem implements Vfs {
    * Attribute changes apply to the object the path names, a final symlink included (as lchown/lutimes; FUSE hands
    * over paths the host kernel has already resolved, and `cp -a` sets a copied symlink's own owner and times).
    */
-  private changeInode(path: string, change: (inode: Inode) => void): Promise<void> {
+  private changeInode(path: string, change: (inode: Inode, now: Timespec) => void): Promise<void> {
     return this.change(async () => {
       const inode = await this.path.resolvePath(path, false, 'exclusive');
-      change(inode);
-      this.touch(inode, false);
+      const now = this.clock();
+      change(inode, now);
+      this.touch(inode, false, now);
       await this.inodes.write(inode);
     });
   }
@@ -824,8 +837,8 @@ function toStat(inode: Inode): Stat {
     gid: inode.gid,
     size: inode.size,
     blocks: inode.blocks * (BLOCK_SIZE / 512),
-    atimeMs: inode.atimeMs,
-    mtimeMs: inode.mtimeMs,
-    ctimeMs: inode.ctimeMs,
+    atime: inode.atime,
+    mtime: inode.mtime,
+    ctime: inode.ctime,
   };
 }

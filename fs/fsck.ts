@@ -1,5 +1,5 @@
 /**
- * fsck: checks every invariant of a format-2 volume without changing it (e2fsck's passes, read-only).
+ * fsck: checks every invariant of a format-3 volume without changing it (e2fsck's passes, read-only).
  *
  *  1. superblock and journals: consistent geometry; committed journals are read through (as if replayed), torn
  *     ones (an uncommitted transaction the next mount drops) are reported as warnings; slot blocks and their
@@ -7,9 +7,10 @@
  *  2. groups: block bitmap headers and checksums, bit 0 (the bitmap itself) and the bits past the group's end set
  *  3. inodes: there is no inode table to scan, so inodes are found as the filesystem finds them: from the root
  *     through directory entries, then from the orphan lists. Each one: a valid Inode block at its own address,
- *     legal mode, sizes that fit its mapped blocks, every pointer inside the data area and referenced once in the
- *     volume (an inode's own block counts as referenced by the inode), block counts right (data and indirect
- *     blocks, not the inode's own block), indirect, directory and symlink block headers
+ *     legal mode, times in range (nanoseconds below 10^9), sizes that fit its mapped blocks, every pointer
+ *     inside the data area and referenced once in the volume (an inode's own block counts as referenced by the
+ *     inode), block counts right (data and indirect blocks, not the inode's own block), indirect, directory and
+ *     symlink block headers
  *  4. directories: names legal and unique, entries pointing at inodes in use with the right type, `.` and `..`
  *     first and correct
  *  5. the tree: every directory reachable once from the root, no cycles, `..` naming the parent; nlink equals
@@ -24,6 +25,7 @@ import { bitIsSet } from './allocator.js';
 import { readPointer } from './block-map.js';
 import { DOT, DOTDOT, entryTypeOf, EntryType, parseDirBlock, sameName } from './directory.js';
 import { decodeInode, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
+import { isValidTimespec } from './timespec.js';
 import { decodeJournalHeader, inspectJournal, transactionCapacity } from './journal.js';
 import {
   BITMAP_BITS, BLOCK_SIZE, BlockType, checkBlockHeader, decodeSuperblock, DIRECT_POINTERS, Geometry, HEADER_SIZE,
@@ -188,7 +190,7 @@ async function check(
   try {
     sb = decodeSuperblock(raw);
   } catch (e) {
-    // A format-1 volume ends here, with decodeSuperblock's own words on what to do.
+    // A volume of an older format ends here, with decodeSuperblock's own words on what to do.
     return error(`superblock: ${messageOf(e)}`);
   }
   const g = new Geometry(sb);
@@ -323,6 +325,9 @@ async function check(
     if (!inode) return;
     inodes.set(ino, inode);
     claim(ino, ino, 'inode block');
+    for (const [name, time] of [['atime', inode.atime], ['mtime', inode.mtime], ['ctime', inode.ctime]] as const) {
+      if (!isValidTimespec(time)) error(`${label(ino)}: ${name} ${time.sec} s ${time.nsec} ns out of range`);
+    }
     // An inode only an orphan list holds, with nlink 0, is being freed: a truncation spanning several
     // transactions may have left a directory or symlink with fewer blocks (and a smaller size) than it had.
     const freeing = !fromTree && inode.nlink === 0;

@@ -2,8 +2,12 @@
  * Inodes: one block each (BlockType.Inode), numbered by their block address, the record after the block header.
  * Read and written through the block cache under the inode's own cluster lock.
  *
- *   0 mode   4 uid   8 gid   12 nlink   16 size (f64)   24 atime   32 mtime   40 ctime (f64 ms)
+ *   0 mode   4 uid   8 gid   12 nlink   16 size (f64)   24 atime   32 mtime   40 ctime (seconds, i64)
  *  48 blocks (allocated, including indirect)   52 generation   56 direct[12]   104 indirect   108 double indirect
+ * 112 atime  116 mtime  120 ctime (nanoseconds, u32)
+ *
+ * Times are kept to the nanosecond with 64-bit seconds (format 3), so whatever a caller sets (cp -a, rsync -a,
+ * touch -d) reads back exactly; the nanoseconds sit after the pointers so that no other field moved.
  *
  * A freed inode's block goes back to its group's bitmap and may become anything. `generation` is drawn at random
  * when an inode is made, so a file handle can tell that its file is gone even when the block holds a new inode.
@@ -11,7 +15,7 @@
 import { IoError } from './block-device.js';
 import type { BlockCache } from './block-cache.js';
 import { BlockType, DIRECT_POINTERS, HEADER_SIZE, INODE_SIZE, view, type Geometry } from './layout.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './vfs.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type Timespec } from './vfs.js';
 
 export interface Inode {
   ino: number;
@@ -20,9 +24,9 @@ export interface Inode {
   gid: number;
   nlink: number;
   size: number;
-  atimeMs: number;
-  mtimeMs: number;
-  ctimeMs: number;
+  atime: Timespec;
+  mtime: Timespec;
+  ctime: Timespec;
   blocks: number;
   generation: number;
   direct: number[];
@@ -48,6 +52,11 @@ export function decodeInode(block: Uint8Array, offset: number, ino: number): Ino
   const v = view(block);
   const u = (at: number) => v.getUint32(offset + at, true);
   const f = (at: number) => v.getFloat64(offset + at, true);
+  // A safe-integer i64 as two halves: exact, and no BigInt on every inode read.
+  const time = (secAt: number, nsecAt: number): Timespec => ({
+    sec: v.getInt32(offset + secAt + 4, true) * 2 ** 32 + u(secAt),
+    nsec: u(nsecAt),
+  });
   const direct: number[] = [];
   for (let i = 0; i < DIRECT_POINTERS; i++) direct.push(u(56 + i * 4));
   return {
@@ -57,9 +66,9 @@ export function decodeInode(block: Uint8Array, offset: number, ino: number): Ino
     gid: u(8),
     nlink: u(12),
     size: f(16),
-    atimeMs: f(24),
-    mtimeMs: f(32),
-    ctimeMs: f(40),
+    atime: time(24, 112),
+    mtime: time(32, 116),
+    ctime: time(40, 120),
     blocks: u(48),
     generation: u(52),
     direct,
@@ -73,14 +82,19 @@ export function encodeInode(block: Uint8Array, offset: number, inode: Inode): vo
   const v = view(block);
   const u = (at: number, value: number) => v.setUint32(offset + at, value, true);
   const f = (at: number, value: number) => v.setFloat64(offset + at, value, true);
+  const time = (secAt: number, nsecAt: number, t: Timespec) => {
+    u(secAt, t.sec >>> 0);
+    v.setInt32(offset + secAt + 4, Math.floor(t.sec / 2 ** 32), true);
+    u(nsecAt, t.nsec);
+  };
   u(0, inode.mode);
   u(4, inode.uid);
   u(8, inode.gid);
   u(12, inode.nlink);
   f(16, inode.size);
-  f(24, inode.atimeMs);
-  f(32, inode.mtimeMs);
-  f(40, inode.ctimeMs);
+  time(24, 112, inode.atime);
+  time(32, 116, inode.mtime);
+  time(40, 120, inode.ctime);
   u(48, inode.blocks);
   u(52, inode.generation);
   inode.direct.forEach((p, i) => u(56 + i * 4, p));
@@ -88,9 +102,9 @@ export function encodeInode(block: Uint8Array, offset: number, inode: Inode): vo
   u(108, inode.doubleIndirect);
 }
 
-export function emptyInode(ino: number, mode: number, generation: number, now: number): Inode {
+export function emptyInode(ino: number, mode: number, generation: number, now: Timespec): Inode {
   return {
-    ino, mode, uid: 0, gid: 0, nlink: 0, size: 0, atimeMs: now, mtimeMs: now, ctimeMs: now, blocks: 0, generation,
+    ino, mode, uid: 0, gid: 0, nlink: 0, size: 0, atime: now, mtime: now, ctime: now, blocks: 0, generation,
     direct: new Array(DIRECT_POINTERS).fill(0), indirect: 0, doubleIndirect: 0,
   };
 }

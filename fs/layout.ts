@@ -9,18 +9,23 @@
  *   journal logs                 slots x journalBlocks block copies
  *   allocation groups            each: block bitmap, then blocks for inodes, directories, indirect blocks, data
  *
- * Format 2: an inode is a block of its own (as GFS2's dinode), allocated on demand from the groups, and its number
- * is its block address. Every metadata block is then covered by exactly one cluster lock (see lock-names.ts): an
- * inode's block, indirect blocks, directory and symlink blocks by the inode's lock, a bitmap by its group's lock,
- * a slot's journal and orphan list by the slot's lock. Format 1 (fixed inode tables, 31 inodes a block under one
- * volume-wide lock) is refused.
+ * Since format 2, an inode is a block of its own (as GFS2's dinode), allocated on demand from the groups, and its
+ * number is its block address. Every metadata block is then covered by exactly one cluster lock (see
+ * lock-names.ts): an inode's block, indirect blocks, directory and symlink blocks by the inode's lock, a bitmap by
+ * its group's lock, a slot's journal and orphan list by the slot's lock. Format 3 keeps an inode's times to the
+ * nanosecond with 64-bit seconds (inode.ts). Older formats are refused (FORMAT_CHANGES says what they lack).
  */
 import { crc32c } from './crc32c.js';
 import { IoError } from './block-device.js';
 
 export const BLOCK_SIZE = 4096;
 export const MAGIC = 0x48565346; // "HVSF"
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
+/** What each format brought, so a volume of an older one is refused with what it lacks. */
+const FORMAT_CHANGES: Record<number, string> = {
+  2: 'one inode a block, one lock an inode',
+  3: 'times to the nanosecond with 64-bit seconds',
+};
 export const HEADER_SIZE = 16;
 
 export enum BlockType {
@@ -123,10 +128,7 @@ export function decodeSuperblock(block: Uint8Array): Superblock {
   verifyBlock(block, BlockType.Super, 0);
   const v = view(block);
   const u = (i: number) => v.getUint32(16 + i * 4, true);
-  if (u(0) < FORMAT_VERSION) {
-    throw new IoError('EINVAL', `format version ${u(0)} is no longer supported (this hvshare reads version ${FORMAT_VERSION}: one inode a block, one lock an inode); re-create the volume with \`hvshare mkfs --force\``);
-  }
-  if (u(0) !== FORMAT_VERSION) throw new IoError('EINVAL', `unsupported format version ${u(0)} (this hvshare reads version ${FORMAT_VERSION})`);
+  checkFormatVersion(u(0));
   if (u(1) !== BLOCK_SIZE) throw new IoError('EINVAL', `unsupported block size ${u(1)}`);
   if (u(11) !== u(8) + 1) throw new IoError('EINVAL', `root inode ${u(11)} is not the first block of group 0`);
   return {
@@ -144,6 +146,17 @@ export function decodeSuperblock(block: Uint8Array): Superblock {
     uuid: block.slice(72, 88),
     createdMs: v.getFloat64(88, true),
   };
+}
+
+function checkFormatVersion(version: number): void {
+  if (version === FORMAT_VERSION) return;
+  if (version > 0 && version < FORMAT_VERSION) {
+    const lacks = Object.entries(FORMAT_CHANGES)
+      .filter(([since]) => Number(since) > version)
+      .map(([, change]) => change);
+    throw new IoError('EINVAL', `format version ${version} is no longer supported (this hvshare reads version ${FORMAT_VERSION}: ${lacks.join('; ')}); re-create the volume with \`hvshare mkfs --force\``);
+  }
+  throw new IoError('EINVAL', `unsupported format version ${version} (this hvshare reads version ${FORMAT_VERSION})`);
 }
 
 export async function readSuperblock(dev: { read(offset: number, dst: Uint8Array): Promise<void> }): Promise<Superblock> {

@@ -10,6 +10,7 @@ import { BlockCache } from './block-cache.js';
 import { BlockMap } from './block-map.js';
 import { Directories } from './directory.js';
 import { emptyInode, InodeStore } from './inode.js';
+import { timespecFromMs } from './timespec.js';
 import { cleanJournalHeader } from './journal.js';
 import {
   BITMAP_BITS, BLOCK_SIZE, BlockType, encodeSuperblock, FORMAT_VERSION, Geometry, HEADER_SIZE, resealBlock, sealBlock,
@@ -115,7 +116,7 @@ export async function mkfs(dev: BlockDevice, options: MkfsOptions = {}): Promise
   const dirs = new Directories(cache, new BlockMap(cache, allocator));
   const { start: ino } = await allocator.allocBlocks(geometry.firstDataBlock(0), 1);
   if (ino !== sb.rootIno) throw new Error(`root got block ${ino}, not ${sb.rootIno}`);
-  const root = emptyInode(ino, S_IFDIR | 0o755, 1, sb.createdMs);
+  const root = emptyInode(ino, S_IFDIR | 0o755, 1, timespecFromMs(sb.createdMs));
   root.nlink = 2;
   inodes.create(root);
   await dirs.init(root, ino);

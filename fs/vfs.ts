@@ -6,6 +6,21 @@
  * The guest agent serves host requests (the FUSE adapter, `exec`) by calling exactly these, so this file is the
  * contract between fs/, guests/ and mount/.
  */
+/**
+ * A time as POSIX keeps it (struct timespec): whole seconds since the epoch, below 0 before 1970 and past 2^32
+ * after 2106 (any safe integer), and nanoseconds 0..999,999,999. The one time type of this contract.
+ */
+export interface Timespec {
+  sec: number;
+  nsec: number;
+}
+
+/**
+ * What utimens does to one time: set it exactly, set it to 'now' by the domain's own clock (utimensat's UTIME_NOW),
+ * or leave it as it is with null (UTIME_OMIT).
+ */
+export type TimeChange = Timespec | 'now' | null;
+
 export interface Stat {
   ino: number;
   /** File type and permission bits, as in st_mode (S_IFREG | 0o644 ...). */
@@ -16,9 +31,9 @@ export interface Stat {
   size: number;
   /** 512-byte units allocated, as st_blocks. */
   blocks: number;
-  atimeMs: number;
-  mtimeMs: number;
-  ctimeMs: number;
+  atime: Timespec;
+  mtime: Timespec;
+  ctime: Timespec;
 }
 
 export interface StatFs {
@@ -86,6 +101,7 @@ export interface Vfs {
   ftruncate(fh: number, size: number): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
   chown(path: string, uid: number, gid: number): Promise<void>;
-  utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void>;
+  /** Sets ctime to now unless both are null (then nothing changes, as utimensat(2) with two UTIME_OMITs). */
+  utimens(path: string, atime: TimeChange, mtime: TimeChange): Promise<void>;
   statfs(path: string): Promise<StatFs>;
 }

@@ -18,8 +18,8 @@ export interface DomainWorkerData {
   memory: SharedArrayBuffer;
   doorbell: SharedArrayBuffer;
   spinMicros: number;
-  /** Mount the shared-volume filesystem of vbd 0 at boot, with this journal slot. */
-  filesystem?: { slot: number };
+  /** Mount the shared-volume filesystem of vbd 0 at boot, with this journal slot; `volume` names it in errors. */
+  filesystem?: { slot: number; volume: string };
 }
 
 const data = workerData as DomainWorkerData;
@@ -37,6 +37,8 @@ let fs: FileSystem | null = data.filesystem
         locks,
         cacheBytes: data.memory.byteLength,
         minHoldMs: lockHoldMs(),
+      }).catch((error: Error) => {
+        throw new Error(`volume ${data.filesystem!.volume}: ${error.message}`);
       }),
     )
   : null;

@@ -190,7 +190,7 @@ export class Platform {
         ...pages,
         doorbell: this.doorbell,
         spinMicros: this.options.guestSpinMicros ?? 30,
-        filesystem: spec.filesystem,
+        filesystem: spec.filesystem && { ...spec.filesystem, volume: spec.grants[0]?.volume ?? '(none granted)' },
       };
       worker = new Worker(new URL('../guests/domain-worker.js', import.meta.url), { workerData: data });
     }

@@ -29,14 +29,12 @@
  *  - `readOnly` adds the kernel's `ro` flag: the host refuses writes itself. A domain with a read-only grant does
  *    not need it; its EROFS comes from the platform.
  *
- * utimens: fuse-native 2.2.6 passes atime in both the atime and the mtime slots (its C glue converts tv[0]
- * twice), and times in whole milliseconds. The mtime the caller asked for never reaches JavaScript, so we set
- * BOTH times to the one value we get. That gives the right mtime for `touch` (now), `touch -d/-t`, `utime(2)`
- * with equal times, and `cp -a`/`rsync -t` of sources whose atime equals their mtime (cp passes the source's
- * times as stat() saw them before reading). Otherwise the mtime becomes the source's atime: better than keeping
- * the copy time, since atime is usually >= mtime and close to it. libfuse 2.9 drops a setattr that changes only
- * one of the two times (`touch -m`, `touch -a`), so those are no-ops. The value 1073 ms (tv_sec 0, tv_nsec
- * UTIME_NOW/UTIME_OMIT) is read as "now".
+ * utimens and times: fuse-native 2.2.6 as published loses them (its C glue hands JavaScript the atime twice and
+ * whole milliseconds, and leaves libfuse's flag_utime_omit_ok unset, so libfuse drops a setattr of one time:
+ * `touch -m`, `touch -a`). npm install patches it and builds it from source (mount/patch-fuse-native.mjs; README,
+ * "Times through a view"): utimens receives both times as {sec, nsec}, with utimensat's UTIME_NOW or UTIME_OMIT
+ * in nsec, which become 'now' and null here so that the domain reads its own clock; stat times go out as
+ * {sec, nsec} unchanged.
  *
  * Symlinks: FUSE asks to change the path's own inode (lchown, utimensat(AT_SYMLINK_NOFOLLOW), which `cp -a`
  * issues for every symlink it copies); the guest filesystem's chown/utimens do exactly that.
@@ -48,7 +46,9 @@ import { resolve as resolvePath } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentResult, VfsOp } from '../guests/agent-protocol.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
-import { O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Stat, type StatFs } from '../fs/vfs.js';
+import {
+  O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Stat, type StatFs, type TimeChange, type Timespec,
+} from '../fs/vfs.js';
 import { cacheOptions, STRICT, type CacheMode } from './cache-mode.js';
 import { EIO, errnoFromName, errnoOf } from './errno.js';
 
@@ -97,8 +97,10 @@ const W_OK = 2;
  * (reads and, with big_writes, writes), so one read(2) of that size is one round trip into the domain.
  */
 const PREFERRED_IO_SIZE = 128 << 10;
-/** tv_sec 0 with tv_nsec UTIME_NOW or UTIME_OMIT, as fuse-native's millisecond conversion renders both. */
-const UTIME_SPECIAL_MS = Math.floor(((1 << 30) - 1) / 1e6);
+/** utimensat(2)'s special nanosecond values, exported by the patched fuse-native only (undefined otherwise). */
+const { UTIME_NOW, UTIME_OMIT } = Fuse as unknown as { UTIME_NOW?: number; UTIME_OMIT?: number };
+/** A time as the patched fuse-native hands it to utimens, as the domain's utimens takes it. */
+const timeChange = (time: Timespec): TimeChange => (time.nsec === UTIME_OMIT ? null : time.nsec === UTIME_NOW ? 'now' : time);
 /** The open(2) flags worth forwarding to the guest; O_LARGEFILE, O_NOFOLLOW, O_CLOEXEC... mean nothing there. */
 const OPEN_FLAGS = O_ACCMODE | O_APPEND | O_TRUNC;
 
@@ -129,9 +131,9 @@ function toFuseStat(s: Stat) {
     rdev: 0,
     blksize: PREFERRED_IO_SIZE,
     blocks: s.blocks,
-    atime: new Date(s.atimeMs),
-    mtime: new Date(s.mtimeMs),
-    ctime: new Date(s.ctimeMs),
+    atime: s.atime,
+    mtime: s.mtime,
+    ctime: s.ctime,
   };
 }
 
@@ -143,6 +145,7 @@ function toFuseStat(s: Stat) {
  */
 export async function mountDomain(domain: DomainHandle, mountpoint: string, options: MountOptions = {}): Promise<MountedView> {
   const mnt = resolvePath(mountpoint);
+  if (UTIME_NOW === undefined) throw new Error('fuse-native is not patched for exact times: run `npm install` (mount/patch-fuse-native.mjs)');
   await mkdir(mnt, { recursive: true }).catch(() => {
     // A stale mount (ENOTCONN) makes mkdir fail; fuse-native's `force` clears it below.
   });
@@ -289,9 +292,8 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
     chmod: forward('chmod'),
     chown: forward('chown'),
-    utimens: handler('utimens', async (path: string, atime: number, _mtimeIsAtime: number) => {
-      const when = atime === UTIME_SPECIAL_MS ? Date.now() : atime;
-      await vfs('utimens', path, when, when);
+    utimens: handler('utimens', async (path: string, atime: Timespec, mtime: Timespec) => {
+      await vfs('utimens', path, timeChange(atime), timeChange(mtime));
       return 0;
     }),
   };

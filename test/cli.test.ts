@@ -1,6 +1,6 @@
 import test from 'ava';
-import { join } from 'node:path';
-import { writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { encodeSuperblock, readSuperblock } from '../fs/layout.js';
 import { hvshare } from './helpers/cli.js';
@@ -34,19 +34,46 @@ test('mkfs and fsck: create, refuse to overwrite, check clean, report corruption
   t.regex(junk.stdout, /error/);
 });
 
-test('fsck refuses a format-1 volume with exit 1 and says what to do', async (t) => {
-  const dir = await tempDir(t, 'hvshare-cli-');
-  const image = join(dir, 'old.img');
-  t.is((await hvshare('mkfs', image, '--size', '16M', '--slots', '2')).code, 0);
+/** A volume image made by mkfs, then marked as an older format. */
+async function oldImage(image: string, version: number): Promise<void> {
+  await mkdir(dirname(image), { recursive: true });
+  const made = await hvshare('mkfs', image, '--size', '16M', '--slots', '2');
+  if (made.code !== 0) throw new Error(made.stderr);
   const dev = await FileBlockDevice.open(image);
-  await dev.write(0, encodeSuperblock({ ...(await readSuperblock(dev)), version: 1 }));
+  await dev.write(0, encodeSuperblock({ ...(await readSuperblock(dev)), version }));
   await dev.close();
-  const old = await hvshare('fsck', image);
-  t.is(old.code, 1);
-  t.regex(old.stdout, /error: superblock: format version 1 is no longer supported .*mkfs --force/);
-  const json = await hvshare('fsck', image, '--json');
-  t.is(json.code, 1);
-  t.is((JSON.parse(json.stdout) as { errors: string[] }).errors.length, 1);
+}
+
+test('fsck refuses volumes of formats 1 and 2 with exit 1, naming the image and saying what to do', async (t) => {
+  const dir = await tempDir(t, 'hvshare-cli-');
+  for (const version of [1, 2]) {
+    const image = join(dir, `old${version}.img`);
+    await oldImage(image, version);
+    const old = await hvshare('fsck', image);
+    t.is(old.code, 1);
+    t.regex(old.stdout, new RegExp(`error: superblock: format version ${version} is no longer supported .*mkfs --force`));
+    t.regex(old.stdout, new RegExp(`${image}: 1 error`));
+    const json = await hvshare('fsck', image, '--json');
+    t.is(json.code, 1);
+    t.is((JSON.parse(json.stdout) as { errors: string[] }).errors.length, 1);
+  }
+});
+
+test('up refuses a format-2 volume before booting anything, naming the volume and saying what to do', async (t) => {
+  const dir = await tempDir(t, 'hvshare-cli-');
+  const state = join(dir, 'state');
+  await oldImage(join(state, 'old.img'), 2);
+  const config = join(dir, 'platform.json');
+  await writeFile(
+    config,
+    JSON.stringify({
+      volumes: [{ name: 'archive', size: '16M', image: 'old.img', slots: 2 }],
+      domains: [{ name: 'dom1', memory: 64, grants: [{ volume: 'archive', mode: 'rw', slot: 0 }] }],
+    }),
+  );
+  const r = await hvshare('up', '--config', config, '--state', state, '--mount-root', join(dir, 'mnt'));
+  t.is(r.code, 1);
+  t.regex(r.stderr, /volume archive \(.*old\.img\): format version 2 is no longer supported .*nanosecond.*hvshare mkfs --force/);
 });
 
 test('ps, stat and log: a clear message and exit 1 without a platform or with bad options', async (t) => {

@@ -3,7 +3,7 @@ import { FileBlockDevice } from '../fs/file-block-device.js';
 import { FileSystem } from '../fs/filesystem.js';
 import { fsck } from '../fs/fsck.js';
 import { LocalLockService } from '../fs/local-lock-service.js';
-import { BLOCK_SIZE, Geometry, readSuperblock, sealBlock, BlockType, HEADER_SIZE } from '../fs/layout.js';
+import { BLOCK_SIZE, encodeSuperblock, Geometry, readSuperblock, sealBlock, BlockType, HEADER_SIZE } from '../fs/layout.js';
 import { O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../fs/vfs.js';
 import { bytes, errno, freshVolume, patternBytes, text } from './fs-helpers.js';
 
@@ -45,10 +45,10 @@ test('files: create, write, read, append, truncate, attributes', async (t) => {
   t.is((await fs.getattr('/f')).size, 0);
   await fs.chmod('/f', 0o600);
   await fs.chown('/f', 1000, 1001);
-  await fs.utimens('/f', 1000, 2000);
+  await fs.utimens('/f', { sec: 1, nsec: 0 }, { sec: 2, nsec: 0 });
   const st2 = await fs.getattr('/f');
   t.is(st2.mode, S_IFREG | 0o600);
-  t.deepEqual([st2.uid, st2.gid, st2.atimeMs, st2.mtimeMs], [1000, 1001, 1000, 2000]);
+  t.deepEqual([st2.uid, st2.gid, st2.atime.sec, st2.mtime.sec], [1000, 1001, 1, 2]);
   t.is(await errno(fs.release(fh)), 'EBADF');
   t.is(await errno(fs.read(999, 0, 1)), 'EBADF');
   await v.close();
@@ -198,14 +198,71 @@ test('chmod, chown and utimens change a final symlink itself, not its target (as
   await fs.symlink('target', '/link');
   const before = await fs.getattr('/target');
   await fs.chown('/link', 1234, 99);
-  await fs.utimens('/link', 1_000_000, 2_000_000);
+  await fs.utimens('/link', { sec: 1000, nsec: 0 }, { sec: 2000, nsec: 0 });
   const link = await fs.getattr('/link');
   const target = await fs.getattr('/target');
   t.is(link.uid, 1234);
   t.is(link.gid, 99);
-  t.is(link.mtimeMs, 2_000_000);
+  t.deepEqual(link.mtime, { sec: 2000, nsec: 0 });
   t.is(target.uid, before.uid);
-  t.is(target.mtimeMs, before.mtimeMs);
+  t.deepEqual(target.mtime, before.mtime);
+  await v.close();
+});
+
+test('utimens: exact times to the nanosecond with 64-bit seconds, null leaves a time, now is the domain clock, ctime follows', async (t) => {
+  const v = await freshVolume();
+  await v.fs.unmount();
+  // A clock the test sets (ms; a .5 is exact in binary, so its nanoseconds are too).
+  let clockMs = 1_700_000_000_000;
+  const at = (ms: number) => ({ sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1e6 });
+  let fs = await FileSystem.mount(v.dev, { slot: 0, locks: v.locks.client(), commitIntervalMs: 0, now: () => clockMs });
+  await fs.release(await fs.create('/f', 0o644));
+  t.deepEqual((await fs.getattr('/f')).ctime, at(clockMs));
+
+  const past2to32 = { sec: 2 ** 32 + 7, nsec: 123_456_789 };
+  const before1970 = { sec: -2, nsec: 999_999_999 };
+  clockMs = 1_700_000_001_250.5;
+  await fs.utimens('/f', past2to32, before1970);
+  let st = await fs.getattr('/f');
+  t.deepEqual([st.atime, st.mtime, st.ctime], [past2to32, before1970, at(clockMs)]);
+
+  clockMs = 1_700_000_002_000;
+  await fs.utimens('/f', null, { sec: 5, nsec: 1 });
+  st = await fs.getattr('/f');
+  t.deepEqual([st.atime, st.mtime, st.ctime], [past2to32, { sec: 5, nsec: 1 }, at(clockMs)], 'null leaves atime');
+
+  clockMs = 1_700_000_003_000.25;
+  await fs.utimens('/f', 'now', null);
+  st = await fs.getattr('/f');
+  t.deepEqual([st.atime, st.mtime, st.ctime], [at(clockMs), { sec: 5, nsec: 1 }, at(clockMs)], "'now' is the domain's clock, null leaves mtime");
+
+  const unchanged = st;
+  clockMs = 1_700_000_004_000;
+  await fs.utimens('/f', null, null);
+  t.deepEqual(await fs.getattr('/f'), unchanged, 'two nulls change nothing, not even ctime');
+  t.is(await errno(fs.utimens('/missing', null, null)), 'ENOENT');
+  for (const bad of [{ sec: 1.5, nsec: 0 }, { sec: 0, nsec: 1e9 }, { sec: 0, nsec: -1 }, { sec: 2 ** 53, nsec: 0 }, 1000, 'later']) {
+    t.is(await errno(fs.utimens('/f', bad as never, null)), 'EINVAL', JSON.stringify(bad));
+  }
+
+  // From the disk, not a cache: another mount reads the same times back.
+  await fs.utimens('/f', { sec: 2 ** 40, nsec: 999_999_999 }, past2to32);
+  await fs.unmount();
+  fs = await FileSystem.mount(v.dev, { slot: 1, locks: v.locks.client() });
+  st = await fs.getattr('/f');
+  t.deepEqual([st.atime, st.mtime], [{ sec: 2 ** 40, nsec: 999_999_999 }, past2to32]);
+  await fs.unmount();
+  t.deepEqual((await fsck(v.dev)).errors, []);
+  await v.close();
+});
+
+test('mount refuses a volume of an older format, saying what to do', async (t) => {
+  const v = await freshVolume();
+  await v.fs.unmount();
+  const sb = await readSuperblock(v.dev);
+  await v.dev.write(0, encodeSuperblock({ ...sb, version: 2 }));
+  const refused = await t.throwsAsync(FileSystem.mount(v.dev, { slot: 0, locks: v.locks.client() }));
+  t.regex(refused.message, /format version 2 is no longer supported .*nanosecond.*hvshare mkfs --force/);
   await v.close();
 });
 

@@ -1,5 +1,5 @@
 /**
- * fsck on format-2 volumes made by mkfs plus hand-made blocks written straight into the image: the filesystem
+ * fsck on format-3 volumes made by mkfs plus hand-made blocks written straight into the image: the filesystem
  * itself is not mounted, so each test states exactly which invariant it breaks. Every test first checks that its
  * volume is clean, then breaks one thing and looks for the error that names it.
  */
@@ -139,7 +139,7 @@ class Image {
 
   /** A regular file of `blocks` data blocks (direct ones, then an indirect block), not linked anywhere. */
   async file(blocks = 1, nlink = 1): Promise<Inode> {
-    const inode = emptyInode(await this.alloc(), S_IFREG | 0o644, 7, 1000);
+    const inode = emptyInode(await this.alloc(), S_IFREG | 0o644, 7, { sec: 1, nsec: 0 });
     inode.nlink = nlink;
     inode.size = blocks * BLOCK_SIZE - 10;
     const data: number[] = [];
@@ -167,7 +167,7 @@ class Image {
 
   /** An empty directory linked from the root as `name`. */
   async addDir(name: string): Promise<Inode> {
-    const inode = emptyInode(await this.alloc(), S_IFDIR | 0o755, 7, 1000);
+    const inode = emptyInode(await this.alloc(), S_IFDIR | 0o755, 7, { sec: 1, nsec: 0 });
     inode.nlink = 2;
     inode.direct[0] = await this.alloc();
     inode.blocks = 1;
@@ -179,7 +179,7 @@ class Image {
   }
 
   async addSymlink(name: string, target: string): Promise<Inode> {
-    const inode = emptyInode(await this.alloc(), S_IFLNK | 0o777, 7, 1000);
+    const inode = emptyInode(await this.alloc(), S_IFLNK | 0o777, 7, { sec: 1, nsec: 0 });
     const bytes = new TextEncoder().encode(target);
     inode.nlink = 1;
     inode.size = bytes.length;
@@ -350,17 +350,30 @@ test('a wrong link count', async (t) => {
   t.is(report.errors.length, 2, report.errors.join('\n'));
 });
 
-test('a format-1 volume is refused with one clear error', async (t) => {
+test('volumes of formats 1 and 2 are refused with one clear error each, saying what they lack', async (t) => {
   const image = await Image.make(t);
   await clean(t, image);
   const sb = await readSuperblock(image.dev);
-  await image.write(0, encodeSuperblock({ ...sb, version: 1 }));
+  for (const [version, lacks] of [[1, /one inode a block.*nanosecond/], [2, /\(this hvshare reads version 3: times to the nanosecond/]] as const) {
+    await image.write(0, encodeSuperblock({ ...sb, version }));
+    const report = await image.fsck();
+    t.false(report.ok);
+    t.is(report.errors.length, 1, report.errors.join('\n'));
+    t.regex(report.errors[0], new RegExp(`^superblock: format version ${version} is no longer supported`));
+    t.regex(report.errors[0], lacks);
+    t.regex(report.errors[0], /mkfs --force/);
+    t.is(report.stats.directories, 0);
+  }
+});
+
+test('an inode time with nanoseconds out of range', async (t) => {
+  const image = await Image.make(t);
+  const file = await image.addFile('f');
+  await clean(t, image);
+  await image.changeInode(file.ino, (inode) => (inode.mtime = { sec: 1, nsec: 1e9 }));
   const report = await image.fsck();
-  t.false(report.ok);
+  hasError(t, report, new RegExp(`^inode ${file.ino} \\(/f\\): mtime 1 s 1000000000 ns out of range$`));
   t.is(report.errors.length, 1, report.errors.join('\n'));
-  t.regex(report.errors[0], /^superblock: format version 1 is no longer supported/);
-  t.regex(report.errors[0], /mkfs --force/);
-  t.is(report.stats.directories, 0);
 });
 
 test('an inode on two orphan lists', async (t) => {

@@ -445,6 +445,62 @@ test.serial('cp -a of a tree (files, subdirs, symlink, hard link, owners, modes,
   await finish();
 });
 
+test.serial('times: cp -a then rsync -a finds nothing to do; touch -m, touch -a, UTIME_NOW, nanoseconds, 2^32 s and pre-1970 through the other view', async (t) => {
+  const { dir, mounts, finish } = await mountedPlatform(t, rw2);
+  const src = join(dir, 'timed');
+  await mkdir(join(src, 'sub'), { recursive: true });
+  await writeFile(join(src, 'a.txt'), 'a\n');
+  await writeFile(join(src, 'sub', 'b.bin'), randomBytes(100_000));
+  await writeFile(join(src, 'sub', 'far.txt'), 'after 2106\n');
+  await writeFile(join(src, 'old.txt'), 'before 1970\n');
+  await symlink('a.txt', join(src, 'link'));
+  // A distinct atime and mtime on everything, to the nanosecond; directories last (their entries moved them).
+  const times: [path: string, atime: string, mtime: string][] = [
+    ['a.txt', '@1000000001.123456789', '@1200000002.987654321'],
+    ['sub/b.bin', '@1300000003.000000007', '@1100000004.5'],
+    ['sub/far.txt', '@4294967296.123456789', '@8589934592.999999999'],
+    ['old.txt', '@-86400.25', '@-1.000000001'],
+    ['link', '@1400000005.1', '@1400000006.2'],
+    ['sub', '@1500000007.3', '@1500000008.4'],
+    ['.', '@1600000009.5', '@1600000010.6'],
+  ];
+  await ok(t, shIn(src, times.map(([p, a, m]) => `touch -h -a -d ${a} ${p} && touch -h -m -d ${m} ${p}`).join(' && ')), 'set times');
+  const utc = { env: { ...process.env, TZ: 'UTC' } };
+  /** atime and mtime of `paths` under `root`, as stat prints them (nanoseconds included). */
+  const stamps = (root: string, paths = times.map(([p]) => p)) =>
+    ok(t, sh(`cd '${root}' && stat -c '%n %x | %y' ${paths.join(' ')}`, utc), 'stat');
+  // Taken before cp, which reads the source and so moves its atimes.
+  const expected = await stamps(src);
+  t.regex(expected, /^sub\/far\.txt 2106-02-07 06:28:16\.123456789 \+0000 \| 2242-03-16 12:56:32\.999999999 \+0000$/m, 'the host keeps them');
+  const copy1 = join(mounts.dom1!.dir, 'copy');
+  const copy2 = join(mounts.dom2!.dir, 'copy');
+  await ok(t, run('cp', ['-a', src, copy1]), 'cp -a into dom1');
+  t.is(await stamps(copy2), expected, 'every atime and mtime as cp -a set it, read through dom2');
+  const rsync = (...flags: string[]) => ok(t, run('rsync', ['-a', '--itemize-changes', ...flags, `${src}/`, `${copy1}/`]), 'rsync -a');
+  t.is(await rsync(), '', 'rsync -a finds nothing to do');
+  t.is(await stamps(copy2), expected, 'and changed nothing');
+
+  // touch -m and touch -a change only their own time (libfuse passes UTIME_OMIT for the other).
+  const far1 = join(copy1, 'sub', 'far.txt');
+  await ok(t, run('touch', ['-m', '-d', '@4294967296.5', far1]), 'touch -m');
+  t.is(await stamps(copy2, ['sub/far.txt']), 'sub/far.txt 2106-02-07 06:28:16.123456789 +0000 | 2106-02-07 06:28:16.500000000 +0000\n');
+  await ok(t, run('touch', ['-a', '-d', '@-5.000000003', far1]), 'touch -a');
+  t.is(await stamps(copy2, ['sub/far.txt']), 'sub/far.txt 1969-12-31 23:59:54.999999997 +0000 | 2106-02-07 06:28:16.500000000 +0000\n');
+  // rsync really compares: it wants to fix the mtime touch -m changed, and nothing else.
+  t.regex(await rsync('--dry-run'), /^>f\S* sub\/far\.txt\n$/);
+
+  // Both times at once, past 2^32 s; then UTIME_NOW, decided by the domain's clock.
+  const a1 = join(copy1, 'a.txt');
+  await ok(t, run('touch', ['-d', '@4294967296.123456789', a1]), 'touch -d');
+  t.is(await ok(t, run('stat', ['-c', '%X %Y', join(copy2, 'a.txt')]), 'stat'), '4294967296 4294967296\n');
+  const before = Math.floor(Date.now() / 1000);
+  await ok(t, run('touch', [a1]), 'touch');
+  const after = Math.ceil(Date.now() / 1000);
+  const now = (await ok(t, run('stat', ['-c', '%X %Y %Z', join(copy2, 'a.txt')]), 'stat')).trim().split(' ').map(Number);
+  t.true(now.every((s) => s >= before && s <= after), `touch sets all three times to now: ${now} not in ${before}..${after}`);
+  await finish();
+});
+
 test.serial('a mount left by a server killed with -9 goes away (auto_unmount) and the same mount point mounts again', async (t) => {
   const { dir, mounts, finish } = await mountedPlatform(t, [{ name: 'dom1', slot: 0 }]);
   await ok(t, sh(`echo survives > ${join(mounts.dom1!.dir, 'kept.txt')}`), 'write');

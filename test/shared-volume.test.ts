@@ -4,6 +4,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { O_RDONLY, O_RDWR, O_CREAT } from '../fs/vfs.js';
 import type { DomainHandle, PlatformEvent } from '../hypervisor/toolstack.js';
 import { domainVfs } from '../hypervisor/domain-vfs.js';
+import { FileBlockDevice } from '../fs/file-block-device.js';
+import { encodeSuperblock, readSuperblock } from '../fs/layout.js';
 import { bootPlatform, MiB, tempDir } from './helpers/platform.js';
 import { formattedImage, fsckImage } from './helpers/volume.js';
 
@@ -136,4 +138,17 @@ test('per-inode locks keep writers of two directories apart; hundreds of inode l
   const stats = await Promise.all(names.map((name) => vfs2.getattr(name)));
   t.true(stats.every((s) => s.size === 0 && s.ino > 4096));
   t.true(platform.counters('dom1').REVOKES - before >= 300, `revokes posted to dom1: ${platform.counters('dom1').REVOKES - before}`);
+});
+
+test('a domain does not boot on a volume of an older format, and says which volume', async (t) => {
+  const dir = await tempDir(t);
+  const image = await formattedImage(dir, 64 * MiB);
+  const dev = await FileBlockDevice.open(image);
+  await dev.write(0, encodeSuperblock({ ...(await readSuperblock(dev)), version: 2 }));
+  await dev.close();
+  const platform = await bootPlatform(t, { volumes: [{ name: 'archive', path: image }] });
+  const refused = await t.throwsAsync(
+    platform.createDomain({ name: 'dom1', memoryBytes: 48 * MiB, grants: [{ volume: 'archive', readOnly: false }], filesystem: { slot: 0 } }),
+  );
+  t.regex(refused.message, /domain dom1 failed to boot: volume archive: .*format version 2 is no longer supported .*mkfs --force/);
 });
