@@ -49,14 +49,15 @@ export async function runBlockWorkload(dev: BlockDevice, w: BlockWorkload): Prom
     const buf = dev.allocBuffer(w.blockSize);
     try {
       if (w.op === 'write') buf.fill(index + 1);
-      while (performance.now() < deadline) {
+      // At least one request each: a thread scheduled late on a busy machine measures something, not zero.
+      do {
         const offset = w.regionOffset + nextBlock() * w.blockSize;
         const t0 = performance.now();
         if (w.op === 'read') await dev.read(offset, buf);
         else await dev.write(offset, buf);
         latencyMs += performance.now() - t0;
         ops++;
-      }
+      } while (performance.now() < deadline);
     } finally {
       dev.freeBuffer(buf);
     }
