@@ -7,20 +7,9 @@ import { execFile } from 'node:child_process';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
+import { rng } from './bench-stats.js';
 
 const run = promisify(execFile);
-
-/** A small deterministic generator (mulberry32): the same seed, the same tree. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = 'const let return function import export if else for while async await value index result error buffer path name size'.split(' ');
 
@@ -44,7 +33,7 @@ export function gitEnv(home: string): NodeJS.ProcessEnv {
  * repository there, and tar the whole of it (.git included) to `tarPath`. Returns how many entries the tar holds.
  */
 export async function makeTree(dir: string, files: number, tarPath: string): Promise<number> {
-  const next = random(0x5eed + files);
+  const next = rng(0x5eed + files);
   const pick = <T>(items: T[]) => items[Math.floor(next() * items.length)]!;
   // Text so diffs and git behave as on source code: lines of words, cut to the file's size.
   const text = Array.from({ length: 4096 }, () => Array.from({ length: 1 + Math.floor(next() * 9) }, () => pick(WORDS)).join(' ')).join('\n');
