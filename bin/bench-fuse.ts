@@ -74,7 +74,8 @@ export interface FuseRow {
 
 export interface FuseBenchResult {
   treeEntries: number;
-  ioEngine: 'fio' | 'node';
+  /** What ran the 4K random I/O rows (null when they did not run). */
+  ioEngine: 'fio' | 'node' | null;
   rows: FuseRow[];
 }
 
@@ -310,5 +311,5 @@ export async function benchFuse(o: FuseBenchOptions): Promise<FuseBenchResult> {
   }
   // In --only's order of groups (visibility after random I/O), each group's rows as listed.
   rows.sort((x, y) => GROUPS.indexOf(x.group) - GROUPS.indexOf(y.group));
-  return { treeEntries, ioEngine: fio ? 'fio' : 'node', rows };
+  return { treeEntries, ioEngine: o.groups.includes('iops') ? (fio ? 'fio' : 'node') : null, rows };
 }

@@ -61,11 +61,20 @@ function printFuse({ rows, ioEngine }: FuseBenchResult, o: { autoMs: number; rep
       rows.map((r) => [r.workload, r.unit, ...COLUMNS.map((c) => figure(r.values[c])), times(r.strictRatio), times(r.autoRatio)]),
     ),
   );
-  console.log(`
-view/pt = how many times slower the view is than the pass-through mounted with the same FUSE options (>1: slower).
-auto = --cache auto=${o.autoMs}. Medians of ${o.repetitions} repetition(s); visibility latencies pooled over all of them,
-stale reads summed. A stale read is a read through the other mount that started after the write had returned and
-still saw the old state. 4K random I/O: ${ioEngine === 'fio' ? 'fio, psync, 16 MiB file' : 'node pread/pwrite on a 16 MiB file (no fio on PATH)'}.`);
+  const has = (group: string) => rows.some((r) => r.group === group);
+  const notes = [
+    'view/pt = how many times slower the view is than the pass-through mounted with the same FUSE options (>1: slower).',
+    `auto = --cache auto=${o.autoMs}. Medians of ${o.repetitions} repetition(s).`,
+    ...(has('visibility')
+      ? [
+          'Visibility: latencies pooled over the repetitions, stale reads summed. A stale read is a read through the other',
+          'mount that started after the write had returned and still saw the old state. Auto mounts may serve one for up',
+          `to ${o.autoMs} ms; their count is then how many polls of a tight loop fit in that window.`,
+        ]
+      : []),
+    ...(has('iops') ? [`4K random I/O: ${ioEngine === 'fio' ? 'fio, psync, a 16 MiB file' : 'node pread/pwrite on a 16 MiB file (no fio on PATH)'}.`] : []),
+  ];
+  console.log(`\n${notes.join('\n')}`);
 }
 
 /** Run a benchmark in a scratch folder (progress on stderr), then print it as a table or as JSON. */
@@ -198,10 +207,11 @@ through the second. The ratios compare each view with the pass-through in the sa
 
 Row groups (--only): tree (untar a generated git repository, then find, du -s, ls -lR, diff -r, git status
 twice, rm -rf through the other mount), big-dir (ls -l), iops (4K random read and write, fio when installed),
-visibility (a new name and a rewrite in place through one mount, polled through the other: latency and stale
-reads), sequential (1 MiB writes with fsync, reads), small-files (create, stat, read, remove).
+visibility (a new name and a rewrite in place through one mount, polled through the other in a tight loop:
+latency and stale reads; strict mounts have none, auto ones may answer stale for up to MS, so their count is how
+many polls fit in that window), sequential (1 MiB writes with fsync, reads), small-files (create, stat, read, remove).
 
-The defaults take about ten minutes on a 2-core machine; numbers from a busy machine are noisy, so compare the
+The defaults take 10-15 minutes on a 2-core machine; numbers from a busy machine are noisy, so compare the
 columns of one run rather than runs with each other. Ctrl-C stops the bench and unmounts everything.
 
 Examples:
