@@ -46,6 +46,8 @@ function run(
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+    // A child may exit before it reads its input (stat of a name a mount remembers as missing is that quick).
+    child.stdin.on('error', () => {});
     child.stdin.end(options.input ?? '');
   });
 }
