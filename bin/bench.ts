@@ -1,9 +1,10 @@
 import { Command } from 'commander';
 import { benchBlock, blockCases, caseLabel, checkTargets, sizeLabel, type BlockBenchResult } from './bench-block.js';
 import { benchFile, type FileCaseResult, type LatencyResult } from './bench-file.js';
-import { benchFuse, type FusePhase } from './bench-fuse.js';
-import { endProgress, parseIntOption, progressLine, table, withScratchDir } from './cli-support.js';
+import { benchFuse, COLUMN_LABELS, COLUMNS, GROUPS, type FuseBenchResult } from './bench-fuse.js';
+import { CliError, endProgress, parseIntOption, progressLine, table, withScratchDir } from './cli-support.js';
 import { parseSize } from '../hypervisor/platform-config.js';
+import { DEFAULT_AUTO_MS } from '../mount/index.js';
 
 const fmt = (n: number, digits = 0) => n.toFixed(digits);
 
@@ -49,13 +50,31 @@ function printFile(cases: FileCaseResult[], latency: LatencyResult): void {
   );
 }
 
-function printFuse(phases: FusePhase[]): void {
+/** A figure with about three significant digits (counts as they are). */
+const figure = (n: number) => (Number.isInteger(n) || n >= 100 ? fmt(n) : fmt(n, n >= 10 ? 1 : 2));
+const times = (r: number | null) => (r === null ? '-' : `${fmt(r, 2)}x`);
+
+function printFuse({ rows, ioEngine }: FuseBenchResult, o: { autoMs: number; repetitions: number }): void {
   console.log(
     table(
-      ['phase', 'unit', 'native folder', 'mounted view', 'native / mounted'],
-      phases.map((p) => [p.phase, p.unit, fmt(p.native), fmt(p.mounted), `${fmt(p.ratio, 2)}x`]),
+      ['workload', 'unit', ...COLUMNS.map((c) => COLUMN_LABELS[c]), 'view/pt strict', 'view/pt auto'],
+      rows.map((r) => [r.workload, r.unit, ...COLUMNS.map((c) => figure(r.values[c])), times(r.strictRatio), times(r.autoRatio)]),
     ),
   );
+  const has = (group: string) => rows.some((r) => r.group === group);
+  const notes = [
+    'view/pt = how many times slower the view is than the pass-through mounted with the same FUSE options (>1: slower).',
+    `auto = --cache auto=${o.autoMs}. Medians of ${o.repetitions} repetition(s).`,
+    ...(has('visibility')
+      ? [
+          'Visibility: latencies pooled over the repetitions, stale reads summed. A stale read is a read through the other',
+          'mount that started after the write had returned and still saw the old state. Auto mounts may serve one for up',
+          `to ${o.autoMs} ms; their count is then how many polls of a tight loop fit in that window.`,
+        ]
+      : []),
+    ...(has('iops') ? [`4K random I/O: ${ioEngine === 'fio' ? 'fio, psync, a 16 MiB file' : 'node pread/pwrite on a 16 MiB file (no fio on PATH)'}.`] : []),
+  ];
+  console.log(`\n${notes.join('\n')}`);
 }
 
 /** Run a benchmark in a scratch folder (progress on stderr), then print it as a table or as JSON. */
@@ -162,20 +181,80 @@ Examples:
 
   bench
     .command('fuse')
-    .description('through a mount: dd-style sequential and small-file rates in a domain\'s view vs a native folder')
+    .description(
+      'through mounts: everyday tools on a native folder, a fuse-native pass-through (the ceiling) and a domain\'s ' +
+        'view, each in the strict and the auto cache mode, with ratios',
+    )
     .option('--json', 'print the results as JSON')
+    .option('--files <n>', 'regular files in the generated tree', parseIntOption('--files'), 3000)
+    .option('--big-dir <n>', 'entries of the directory listed with ls -l', parseIntOption('--big-dir'), 10_000)
     .option('--file-size <size>', 'size of the sequential file', '64M')
-    .option('--files <n>', 'how many small files', parseIntOption('--files'), 500)
-    .option('--repetitions <n>', 'alternating repetitions (the median is reported)', parseIntOption('--repetitions'), 3)
-    .option('--dir <path>', 'scratch folder for the native side, the image and the mount point (default: the system temp folder)')
-    .addHelpText('after', '\nExamples:\n  $ hvshare bench fuse\n  $ hvshare bench fuse --files 2000 --json')
-    .action(async (opts: { json?: boolean; fileSize: string; files: number; repetitions: number; dir?: string }) => {
-      const fileMiB = Math.max(1, Math.round(parseSize(opts.fileSize) / (1 << 20)));
-      await measure(
-        opts,
-        (dir) => benchFuse({ dir, fileMiB, smallFiles: opts.files, repetitions: opts.repetitions, onProgress: progressLine }),
-        (phases) => ({ fileMiB, smallFiles: opts.files, phases }),
-        printFuse,
-      );
-    });
+    .option('--small-files <n>', 'files of the create/stat/read/remove rows', parseIntOption('--small-files'), 500)
+    .option('--repetitions <n>', 'repetitions, alternating between the columns (medians are reported)', parseIntOption('--repetitions'), 3)
+    .option('--auto-ms <ms>', 'the bound of the auto columns (--cache auto=MS)', parseIntOption('--auto-ms'), DEFAULT_AUTO_MS)
+    .option('--rounds <n>', 'visibility rounds per column and repetition (each can take up to --auto-ms in auto)', parseIntOption('--rounds'), 10)
+    .option('--iops-time <ms>', 'measurement time of each 4K random I/O case', parseIntOption('--iops-time'), 2000)
+    .option('--only <groups...>', `only these row groups: ${GROUPS.join(', ')}`)
+    .option('--dir <path>', 'scratch folder for the tree, the native side, the backing folder, the image and the mount points (default: the system temp folder)')
+    .addHelpText(
+      'after',
+      `
+Columns: native (a folder on the host disk), pass-through strict|auto (a minimal fuse-native pass-through of a
+native folder, mounted with exactly a view's FUSE options in that cache mode: what fuse-native allows at best),
+view strict|auto (a domain's view). Every column has two mounts of one folder: dom1's and dom2's views of one
+volume, two pass-through mounts, or the native folder twice. The tree is written through the first and read
+through the second. The ratios compare each view with the pass-through in the same cache mode.
+
+Row groups (--only): tree (untar a generated git repository, then find, du -s, ls -lR, diff -r, git status
+twice, rm -rf through the other mount), big-dir (ls -l), iops (4K random read and write, fio when installed),
+visibility (a new name and a rewrite in place through one mount, polled through the other in a tight loop:
+latency and stale reads; strict mounts have none, auto ones may answer stale for up to MS, so their count is how
+many polls fit in that window), sequential (1 MiB writes with fsync, reads), small-files (create, stat, read, remove).
+
+The defaults take 10-15 minutes on a 2-core machine; numbers from a busy machine are noisy, so compare the
+columns of one run rather than runs with each other. Ctrl-C stops the bench and unmounts everything.
+
+Examples:
+  $ hvshare bench fuse
+  $ hvshare bench fuse --files 500 --big-dir 2000 --repetitions 1     a quick look
+  $ hvshare bench fuse --only tree big-dir --auto-ms 100
+  $ hvshare bench fuse --only visibility --rounds 50 --json > visibility.json`,
+    )
+    .action(
+      async (opts: {
+        json?: boolean;
+        files: number;
+        bigDir: number;
+        fileSize: string;
+        smallFiles: number;
+        repetitions: number;
+        autoMs: number;
+        rounds: number;
+        iopsTime: number;
+        only?: string[];
+        dir?: string;
+      }) => {
+        const fileMiB = Math.max(1, Math.round(parseSize(opts.fileSize) / (1 << 20)));
+        const only = (opts.only ?? []).flatMap((w) => w.split(/[\s,]+/)).filter(Boolean);
+        const unknown = only.filter((g) => !(GROUPS as readonly string[]).includes(g));
+        if (unknown.length) throw new CliError(`bench fuse --only: no row group ${unknown.join(', ')} (groups: ${GROUPS.join(', ')})`, 2);
+        const groups = only.length ? GROUPS.filter((g) => only.includes(g)) : GROUPS;
+        const abort = new AbortController();
+        const interrupt = () => abort.abort(new CliError('interrupted; everything is unmounted', 130));
+        process.once('SIGINT', interrupt);
+        const o = { files: opts.files, bigDir: opts.bigDir, fileMiB, smallFiles: opts.smallFiles, repetitions: opts.repetitions, autoMs: opts.autoMs, rounds: opts.rounds, iopsMs: opts.iopsTime, groups };
+        try {
+          await measure(
+            opts,
+            (dir) => benchFuse({ dir, ...o, onProgress: progressLine, signal: abort.signal }),
+            (result) => ({ ...o, columns: COLUMN_LABELS, ...result }),
+            (result) => printFuse(result, o),
+          );
+        } catch (err) {
+          throw abort.signal.aborted ? abort.signal.reason : err;
+        } finally {
+          process.off('SIGINT', interrupt);
+        }
+      },
+    );
 }

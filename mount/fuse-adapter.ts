@@ -39,7 +39,6 @@
  * Symlinks: FUSE asks to change the path's own inode (lchown, utimensat(AT_SYMLINK_NOFOLLOW), which `cp -a`
  * issues for every symlink it copies); the guest filesystem's chown/utimens do exactly that.
  */
-import { createRequire } from 'node:module';
 import { execFile } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
@@ -49,21 +48,9 @@ import type { DomainHandle } from '../hypervisor/toolstack.js';
 import {
   O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Stat, type StatFs, type TimeChange, type Timespec,
 } from '../fs/vfs.js';
-import { cacheOptions, STRICT, type CacheMode } from './cache-mode.js';
+import { STRICT, type CacheMode } from './cache-mode.js';
 import { EIO, errnoFromName, errnoOf } from './errno.js';
-
-const require = createRequire(import.meta.url);
-
-/** The part of fuse-native 2.2.6 this adapter uses (it ships no types). */
-interface FuseInstance {
-  mount(cb: (err: Error | null) => void): void;
-  unmount(cb: (err: Error | null) => void): void;
-}
-interface FuseConstructor {
-  new (mountpoint: string, ops: Record<string, (...args: never[]) => void>, options: Record<string, unknown>): FuseInstance;
-  unmount(mountpoint: string, cb: (err: Error | null) => void): void;
-}
-const Fuse = require('fuse-native') as FuseConstructor;
+import { Fuse, fuseOptions, PREFERRED_IO_SIZE, UTIME_NOW, UTIME_OMIT } from './fuse-native.js';
 
 export interface MountOptions {
   /** Mount with the kernel's `ro` flag (the host refuses writes before they reach the domain). */
@@ -92,13 +79,6 @@ export interface MountedView {
 }
 
 const W_OK = 2;
-/**
- * st_blksize: cp, cat, cmp and friends size their buffers by it. 128 KiB is the largest request libfuse 2.9 passes
- * (reads and, with big_writes, writes), so one read(2) of that size is one round trip into the domain.
- */
-const PREFERRED_IO_SIZE = 128 << 10;
-/** utimensat(2)'s special nanosecond values, exported by the patched fuse-native only (undefined otherwise). */
-const { UTIME_NOW, UTIME_OMIT } = Fuse as unknown as { UTIME_NOW?: number; UTIME_OMIT?: number };
 /** A time as the patched fuse-native hands it to utimens, as the domain's utimens takes it. */
 const timeChange = (time: Timespec): TimeChange => (time.nsec === UTIME_OMIT ? null : time.nsec === UTIME_NOW ? 'now' : time);
 /** The open(2) flags worth forwarding to the guest; O_LARGEFILE, O_NOFOLLOW, O_CLOEXEC... mean nothing there. */
@@ -298,22 +278,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     }),
   };
 
-  const fsnameOptions = [
-    `hvshare-${domain.name.replace(/[^A-Za-z0-9_.-]/g, '_')}`,
-    'big_writes',
-    'use_ino',
-    ...cacheOptions(options.cache ?? STRICT),
-    ...(options.readOnly ? ['ro'] : []),
-  ];
-  const fuse = new Fuse(mnt, ops as never, {
-    fsname: fsnameOptions.join(','),
-    subtype: 'hvshare',
-    force: true,
-    mkdir: true,
-    autoUnmount: true,
-    debug,
-    timeout: options.timeoutMs ?? 30_000,
-  });
+  const fuse = new Fuse(mnt, ops as never, fuseOptions(`hvshare-${domain.name}`, options.cache ?? STRICT, { ...options, debug }));
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
 
   let unmounting: Promise<void> | null = null;

@@ -36,16 +36,42 @@ test('bench block --only runs the named cases, --repetitions reports medians, an
   t.regex(bad.stderr, /no case is named with all of: seq sideways/);
 });
 
-test('bench file and bench fuse --json report every phase', async (t) => {
+test('bench file --json reports every case', async (t) => {
   const file = await hvshare('bench', 'file', '--json', '--size', '4M', '--repetitions', '1', '--rounds', '5');
   t.is(file.code, 0, file.stderr);
   const f = JSON.parse(file.stdout) as { cases: { nativeMiBps: number; hypervisorMiBps: number }[]; latency: { crossDomain: { medianUs: number } } };
   t.is(f.cases.length, 4);
   t.true(f.cases.every((c) => c.nativeMiBps > 0 && c.hypervisorMiBps > 0));
   t.true(f.latency.crossDomain.medianUs > 0);
-  const fuse = await hvshare('bench', 'fuse', '--json', '--file-size', '4M', '--files', '20', '--repetitions', '1');
+});
+
+test('bench fuse --json fills every row of every column, and strict mounts are never stale', async (t) => {
+  const fuse = await hvshare(
+    'bench', 'fuse', '--json', '--files', '40', '--big-dir', '60', '--file-size', '1M', '--small-files', '10',
+    '--repetitions', '1', '--rounds', '3', '--iops-time', '100', '--auto-ms', '100',
+  );
   t.is(fuse.code, 0, fuse.stderr);
-  const u = JSON.parse(fuse.stdout) as { phases: { native: number; mounted: number; ratio: number }[] };
-  t.is(u.phases.length, 6);
-  t.true(u.phases.every((p) => p.native > 0 && p.mounted > 0 && p.ratio > 0));
+  type Row = { group: string; workload: string; better: string; values: Record<string, number>; strictRatio: number | null; autoRatio: number | null };
+  const u = JSON.parse(fuse.stdout) as { treeEntries: number; columns: Record<string, string>; rows: Row[] };
+  const columns = ['native', 'passthroughStrict', 'passthroughAuto', 'viewStrict', 'viewAuto'];
+  t.deepEqual(Object.keys(u.columns), columns);
+  t.true(u.treeEntries > 40, `${u.treeEntries}`);
+  const groups = u.rows.map((r) => r.group);
+  for (const [group, count] of [['tree', 8], ['big-dir', 1], ['iops', 2], ['visibility', 6], ['sequential', 2], ['small-files', 4]] as const) {
+    t.is(groups.filter((g) => g === group).length, count, group);
+  }
+  for (const r of u.rows) {
+    const latency = r.group === 'visibility';
+    for (const c of columns) {
+      const v = r.values[c]!;
+      // A change can be seen by a poll already under way: a latency may be 0, and counts start at 0.
+      t.true(Number.isFinite(v) && (latency ? v >= 0 : v > 0), `${r.workload} ${c}: ${v}`);
+    }
+    for (const ratio of [r.strictRatio, r.autoRatio]) t.true(ratio === null ? r.better === 'count' || latency : Number.isFinite(ratio) && ratio > 0, `${r.workload}: ${ratio}`);
+    if (r.better === 'count') for (const c of ['native', 'passthroughStrict', 'viewStrict']) t.is(r.values[c], 0, `${r.workload} ${c}`);
+  }
+  t.is(u.rows.filter((r) => r.better === 'count').length, 2);
+  const bad = await hvshare('bench', 'fuse', '--only', 'tree', 'sideways');
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /no row group sideways/);
 });

@@ -7,6 +7,7 @@ import { mkfs, type MkfsOptions } from '../fs/mkfs.js';
 import { FileSystem } from '../fs/filesystem.js';
 import { LocalLockService } from '../fs/local-lock-service.js';
 import { IoError } from '../fs/block-device.js';
+import { rng } from '../bin/bench-stats.js';
 
 export interface TempImage {
   path: string;
@@ -56,17 +57,8 @@ export async function errno(promise: Promise<unknown>): Promise<string> {
 export const bytes = (text: string) => new TextEncoder().encode(text);
 export const text = (data: Uint8Array) => new TextDecoder().decode(data);
 
-/** Deterministic pseudo-random generator (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic pseudo-random generator (mulberry32), shared with the benches. */
+export { rng };
 
 export function patternBytes(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
