@@ -228,22 +228,22 @@ export class LockClient {
   }
 
   /**
-   * Asks for `names` in shared mode ahead of the operations that will want them (statahead: `ls -l`, du or diff
-   * about to stat what a directory listed), all at once, so the round trips to the domains that hold them overlap.
-   * Names held, asked for, or in use by the running operation are skipped; a grant is taken in when it arrives, as
-   * if an operation had waited for it.
+   * Asks for `names` in `mode` ahead of the operations that will want them (statahead: `ls -l`, du or diff about
+   * to stat what a directory listed, `rm -r` about to unlink it), all at once, so the round trips to the domains
+   * that hold them overlap. Names held in that mode, asked for, or in use by the running operation are skipped; a
+   * grant is taken in when it arrives, as if an operation had waited for it.
    */
-  prefetch(names: Iterable<number>): void {
+  prefetch(names: Iterable<number>, mode: LockMode): void {
     for (const name of names) {
       const st = this.state(name);
-      if (st.held || st.pending > 0 || st.arriving || st.prefetching || this.op?.wanted.has(name)) continue;
+      if (satisfies(st.held, mode) || st.pending > 0 || st.arriving || st.prefetching || this.op?.wanted.has(name)) continue;
       st.pending++;
       this.stats.prefetched++;
-      st.prefetching = this.service.lock(name, 'shared').then(
+      st.prefetching = this.service.lock(name, mode).then(
         (generation) => {
           st.pending--;
           st.prefetching = null;
-          this.granted(st, 'shared', generation);
+          this.granted(st, mode, generation);
           if (st.revoke) this.kick();
           else this.hooks.prefetched?.(name, () => st.held !== null && st.generation === generation);
         },

@@ -26,9 +26,10 @@ export class PathLookup {
   private listed: { inos: number[]; at: Map<number, number> } | null = null;
 
   /**
-   * A directory was listed: `ls -l`, du, diff and git stat what they list next, in order. When one of those
-   * stats has to wait for its inode's lock (another domain wrote the tree), the locks of the next entries are
-   * asked for at once, so their round trips overlap instead of following each other (Lustre's statahead).
+   * A directory was listed: `ls -l`, du, diff and git stat what they list next, in order, and `rm -r`, `chmod -R`
+   * change it. When one of those has to wait for an entry's inode lock (another domain wrote the tree), the locks
+   * of the next entries are asked for at once in the same mode, so their round trips overlap instead of following
+   * each other (Lustre's statahead).
    */
   noteListing(inos: number[]): void {
     this.listed = { inos, at: new Map(inos.map((ino, i) => [ino, i])) };
@@ -38,7 +39,7 @@ export class PathLookup {
   async get(ino: number, mode: LockMode = 'shared'): Promise<Inode> {
     if (!this.locks.pinIfHeld(ino, mode)) {
       const at = this.listed?.at.get(ino);
-      if (at !== undefined && mode === 'shared') this.locks.prefetch(this.listed!.inos.slice(at + 1, at + 1 + STATAHEAD));
+      if (at !== undefined) this.locks.prefetch(this.listed!.inos.slice(at + 1, at + 1 + STATAHEAD), mode);
       await this.locks.need(ino, mode);
     }
     return this.inodes.read(ino);

@@ -157,6 +157,15 @@ test('statahead: stats after a listing find their locks asked for and their inod
   t.true(s.b.cacheStats.readAhead >= 150, `${s.b.cacheStats.readAhead} inode blocks read ahead`);
   t.true(s.b.cacheStats.misses - waits < 50, `${s.b.cacheStats.misses - waits} inode reads waited for`);
   t.true(s.b.cacheStats.locks.grants - grants >= 200);
+  // rm -r through B of what A wrote again: the unlinks find their inode locks asked for ahead, exclusively.
+  for (let i = 0; i < 100; i++) await put(s.a, `/tree/f${i}`, patternBytes(10, i));
+  const prefetched = s.b.cacheStats.locks.prefetched;
+  for (const name of await s.b.readdir('/tree')) await s.b.unlink(`/tree/${name}`);
+  t.true(s.b.cacheStats.locks.prefetched - prefetched >= 50, `${s.b.cacheStats.locks.prefetched - prefetched} locks asked for ahead`);
+  t.deepEqual(await s.a.readdir('/tree'), []);
+  await s.a.unmount();
+  await s.b.unmount();
+  t.deepEqual((await fsck(s.devA)).errors, []);
   await s.close();
 });
 
