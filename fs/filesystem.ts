@@ -448,7 +448,7 @@ export class FileSystem implements Vfs {
         listing.types.push(modeOfEntryType(e.type));
         if (name !== '.' && name !== '..') children.push(e.ino);
       }
-      this.path.noteListing(children);
+      this.path.noteListing(dir.ino, children);
       return listing;
     });
   }

@@ -12,6 +12,8 @@ import { checkName, encodeName, splitParent, splitPath } from './path.js';
 const MAX_SYMLINK_DEPTH = 40;
 /** Locks asked for ahead at a time (a quarter of the block ring, so I/O always finds room). */
 const STATAHEAD = 32;
+/** Directory listings remembered for statahead. */
+const LISTINGS_KEPT = 8;
 
 export class PathLookup {
   constructor(
@@ -22,8 +24,8 @@ export class PathLookup {
     private readonly readSymlink: (inode: Inode) => Promise<string>,
   ) {}
 
-  /** The entries of the directory listed last, and where each is in the listing (statahead). */
-  private listed: { inos: number[]; at: Map<number, number> } | null = null;
+  /** The entries of the directories listed last, by directory, and where each is in its listing (statahead). */
+  private readonly listed = new Map<number, { inos: number[]; at: Map<number, number> }>();
 
   /**
    * A directory was listed: `ls -l`, du, diff and git stat what they list next, in order, and `rm -r`, `chmod -R`
@@ -31,15 +33,24 @@ export class PathLookup {
    * of the next entries are asked for at once in the same mode, so their round trips overlap instead of following
    * each other (Lustre's statahead).
    */
-  noteListing(inos: number[]): void {
-    this.listed = { inos, at: new Map(inos.map((ino, i) => [ino, i])) };
+  noteListing(dir: number, inos: number[]): void {
+    this.listed.delete(dir);
+    this.listed.set(dir, { inos, at: new Map(inos.map((ino, i) => [ino, i])) });
+    // A walk (find, du, rm -r) comes back to a parent after its subdirectories: keep a few levels.
+    if (this.listed.size > LISTINGS_KEPT) this.listed.delete(this.listed.keys().next().value!);
+  }
+
+  private statahead(ino: number, mode: LockMode): void {
+    for (const listing of this.listed.values()) {
+      const at = listing.at.get(ino);
+      if (at !== undefined) return this.locks.prefetch(listing.inos.slice(at + 1, at + 1 + STATAHEAD), mode);
+    }
   }
 
   /** Inode `ino` in use, under its lock in `mode`. */
   async get(ino: number, mode: LockMode = 'shared'): Promise<Inode> {
     if (!this.locks.pinIfHeld(ino, mode)) {
-      const at = this.listed?.at.get(ino);
-      if (at !== undefined) this.locks.prefetch(this.listed!.inos.slice(at + 1, at + 1 + STATAHEAD), mode);
+      this.statahead(ino, mode);
       await this.locks.need(ino, mode);
     }
     return this.inodes.read(ino);
