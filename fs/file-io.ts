@@ -2,7 +2,8 @@
  * Reading and writing file contents. Data blocks bypass the metadata cache and the journal (ordered mode, as
  * ext3's default): they are written in place before the transaction that maps them commits, in runs as long as
  * the allocation is contiguous, so a large write is a few large device requests. Reads are served from the page
- * cache (valid under the inode's lock, see page-cache.ts) and fill it; writes update the pages it holds.
+ * cache (valid under the inode's lock, see page-cache.ts) and fill it; writes update the pages it holds. A file
+ * read sequentially is read ahead, 1 MiB past each read, so the device transfer overlaps the reader's round trip.
  *
  * The bytes of the last block past the end of file are not kept zero; whatever extends a file first zeroes them.
  */
@@ -16,9 +17,22 @@ import type { PageCache } from './page-cache.js';
 /** Lets a long write commit between runs: called with the file consistent in memory (size covers all mapped). */
 export type WriteCheckpoint = () => Promise<void>;
 
+/** A sequential reader's state: where its last read ended, how far ahead blocks were asked for, what is on its way. */
+interface Stream {
+  next: number;
+  ahead: number;
+  inflight: { from: number; to: number; done: Promise<void> }[];
+}
+
+/** Blocks read ahead of a sequential reader (1 MiB: eight of libfuse's largest reads). */
+const READ_AHEAD = 256;
+/** Files whose reads are followed. */
+const STREAMS_KEPT = 16;
+
 export class FileIo {
   /** Counters for tests and diagnostics. */
-  readonly stats = { dataReads: 0, dataWrites: 0 };
+  readonly stats = { dataReads: 0, dataWrites: 0, readAhead: 0 };
+  private readonly streams = new Map<number, Stream>();
 
   constructor(
     private readonly dev: BlockDevice,
@@ -40,12 +54,18 @@ export class FileIo {
     };
     // Files larger than half the cache pass by it (a scan of a big file would only flush it, at a copy per page).
     const keep = inode.size <= (this.pages.capacityPages * BLOCK_SIZE) / 2;
+    const stream = keep ? this.follow(inode.ino, first, last) : null;
     for (let fb = first; fb < last; ) {
       const page = this.pages.get(inode.ino, fb);
       if (page) {
         place(fb, page);
         fb++;
         continue;
+      }
+      const ahead = stream?.inflight.find((r) => r.from <= fb && fb < r.to);
+      if (ahead) {
+        await ahead.done;
+        if (this.pages.has(inode.ino, fb)) continue;
       }
       let missEnd = fb + 1;
       while (missEnd < last && !this.pages.has(inode.ino, missEnd)) missEnd++;
@@ -55,7 +75,56 @@ export class FileIo {
       });
       fb = missEnd;
     }
+    if (stream?.sequential) await this.readAhead(inode, stream, last);
     return out;
+  }
+
+  /** Notes a read of blocks [first, last): the file's stream, telling whether it continues the previous read. */
+  private follow(ino: number, first: number, last: number): Stream & { sequential: boolean } {
+    let stream = this.streams.get(ino);
+    this.streams.delete(ino);
+    if (!stream) stream = { next: -1, ahead: 0, inflight: [] };
+    this.streams.set(ino, stream);
+    if (this.streams.size > STREAMS_KEPT) this.streams.delete(this.streams.keys().next().value!);
+    const sequential = first === stream.next || (first < stream.next && last > stream.next);
+    stream.next = last;
+    return Object.assign(stream, { sequential });
+  }
+
+  /**
+   * A sequential reader will want the blocks after `from` next: ask the device for them now, up to READ_AHEAD
+   * blocks past the read, so the transfer overlaps the reader's round trip (the kernel's readahead, in the guest).
+   * The map is looked up now, under the operation's lock; what arrives is cached only if the file's data did not
+   * change meanwhile (page-cache.ts's epoch). Failures are left to the read that wants the blocks.
+   */
+  private async readAhead(inode: Inode, stream: Stream, from: number): Promise<void> {
+    const fileBlocks = Math.ceil(inode.size / BLOCK_SIZE);
+    const start = Math.max(from, stream.ahead);
+    const end = Math.min(fileBlocks, from + READ_AHEAD);
+    if (end - start < READ_AHEAD / 4) return;
+    stream.ahead = end;
+    const ino = inode.ino;
+    const epoch = this.pages.epoch(ino);
+    const buffer = this.dev.allocBuffer((end - start) * BLOCK_SIZE);
+    const reads: Promise<void>[] = [];
+    try {
+      await this.issueReads(inode, start, end, buffer, reads);
+    } catch {
+      // Let whatever was issued land, then give the buffer back; the reader will look the blocks up itself.
+    }
+    const done = Promise.allSettled(reads)
+      .then((results) => {
+        if (results.some((r) => r.status === 'rejected') || this.pages.epoch(ino) !== epoch) return;
+        for (let fb = start; fb < end; fb++) {
+          if (!this.pages.has(ino, fb)) this.pages.put(ino, fb, buffer.subarray((fb - start) * BLOCK_SIZE, (fb - start + 1) * BLOCK_SIZE));
+        }
+        this.stats.readAhead += end - start;
+      })
+      .finally(() => {
+        this.dev.freeBuffer(buffer);
+        stream.inflight = stream.inflight.filter((r) => r.done !== done);
+      });
+    stream.inflight.push({ from: start, to: end, done });
   }
 
   /** Reads file blocks [first, last) from the device and hands each to `take` (holes as zeros). */
@@ -65,22 +134,27 @@ export class FileIo {
       // Every extent of the range is read at once (a fragmented file costs one round trip, not one per extent);
       // all of them are settled before the buffer is given back.
       const reads: Promise<void>[] = [];
-      for (let fb = first; fb < last; ) {
-        const run = await this.map.lookupRun(inode, fb, last - fb);
-        const slice = buffer.subarray((fb - first) * BLOCK_SIZE, (fb - first + run.count) * BLOCK_SIZE);
-        if (run.phys) {
-          reads.push(this.dev.read(run.phys * BLOCK_SIZE, slice));
-          this.stats.dataReads++;
-        } else {
-          zero(slice);
-        }
-        fb += run.count;
-      }
+      await this.issueReads(inode, first, last, buffer, reads);
       const failed = (await Promise.allSettled(reads)).find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
       for (let fb = first; fb < last; fb++) take(fb, buffer.subarray((fb - first) * BLOCK_SIZE, (fb - first + 1) * BLOCK_SIZE));
     } finally {
       this.dev.freeBuffer(buffer);
+    }
+  }
+
+  /** Looks up file blocks [first, last) and starts a device read per extent into `buffer` (holes zeroed). */
+  private async issueReads(inode: Inode, first: number, last: number, buffer: Uint8Array, reads: Promise<void>[]): Promise<void> {
+    for (let fb = first; fb < last; ) {
+      const run = await this.map.lookupRun(inode, fb, last - fb);
+      const slice = buffer.subarray((fb - first) * BLOCK_SIZE, (fb - first + run.count) * BLOCK_SIZE);
+      if (run.phys) {
+        reads.push(this.dev.read(run.phys * BLOCK_SIZE, slice));
+        this.stats.dataReads++;
+      } else {
+        zero(slice);
+      }
+      fb += run.count;
     }
   }
 

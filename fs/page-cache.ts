@@ -13,6 +13,7 @@ export class PageCache {
   private readonly files = new Map<number, Map<number, Uint8Array>>();
   /** Keys in use order, oldest first. */
   private readonly order = new Map<number, number>();
+  private readonly epochs = new Map<number, number>();
   /** Counters for tests and diagnostics. */
   readonly stats = { hits: 0, misses: 0, evicted: 0 };
 
@@ -49,11 +50,25 @@ export class PageCache {
 
   /** New contents for block `fb` of `ino`, if it is cached. */
   update(ino: number, fb: number, data: Uint8Array): void {
+    this.bump(ino);
     this.files.get(ino)?.get(fb)?.set(data);
+  }
+
+  /**
+   * Changes whenever the file's data may have (a write, a drop): a read ahead issued before must not cache what it
+   * read unless this is still what it was.
+   */
+  epoch(ino: number): number {
+    return this.epochs.get(ino) ?? 0;
+  }
+
+  private bump(ino: number): void {
+    this.epochs.set(ino, (this.epochs.get(ino) ?? 0) + 1);
   }
 
   /** Forgets the file's pages from `fb` on (all of them by default). */
   drop(ino: number, fb = 0): void {
+    this.bump(ino);
     const file = this.files.get(ino);
     if (!file) return;
     for (const block of [...file.keys()]) {

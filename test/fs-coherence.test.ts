@@ -169,6 +169,31 @@ test('statahead: stats after a listing find their locks asked for and their inod
   await s.close();
 });
 
+test('sequential reads are read ahead; a write, here or in the other instance, is never hidden by a read ahead', async (t) => {
+  const s = await twoInstances();
+  const size = 3 << 20;
+  await put(s.a, '/seq', patternBytes(size, 1));
+  const chunk = 128 << 10;
+  const fh = await s.b.open('/seq', O_RDWR);
+  const expected = Buffer.from(patternBytes(size, 1));
+  for (let pos = 0; pos < size; pos += chunk) {
+    if (pos === 8 * chunk) {
+      // B changes a block its read ahead has asked for already; A then changes one further on.
+      await s.b.write(fh, 9 * chunk + 100, patternBytes(10, 7));
+      expected.set(patternBytes(10, 7), 9 * chunk + 100);
+    }
+    if (pos === 12 * chunk) {
+      await put(s.a, '/seq', patternBytes(size, 2));
+      expected.set(patternBytes(size, 2));
+    }
+    const got = await s.b.read(fh, pos, chunk);
+    t.true(Buffer.from(got).equals(expected.subarray(pos, pos + chunk)), `bytes at ${pos}`);
+  }
+  await s.b.release(fh);
+  t.true(s.b.cacheStats.data.readAhead > 0, `${s.b.cacheStats.data.readAhead} blocks read ahead`);
+  await s.close();
+});
+
 test('a reader that holds the lock keeps its cache; the generation tells it when to drop it', async (t) => {
   const s = await twoInstances();
   await put(s.a, '/f', patternBytes(10, 1));
