@@ -1,13 +1,14 @@
 /**
  * Reading and writing file contents. Data blocks bypass the metadata cache and the journal (ordered mode, as
  * ext3's default): they are written in place before the transaction that maps them commits, in runs as long as
- * the allocation is contiguous, so a large write is a few large device requests. Reads are served from the page
+ * the allocation is contiguous, so a large write is a few large device requests, and a write returns once they
+ * are issued (see track: they are waited for wherever order matters). Reads are served from the page
  * cache (valid under the inode's lock, see page-cache.ts) and fill it; writes update the pages it holds. A file
  * read sequentially is read ahead, 1 MiB past each read, so the device transfer overlaps the reader's round trip.
  *
  * The bytes of the last block past the end of file are not kept zero; whatever extends a file first zeroes them.
  */
-import type { BlockDevice } from './block-device.js';
+import { IoError, type BlockDevice } from './block-device.js';
 import type { BlockMap } from './block-map.js';
 import type { Inode } from './inode.js';
 import { BLOCK_SIZE } from './layout.js';
@@ -29,10 +30,16 @@ const READ_AHEAD = 256;
 /** Files whose reads are followed. */
 const STREAMS_KEPT = 16;
 
+/** Bytes of data writes on their way before a write waits for them (guest memory holds their buffers). */
+const MAX_IN_FLIGHT = 8 << 20;
+
 export class FileIo {
   /** Counters for tests and diagnostics. */
   readonly stats = { dataReads: 0, dataWrites: 0, readAhead: 0 };
   private readonly streams = new Map<number, Stream>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private inFlightBytes = 0;
+  private writeError: Error | null = null;
 
   constructor(
     private readonly dev: BlockDevice,
@@ -145,6 +152,7 @@ export class FileIo {
 
   /** Looks up file blocks [first, last) and starts a device read per extent into `buffer` (holes zeroed). */
   private async issueReads(inode: Inode, first: number, last: number, buffer: Uint8Array, reads: Promise<void>[]): Promise<void> {
+    await this.settled();
     for (let fb = first; fb < last; ) {
       const run = await this.map.lookupRun(inode, fb, last - fb);
       const slice = buffer.subarray((fb - first) * BLOCK_SIZE, (fb - first + run.count) * BLOCK_SIZE);
@@ -165,6 +173,7 @@ export class FileIo {
     const fb = Math.floor(inode.size / BLOCK_SIZE);
     const phys = await this.map.lookup(inode, fb);
     if (!phys) return;
+    await this.settled();
     const block = this.dev.allocBuffer(BLOCK_SIZE);
     try {
       await this.dev.read(phys * BLOCK_SIZE, block);
@@ -187,6 +196,7 @@ export class FileIo {
     const first = Math.floor(position / BLOCK_SIZE);
     const last = Math.ceil(end / BLOCK_SIZE);
     const buffer = this.dev.allocBuffer((last - first) * BLOCK_SIZE);
+    const writes: Promise<void>[] = [];
     try {
       zero(buffer);
       await this.readPartial(inode, first, buffer, 0, position % BLOCK_SIZE !== 0);
@@ -198,7 +208,7 @@ export class FileIo {
         await checkpoint();
         const run = await this.map.ensureRun(inode, fb, last - fb, goal);
         const at = (fb - first) * BLOCK_SIZE;
-        await this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE));
+        writes.push(this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE)));
         this.stats.dataWrites++;
         for (let i = 0; i < run.count; i++) {
           this.pages.update(inode.ino, fb + i, buffer.subarray(at + i * BLOCK_SIZE, at + (i + 1) * BLOCK_SIZE));
@@ -207,8 +217,38 @@ export class FileIo {
         inode.size = Math.max(inode.size, Math.min(end, fb * BLOCK_SIZE));
       }
     } finally {
-      this.dev.freeBuffer(buffer);
+      this.track(writes, buffer, (last - first) * BLOCK_SIZE);
     }
+    if (this.inFlightBytes > MAX_IN_FLIGHT) await this.settled();
+  }
+
+  /**
+   * Data writes are not awaited by the write that issues them: the caller's round trip overlaps the transfer. They
+   * are waited for where ordering needs them: before a commit (ordered mode), an fsync's flush, a lock given to
+   * another domain, blocks freed, a failed attempt's retry, and any read of file data from the device here.
+   */
+  private track(writes: Promise<void>[], buffer: Uint8Array, bytes: number): void {
+    this.inFlightBytes += bytes;
+    const landed = Promise.allSettled(writes).then((results) => {
+      this.inFlightBytes -= bytes;
+      this.dev.freeBuffer(buffer);
+      this.inFlight.delete(landed);
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) this.writeError ??= (failed as PromiseRejectedResult).reason as Error;
+    });
+    this.inFlight.add(landed);
+  }
+
+  /** Resolves once every data write issued so far has landed, failed or not (fsync asks for failures). */
+  async settled(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
+  }
+
+  /** Throws EIO, once, if a data write failed since the last call (fsync's report, as Linux gives it). */
+  reportWriteError(): void {
+    const error = this.writeError;
+    this.writeError = null;
+    if (error) throw new IoError('EIO', `a file data write failed: ${error.message}`);
   }
 
   /** Reads file block `fb` into `buffer` at `at` when only part of it is overwritten and it exists. */
@@ -220,6 +260,7 @@ export class FileIo {
       return;
     }
     const phys = await this.map.lookup(inode, fb);
+    await this.settled();
     if (phys) await this.dev.read(phys * BLOCK_SIZE, buffer.subarray(at, at + BLOCK_SIZE));
   }
 }

@@ -122,7 +122,11 @@ export class FileSystem implements Vfs {
           this.cache.dropOwner(name);
           this.pages.drop(name);
         },
-        writeBack: async (name) => this.tx?.writeBack(name),
+        // Another domain reads what the lock covers straight from the device: its data must be there first.
+        writeBack: async (name) => {
+          await this.data.settled();
+          await this.tx?.writeBack(name);
+        },
         whenIdle: (task) => void this.queue.run(task, true).catch(() => {}),
         busy: () => this.queue.backlog > 0,
         failed: (error) => {
@@ -187,6 +191,7 @@ export class FileSystem implements Vfs {
             if (this.mounted && !this.failure) await commit();
           }).catch(() => {}),
           () => this.options.locks.epoch,
+          () => this.data.settled(),
         );
       }
     } finally {
@@ -205,6 +210,7 @@ export class FileSystem implements Vfs {
         if (!this.failure && this.tx) {
           await this.attempts(() => this.reclaimOrphans(), true);
           await this.tx.commit();
+          await this.data.settled();
           await this.dev.flush();
         }
       } finally {
@@ -286,6 +292,8 @@ export class FileSystem implements Vfs {
         restart = error;
       } finally {
         wanted = this.locks.endOp();
+        // A failed attempt's blocks go back to the allocator: its writes must land before anyone reuses them.
+        if (failed && this.dataWritten.size > 0) await this.data.settled();
         if (failed) for (const ino of this.dataWritten) this.pages.drop(ino);
         this.dataWritten.clear();
         if (changes) await this.tx!.end(failed);
@@ -377,6 +385,8 @@ export class FileSystem implements Vfs {
       return;
     }
     const keep = Math.ceil(size / BLOCK_SIZE);
+    // Writes still on their way to the blocks being freed land first: a block reused later must not get them.
+    await this.data.settled();
     await this.map.truncate(inode, keep, (lowestFreed) =>
       this.tx!.checkpoint(async () => {
         inode.size = Math.min(inode.size, Math.max(size, lowestFreed * BLOCK_SIZE));
@@ -740,6 +750,8 @@ export class FileSystem implements Vfs {
       this.checkUsable();
       if (this.dev.readOnly) return;
       await this.tx!.commit();
+      await this.data.settled();
+      this.data.reportWriteError();
       await this.dev.flush();
     });
   }

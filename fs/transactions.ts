@@ -33,6 +33,8 @@ export class Transactions {
     private readonly schedule: (commit: () => Promise<void>) => void,
     /** The tag of the next record: the lock service's change epoch as this instance last saw it (journal.ts). */
     private readonly tag: () => number,
+    /** Waits for the file data written so far to reach the device (ordered mode: data before the commit). */
+    private readonly dataSettled: () => Promise<void>,
   ) {}
 
   get stats() {
@@ -67,6 +69,8 @@ export class Transactions {
     this.stopTimer();
     if (this.cache.dirtyCount === 0) return;
     if (this.failure) throw new IoError('EIO', `filesystem failed: ${this.failure.message}`);
+    // Data first (ordered mode). One that failed is fsync's EIO to report, not the journal's: the instance goes on.
+    await this.dataSettled();
     const blocks = this.cache.dirtyBlocks();
     for (const { data } of blocks) resealBlock(data);
     try {

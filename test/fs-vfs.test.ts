@@ -431,3 +431,23 @@ test('O_CREAT without O_EXCL opens an existing file; O_TRUNC empties it', async 
   await v.fs.release(trunc);
   await v.close();
 });
+
+test('a data write that fails on the device is reported by the next fsync, once (writes do not wait for the device)', async (t) => {
+  const v = await freshVolume();
+  const { fs, dev } = v;
+  const fh = await fs.create('/f', 0o644);
+  const write = dev.write.bind(dev);
+  let failNext = true;
+  dev.write = (offset, data, options) => {
+    if (!failNext) return write(offset, data, options);
+    failNext = false;
+    return Promise.reject(new Error('injected media error'));
+  };
+  t.is(await fs.write(fh, 0, patternBytes(8192, 3)), 8192, 'the write itself returns at once');
+  t.is(await errno(fs.fsync(fh, false)), 'EIO');
+  await fs.write(fh, 0, patternBytes(8192, 4));
+  await fs.fsync(fh, false);
+  t.true(Buffer.from(await fs.read(fh, 0, 8192)).equals(patternBytes(8192, 4)));
+  await fs.release(fh);
+  await v.close();
+});
