@@ -45,6 +45,8 @@ export class BlockCache {
   private undo: Map<number, Saved> | null = null;
   /** Reads issued by readAhead and not arrived yet. */
   private readonly readingAhead = new Map<number, Promise<void>>();
+  /** Blocks whose cached entry went (changed, evicted, dropped) while a read ahead of them was on its way. */
+  private readonly overtaken = new Set<number>();
   /** Per owner, bumped whenever one of its directory blocks is changed, read in, undone, dropped or evicted. */
   private readonly directoryStamps = new Map<number, number>();
   hooks: CacheHooks = NO_HOOKS;
@@ -133,15 +135,20 @@ export class BlockCache {
   readAhead(block: number, type: BlockType, owner: number, stillValid: () => boolean): void {
     if (this.entries.has(block) || this.readingAhead.has(block)) return;
     this.stats.readAhead++;
+    this.overtaken.delete(block);
     const reading = this.read(block)
       .then((data) => {
-        if (this.entries.has(block) || !stillValid()) return;
+        // Cached, changed or dropped meanwhile: what was read may be older than what this instance has seen.
+        if (this.entries.has(block) || this.overtaken.has(block) || !stillValid()) return;
         verifyBlock(data, type, block);
         this.insert(block, { data, type, owner });
       })
       // A read that fails or does not verify is left to the operation that wants the block: it reports it.
       .catch(() => {})
-      .finally(() => this.readingAhead.delete(block));
+      .finally(() => {
+        this.readingAhead.delete(block);
+        this.overtaken.delete(block);
+      });
     this.readingAhead.set(block, reading);
   }
 
@@ -263,6 +270,7 @@ export class BlockCache {
   }
 
   private remove(block: number): void {
+    if (this.readingAhead.has(block)) this.overtaken.add(block);
     const entry = this.entries.get(block);
     if (!entry) return;
     if (entry.type === BlockType.Directory) this.stamp(entry.owner);

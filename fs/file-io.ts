@@ -208,7 +208,8 @@ export class FileIo {
         await checkpoint();
         const run = await this.map.ensureRun(inode, fb, last - fb, goal);
         const at = (fb - first) * BLOCK_SIZE;
-        writes.push(this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE)));
+        // Tracked at once: a checkpoint before the next run may commit, and must find this run's data in flight.
+        writes.push(this.track(this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE)), run.count * BLOCK_SIZE));
         this.stats.dataWrites++;
         for (let i = 0; i < run.count; i++) {
           this.pages.update(inode.ino, fb + i, buffer.subarray(at + i * BLOCK_SIZE, at + (i + 1) * BLOCK_SIZE));
@@ -217,7 +218,8 @@ export class FileIo {
         inode.size = Math.max(inode.size, Math.min(end, fb * BLOCK_SIZE));
       }
     } finally {
-      this.track(writes, buffer, (last - first) * BLOCK_SIZE);
+      // The buffer is the device's until every run issued from it has landed (tracked promises never reject).
+      void Promise.all(writes).then(() => this.dev.freeBuffer(buffer));
     }
     if (this.inFlightBytes > MAX_IN_FLIGHT) await this.settled();
   }
@@ -226,17 +228,20 @@ export class FileIo {
    * Data writes are not awaited by the write that issues them: the caller's round trip overlaps the transfer. They
    * are waited for where ordering needs them: before a commit (ordered mode), an fsync's flush, a lock given to
    * another domain, blocks freed, a failed attempt's retry, and any read of file data from the device here.
+   * Resolves when the write has landed, failed or not (a failure is kept for fsync).
    */
-  private track(writes: Promise<void>[], buffer: Uint8Array, bytes: number): void {
+  private track(write: Promise<void>, bytes: number): Promise<void> {
     this.inFlightBytes += bytes;
-    const landed = Promise.allSettled(writes).then((results) => {
-      this.inFlightBytes -= bytes;
-      this.dev.freeBuffer(buffer);
-      this.inFlight.delete(landed);
-      const failed = results.find((r) => r.status === 'rejected');
-      if (failed) this.writeError ??= (failed as PromiseRejectedResult).reason as Error;
-    });
+    const landed: Promise<void> = write
+      .catch((error: unknown) => {
+        this.writeError ??= error instanceof Error ? error : new Error(String(error));
+      })
+      .finally(() => {
+        this.inFlightBytes -= bytes;
+        this.inFlight.delete(landed);
+      });
     this.inFlight.add(landed);
+    return landed;
   }
 
   /** Resolves once every data write issued so far has landed, failed or not (fsync asks for failures). */

@@ -85,6 +85,9 @@ export interface LockClientOptions {
   now?: () => number;
 }
 
+/** Prefetch requests in flight at most (a quarter of the block ring, so I/O and revoke answers find room). */
+const PREFETCH_LIMIT = 32;
+
 function satisfies(held: LockMode | null, mode: LockMode): boolean {
   return held === 'exclusive' || (held === 'shared' && mode === 'shared');
 }
@@ -98,6 +101,9 @@ export class LockClient {
   /** The states with a revoke to answer (a lookup per operation, not a walk over every lock held). */
   private readonly revoking = new Set<LockState>();
   private op: Operation | null = null;
+  /** Prefetch requests not answered yet. */
+  private readonly prefetches = new Set<Promise<void>>();
+  private closed = false;
   private processing: Promise<void> | null = null;
   private again = false;
   private idleQueued = false;
@@ -235,23 +241,31 @@ export class LockClient {
    */
   prefetch(names: Iterable<number>, mode: LockMode): void {
     for (const name of names) {
+      // A request waiting for its grant holds a slot of the block ring: never more than PREFETCH_LIMIT of them.
+      if (this.closed || this.prefetches.size >= PREFETCH_LIMIT) return;
       const st = this.state(name);
       if (satisfies(st.held, mode) || st.pending > 0 || st.arriving || st.prefetching || this.op?.wanted.has(name)) continue;
       st.pending++;
       this.stats.prefetched++;
-      st.prefetching = this.service.lock(name, mode).then(
-        (generation) => {
-          st.pending--;
-          st.prefetching = null;
-          this.granted(st, mode, generation);
-          if (st.revoke) this.kick();
-          else this.hooks.prefetched?.(name, () => st.held !== null && st.generation === generation);
-        },
-        () => {
-          st.pending--;
-          st.prefetching = null;
-        },
-      );
+      const prefetching: Promise<void> = this.service
+        .lock(name, mode)
+        .then(
+          (generation) => {
+            st.pending--;
+            st.prefetching = null;
+            this.granted(st, mode, generation);
+            if (st.revoke) this.kick();
+            else this.hooks.prefetched?.(name, () => st.held !== null && st.generation === generation);
+          },
+          () => {
+            st.pending--;
+            st.prefetching = null;
+          },
+        )
+        .catch((error: unknown) => this.hooks.failed(error instanceof Error ? error : new Error(String(error))))
+        .finally(() => this.prefetches.delete(prefetching));
+      st.prefetching = prefetching;
+      this.prefetches.add(prefetching);
     }
   }
 
@@ -272,8 +286,10 @@ export class LockClient {
     await this.service.unlock(name, dirty);
   }
 
-  /** Unmount: every lock goes back (the caller committed). */
+  /** Unmount: every lock goes back (the caller committed), prefetched ones too once their grants are in. */
   async releaseAll(): Promise<void> {
+    this.closed = true;
+    while (this.prefetches.size > 0) await Promise.all(this.prefetches);
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     for (const st of this.states.values()) {

@@ -10,7 +10,7 @@ import type { LockMode } from './lock-service.js';
 import { checkName, encodeName, splitParent, splitPath } from './path.js';
 
 const MAX_SYMLINK_DEPTH = 40;
-/** Locks asked for ahead at a time (a quarter of the block ring, so I/O always finds room). */
+/** Entries looked ahead of the one waited for (lock-client.ts caps the requests in flight). */
 const STATAHEAD = 32;
 /** Directory listings remembered for statahead. */
 const LISTINGS_KEPT = 8;

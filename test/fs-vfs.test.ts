@@ -451,3 +451,39 @@ test('a data write that fails on the device is reported by the next fsync, once 
   await fs.release(fh);
   await v.close();
 });
+
+test('ordered mode with data writes in flight: no write is still on its way when the journal flushes', async (t) => {
+  const v = await freshVolume();
+  const { fs, dev } = v;
+  const write = dev.write.bind(dev);
+  const flush = dev.flush.bind(dev);
+  let inFlight = 0;
+  let flushesWithWritesOut = 0;
+  let flushes = 0;
+  // File data (the large writes here) lands late, so a commit that did not wait for it would flush with some out.
+  dev.write = async (offset, data, options) => {
+    inFlight++;
+    try {
+      await new Promise((r) => setTimeout(r, data.length >= 256 << 10 ? 30 : 1));
+      return await write(offset, data, options);
+    } finally {
+      inFlight--;
+    }
+  };
+  dev.flush = async () => {
+    flushes++;
+    if (inFlight > 0) flushesWithWritesOut++;
+    return flush();
+  };
+  for (let i = 0; i < 20; i++) {
+    const fh = await fs.create(`/f${i}`, 0o644);
+    await fs.write(fh, 0, patternBytes(300_000 + i, i));
+    if (i % 5 === 4) await fs.fsync(fh, false);
+    await fs.release(fh);
+  }
+  await fs.unmount();
+  t.true(flushes > 0);
+  t.is(flushesWithWritesOut, 0, 'a flush found writes still on their way');
+  t.deepEqual((await fsck(dev)).errors, []);
+  await v.close();
+});
