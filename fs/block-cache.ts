@@ -49,6 +49,7 @@ export class BlockCache {
   private readonly overtaken = new Set<number>();
   /** Per owner, bumped whenever one of its directory blocks is changed, read in, undone, dropped or evicted. */
   private readonly directoryStamps = new Map<number, number>();
+  private lastStamp = 0;
   hooks: CacheHooks = NO_HOOKS;
   /** Counters for tests and diagnostics. */
   readonly stats = { hits: 0, misses: 0, drops: 0, readAhead: 0 };
@@ -108,7 +109,8 @@ export class BlockCache {
   }
 
   private stamp(owner: number): void {
-    this.directoryStamps.set(owner, (this.directoryStamps.get(owner) ?? 0) + 1);
+    // From one counter for all owners, so a stamp forgotten with the owner's last block never comes back.
+    this.directoryStamps.set(owner, ++this.lastStamp);
   }
 
   /** A fresh zeroed block with its header in place (no read), already dirty. */
@@ -222,9 +224,9 @@ export class BlockCache {
   dropAll(): void {
     if (this.dirty.size > 0) throw new Error('dropAll with dirty blocks');
     this.stats.drops++;
-    for (const owner of this.byOwner.keys()) this.stamp(owner);
     this.entries.clear();
     this.byOwner.clear();
+    this.directoryStamps.clear();
   }
 
   get size(): number {
@@ -278,7 +280,11 @@ export class BlockCache {
     this.dirty.delete(block);
     const owned = this.byOwner.get(entry.owner);
     owned?.delete(block);
-    if (owned?.size === 0) this.byOwner.delete(entry.owner);
+    if (owned?.size === 0) {
+      this.byOwner.delete(entry.owner);
+      // Nothing of the owner is cached: an index over its blocks is stale whatever the stamp, and 0 says so.
+      this.directoryStamps.delete(entry.owner);
+    }
   }
 
   /**
