@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { join, resolve } from 'node:path';
 import { loadPlatformFile, type PlatformConfig } from '../hypervisor/platform-config.js';
 import { StoredPlatform } from '../hypervisor/platform-boot.js';
@@ -34,13 +34,15 @@ export function registerUp(program: Command): void {
     .option('--mount-root <dir>', 'each domain\'s view is mounted at <dir>/<domain>', DEFAULT_MOUNT_ROOT)
     .option('--json', 'print mounts, readiness and events as JSON lines')
     .option('--no-status', 'no live status line')
-    .option(
-      '--cache <mode>',
-      'what the host kernel may cache of each view: "strict" (never stale: a view shows what a process in the ' +
-        'domain sees at that instant) or "auto[=MS]" (names and attributes may be up to MS ms old, default ' +
-        `${DEFAULT_AUTO_MS}; file data is close-to-open and dropped when size or mtime change; MAP_SHARED works)`,
-      cacheOption,
-      parseCacheMode('strict'),
+    .addOption(
+      new Option(
+        '--cache <mode>',
+        'what the host kernel may cache of each view: "strict" (never stale: a view shows what a process in the ' +
+          'domain sees at that instant) or "auto[=MS]" (names, attributes and missing names may be up to MS ms ' +
+          `old, default ${DEFAULT_AUTO_MS}; file data is close-to-open, each open sees the domain's; MAP_SHARED works)`,
+      )
+        .argParser(cacheOption)
+        .default(parseCacheMode('strict'), 'strict'),
     )
     .addHelpText(
       'after',

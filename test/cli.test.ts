@@ -1,5 +1,6 @@
 import test from 'ava';
 import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { encodeSuperblock, readSuperblock } from '../fs/layout.js';
@@ -106,4 +107,17 @@ test('up refuses an invalid platform.json, naming every bad field', async (t) =>
   t.regex(r.stderr, /domains\[0\]\.name: bad name "Dom1"/);
   t.regex(r.stderr, /domains\[0\]\.grants\[0\]\.volume: unknown volume "w"/);
   t.regex(r.stderr, /domains\[0\]\.grants\[0\]\.mode: bad mode "rx"/);
+});
+
+test('up refuses a bad --cache before booting anything, naming the value', async (t) => {
+  const dir = await tempDir(t, 'hvshare-cli-');
+  for (const [value, message] of [
+    ['sometimes', /--cache sometimes: expected strict, auto or auto=MS/],
+    ['auto=-5', /--cache auto=-5: MS must be a whole number of milliseconds/],
+  ] as const) {
+    const r = await hvshare('up', '--cache', value, '--state', join(dir, 'state'), '--mount-root', join(dir, 'mnt'));
+    t.is(r.code, 1);
+    t.regex(r.stderr, message);
+  }
+  t.false(existsSync(join(dir, 'state')), 'nothing was booted or created');
 });
