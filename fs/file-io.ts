@@ -61,7 +61,8 @@ export class FileIo {
     };
     // Files larger than half the cache pass by it (a scan of a big file would only flush it, at a copy per page).
     const keep = inode.size <= (this.pages.capacityPages * BLOCK_SIZE) / 2;
-    const stream = keep ? this.follow(inode.ino, first, last) : null;
+    const followed = keep ? this.follow(inode.ino, first, last) : null;
+    const stream = followed?.stream;
     for (let fb = first; fb < last; ) {
       const page = this.pages.get(inode.ino, fb);
       if (page) {
@@ -82,12 +83,12 @@ export class FileIo {
       });
       fb = missEnd;
     }
-    if (stream?.sequential) await this.readAhead(inode, stream, last);
+    if (followed?.sequential) await this.readAhead(inode, followed.stream, last);
     return out;
   }
 
   /** Notes a read of blocks [first, last): the file's stream, telling whether it continues the previous read. */
-  private follow(ino: number, first: number, last: number): Stream & { sequential: boolean } {
+  private follow(ino: number, first: number, last: number): { stream: Stream; sequential: boolean } {
     let stream = this.streams.get(ino);
     this.streams.delete(ino);
     if (!stream) stream = { next: -1, ahead: 0, inflight: [] };
@@ -95,7 +96,7 @@ export class FileIo {
     if (this.streams.size > STREAMS_KEPT) this.streams.delete(this.streams.keys().next().value!);
     const sequential = first === stream.next || (first < stream.next && last > stream.next);
     stream.next = last;
-    return Object.assign(stream, { sequential });
+    return { stream, sequential };
   }
 
   /**

@@ -49,7 +49,7 @@ interface LockState {
   sticky: boolean;
   /** When another domain last asked for it, or was seen to have changed it (ms). */
   wantedAt: number;
-  /** A shared request sent ahead of any operation (prefetch), until its grant is taken in. */
+  /** A request sent ahead of any operation (prefetch), until its grant is taken in. */
   prefetching: Promise<void> | null;
 }
 
@@ -176,15 +176,8 @@ export class LockClient {
     const op = this.running();
     const st = this.state(name);
     if (st.prefetching && !op.changing) {
-      // Its grant is on the way: wait for that instead of asking twice (revokes are answered meanwhile).
-      op.waiting = true;
-      this.kick();
-      try {
-        await st.prefetching;
-      } finally {
-        op.waiting = false;
-      }
-      while (this.processing) await this.processing;
+      // Its grant is on the way: wait for that instead of asking twice.
+      await this.waitClean(op, st.prefetching);
       if (this.pinIfHeld(name, mode)) {
         if (op.invalidated) throw new Restart(null, mode);
         return;
@@ -194,18 +187,24 @@ export class LockClient {
       if (!(await this.tryPin(name, mode))) throw new Restart(name, mode);
       return;
     }
+    const generation = await this.waitClean(op, this.requestLock(st, mode));
+    this.granted(st, mode, generation);
+    op.pins.add(name);
+    if (op.invalidated) throw new Restart(null, mode);
+  }
+
+  /** A clean operation waits for `pending`: revokes are answered meanwhile, and have been once it returns. */
+  private async waitClean<T>(op: Operation, pending: Promise<T>): Promise<T> {
     op.waiting = true;
     this.kick();
-    let generation: number;
+    let result: T;
     try {
-      generation = await this.requestLock(st, mode);
+      result = await pending;
     } finally {
       op.waiting = false;
     }
     while (this.processing) await this.processing;
-    this.granted(st, mode, generation);
-    op.pins.add(name);
-    if (op.invalidated) throw new Restart(null, mode);
+    return result;
   }
 
   /** Pins `name` if it can be had at once (held already, or granted without waiting). */
