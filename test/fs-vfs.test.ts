@@ -432,7 +432,7 @@ test('O_CREAT without O_EXCL opens an existing file; O_TRUNC empties it', async 
   await v.close();
 });
 
-test('a data write that fails on the device is reported by the next fsync, once (writes do not wait for the device)', async (t) => {
+test('a data write that fails on the device is reported by the next fsync, once', async (t) => {
   const v = await freshVolume();
   const { fs, dev } = v;
   const fh = await fs.create('/f', 0o644);
@@ -443,7 +443,7 @@ test('a data write that fails on the device is reported by the next fsync, once 
     failNext = false;
     return Promise.reject(new Error('injected media error'));
   };
-  t.is(await fs.write(fh, 0, patternBytes(8192, 3)), 8192, 'the write itself returns at once');
+  t.is(await fs.write(fh, 0, patternBytes(8192, 3)), 8192, 'the write itself succeeds; the failure is kept for fsync');
   t.is(await errno(fs.fsync(fh, false)), 'EIO');
   await fs.write(fh, 0, patternBytes(8192, 4));
   await fs.fsync(fh, false);
