@@ -62,8 +62,8 @@ export class LocalLockService {
   }
 
   /** @internal */
-  release(client: LocalLockClient, name: number, dirty: boolean): void {
-    this.dispatch(this.table.release(client.id, name, dirty));
+  release(client: LocalLockClient, name: number, dirty: boolean, held: LockMode): void {
+    this.dispatch(this.table.release(client.id, name, dirty, held));
   }
 
   /** @internal */
@@ -118,9 +118,9 @@ export class LocalLockClient implements LockService {
     return this.service.tryRequest(this, name, mode);
   }
 
-  async unlock(name: number, dirty: boolean): Promise<void> {
+  async unlock(name: number, dirty: boolean, held: LockMode): Promise<void> {
     if (this.dead) return;
-    this.service.release(this, name, dirty);
+    this.service.release(this, name, dirty, held);
   }
 
   async downgrade(name: number, dirty: boolean): Promise<void> {

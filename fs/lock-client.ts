@@ -278,11 +278,12 @@ export class LockClient {
     const st = this.states.get(name);
     if (!st?.held) return;
     const dirty = st.changed;
+    const held = st.held;
     st.held = null;
     st.changed = false;
     if (dirty && st.generation !== null) st.generation++;
     this.running().pins.delete(name);
-    await this.service.unlock(name, dirty);
+    await this.service.unlock(name, dirty, held);
   }
 
   /** Unmount: every lock goes back (the caller committed), prefetched ones too once their grants are in. */
@@ -292,9 +293,10 @@ export class LockClient {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     for (const st of this.states.values()) {
-      if (!st.held) continue;
+      const held = st.held;
+      if (!held) continue;
       st.held = null;
-      await this.service.unlock(st.name, st.changed);
+      await this.service.unlock(st.name, st.changed, held);
     }
     this.states.clear();
     this.revoking.clear();
@@ -460,9 +462,9 @@ export class LockClient {
         this.stats.downgraded++;
         answers.push(this.service.downgrade(st.name, dirty));
       } else {
+        answers.push(this.service.unlock(st.name, dirty, st.held));
         st.held = null;
         this.stats.released++;
-        answers.push(this.service.unlock(st.name, dirty));
       }
       // The service bumps the generation by one for a dirty release: our copies stay valid for that one.
       if (dirty && st.generation !== null) st.generation++;

@@ -22,8 +22,11 @@ export interface LockService {
   lock(name: number, mode: LockMode): Promise<number>;
   /** Granted at once (the generation) or null; never queues, never revokes anyone. */
   tryLock(name: number, mode: LockMode): Promise<number | null>;
-  /** Gives the lock back; `dirty` bumps the generation. */
-  unlock(name: number, dirty: boolean): Promise<void>;
+  /**
+   * Gives the lock back; `dirty` bumps the generation. `held` is the mode given up: a release of shared overtaken by
+   * the grant of an upgrade this client asked for changes nothing (hypervisor/lock-table.ts).
+   */
+  unlock(name: number, dirty: boolean, held: LockMode): Promise<void>;
   /** Exclusive -> shared; `dirty` bumps the generation. */
   downgrade(name: number, dirty: boolean): Promise<void>;
   /** Called when another domain waits for `name` in `wanted`, which conflicts with what we hold. */

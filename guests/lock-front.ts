@@ -34,12 +34,12 @@ export class LockFront implements LockService {
     return this.request(name, mode, REQ_TRY);
   }
 
-  unlock(name: number, dirty: boolean): Promise<void> {
-    return this.release(name, dirty ? REQ_DIRTY : 0, 'unlock');
+  unlock(name: number, dirty: boolean, held: LockMode): Promise<void> {
+    return this.release(name, held, dirty ? REQ_DIRTY : 0, 'unlock');
   }
 
   downgrade(name: number, dirty: boolean): Promise<void> {
-    return this.release(name, REQ_DOWNGRADE | (dirty ? REQ_DIRTY : 0), 'downgrade');
+    return this.release(name, 'exclusive', REQ_DOWNGRADE | (dirty ? REQ_DIRTY : 0), 'downgrade');
   }
 
   onRevoke(handler: (name: number, wanted: LockMode) => void): void {
@@ -60,9 +60,9 @@ export class LockFront implements LockService {
     return rsp.valueLo >>> 0;
   }
 
-  private async release(name: number, flags: number, what: string): Promise<void> {
+  private async release(name: number, held: LockMode, flags: number, what: string): Promise<void> {
     checkName(name);
-    const rsp = await this.ring.request(Op.UNLOCK, name, 0, 0, flags);
+    const rsp = await this.ring.request(Op.UNLOCK, name, held === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE, 0, flags);
     if (rsp.status !== Status.OK) throw new IoError('EIO', `${what} ${name}: ${statusName(rsp.status)}`);
   }
 }

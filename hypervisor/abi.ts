@@ -34,7 +34,9 @@ export const Op = {
   LOCK: 17,
   /**
    * Control: release a cluster lock (SECTOR_LO = name, SECTOR_HI = 0; flags & REQ_DIRTY bumps its generation and
-   * the epoch). With REQ_DOWNGRADE an exclusive hold becomes shared instead (EINVAL unless held exclusively).
+   * the epoch; count = the mode given up, LOCK_SHARED or LOCK_EXCLUSIVE, or 0 for whatever is held: a release of
+   * shared that the grant of an upgrade overtook changes nothing, see lock-table.ts). With REQ_DOWNGRADE an
+   * exclusive hold becomes shared instead (EINVAL unless held exclusively).
    */
   UNLOCK: 18,
 } as const;

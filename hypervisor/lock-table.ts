@@ -116,10 +116,17 @@ export class LockTable {
     return this.grantWaiters(name, state);
   }
 
-  /** Gives `name` back; `dirty` bumps the generation. Throws when `holder` does not hold it. */
-  release(holder: HolderId, name: number, dirty: boolean): ReleaseResult {
+  /**
+   * Gives `name` back; `dirty` bumps the generation. Throws when `holder` does not hold it. `released` is the mode
+   * the holder gives up as it last knew it: a holder of shared that also waits to upgrade may answer a revoke by
+   * releasing its shared hold just as the table grants the upgrade, so its release of `shared` arrives when it holds
+   * exclusive. That release is superseded by the grant on its way to the holder, and changes nothing.
+   */
+  release(holder: HolderId, name: number, dirty: boolean, released?: LockMode): ReleaseResult {
     const state = this.locks.get(name);
-    if (!state || !state.holders.has(holder)) throw new Error(`holder ${holder} does not hold lock ${name}`);
+    const held = state?.holders.get(holder);
+    if (!state || !held) throw new Error(`holder ${holder} does not hold lock ${name}`);
+    if (released === 'shared' && held === 'exclusive') return { grants: [], revokes: [] };
     state.holders.delete(holder);
     if (dirty) this.changed(state);
     return this.grantWaiters(name, state);

@@ -612,14 +612,17 @@ export class Monitor {
   }
 
   private unlock(d: Domain, req: Request): number {
-    if (req.sector >= LOCK_NAME_LIMIT) return this.fail(d, Status.EINVAL);
+    const released = req.count === LOCK_SHARED ? 'shared' : req.count === LOCK_EXCLUSIVE ? 'exclusive' : req.count === 0 ? undefined : null;
+    if (released === null || req.sector >= LOCK_NAME_LIMIT) return this.fail(d, Status.EINVAL);
     const lock = this.lockKey(d, req);
     const held = this.locks.heldBy(d.id, lock);
     const downgrade = (req.flags & REQ_DOWNGRADE) !== 0;
     if (!held || (downgrade && held !== 'exclusive')) return this.fail(d, Status.EINVAL);
     const dirty = (req.flags & REQ_DIRTY) !== 0;
+    // A superseded release (see lock-table.ts) keeps the revokes owed for the upgrade just granted.
+    if (released === 'shared' && held === 'exclusive' && !downgrade) return Status.OK;
     this.forgetRevokes(d.id, lock);
-    this.applyLockResult(downgrade ? this.locks.downgrade(d.id, lock, dirty) : this.locks.release(d.id, lock, dirty));
+    this.applyLockResult(downgrade ? this.locks.downgrade(d.id, lock, dirty) : this.locks.release(d.id, lock, dirty, released));
     return Status.OK;
   }
 

@@ -99,7 +99,7 @@ test('LocalLockService delivers grants and asynchronous revokes', async (t) => {
   const revokes: string[] = [];
   a.onRevoke((name, wanted) => {
     revokes.push(`${name}:${wanted}`);
-    void a.unlock(name, true);
+    void a.unlock(name, true, 'exclusive');
   });
   t.is(await a.lock(0, 'exclusive'), 0);
   const pending = b.lock(0, 'shared');
@@ -169,7 +169,7 @@ test('LocalLockService: tryLock and downgrade; a killed client is fenced, recove
   await service.kill(a, async () => {
     order.push('recover starts');
     // The fenced client can no longer hand anything over, and its waiters stay queued while its journal replays.
-    await a.unlock(0xfffffff0, true);
+    await a.unlock(0xfffffff0, true, 'exclusive');
     await a.downgrade(0xfffffff0, true);
     await t.throwsAsync(a.lock(3, 'shared'));
     await t.throwsAsync(a.tryLock(3, 'shared'));
@@ -185,4 +185,19 @@ test('LocalLockService: tryLock and downgrade; a killed client is fenced, recove
   await c.downgrade(2, true);
   t.is(await bShares, 1);
   t.is(service.generation(2), 1);
+});
+
+test('a release of shared overtaken by the grant of the holder\'s own upgrade changes nothing', (t) => {
+  const table = new LockTable();
+  table.request('a', 0, 'shared');
+  table.request('b', 0, 'shared');
+  // a asks to upgrade and waits for b; b gives way, and a is granted exclusive.
+  t.is(table.request('a', 0, 'exclusive').granted, null);
+  t.deepEqual(table.release('b', 0, false).grants.map((g) => [g.holder, g.mode]), [['a', 'exclusive']]);
+  // a's answer to an older revoke, releasing the shared hold it knew of, arrives only now.
+  t.deepEqual(table.release('a', 0, false, 'shared'), { grants: [], revokes: [] });
+  t.is(table.heldBy('a', 0), 'exclusive', 'the upgrade stands');
+  // Without the mode, the release would have let the exclusive hold go behind the holder's back.
+  t.is(table.request('c', 0, 'shared').granted, null);
+  t.deepEqual(table.release('a', 0, false, 'exclusive').grants.map((g) => [g.holder, g.mode]), [['c', 'shared']]);
 });

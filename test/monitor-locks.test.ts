@@ -41,7 +41,7 @@ async function setup(t: Test, domains: Record<string, string[]>, volumes = ['sha
 }
 
 const lockReq = (id: number, name: number, mode: number, flags = 0, vbd = 0): RawRequest => ({ id, op: Op.LOCK, sector: name, count: mode, flags, vbd });
-const unlockReq = (id: number, name: number, flags = 0, vbd = 0): RawRequest => ({ id, op: Op.UNLOCK, sector: name, flags, vbd });
+const unlockReq = (id: number, name: number, flags = 0, vbd = 0, released = 0): RawRequest => ({ id, op: Op.UNLOCK, sector: name, count: released, flags, vbd });
 
 /** Submit and wait for the answers (requests that are answered at once). */
 async function call(g: RawGuest, ...requests: RawRequest[]) {
@@ -77,6 +77,25 @@ test('a name past 2^31 is its own lock: granted, waited for, revoked by name and
   t.deepEqual(await call(raw.a, unlockReq(2, high, REQ_DIRTY)), [[2, Status.OK, 0]]);
   t.deepEqual((await raw.b.responses(1)).map((r) => [r.id, r.status, r.value]), [[7, Status.OK, 1]], 'granted, with the bumped generation');
   t.is(platform.counters('a').REVOKES, 1);
+});
+
+test('UNLOCK names the mode given up: a release of shared that the grant of its own upgrade overtook changes nothing', async (t) => {
+  const { raw } = await setup(t, { a: ['shared'], b: ['shared'], c: ['shared'] });
+  t.deepEqual(await call(raw.a, lockReq(1, 5, LOCK_SHARED)), [[1, Status.OK, 0]]);
+  t.deepEqual(await call(raw.b, lockReq(1, 5, LOCK_SHARED)), [[1, Status.OK, 0]]);
+  // a asks to upgrade; b gives way, so a is granted exclusive.
+  raw.a.submit(lockReq(2, 5, LOCK_EXCLUSIVE));
+  await raw.b.revokes(1);
+  t.deepEqual(await call(raw.b, unlockReq(2, 5, 0, 0, LOCK_SHARED)), [[2, Status.OK, 0]]);
+  t.deepEqual((await raw.a.responses(1)).map((r) => [r.id, r.status]), [[2, Status.OK]]);
+  // a's release of the shared hold it knew of arrives after that grant: a keeps exclusive, so c must wait.
+  t.deepEqual(await call(raw.a, unlockReq(3, 5, 0, 0, LOCK_SHARED)), [[3, Status.OK, 0]]);
+  raw.c.submit(lockReq(1, 5, LOCK_SHARED));
+  t.deepEqual(await raw.a.revokes(1), [{ vbd: 0, name: 5, wanted: LOCK_SHARED }]);
+  t.deepEqual(await call(raw.c, lockReq(2, 6, LOCK_SHARED, 0, 0)), [[2, Status.OK, 0]], 'c is still served for other names');
+  t.deepEqual(await call(raw.a, unlockReq(4, 5, 0, 0, LOCK_EXCLUSIVE)), [[4, Status.OK, 0]]);
+  t.deepEqual((await raw.c.responses(1)).map((r) => [r.id, r.status]), [[1, Status.OK]]);
+  t.deepEqual(await call(raw.c, unlockReq(3, 6, 0, 0, 3)), [[3, Status.EINVAL, 0]], 'an unknown mode is refused');
 });
 
 test('REQ_TRY: EAGAIN without queuing or revoking, never ahead of a waiter; a later plain LOCK still works', async (t) => {
