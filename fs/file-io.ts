@@ -39,7 +39,8 @@ export class FileIo {
   private readonly streams = new Map<number, Stream>();
   private readonly inFlight = new Set<Promise<void>>();
   private inFlightBytes = 0;
-  private writeError: Error | null = null;
+  /** Per file, the first data write that failed since its last fsync (as Linux keeps it per mapping). */
+  private readonly writeErrors = new Map<number, Error>();
 
   constructor(
     private readonly dev: BlockDevice,
@@ -112,7 +113,7 @@ export class FileIo {
     if (end - start < READ_AHEAD / 4) return;
     stream.ahead = end;
     const ino = inode.ino;
-    const epoch = this.pages.epoch(ino);
+    const epoch = this.pages.watch(ino);
     const buffer = this.dev.allocBuffer((end - start) * BLOCK_SIZE);
     const reads: Promise<void>[] = [];
     try {
@@ -129,6 +130,7 @@ export class FileIo {
         this.stats.readAhead += end - start;
       })
       .finally(() => {
+        this.pages.unwatch(ino);
         this.dev.freeBuffer(buffer);
         stream.inflight = stream.inflight.filter((r) => r.done !== done);
       });
@@ -210,7 +212,7 @@ export class FileIo {
         const run = await this.map.ensureRun(inode, fb, last - fb, goal);
         const at = (fb - first) * BLOCK_SIZE;
         // Tracked at once: a checkpoint before the next run may commit, and must find this run's data in flight.
-        writes.push(this.track(this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE)), run.count * BLOCK_SIZE));
+        writes.push(this.track(inode.ino, this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE)), run.count * BLOCK_SIZE));
         this.stats.dataWrites++;
         for (let i = 0; i < run.count; i++) {
           this.pages.update(inode.ino, fb + i, buffer.subarray(at + i * BLOCK_SIZE, at + (i + 1) * BLOCK_SIZE));
@@ -229,13 +231,15 @@ export class FileIo {
    * Data writes are not awaited by the write that issues them: the caller's round trip overlaps the transfer. They
    * are waited for where ordering needs them: before a commit (ordered mode), an fsync's flush, a lock given to
    * another domain, blocks freed, a failed attempt's retry, and any read of file data from the device here.
-   * Resolves when the write has landed, failed or not (a failure is kept for fsync).
+   * Resolves when the write has landed, failed or not. A failure is kept for the file's next fsync, and the file's
+   * cached pages go: they hold bytes the device may not, and reads must show what the device has.
    */
-  private track(write: Promise<void>, bytes: number): Promise<void> {
+  private track(ino: number, write: Promise<void>, bytes: number): Promise<void> {
     this.inFlightBytes += bytes;
     const landed: Promise<void> = write
       .catch((error: unknown) => {
-        this.writeError ??= error instanceof Error ? error : new Error(String(error));
+        if (!this.writeErrors.has(ino)) this.writeErrors.set(ino, error instanceof Error ? error : new Error(String(error)));
+        this.pages.drop(ino);
       })
       .finally(() => {
         this.inFlightBytes -= bytes;
@@ -250,11 +254,16 @@ export class FileIo {
     while (this.inFlight.size > 0) await Promise.all(this.inFlight);
   }
 
-  /** Throws EIO, once, if a data write failed since the last call (fsync's report, as Linux gives it). */
-  reportWriteError(): void {
-    const error = this.writeError;
-    this.writeError = null;
-    if (error) throw new IoError('EIO', `a file data write failed: ${error.message}`);
+  /** Throws EIO, once, if a data write of file `ino` failed since the last call (fsync's report, as Linux gives it). */
+  reportWriteError(ino: number): void {
+    const error = this.writeErrors.get(ino);
+    this.writeErrors.delete(ino);
+    if (error) throw new IoError('EIO', `a data write of inode ${ino} failed: ${error.message}`);
+  }
+
+  /** The file is gone: an error nobody can fsync any more is forgotten. */
+  forget(ino: number): void {
+    this.writeErrors.delete(ino);
   }
 
   /** Reads file block `fb` into `buffer` at `at` when only part of it is overwritten and it exists. */

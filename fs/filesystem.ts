@@ -363,6 +363,7 @@ export class FileSystem implements Vfs {
     // The freed inode stays cached and is written home with mode 0: a handle elsewhere finds it free (ESTALE).
     await this.allocator.freeBlock(inode.ino, false);
     this.pages.drop(inode.ino);
+    this.data.forget(inode.ino);
   }
 
   private async reclaimOrphans(): Promise<void> {
@@ -746,12 +747,12 @@ export class FileSystem implements Vfs {
 
   fsync(fh: number, _datasync: boolean): Promise<void> {
     return this.queue.run(async () => {
-      this.handle(fh);
+      const { ino } = this.handle(fh);
       this.checkUsable();
       if (this.dev.readOnly) return;
       await this.tx!.commit();
       await this.data.settled();
-      this.data.reportWriteError();
+      this.data.reportWriteError(ino);
       await this.dev.flush();
     });
   }

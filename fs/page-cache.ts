@@ -13,7 +13,8 @@ export class PageCache {
   private readonly files = new Map<number, Map<number, Uint8Array>>();
   /** Keys in use order, oldest first. */
   private readonly order = new Map<number, number>();
-  private readonly epochs = new Map<number, number>();
+  /** Per file watched by a read ahead in flight: its data epoch and how many read aheads watch it. */
+  private readonly watched = new Map<number, { epoch: number; watchers: number }>();
   /** Counters for tests and diagnostics. */
   readonly stats = { hits: 0, misses: 0, evicted: 0 };
 
@@ -55,15 +56,29 @@ export class PageCache {
   }
 
   /**
-   * Changes whenever the file's data may have (a write, a drop): a read ahead issued before must not cache what it
-   * read unless this is still what it was.
+   * A read ahead of `ino` starts: the file's data epoch, which changes whenever its data may have (a write, a
+   * drop). What the read ahead brings is cached only if `epoch(ino)` still says the same; it calls unwatch when done
+   * (only watched files have an epoch, so none is kept for every file ever written).
    */
+  watch(ino: number): number {
+    let w = this.watched.get(ino);
+    if (!w) this.watched.set(ino, (w = { epoch: 0, watchers: 0 }));
+    w.watchers++;
+    return w.epoch;
+  }
+
   epoch(ino: number): number {
-    return this.epochs.get(ino) ?? 0;
+    return this.watched.get(ino)?.epoch ?? -1;
+  }
+
+  unwatch(ino: number): void {
+    const w = this.watched.get(ino);
+    if (w && --w.watchers === 0) this.watched.delete(ino);
   }
 
   private bump(ino: number): void {
-    this.epochs.set(ino, (this.epochs.get(ino) ?? 0) + 1);
+    const w = this.watched.get(ino);
+    if (w) w.epoch++;
   }
 
   /** Forgets the file's pages from `fb` on (all of them by default). */

@@ -432,10 +432,15 @@ test('O_CREAT without O_EXCL opens an existing file; O_TRUNC empties it', async 
   await v.close();
 });
 
-test('a data write that fails on the device is reported by the next fsync, once', async (t) => {
+test('a data write that fails on the device is reported by the next fsync of that file, once; its pages go', async (t) => {
   const v = await freshVolume();
   const { fs, dev } = v;
+  const other = await fs.create('/other', 0o644);
+  await fs.write(other, 0, patternBytes(100, 1));
   const fh = await fs.create('/f', 0o644);
+  await fs.write(fh, 0, patternBytes(8192, 2));
+  await fs.fsync(fh, false);
+  t.true(Buffer.from(await fs.read(fh, 0, 8192)).equals(patternBytes(8192, 2)), 'cached in the page cache now');
   const write = dev.write.bind(dev);
   let failNext = true;
   dev.write = (offset, data, options) => {
@@ -444,7 +449,10 @@ test('a data write that fails on the device is reported by the next fsync, once'
     return Promise.reject(new Error('injected media error'));
   };
   t.is(await fs.write(fh, 0, patternBytes(8192, 3)), 8192, 'the write itself succeeds; the failure is kept for fsync');
-  t.is(await errno(fs.fsync(fh, false)), 'EIO');
+  await fs.fsync(other, false);
+  t.true(Buffer.from(await fs.read(fh, 0, 8192)).equals(patternBytes(8192, 2)), 'what never reached the device is not served from the cache');
+  t.is(await errno(fs.fsync(fh, false)), 'EIO', 'the file whose write failed is told, not the first file to fsync');
+  await fs.release(other);
   await fs.write(fh, 0, patternBytes(8192, 4));
   await fs.fsync(fh, false);
   t.true(Buffer.from(await fs.read(fh, 0, 8192)).equals(patternBytes(8192, 4)));
