@@ -116,11 +116,14 @@ function clearStatus(): string {
   return '\r\x1b[K';
 }
 
-/** Requests/s, vIRQs/s and lock revocations, refreshed every second on stderr (one line on a terminal). */
+/**
+ * Requests/s, vIRQs/s and lock revocations on stderr: one line redrawn every second on a terminal; otherwise (a log
+ * file) a line every ten seconds, and none while nothing happens.
+ */
 function startStatusLine(running: StoredPlatform): NodeJS.Timeout {
   let before = running.totals();
   let t0 = Date.now();
-  let ticks = 0;
+  let shown = '';
   const timer = setInterval(() => {
     const now = running.totals();
     const secs = (Date.now() - t0) / 1000;
@@ -131,13 +134,15 @@ function startStatusLine(running: StoredPlatform): NodeJS.Timeout {
       `${(per('READ_BYTES') / 2 ** 20).toFixed(1)} MiB/s read  ${(per('WRITE_BYTES') / 2 ** 20).toFixed(1)} MiB/s written  ` +
       `${now.REVOKES} revocations`;
     before = now;
+    if (line === shown) return;
+    shown = line;
     if (process.stderr.isTTY) {
       process.stderr.write(`\r\x1b[K${line}`);
       statusShown = true;
-    } else if (++ticks % 10 === 0) {
+    } else {
       process.stderr.write(`${line}\n`);
     }
-  }, 1000);
+  }, process.stderr.isTTY ? 1000 : 10_000);
   timer.unref();
   return timer;
 }

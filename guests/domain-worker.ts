@@ -9,6 +9,7 @@ import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type Ag
 import { FileSystem } from '../fs/filesystem.js';
 import { IoError } from '../fs/block-device.js';
 import { copyOut } from '../fs/buffers.js';
+import { registerThread } from '../hypervisor/thread-cpu.js';
 
 /** What the toolstack hands a new domain: its own shared pages and the monitor's doorbell, nothing else. */
 export interface DomainWorkerData {
@@ -20,10 +21,13 @@ export interface DomainWorkerData {
   spinMicros: number;
   /** Mount the shared-volume filesystem of vbd 0 at boot, with this journal slot; `volume` names it in errors. */
   filesystem?: { slot: number; volume: string };
+  /** Where this kernel thread writes its id, so the toolstack can read its CPU time (hypervisor/thread-cpu.ts). */
+  threads?: { registry: SharedArrayBuffer; slot: number };
 }
 
 const data = workerData as DomainWorkerData;
 const port = parentPort!;
+registerThread(data.threads?.registry, data.threads?.slot ?? -1);
 const kernel = new GuestKernel({ vic: data.vic, doorbell: data.doorbell, spinMicros: data.spinMicros });
 const memory = new GuestMemory(data.memory);
 kernel.start();

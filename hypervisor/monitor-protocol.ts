@@ -23,4 +23,6 @@ export interface MonitorWorkerData {
   spinMicros: number;
   /** I/O threads that share large transfers with the monitor thread when it has a backlog (default: cores - 1). */
   ioThreads?: number;
+  /** Where the monitor and its I/O threads write their kernel thread ids (thread-cpu.ts). */
+  threads?: SharedArrayBuffer;
 }

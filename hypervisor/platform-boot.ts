@@ -12,6 +12,7 @@ import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from
 const RESTART_LIMIT = 3;
 const RESTART_WINDOW_MS = 60_000;
 import { Counter, type CounterName } from './domain-stats.js';
+import type { PlatformCpu } from './thread-cpu.js';
 
 export interface BootOptions {
   stateDir: string;
@@ -44,6 +45,9 @@ const COUNTER_MAP: [CounterName, keyof Counters][] = [
 export class StoredPlatform {
   private ticker: NodeJS.Timeout | undefined;
   private readonly lastCounters = new Map<string, Record<CounterName, number>>();
+  /** Per domain, the CPU seconds of the threads it ran on before its last restart, and of its current one. */
+  private readonly cpuBefore = new Map<string, number>();
+  private readonly threadCpu = new Map<string, number>();
   private stopping = false;
   private readonly handles = new Map<string, DomainHandle>();
   private readonly crashTimes = new Map<string, number[]>();
@@ -103,8 +107,10 @@ export class StoredPlatform {
   private async start(spec: DomainSpec): Promise<DomainHandle> {
     const handle = await this.platform.createDomain(spec);
     this.handles.set(spec.name, handle);
-    // A restarted domain's monitor counters start from zero again.
+    // A restarted domain's monitor counters start from zero again, and so does its new thread's CPU time.
     this.lastCounters.delete(spec.name);
+    this.cpuBefore.set(spec.name, (this.cpuBefore.get(spec.name) ?? 0) + (this.threadCpu.get(spec.name) ?? 0));
+    this.threadCpu.delete(spec.name);
     await this.store.setDomainState(spec.name, 'running', { threadId: handle.worker?.threadId });
     return handle;
   }
@@ -197,6 +203,22 @@ export class StoredPlatform {
       this.lastCounters.set(d.name, now);
       this.store.addCounters(d.name, delta);
     }
+    this.sampleCpu();
+  }
+
+  /** CPU seconds per thread since boot; a domain's include the threads it ran on before it was restarted. */
+  cpu(): PlatformCpu {
+    return this.sampleCpu();
+  }
+
+  private sampleCpu(): PlatformCpu {
+    const now = this.platform.cpu();
+    for (const [name, seconds] of Object.entries(now.domains)) {
+      this.threadCpu.set(name, seconds);
+      now.domains[name] = seconds + (this.cpuBefore.get(name) ?? 0);
+    }
+    this.store.setCpu(now);
+    return now;
   }
 }
 

@@ -4,6 +4,7 @@ import { DOORBELL_WORDS, Doorbell, RING_BYTES, VIC_WORDS } from './abi.js';
 import { createStatsBuffer, DomainStats, MAX_DOMAINS, type CounterName } from './domain-stats.js';
 import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
+import { createThreadRegistry, MAX_IO_THREADS, registeredThread, threadCpuSeconds, ThreadSlot, type PlatformCpu } from './thread-cpu.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
 import type { DomainWorkerData } from '../guests/domain-worker.js';
 import { IoError } from '../fs/block-device.js';
@@ -109,6 +110,7 @@ export class Platform {
   private readonly bell = new Int32Array(this.doorbell);
   private readonly statsBuffer = createStatsBuffer();
   readonly stats = new DomainStats(this.statsBuffer);
+  private readonly threads = createThreadRegistry();
   private readonly monitor: Worker;
   private readonly domains = new Map<string, DomainHandle>();
   private readonly volumeIds = new Map<string, number>();
@@ -124,6 +126,7 @@ export class Platform {
       doorbell: this.doorbell,
       stats: this.statsBuffer,
       spinMicros: options.monitorSpinMicros ?? Number(process.env.HVSHARE_MONITOR_SPIN ?? 50),
+      threads: this.threads,
     };
     this.monitor = new Worker(new URL('./monitor-worker.js', import.meta.url), { workerData: data });
     this.monitor.on('message', (reply: MonitorReply) => this.onMonitorReply(reply));
@@ -164,6 +167,16 @@ export class Platform {
     return this.stats.read(this.domain(name).id);
   }
 
+  /** CPU seconds each thread of the platform has used since it started (read from /proc now; 0 for one gone). */
+  cpu(): PlatformCpu {
+    const of = (slot: number) => threadCpuSeconds(registeredThread(this.threads, slot)) ?? 0;
+    let io = 0;
+    for (let i = 0; i < MAX_IO_THREADS; i++) io += of(ThreadSlot.io(i));
+    const domains: Record<string, number> = {};
+    for (const d of this.domains.values()) if (d.worker && d.state !== 'dead') domains[d.name] = of(ThreadSlot.domain(d.id));
+    return { main: threadCpuSeconds(process.pid) ?? 0, monitor: of(ThreadSlot.MONITOR), io, domains };
+  }
+
   /**
    * Build a domain and boot its guest kernel on a thread of its own. With `guest: false` only the shared pages
    * are built and registered with the monitor; the caller drives them itself (tests that play a hostile guest).
@@ -191,6 +204,7 @@ export class Platform {
         doorbell: this.doorbell,
         spinMicros: this.options.guestSpinMicros ?? 30,
         filesystem: spec.filesystem && { ...spec.filesystem, volume: spec.grants[0]?.volume ?? '(none granted)' },
+        threads: { registry: this.threads, slot: ThreadSlot.domain(id) },
       };
       worker = new Worker(new URL('../guests/domain-worker.js', import.meta.url), { workerData: data });
     }

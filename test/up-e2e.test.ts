@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { exited, hvshare, sh, startUp } from './helpers/cli.js';
 import { tempDir } from './helpers/platform.js';
+import type { PlatformCpu } from '../hypervisor/thread-cpu.js';
 
 async function written(state: string, domain: string): Promise<number> {
   const stat = JSON.parse((await hvshare('stat', '--state', state, '--json')).stdout) as { counters: Record<string, { bytesWritten: number }> };
@@ -65,6 +66,9 @@ test('hvshare up: views, sharing, ps/stat/log, SIGKILL during writes, restart, f
     after = await written(state, 'dom2');
   }
   t.true(after >= before + 2 * 1024 * 1024, `dom2 bytesWritten went from ${before} to ${after}`);
+  const { cpu } = JSON.parse((await hvshare('stat', '--state', state, '--json')).stdout) as { cpu?: PlatformCpu };
+  t.deepEqual(Object.keys(cpu?.domains ?? {}).sort(), ['dom1', 'dom2', 'dom3'], 'CPU seconds per running domain');
+  t.true(cpu!.domains.dom2 > 0 && cpu!.main > 0, `booting, mounting and writing cost CPU: ${JSON.stringify(cpu)}`);
 
   second.child.kill('SIGTERM');
   t.is(await exited(second.child), 0);
