@@ -33,8 +33,12 @@ export interface KernelOptions {
   spinMicros: number;
 }
 
-/** The longest the idle loop polls, however slow recent requests were: past this a wake-up is cheap in comparison. */
-const MAX_SPIN_MICROS = 250;
+/**
+ * What a wake-up by interrupt costs a waiting guest, in microseconds of latency. Polling is worth it only for a
+ * completion expected within about twice that (the competitive rule for spin-then-block); for a slower request
+ * (a large transfer) the idle loop sleeps at once, so polling never burns more CPU than the wake-up it saves.
+ */
+const WAKE_UP_MICROS = Number(process.env.HVSHARE_GUEST_WAKE_UP_US ?? 30);
 /** Requests outstanding from which the idle loop sleeps at once instead of polling. */
 const DEEP_QUEUE = 8;
 
@@ -139,9 +143,9 @@ export class GuestKernel {
       // per bunch.
       const crowded = Atomics.load(this.doorbell, Doorbell.BUSY_DOMAINS) + 1 > this.cores;
       const bunched = queued >= DEEP_QUEUE && (crowded || busy.some((d) => d.backendBusy()));
-      if (busy.length > 0 && !bunched) {
-        const expected = Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5;
-        const until = performance.now() + Math.min(MAX_SPIN_MICROS, Math.max(this.options.spinMicros, expected)) / 1000;
+      const expected = busy.length > 0 ? Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5 : 0;
+      if (busy.length > 0 && !bunched && expected <= 2 * WAKE_UP_MICROS) {
+        const until = performance.now() + Math.max(this.options.spinMicros, expected) / 1000;
         let reaped = 0;
         while (reaped === 0 && Atomics.load(this.vic, Vic.SEQ) === seq && performance.now() < until) {
           reaped = this.pollDrivers();
