@@ -8,7 +8,8 @@ import { O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY } from '../fs/vfs.js';
 import { runFileWorkload, type FileWorkload, type FileWorkloadResult } from '../guests/file-workload.js';
 import { Platform, type DomainHandle } from '../hypervisor/toolstack.js';
 import { domainVfs } from '../hypervisor/domain-vfs.js';
-import { median, p99 } from './bench-stats.js';
+import { median, p99, withCpuCost, type CpuCost } from './bench-stats.js';
+import type { CpuSplit } from '../hypervisor/thread-cpu.js';
 
 export interface FileBenchOptions {
   dir: string;
@@ -25,6 +26,11 @@ export interface FileCaseResult {
   hypervisorMiBps: number;
   /** Time overhead of the guest versus native, percent. */
   overheadPct: number;
+  /** CPU of every thread of the benchmark process per GiB written or read (medians of the repetitions). */
+  nativeCpuMsPerGiB: number;
+  hypervisorCpuMsPerGiB: number;
+  /** The hypervisor side's by part: guest kernels, monitor, its I/O threads, the host's main thread. */
+  hypervisorCpuSplitMsPerGiB: CpuSplit;
 }
 
 export interface LatencyResult {
@@ -57,16 +63,31 @@ export async function benchFile(options: FileBenchOptions): Promise<{ cases: Fil
     for (const chunkBytes of [128 << 10, 1 << 20]) {
       for (const op of ['write', 'read'] as const) {
         const workload: FileWorkload = { op, path: '/bench.bin', bytes: options.fileBytes, chunkBytes };
-        const nativeRates: number[] = [];
-        const guestRates: number[] = [];
+        const nativeRuns: Measured[] = [];
+        const guestRuns: Measured[] = [];
         for (let rep = 0; rep < options.repetitions; rep++) {
           options.onProgress?.(`bench file ${op} ${chunkBytes >> 10}K chunks, repetition ${rep + 1}/${options.repetitions}`);
-          nativeRates.push((await runFileWorkload(native, workload)).mibPerSec);
-          guestRates.push((await dom1.call<FileWorkloadResult>({ kind: 'file-workload', workload })).mibPerSec);
+          nativeRuns.push(await measured(() => runFileWorkload(native, workload)));
+          guestRuns.push(await measured(() => dom1.call<FileWorkloadResult>({ kind: 'file-workload', workload }), platform));
         }
-        const nativeMiBps = median(nativeRates);
-        const hypervisorMiBps = median(guestRates);
-        cases.push({ op, chunkBytes, nativeMiBps, hypervisorMiBps, overheadPct: (nativeMiBps / hypervisorMiBps - 1) * 100 });
+        const of = (runs: Measured[], f: (m: Measured) => number) => median(runs.map(f));
+        const nativeMiBps = of(nativeRuns, (m) => m.result.mibPerSec);
+        const hypervisorMiBps = of(guestRuns, (m) => m.result.mibPerSec);
+        cases.push({
+          op,
+          chunkBytes,
+          nativeMiBps,
+          hypervisorMiBps,
+          overheadPct: (nativeMiBps / hypervisorMiBps - 1) * 100,
+          nativeCpuMsPerGiB: of(nativeRuns, (m) => m.cpuMsPerGiB),
+          hypervisorCpuMsPerGiB: of(guestRuns, (m) => m.cpuMsPerGiB),
+          hypervisorCpuSplitMsPerGiB: {
+            guests: of(guestRuns, (m) => m.split!.guests),
+            monitor: of(guestRuns, (m) => m.split!.monitor),
+            io: of(guestRuns, (m) => m.split!.io),
+            main: of(guestRuns, (m) => m.split!.main),
+          },
+        });
       }
     }
     options.onProgress?.('bench file cross-domain latency');
@@ -83,6 +104,9 @@ export async function benchFile(options: FileBenchOptions): Promise<{ cases: Fil
   }
 }
 
+
+type Measured = { result: FileWorkloadResult } & CpuCost;
+const measured = (run: () => Promise<FileWorkloadResult>, platform?: Platform): Promise<Measured> => withCpuCost(run, (r) => r.bytes, platform);
 
 /** Rounds of: `writer` writes 4 KiB and closes, `reader` opens and reads it; checks the bytes; times each round. */
 async function visibility(writer: DomainHandle, reader: DomainHandle, rounds: number, path: string): Promise<{ medianUs: number; p99Us: number }> {

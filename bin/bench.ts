@@ -4,9 +4,11 @@ import { benchFile, type FileCaseResult, type LatencyResult } from './bench-file
 import { benchFuse, COLUMN_LABELS, COLUMNS, GROUPS, type FuseBenchResult } from './bench-fuse.js';
 import { CliError, endProgress, parseIntOption, progressLine, table, withScratchDir } from './cli-support.js';
 import { parseSize } from '../hypervisor/platform-config.js';
+import type { CpuSplit } from '../hypervisor/thread-cpu.js';
 import { DEFAULT_AUTO_MS } from '../mount/index.js';
 
 const fmt = (n: number, digits = 0) => n.toFixed(digits);
+const splitLabel = (s: CpuSplit | undefined) => (s ? [s.guests, s.monitor, s.io, s.main].map((x) => fmt(x)).join('/') : '-');
 
 function printBlock({ cases: results, roundTrip }: BlockBenchResult): void {
   const rows = results.map((r) => [
@@ -17,11 +19,18 @@ function printBlock({ cases: results, roundTrip }: BlockBenchResult): void {
     fmt(r.hypervisor.iops),
     fmt(r.hypervisor.meanLatencyUs, 1),
     `${r.overheadPct >= 0 ? '+' : ''}${fmt(r.overheadPct, 1)}%`,
+    `${fmt(r.nativeSync.cpuMsPerGiB)}/${fmt(r.nativeAsync.cpuMsPerGiB)}`,
+    fmt(r.hypervisor.cpuMsPerGiB),
+    splitLabel(r.hypervisor.cpuSplitMsPerGiB),
   ]);
   console.log(
-    table(['case (x domains)', 'native-sync MiB/s', 'native-async MiB/s', 'hv MiB/s', 'hv IOPS', 'hv lat us', 'overhead'], rows),
+    table(
+      ['case (x domains)', 'native-sync MiB/s', 'native-async MiB/s', 'hv MiB/s', 'hv IOPS', 'hv lat us', 'overhead', 'native CPU ms/GiB', 'hv CPU ms/GiB', 'guest/monitor/io/main'],
+      rows,
+    ),
   );
   console.log('\noverhead = time per byte on the hypervisor path versus the faster native baseline, same run');
+  console.log('CPU ms/GiB = CPU time of every thread of this process per GiB moved (native: sync/async); hv by part, from /proc in 10 ms steps');
   console.log(
     `one request that moves no data (VOLINFO, queue depth 1): ${fmt(roundTrip.hypercallMicros, 2)} us; ` +
       `awaiting an async no-op on the host: ${fmt(roundTrip.asyncCallMicros, 2)} us`,
@@ -32,15 +41,18 @@ function printBlock({ cases: results, roundTrip }: BlockBenchResult): void {
   }
 }
 
-function printFile(cases: FileCaseResult[], latency: LatencyResult): void {
+function printFile(cases: FileCaseResult[], latency: LatencyResult, fileBytes: number): void {
   console.log(
     table(
-      ['case', 'native MiB/s', 'guest MiB/s', 'overhead'],
+      ['case', 'native MiB/s', 'guest MiB/s', 'overhead', 'native CPU ms/GiB', 'guest CPU ms/GiB', 'guest/monitor/io/main'],
       cases.map((c) => [
-        `${c.op} 64M file, ${sizeLabel(c.chunkBytes)} calls`,
+        `${c.op} ${sizeLabel(fileBytes)} file, ${sizeLabel(c.chunkBytes)} calls`,
         fmt(c.nativeMiBps),
         fmt(c.hypervisorMiBps),
         `${c.overheadPct >= 0 ? '+' : ''}${fmt(c.overheadPct, 1)}%`,
+        fmt(c.nativeCpuMsPerGiB),
+        fmt(c.hypervisorCpuMsPerGiB),
+        splitLabel(c.hypervisorCpuSplitMsPerGiB),
       ]),
     ),
   );
@@ -175,7 +187,7 @@ Examples:
         opts,
         (dir) => benchFile({ dir, fileBytes, repetitions: opts.repetitions, latencyRounds: opts.rounds, onProgress: progressLine }),
         (r) => ({ fileBytes, ...r }),
-        (r) => printFile(r.cases, r.latency),
+        (r) => printFile(r.cases, r.latency, fileBytes),
       );
     });
 

@@ -12,7 +12,7 @@ import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from
 const RESTART_LIMIT = 3;
 const RESTART_WINDOW_MS = 60_000;
 import { Counter, type CounterName } from './domain-stats.js';
-import type { PlatformCpu } from './thread-cpu.js';
+import { addUse, type PlatformCpu, type ThreadUse } from './thread-cpu.js';
 
 export interface BootOptions {
   stateDir: string;
@@ -46,8 +46,8 @@ export class StoredPlatform {
   private ticker: NodeJS.Timeout | undefined;
   private readonly lastCounters = new Map<string, Record<CounterName, number>>();
   /** Per domain, the CPU seconds of the threads it ran on before its last restart, and of its current one. */
-  private readonly cpuBefore = new Map<string, number>();
-  private readonly threadCpu = new Map<string, number>();
+  private readonly cpuBefore = new Map<string, ThreadUse>();
+  private readonly threadCpu = new Map<string, ThreadUse>();
   private stopping = false;
   private readonly handles = new Map<string, DomainHandle>();
   private readonly crashTimes = new Map<string, number[]>();
@@ -79,7 +79,13 @@ export class StoredPlatform {
       });
       const running = new StoredPlatform(store, platform, config, onEvent);
       platform.onEvent((e) => running.record(e));
-      log({ type: 'platform-up', detail: `${config.volumes.length} volume(s), ${config.domains.length} domain(s)` });
+      const { blockingMicros, asyncMicros } = platform.wakeUp;
+      log({
+        type: 'platform-up',
+        detail:
+          `${config.volumes.length} volume(s), ${config.domains.length} domain(s); a wake-up costs ` +
+          `${blockingMicros.toFixed(1)} µs (monitor) / ${asyncMicros.toFixed(1)} µs (guest), spin budgets twice that`,
+      });
       for (const domain of config.domains) {
         const first = domain.grants[0];
         await running.start({
@@ -109,7 +115,8 @@ export class StoredPlatform {
     this.handles.set(spec.name, handle);
     // A restarted domain's monitor counters start from zero again, and so does its new thread's CPU time.
     this.lastCounters.delete(spec.name);
-    this.cpuBefore.set(spec.name, (this.cpuBefore.get(spec.name) ?? 0) + (this.threadCpu.get(spec.name) ?? 0));
+    const gone = this.threadCpu.get(spec.name);
+    if (gone) this.cpuBefore.set(spec.name, addUse(this.cpuBefore.get(spec.name) ?? { cpu: 0, poll: 0, sleep: 0 }, gone));
     this.threadCpu.delete(spec.name);
     await this.store.setDomainState(spec.name, 'running', { threadId: handle.worker?.threadId });
     return handle;
@@ -206,16 +213,17 @@ export class StoredPlatform {
     this.sampleCpu();
   }
 
-  /** CPU seconds per thread since boot; a domain's include the threads it ran on before it was restarted. */
+  /** Time per thread since boot; a domain's includes the threads it ran on before it was restarted. */
   cpu(): PlatformCpu {
     return this.sampleCpu();
   }
 
   private sampleCpu(): PlatformCpu {
     const now = this.platform.cpu();
-    for (const [name, seconds] of Object.entries(now.domains)) {
-      this.threadCpu.set(name, seconds);
-      now.domains[name] = seconds + (this.cpuBefore.get(name) ?? 0);
+    for (const [name, use] of Object.entries(now.domains)) {
+      this.threadCpu.set(name, use);
+      const before = this.cpuBefore.get(name);
+      if (before) now.domains[name] = addUse(use, before);
     }
     this.store.setCpu(now);
     return now;

@@ -4,7 +4,8 @@ import { DOORBELL_WORDS, Doorbell, RING_BYTES, VIC_WORDS } from './abi.js';
 import { createStatsBuffer, DomainStats, MAX_DOMAINS, type CounterName } from './domain-stats.js';
 import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
-import { createThreadRegistry, MAX_IO_THREADS, registeredThread, threadCpuSeconds, ThreadSlot, type PlatformCpu } from './thread-cpu.js';
+import { addUse, createThreadRegistry, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadUse, type PlatformCpu, type ThreadUse } from './thread-cpu.js';
+import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
 import type { DomainWorkerData } from '../guests/domain-worker.js';
 import { IoError } from '../fs/block-device.js';
@@ -38,11 +39,15 @@ export interface DomainSpec {
 
 export interface PlatformOptions {
   volumes: VolumeSpec[];
-  /** Polling window of the monitor before it sleeps, in microseconds. */
+  /** Polling window of the monitor before it sleeps, in microseconds (default: twice a measured wake-up). */
   monitorSpinMicros?: number;
-  /** Polling window of each guest kernel before it sleeps, in microseconds. */
-  guestSpinMicros?: number;
 }
+
+/** A spin budget: twice a wake-up's cost (see wake-up-cost.ts), within sane bounds for a noisy measurement. */
+const spinBudget = (wakeUpMicros: number) => Math.min(200, Math.max(5, 2 * wakeUpMicros));
+
+/** Measured once per process: wake-ups cost what the host makes them cost, not what one platform's boot saw. */
+let wakeUpCost: Promise<WakeUpCost> | undefined;
 
 export type PlatformEvent =
   | MonitorEvent
@@ -121,11 +126,16 @@ export class Platform {
   private monitorExited = false;
   private readonly monitorExit: Promise<void>;
 
-  private constructor(private readonly options: PlatformOptions) {
+  private constructor(
+    private readonly options: PlatformOptions,
+    /** What a wake-up costs on this host: the spin budgets of the monitor and the guests come from it. */
+    readonly wakeUp: WakeUpCost,
+  ) {
+    const envSpin = process.env.HVSHARE_MONITOR_SPIN;
     const data: MonitorWorkerData = {
       doorbell: this.doorbell,
       stats: this.statsBuffer,
-      spinMicros: options.monitorSpinMicros ?? Number(process.env.HVSHARE_MONITOR_SPIN ?? 50),
+      spinMicros: options.monitorSpinMicros ?? (envSpin ? Number(envSpin) : spinBudget(wakeUp.blockingMicros)),
       threads: this.threads,
     };
     this.monitor = new Worker(new URL('./monitor-worker.js', import.meta.url), { workerData: data });
@@ -140,7 +150,8 @@ export class Platform {
   }
 
   static async boot(options: PlatformOptions): Promise<Platform> {
-    const platform = new Platform(options);
+    wakeUpCost ??= measureWakeUpCost();
+    const platform = new Platform(options, await wakeUpCost);
     let id = 0;
     for (const volume of options.volumes) {
       await platform.command({ type: 'add-volume', seq: 0, id, name: volume.name, path: volume.path, readOnly: !!volume.readOnly });
@@ -167,14 +178,13 @@ export class Platform {
     return this.stats.read(this.domain(name).id);
   }
 
-  /** CPU seconds each thread of the platform has used since it started (read from /proc now; 0 for one gone). */
+  /** Time each thread of the platform has used since it started (CPU read from /proc now; 0 for one gone). */
   cpu(): PlatformCpu {
-    const of = (slot: number) => threadCpuSeconds(registeredThread(this.threads, slot)) ?? 0;
-    let io = 0;
-    for (let i = 0; i < MAX_IO_THREADS; i++) io += of(ThreadSlot.io(i));
-    const domains: Record<string, number> = {};
-    for (const d of this.domains.values()) if (d.worker && d.state !== 'dead') domains[d.name] = of(ThreadSlot.domain(d.id));
-    return { main: threadCpuSeconds(process.pid) ?? 0, monitor: of(ThreadSlot.MONITOR), io, domains };
+    let io: ThreadUse = { cpu: 0, poll: 0, sleep: 0 };
+    for (let i = 0; i < MAX_IO_THREADS; i++) io = addUse(io, threadUse(this.threads, ThreadSlot.io(i)));
+    const domains: Record<string, ThreadUse> = {};
+    for (const d of this.domains.values()) if (d.worker && d.state !== 'dead') domains[d.name] = threadUse(this.threads, ThreadSlot.domain(d.id));
+    return { main: threadCpuSeconds(process.pid) ?? 0, monitor: threadUse(this.threads, ThreadSlot.MONITOR), io, domains };
   }
 
   /**
@@ -202,7 +212,7 @@ export class Platform {
         name: spec.name,
         ...pages,
         doorbell: this.doorbell,
-        spinMicros: this.options.guestSpinMicros ?? 30,
+        spinMicros: spinBudget(Number(process.env.HVSHARE_GUEST_WAKE_UP_US ?? this.wakeUp.asyncMicros)),
         filesystem: spec.filesystem && { ...spec.filesystem, volume: spec.grants[0]?.volume ?? '(none granted)' },
         threads: { registry: this.threads, slot: ThreadSlot.domain(id) },
       };

@@ -4,11 +4,13 @@ import { hvshare } from './helpers/cli.js';
 // The benchmarks are measured by people, not judged here: these runs only check that every case runs and
 // reports the figures the closing notes quote (no timing is asserted).
 
+type Side = { mibPerSec: number; cpuMsPerGiB: number; cpuSplitMsPerGiB?: Record<string, number> };
+
 test('bench block --json covers every case with both native baselines and the hypervisor path', async (t) => {
   const r = await hvshare('bench', 'block', '--json', '--duration', '20', '--image-size', '64M');
   t.is(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout) as {
-    cases: { pattern: string; op: string; blockSize: number; queueDepth: number; domains: number; overheadPct: number; nativeSync: { mibPerSec: number }; nativeAsync: { mibPerSec: number }; hypervisor: { mibPerSec: number } }[];
+    cases: { pattern: string; op: string; blockSize: number; queueDepth: number; domains: number; overheadPct: number; nativeSync: Side; nativeAsync: Side; hypervisor: Side }[];
     targets: { target: string; met: boolean }[];
     roundTrip: { hypercallMicros: number; asyncCallMicros: number };
   };
@@ -18,6 +20,8 @@ test('bench block --json covers every case with both native baselines and the hy
   for (const c of out.cases) {
     t.true(c.nativeSync.mibPerSec > 0 && c.nativeAsync.mibPerSec > 0 && c.hypervisor.mibPerSec > 0, JSON.stringify(c));
     t.true(Number.isFinite(c.overheadPct));
+    t.true([c.nativeSync, c.nativeAsync, c.hypervisor].every((s) => Number.isFinite(s.cpuMsPerGiB) && s.cpuMsPerGiB >= 0), 'CPU per GiB on every side');
+    t.deepEqual(Object.keys(c.hypervisor.cpuSplitMsPerGiB ?? {}).sort(), ['guests', 'io', 'main', 'monitor'], 'the hypervisor side by part');
   }
   t.deepEqual(out.targets.map((x) => x.target), ['seq read >= 64K', 'seq write >= 64K', '4K qd32']);
   for (const us of [out.roundTrip.hypercallMicros, out.roundTrip.asyncCallMicros]) t.true(Number.isFinite(us) && us > 0, `${us}`);
@@ -39,9 +43,11 @@ test('bench block --only runs the named cases, --repetitions reports medians, an
 test('bench file --json reports every case', async (t) => {
   const file = await hvshare('bench', 'file', '--json', '--size', '4M', '--repetitions', '1', '--rounds', '5');
   t.is(file.code, 0, file.stderr);
-  const f = JSON.parse(file.stdout) as { cases: { nativeMiBps: number; hypervisorMiBps: number }[]; latency: { crossDomain: { medianUs: number } } };
+  const f = JSON.parse(file.stdout) as { cases: { nativeMiBps: number; hypervisorMiBps: number; nativeCpuMsPerGiB: number; hypervisorCpuMsPerGiB: number; hypervisorCpuSplitMsPerGiB: Record<string, number> }[]; latency: { crossDomain: { medianUs: number } } };
   t.is(f.cases.length, 4);
   t.true(f.cases.every((c) => c.nativeMiBps > 0 && c.hypervisorMiBps > 0));
+  t.true(f.cases.every((c) => c.nativeCpuMsPerGiB > 0 && c.hypervisorCpuMsPerGiB > 0), 'writing and reading cost CPU on both sides');
+  t.deepEqual(Object.keys(f.cases[0]!.hypervisorCpuSplitMsPerGiB).sort(), ['guests', 'io', 'main', 'monitor']);
   t.true(f.latency.crossDomain.medianUs > 0);
 });
 

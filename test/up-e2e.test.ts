@@ -68,7 +68,8 @@ test('hvshare up: views, sharing, ps/stat/log, SIGKILL during writes, restart, f
   t.true(after >= before + 2 * 1024 * 1024, `dom2 bytesWritten went from ${before} to ${after}`);
   const { cpu } = JSON.parse((await hvshare('stat', '--state', state, '--json')).stdout) as { cpu?: PlatformCpu };
   t.deepEqual(Object.keys(cpu?.domains ?? {}).sort(), ['dom1', 'dom2', 'dom3'], 'CPU seconds per running domain');
-  t.true(cpu!.domains.dom2 > 0 && cpu!.main > 0, `booting, mounting and writing cost CPU: ${JSON.stringify(cpu)}`);
+  t.true(cpu!.domains.dom2!.cpu > 0 && cpu!.main > 0, `booting, mounting and writing cost CPU: ${JSON.stringify(cpu)}`);
+  t.true(cpu!.monitor.sleep > 0 && cpu!.domains.dom2!.sleep > 0, `the monitor and the guests slept between requests: ${JSON.stringify(cpu)}`);
 
   second.child.kill('SIGTERM');
   t.is(await exited(second.child), 0);
