@@ -33,11 +33,18 @@ export interface FileCaseResult {
   hypervisorCpuSplitMsPerGiB: CpuSplit;
 }
 
+/** Latencies of the rounds, in microseconds: median, 99th percentile and every round's, in order. */
+export interface Visibility {
+  medianUs: number;
+  p99Us: number;
+  samplesUs: number[];
+}
+
 export interface LatencyResult {
   /** write+close in dom1, then open+read in dom2: the lock moves, dom1 commits, dom2 drops its cache. */
-  crossDomain: { medianUs: number; p99Us: number };
+  crossDomain: Visibility;
   /** write+close then open+read, both in dom1 (the lock stays cached): the same work without sharing. */
-  sameDomain: { medianUs: number; p99Us: number };
+  sameDomain: Visibility;
 }
 
 
@@ -109,7 +116,7 @@ type Measured = { result: FileWorkloadResult } & CpuCost;
 const measured = (run: () => Promise<FileWorkloadResult>, platform?: Platform): Promise<Measured> => withCpuCost(run, (r) => r.bytes, platform);
 
 /** Rounds of: `writer` writes 4 KiB and closes, `reader` opens and reads it; checks the bytes; times each round. */
-async function visibility(writer: DomainHandle, reader: DomainHandle, rounds: number, path: string): Promise<{ medianUs: number; p99Us: number }> {
+async function visibility(writer: DomainHandle, reader: DomainHandle, rounds: number, path: string): Promise<Visibility> {
   const times: number[] = [];
   const data = new Uint8Array(4096);
   const [w, r] = [domainVfs(writer), domainVfs(reader)];
@@ -127,5 +134,5 @@ async function visibility(writer: DomainHandle, reader: DomainHandle, rounds: nu
       throw new Error(`${reader.name} read stale data in round ${round}`);
     }
   }
-  return { medianUs: median(times), p99Us: p99(times) };
+  return { medianUs: median(times), p99Us: p99(times), samplesUs: times.map((us) => Math.round(us * 10) / 10) };
 }

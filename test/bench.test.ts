@@ -1,5 +1,17 @@
 import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { hvshare } from './helpers/cli.js';
+import { tempDir } from './helpers/platform.js';
+
+/** The marks of a --report picture: bars (series, label, value), reference lines and curves, from their data attributes. */
+async function marksOf(path: string) {
+  const svg = await readFile(path, 'utf8');
+  const text = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&amp;/g, '&');
+  const attrs = (tag: string) =>
+    [...svg.matchAll(new RegExp(`<${tag} class="[^"]*"([^>]*)>`, 'g'))].map((m) => Object.fromEntries([...m[1]!.matchAll(/data-(\w+)="([^"]*)"/g)].map((a) => [a[1]!, text(a[2]!)])));
+  return { svg, bars: attrs('rect'), lines: attrs('line'), curves: attrs('polyline') };
+}
 
 // The benchmarks are measured by people, not judged here: these runs only check that every case runs and
 // reports the figures the closing notes quote (no timing is asserted).
@@ -7,7 +19,8 @@ import { hvshare } from './helpers/cli.js';
 type Side = { mibPerSec: number; cpuMsPerGiB: number; cpuSplitMsPerGiB?: Record<string, number> };
 
 test('bench block --json covers every case with both native baselines and the hypervisor path', async (t) => {
-  const r = await hvshare('bench', 'block', '--json', '--duration', '20', '--image-size', '64M');
+  const report = join(await tempDir(t), 'block.svg');
+  const r = await hvshare('bench', 'block', '--json', '--duration', '20', '--image-size', '64M', '--report', report);
   t.is(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout) as {
     cases: { pattern: string; op: string; blockSize: number; queueDepth: number; domains: number; overheadPct: number; nativeSync: Side; nativeAsync: Side; hypervisor: Side }[];
@@ -25,6 +38,9 @@ test('bench block --json covers every case with both native baselines and the hy
   }
   t.deepEqual(out.targets.map((x) => x.target), ['seq read >= 64K', 'seq write >= 64K', '4K qd32']);
   for (const us of [out.roundTrip.hypercallMicros, out.roundTrip.asyncCallMicros]) t.true(Number.isFinite(us) && us > 0, `${us}`);
+  const drawn = await marksOf(report);
+  t.deepEqual(drawn.bars.filter((b) => b.series === 'overhead').map((b) => Number(b.value)), out.cases.map((c) => c.overheadPct), 'the overhead of every case, drawn');
+  t.deepEqual(drawn.lines.filter((l) => l.label).map((l) => Number(l.value)), [5, 10, 30], 'the targets as lines');
 });
 
 test('bench block --only runs the named cases, --repetitions reports medians, an unknown name is refused', async (t) => {
@@ -40,8 +56,9 @@ test('bench block --only runs the named cases, --repetitions reports medians, an
   t.regex(bad.stderr, /no case is named with all of: seq sideways/);
 });
 
-test('bench file --json reports every case', async (t) => {
-  const file = await hvshare('bench', 'file', '--json', '--size', '4M', '--repetitions', '1', '--rounds', '5');
+test('bench file --json reports every case; --report draws the same figures and every visibility round', async (t) => {
+  const report = join(await tempDir(t), 'file.svg');
+  const file = await hvshare('bench', 'file', '--json', '--size', '4M', '--repetitions', '1', '--rounds', '5', '--report', report);
   t.is(file.code, 0, file.stderr);
   const f = JSON.parse(file.stdout) as { cases: { nativeMiBps: number; hypervisorMiBps: number; nativeCpuMsPerGiB: number; hypervisorCpuMsPerGiB: number; hypervisorCpuSplitMsPerGiB: Record<string, number> }[]; latency: { crossDomain: { medianUs: number } } };
   t.is(f.cases.length, 4);
@@ -49,12 +66,21 @@ test('bench file --json reports every case', async (t) => {
   t.true(f.cases.every((c) => c.nativeCpuMsPerGiB > 0 && c.hypervisorCpuMsPerGiB > 0), 'writing and reading cost CPU on both sides');
   t.deepEqual(Object.keys(f.cases[0]!.hypervisorCpuSplitMsPerGiB).sort(), ['guests', 'io', 'main', 'monitor']);
   t.true(f.latency.crossDomain.medianUs > 0);
+  const drawn = await marksOf(report);
+  t.true(drawn.svg.startsWith('<svg'), 'an SVG picture');
+  const guest = drawn.bars.filter((b) => b.series === 'guest' && b.value !== undefined);
+  t.deepEqual(guest.slice(0, 4).map((b) => Number(b.value)), f.cases.map((c) => c.hypervisorMiBps), 'the throughput bars are the JSON figures');
+  t.deepEqual(drawn.curves.map((c) => [c.series, c.count]), [['dom1 -> dom2 (the lock moves)', '5'], ['dom1 alone', '5']], 'one curve point per round');
+  const bad = await hvshare('bench', 'file', '--report', join(report, '..', 'file.png'));
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /--report .*file\.png: the file must end in \.svg or \.html/);
 });
 
-test('bench fuse --json fills every row of every column, and strict mounts are never stale', async (t) => {
+test('bench fuse --json fills every row of every column, and strict mounts are never stale; --report draws the ratios', async (t) => {
+  const report = join(await tempDir(t), 'fuse.html');
   const fuse = await hvshare(
     'bench', 'fuse', '--json', '--files', '40', '--big-dir', '60', '--file-size', '1M', '--small-files', '10',
-    '--repetitions', '1', '--rounds', '3', '--iops-time', '100', '--auto-ms', '100',
+    '--repetitions', '1', '--rounds', '3', '--iops-time', '100', '--auto-ms', '100', '--report', report,
   );
   t.is(fuse.code, 0, fuse.stderr);
   type Row = { group: string; workload: string; unit: string; better: string; values: Record<string, number>; strictRatio: number | null; autoRatio: number | null };
@@ -79,6 +105,11 @@ test('bench fuse --json fills every row of every column, and strict mounts are n
   t.is(u.rows.filter((r) => r.better === 'count').length, 2);
   // Every column's sequential rows say what they cost in CPU: the client's at least, whatever serves the folder.
   t.deepEqual(u.rows.filter((r) => r.workload.startsWith('CPU per MiB')).map((r) => r.unit), ['ms', 'ms']);
+  const drawn = await marksOf(report);
+  t.regex(drawn.svg, /^<!doctype html>/, 'an .html report is a page around the picture');
+  const strict = drawn.bars.filter((b) => b.series === 'strict');
+  t.deepEqual(strict.map((b) => Number(b.value)), u.rows.filter((r) => r.strictRatio !== null).map((r) => r.strictRatio), 'one bar per compared row');
+  t.deepEqual(drawn.lines.filter((l) => l.label).map((l) => Number(l.value)), [1, 1.5], 'the ceiling and the strict target');
   const bad = await hvshare('bench', 'fuse', '--only', 'tree', 'sideways');
   t.is(bad.code, 2);
   t.regex(bad.stderr, /no row group sideways/);
