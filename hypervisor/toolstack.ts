@@ -115,7 +115,9 @@ export class Platform {
   private readonly acks = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private readonly listeners: ((event: PlatformEvent) => void)[] = [];
   private nextSeq = 1;
-  private nextDomainId = 1;
+  /** Domain ids held by a domain or by the clean-up after its death; an id is free again once that finished. */
+  private readonly domainIds = new Set<number>();
+  private lastDomainId = 0;
   private monitorExited = false;
   private readonly monitorExit: Promise<void>;
 
@@ -170,19 +172,23 @@ export class Platform {
    */
   async createDomain(spec: DomainSpec, options: { guest?: boolean } = {}): Promise<DomainHandle> {
     if (this.domains.has(spec.name)) throw new Error(`domain ${spec.name} already exists`);
-    if (this.nextDomainId >= MAX_DOMAINS) throw new Error(`at most ${MAX_DOMAINS - 1} domains`);
     const grants: Grant[] = spec.grants.map((g) => {
       const volumeId = this.volumeIds.get(g.volume);
       if (volumeId === undefined) throw new Error(`domain ${spec.name}: no volume ${g.volume}`);
       return { volumeId, readOnly: g.readOnly };
     });
-    const id = this.nextDomainId++;
+    const id = this.takeDomainId();
     const pages: DomainPages = {
       ring: new SharedArrayBuffer(RING_BYTES),
       vic: new SharedArrayBuffer(VIC_WORDS * 4),
       memory: new SharedArrayBuffer(spec.memoryBytes),
     };
-    await this.command({ type: 'add-domain', seq: 0, id, name: spec.name, pages, grants });
+    try {
+      await this.command({ type: 'add-domain', seq: 0, id, name: spec.name, pages, grants });
+    } catch (err) {
+      this.domainIds.delete(id);
+      throw err;
+    }
     let worker: Worker | undefined;
     if (options.guest !== false) {
       const data: DomainWorkerData = {
@@ -262,7 +268,24 @@ export class Platform {
       }
     }
     await this.command({ type: 'drop-locks', seq: 0, id: d.id }).catch(() => {});
+    // The monitor has forgotten the domain and its locks: the next domain may have its id (and counter slot).
+    this.domainIds.delete(d.id);
     d.finishCleanup();
+  }
+
+  /**
+   * The next free domain id after the last one given, wrapping round as Xen's domids do (0 is never a domain's):
+   * a restarted domain gets a new id, and ids come back into use, so any number of boots in total works.
+   */
+  private takeDomainId(): number {
+    for (let step = 1; step < MAX_DOMAINS; step++) {
+      const id = ((this.lastDomainId - 1 + step) % (MAX_DOMAINS - 1)) + 1;
+      if (this.domainIds.has(id)) continue;
+      this.domainIds.add(id);
+      this.lastDomainId = id;
+      return id;
+    }
+    throw new Error(`at most ${MAX_DOMAINS - 1} domains at once`);
   }
 
   private command(command: MonitorCommand): Promise<void> {
