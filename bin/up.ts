@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { loadPlatformFile, type PlatformConfig } from '../hypervisor/platform-config.js';
 import { StoredPlatform } from '../hypervisor/platform-boot.js';
 import type { NewEvent } from '../hypervisor/platform-store.js';
-import { DEFAULT_AUTO_MS, formatCacheMode, mountDomain, parseCacheMode, type CacheMode, type MountedView } from '../mount/index.js';
+import { DEFAULT_AUTO_MS, formatCacheMode, mountDomain, mountPointProblem, parseCacheMode, type CacheMode, type MountedView } from '../mount/index.js';
 import { CliError, DEFAULT_MOUNT_ROOT, DEFAULT_STATE_DIR } from './cli-support.js';
 
 interface UpOptions {
@@ -93,6 +93,8 @@ async function up(opts: UpOptions): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
+    const problems = (await Promise.all(running.domains().map((d) => mountPointProblem(join(mountRoot, d.name))))).filter((p) => p !== null);
+    if (problems.length > 0) throw new CliError(problems.join('\n'));
     for (const domain of running.domains()) {
       const mountpoint = join(mountRoot, domain.name);
       // Mounted read-write on the host even for a read-only grant: the monitor is the one that refuses writes.

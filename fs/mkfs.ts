@@ -2,7 +2,7 @@
  * mkfs: lays out a fresh volume (see layout.ts) and creates the root directory.
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { IoError, type BlockDevice } from './block-device.js';
 import { FileBlockDevice } from './file-block-device.js';
@@ -105,7 +105,7 @@ export function formattingPath(path: string): string {
 }
 
 /**
- * Creates (or replaces) the image file at `path` with `sizeBytes` and formats it. The image is built in a
+ * Creates (or replaces) the image file at `path` (and its folder) with `sizeBytes` and formats it. The image is built in a
  * temporary file beside it, made durable, then renamed into place, so a cut at any moment leaves either the old
  * state or the whole new image (and at most a temporary file the next format replaces); a failure removes the
  * temporary file and leaves `path` as it was.
@@ -113,6 +113,7 @@ export function formattingPath(path: string): string {
 export async function formatNewImage(path: string, sizeBytes: number, options: MkfsOptions = {}): Promise<Superblock> {
   planVolume(sizeBytes, options); // a layout that does not fit fails before any file is made
   const temporary = formattingPath(path);
+  await mkdir(dirname(path), { recursive: true });
   try {
     const handle = await open(temporary, 'w');
     try {

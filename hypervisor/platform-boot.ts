@@ -1,10 +1,10 @@
-import { dirname } from 'node:path';
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { dirtyJournalSlots, recoverJournals } from '../fs/journal.js';
 import { readSuperblock } from '../fs/layout.js';
 import { formatNewImage } from '../fs/mkfs.js';
-import { defaultPlatform, formatSize, resolveImagePath, type PlatformConfig, type VolumeConfig } from './platform-config.js';
+import { defaultPlatform, formatSize, resolveImagePath, validatePlatform, type PlatformConfig, type VolumeConfig } from './platform-config.js';
+import { checkConfigAgainstImages } from './image-config-check.js';
 import { PlatformStore, type Counters, type NewEvent } from './platform-store.js';
 import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from './toolstack.js';
 
@@ -65,7 +65,9 @@ export class StoredPlatform {
     };
     let platform: Platform | undefined;
     try {
-      const config = await store.putConfig(options.config ?? store.getConfig() ?? defaultPlatform(store.stateDir));
+      const wanted = validatePlatform(options.config ?? store.getConfig() ?? defaultPlatform(store.stateDir));
+      await checkConfigAgainstImages(store.stateDir, wanted);
+      const config = await store.putConfig(wanted);
       for (const stale of await store.reapStale()) {
         log({ type: 'crash', domain: stale.name, detail: stale.reason ?? 'platform ended while the domain ran' });
       }
@@ -204,7 +206,6 @@ export class StoredPlatform {
 async function prepareVolume(stateDir: string, volume: VolumeConfig, log: (e: NewEvent) => void): Promise<void> {
   const path = resolveImagePath(stateDir, volume);
   if (!(await stat(path).then((s) => s.size > 0, () => false))) {
-    await mkdir(dirname(path), { recursive: true });
     await formatNewImage(path, volume.size, { slots: volume.slots });
     log({ type: 'mkfs', detail: `${volume.name}: ${formatSize(volume.size)} at ${path}, ${volume.slots} journal slots` });
     return;
