@@ -5,6 +5,7 @@ import { readSuperblock } from '../fs/layout.js';
 import { formatNewImage } from '../fs/mkfs.js';
 import { defaultPlatform, formatSize, resolveImagePath, validatePlatform, type PlatformConfig, type VolumeConfig } from './platform-config.js';
 import { checkConfigAgainstImages } from './image-config-check.js';
+import { stopStep, stopStepMs, type StopDeadline } from './stop-deadline.js';
 import { PlatformStore, type Counters, type NewEvent } from './platform-store.js';
 import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from './toolstack.js';
 
@@ -147,20 +148,31 @@ export class StoredPlatform {
     return sum;
   }
 
-  /** Unmount every domain's filesystem (journals committed), stop the threads, record it all, close the store. */
-  async shutdown(reason: string): Promise<void> {
+  /**
+   * Unmount every domain's filesystem (journals committed), stop the threads, record it all, close the store;
+   * each step under `deadline` (a forced step is logged as an error event).
+   */
+  async shutdown(reason: string, deadline: StopDeadline = { stepMs: stopStepMs() }): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     clearInterval(this.ticker);
     this.sampleCounters();
     const names = this.platform.listDomains().map((d) => d.name);
-    await this.platform.shutdown();
+    const logged: StopDeadline = {
+      ...deadline,
+      onForced: (what) => {
+        deadline.onForced?.(what);
+        this.log({ type: 'error', detail: `stop: ${what}` });
+      },
+    };
+    await this.platform.shutdown(logged);
     for (const name of names) {
       await this.store.setDomainState(name, 'stopped', { reason });
       this.log({ type: 'shutdown', domain: name, detail: reason });
     }
     this.log({ type: 'platform-down', detail: reason });
-    await this.store.close();
+    // Told to the caller only: the store cannot log its own close.
+    await stopStep(deadline, 'platform store close', this.store.close());
   }
 
   private log(event: NewEvent): void {

@@ -9,6 +9,7 @@ import type { DomainWorkerData } from '../guests/domain-worker.js';
 import { IoError } from '../fs/block-device.js';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { replayJournal } from '../fs/journal.js';
+import { stopStep, stopStepMs, type StopDeadline } from './stop-deadline.js';
 
 /** Replay one journal slot of a volume natively (no filesystem knowledge needed). */
 async function replayVolumeSlot(path: string, slot: number): Promise<number> {
@@ -226,22 +227,27 @@ export class Platform {
     await this.domainDied(d, 'killed');
   }
 
-  /** Unmount every domain's filesystem (journals committed, locks given back), then stop every thread. */
-  async shutdown(): Promise<void> {
+  /**
+   * Unmount every domain's filesystem (journals committed, locks given back), then stop every thread. Each step
+   * has a deadline (see stop-deadline.ts): a domain whose unmount is late is stopped without it (what it committed
+   * is in its journal, replayed at the next boot), a thread that does not exit is left to the process's exit, and
+   * a monitor that does not answer is terminated.
+   */
+  async shutdown(deadline: StopDeadline = { stepMs: stopStepMs() }): Promise<void> {
     await Promise.all(
       this.listDomains()
         .filter((d) => d.spec.filesystem && d.state === 'running')
-        .map((d) => d.call({ kind: 'unmount' }).catch(() => {})),
+        .map((d) => stopStep(deadline, `${d.name}: unmount (journal commit)`, d.call({ kind: 'unmount' }))),
     );
     for (const d of this.domains.values()) {
       if (d.worker && d.state !== 'dead') {
         d.state = 'dead';
-        await d.worker.terminate();
+        await stopStep(deadline, `${d.name}: worker exit`, d.worker.terminate());
       }
     }
     if (!this.monitorExited) {
-      await this.command({ type: 'shutdown', seq: 0 }).catch(() => {});
-      await this.monitorExit.catch(() => {});
+      const stopped = this.command({ type: 'shutdown', seq: 0 }).catch(() => {}).then(() => this.monitorExit);
+      await stopStep(deadline, 'monitor exit', stopped, () => this.monitor.terminate());
     }
   }
 
