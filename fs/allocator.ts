@@ -123,6 +123,8 @@ export class Allocator {
   private async findRun(group: number, from: number, to: number, max: number): Promise<Run | null> {
     const base = this.geometry.groupBase(group);
     const bitmap = await this.bitmap(group);
+    // A bitmap that does not even mark itself used says nothing true about the blocks it covers.
+    if (!bitIsSet(bitmap, 0)) throw new IoError('EIO', `group ${group}: bitmap block ${base} marks itself free; not trusted (run hvshare fsck)`);
     let bit = from;
     while (bit < to) {
       if ((bit & 7) === 0 && bitmap[HEADER_SIZE + (bit >> 3)] === 0xff) {
@@ -135,11 +137,21 @@ export class Allocator {
       }
       let end = bit + 1;
       while (end < to && end - bit < max && !bitIsSet(bitmap, end) && !this.freedThisTx.has(base + end)) end++;
+      const run = this.guarded({ start: base + bit, count: end - bit });
       const writable = await this.bitmap(group, true);
       for (let b = bit; b < end; b++) setBit(writable, b, true);
-      return { start: base + bit, count: end - bit };
+      return run;
     }
     return null;
+  }
+
+  /** The last word before a run is handed out: never a superblock, journal or bitmap block, never past the end. */
+  private guarded(run: Run): Run {
+    const last = run.start + run.count - 1;
+    if (run.count < 1 || !this.geometry.isDataBlock(run.start) || !this.geometry.isDataBlock(last) || this.geometry.groupOf(run.start) !== this.geometry.groupOf(last)) {
+      throw new IoError('EIO', `refusing to hand out blocks ${run.start}..${last}: metadata or outside the volume`);
+    }
+    return run;
   }
 
   /** Frees a block; its cached copy goes unless `forget` is false (a freed inode still written home). */

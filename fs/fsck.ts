@@ -148,7 +148,7 @@ interface DirSummary {
 }
 
 /** Why a superblock's geometry cannot be trusted, or null. */
-function geometryProblem(sb: Superblock, g: Geometry, deviceBytes: number): string | null {
+export function geometryProblem(sb: Superblock, g: Geometry, deviceBytes: number): string | null {
   if (sb.totalBlocks * BLOCK_SIZE > deviceBytes) return `${sb.totalBlocks} blocks exceed the device of ${deviceBytes} bytes`;
   if (sb.totalBlocks > MAX_VOLUME_BLOCKS) return `${sb.totalBlocks} blocks exceed the largest volume (${MAX_VOLUME_BLOCKS})`;
   if (sb.slotCount < 1 || sb.journalBlocks < 1) return `${sb.slotCount} slots of ${sb.journalBlocks} journal blocks`;

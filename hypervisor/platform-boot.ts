@@ -3,6 +3,7 @@ import { FileBlockDevice } from '../fs/file-block-device.js';
 import { dirtyJournalSlots, recoverJournals } from '../fs/journal.js';
 import { readSuperblock } from '../fs/layout.js';
 import { formatNewImage } from '../fs/mkfs.js';
+import { mountCheck } from '../fs/mount-check.js';
 import { defaultPlatform, formatSize, resolveImagePath, validatePlatform, type PlatformConfig, type VolumeConfig } from './platform-config.js';
 import { checkConfigAgainstImages } from './image-config-check.js';
 import { stopStep, stopStepMs, type StopDeadline } from './stop-deadline.js';
@@ -232,6 +233,13 @@ async function prepareVolume(stateDir: string, volume: VolumeConfig, log: (e: Ne
     if (slots.length > 0) {
       const blocks = await recoverJournals(dev, slots, sb);
       log({ type: 'recovery', detail: `${volume.name}: journal slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')} replayed (${blocks} blocks)` });
+    }
+    const problems = await mountCheck(dev);
+    if (problems.length > 0) {
+      throw new Error(
+        `volume ${volume.name} (${path}) fails the check before mounting: ${problems.join('; ')}. ` +
+          `It is not mounted; \`hvshare fsck ${path}\` gives the full report`,
+      );
     }
   } finally {
     await dev.close();
