@@ -114,10 +114,27 @@ export class Allocator {
     throw new IoError('ENOSPC', 'no free blocks');
   }
 
-  private bitmap(group: number, write = false): Promise<Uint8Array> {
+  private async bitmap(group: number, write = false): Promise<Uint8Array> {
     const address = this.geometry.blockBitmap(group);
     const owner = this.locks.name(group);
+    if (group >= this.geometry.sb.eagerGroups) {
+      const valid = await this.cache.getIf(address, BlockType.BlockBitmap, owner);
+      if (valid && !write) return valid;
+      if (!valid && (await this.uninitialised(group))) {
+        if (!write) return this.geometry.initialBitmap(group);
+        // First use of a lazily initialised group: its bitmap joins the running transaction.
+        const created = this.cache.create(address, BlockType.BlockBitmap, owner);
+        created.set(this.geometry.initialBitmap(group));
+        return created;
+      }
+    }
     return write ? this.cache.getForWrite(address, BlockType.BlockBitmap, owner) : this.cache.get(address, BlockType.BlockBitmap, owner);
+  }
+
+  /** True when the group's bitmap block is still the hole a lazy mkfs left. */
+  private async uninitialised(group: number): Promise<boolean> {
+    if (group < this.geometry.sb.eagerGroups) return false;
+    return this.geometry.isUninitialised(group, await this.cache.readUncached(this.geometry.blockBitmap(group)));
   }
 
   private async findRun(group: number, from: number, to: number, max: number): Promise<Run | null> {
@@ -177,7 +194,8 @@ export class Allocator {
     for (let g = 0; g < this.geometry.sb.groupCount; g++) {
       const bitmap = this.locks.pinIfHeld(g)
         ? await this.bitmap(g)
-        : await this.cache.peek(this.geometry.blockBitmap(g), BlockType.BlockBitmap);
+        : ((await this.cache.peek(this.geometry.blockBitmap(g), BlockType.BlockBitmap))
+          ?? ((await this.uninitialised(g)) ? this.geometry.initialBitmap(g) : null));
       if (bitmap) blocks += countClearBits(bitmap, this.geometry.groupSize(g));
     }
     return blocks;

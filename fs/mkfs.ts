@@ -14,7 +14,7 @@ import { emptyInode, InodeStore } from './inode.js';
 import { timespecFromMs } from './timespec.js';
 import { cleanJournalHeader } from './journal.js';
 import {
-  BITMAP_BITS, BLOCK_SIZE, BlockType, encodeSuperblock, FORMAT_VERSION, Geometry, HEADER_SIZE, resealBlock, sealBlock,
+  BITMAP_BITS, BLOCK_SIZE, BlockType, encodeSuperblock, FORMAT_VERSION, Geometry, resealBlock, sealBlock,
   type Superblock,
 } from './layout.js';
 import { MAX_VOLUME_BLOCKS } from './lock-names.js';
@@ -33,7 +33,17 @@ export interface MkfsOptions {
   blocksPerGroup?: number;
   uuid?: Uint8Array;
   now?: number;
+  /**
+   * The device reads zeros wherever mkfs does not write (a fresh sparse file): groups past the first
+   * LAZY_EAGER_GROUPS (or `eagerGroups`) are then initialised on first use instead of now.
+   */
+  zeroed?: boolean;
+  /** With `zeroed`: how many groups to initialise now (default LAZY_EAGER_GROUPS). */
+  eagerGroups?: number;
 }
+
+/** Groups a lazy mkfs initialises at once: the volumes `hvshare up` makes by default have no more than this. */
+export const LAZY_EAGER_GROUPS = 16;
 
 export const MIN_JOURNAL_BLOCKS = 64;
 export const DEFAULT_SLOTS = 8;
@@ -88,15 +98,9 @@ export function planVolume(sizeBytes: number, options: MkfsOptions = {}): Superb
   return {
     version: FORMAT_VERSION, totalBlocks, slotCount, journalBlocks, journalHeaderStart, slotBlockStart, journalStart,
     groupStart, blocksPerGroup, groupCount, rootIno: groupStart + 1,
+    eagerGroups: options.zeroed ? Math.max(1, Math.min(groupCount, options.eagerGroups ?? LAZY_EAGER_GROUPS)) : groupCount,
     uuid: options.uuid ?? new Uint8Array(randomBytes(16)), createdMs: options.now ?? Date.now(),
   };
-}
-
-function bitmapBlock(address: number, type: BlockType, used: (bit: number) => boolean): Uint8Array {
-  const block = new Uint8Array(BLOCK_SIZE);
-  for (let bit = 0; bit < BITMAP_BITS; bit++) if (used(bit)) block[HEADER_SIZE + (bit >> 3)] |= 1 << (bit & 7);
-  sealBlock(block, type, address);
-  return block;
 }
 
 /** Where formatNewImage builds an image before renaming it into place: beside it, hidden, one per image. */
@@ -126,7 +130,8 @@ export async function formatNewImage(path: string, sizeBytes: number, options: M
     const dev = await FileBlockDevice.open(temporary);
     let sb: Superblock;
     try {
-      sb = await mkfs(dev, options);
+      // A new sparse file reads zeros wherever nothing was written: groups can be initialised lazily.
+      sb = await mkfs(dev, { ...options, zeroed: true });
     } finally {
       await dev.close();
     }
@@ -162,13 +167,9 @@ export async function mkfs(dev: BlockDevice, options: MkfsOptions = {}): Promise
   }
   await dev.write(geometry.journalHeader(0) * BLOCK_SIZE, slotArea);
 
-  for (let group = 0; group < sb.groupCount; group++) {
-    const size = geometry.groupSize(group);
-    const reserved = geometry.firstDataBlock(group) - geometry.groupBase(group);
-    await dev.write(
-      geometry.blockBitmap(group) * BLOCK_SIZE,
-      bitmapBlock(geometry.blockBitmap(group), BlockType.BlockBitmap, (bit) => bit < reserved || bit >= size),
-    );
+  // Later groups' bitmaps stay holes until first used (lazy initialisation, see layout.ts).
+  for (let group = 0; group < sb.eagerGroups; group++) {
+    await dev.write(geometry.blockBitmap(group) * BLOCK_SIZE, geometry.initialBitmap(group));
   }
 
   // The root directory, built with the filesystem's own code and written straight home.

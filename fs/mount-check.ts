@@ -2,7 +2,7 @@
  * The quick check a volume passes before any domain mounts it (`hvshare up`): what every mount trusts blindly and
  * a full fsck would take too long for. The superblock's geometry against the device, each group's bitmap (a
  * valid header, its own block and the bits past the group's end marked used: a bitmap with a valid checksum that
- * says "all free" fails here), the journal headers and slot blocks, and the root directory (its inode, its first
+ * says "all free" fails here; a lazily initialised group not used yet has a hole instead, see layout.ts), the journal headers and slot blocks, and the root directory (its inode, its first
  * block, and that the bitmaps mark them used). Run after journal recovery, on the host's native device.
  */
 import { type BlockDevice } from './block-device.js';
@@ -64,6 +64,7 @@ export async function mountCheck(dev: BlockDevice): Promise<string[]> {
 
 /** Why a group's bitmap cannot be trusted, or null. */
 function bitmapProblem(g: Geometry, group: number, bitmap: Uint8Array): string | null {
+  if (g.isUninitialised(group, bitmap)) return null;
   const address = g.blockBitmap(group);
   const header = checkBlockHeader(bitmap, BlockType.BlockBitmap, address);
   if (header) return header;
