@@ -148,7 +148,7 @@ interface DirSummary {
 }
 
 /** Why a superblock's geometry cannot be trusted, or null. */
-function geometryProblem(sb: Superblock, g: Geometry, deviceBytes: number): string | null {
+export function geometryProblem(sb: Superblock, g: Geometry, deviceBytes: number): string | null {
   if (sb.totalBlocks * BLOCK_SIZE > deviceBytes) return `${sb.totalBlocks} blocks exceed the device of ${deviceBytes} bytes`;
   if (sb.totalBlocks > MAX_VOLUME_BLOCKS) return `${sb.totalBlocks} blocks exceed the largest volume (${MAX_VOLUME_BLOCKS})`;
   if (sb.slotCount < 1 || sb.journalBlocks < 1) return `${sb.slotCount} slots of ${sb.journalBlocks} journal blocks`;
@@ -237,12 +237,19 @@ async function check(
     }
   }
 
-  // Pass 2: group bitmaps (compared with the blocks in use in pass 6).
+  // Pass 2: group bitmaps (compared with the blocks in use in pass 6). A lazily initialised group never used
+  // has a hole for a bitmap, which stands for its initial one.
   const bitmapOk: boolean[] = [];
+  const uninitialised = new Set<number>();
   for (let group = 0; group < sb.groupCount; group++) {
     progress('groups', group, sb.groupCount);
     const address = g.blockBitmap(group);
     const bitmap = await reader.block(address);
+    if (g.isUninitialised(group, bitmap)) {
+      uninitialised.add(group);
+      bitmapOk.push(true);
+      continue;
+    }
     const problem = checkBlockHeader(bitmap, BlockType.BlockBitmap, address);
     bitmapOk.push(!problem);
     if (problem) {
@@ -493,13 +500,21 @@ async function check(
   }
 
   // Pass 6: bitmaps against the blocks in use.
+  const groupsUsed = new Set([...owner.keys()].map((block) => g.groupOf(block)));
   for (let group = 0; group < sb.groupCount; group++) {
     progress('bitmaps', group, sb.groupCount);
     // A bitmap that failed its checksum says nothing worth comparing (reported in pass 2).
     if (!bitmapOk[group]) continue;
-    const bitmap = await reader.block(g.blockBitmap(group));
     const base = g.groupBase(group);
     const size = g.groupSize(group);
+    if (uninitialised.has(group) && !groupsUsed.has(group)) {
+      // Nothing in use and nothing allocated: only the bitmap's own block counts (no bit-by-bit walk).
+      const reserved = g.firstDataBlock(group) - base;
+      stats.blocksInUse += reserved;
+      stats.freeBlocks += size - reserved;
+      continue;
+    }
+    const bitmap = uninitialised.has(group) ? g.initialBitmap(group) : await reader.block(g.blockBitmap(group));
     let leakStart = -1;
     const leaked = async (end: number) => {
       if (leakStart < 0) return;

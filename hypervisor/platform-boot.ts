@@ -1,10 +1,12 @@
-import { dirname } from 'node:path';
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { dirtyJournalSlots, recoverJournals } from '../fs/journal.js';
 import { readSuperblock } from '../fs/layout.js';
 import { formatNewImage } from '../fs/mkfs.js';
-import { defaultPlatform, formatSize, resolveImagePath, type PlatformConfig, type VolumeConfig } from './platform-config.js';
+import { mountCheck } from '../fs/mount-check.js';
+import { defaultPlatform, formatSize, resolveImagePath, validatePlatform, type PlatformConfig, type VolumeConfig } from './platform-config.js';
+import { checkConfigAgainstImages } from './image-config-check.js';
+import { stopStep, stopStepMs, type StopDeadline } from './stop-deadline.js';
 import { PlatformStore, type Counters, type NewEvent } from './platform-store.js';
 import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from './toolstack.js';
 
@@ -69,7 +71,9 @@ export class StoredPlatform {
     };
     let platform: Platform | undefined;
     try {
-      const config = await store.putConfig(options.config ?? store.getConfig() ?? defaultPlatform(store.stateDir));
+      const wanted = validatePlatform(options.config ?? store.getConfig() ?? defaultPlatform(store.stateDir));
+      await checkConfigAgainstImages(store.stateDir, wanted);
+      const config = await store.putConfig(wanted);
       for (const stale of await store.reapStale()) {
         log({ type: 'crash', domain: stale.name, detail: stale.reason ?? 'platform ended while the domain ran' });
       }
@@ -158,20 +162,31 @@ export class StoredPlatform {
     return sum;
   }
 
-  /** Unmount every domain's filesystem (journals committed), stop the threads, record it all, close the store. */
-  async shutdown(reason: string): Promise<void> {
+  /**
+   * Unmount every domain's filesystem (journals committed), stop the threads, record it all, close the store;
+   * each step under `deadline` (a forced step is logged as an error event).
+   */
+  async shutdown(reason: string, deadline: StopDeadline = { stepMs: stopStepMs() }): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     clearInterval(this.ticker);
     this.sampleCounters();
     const names = this.platform.listDomains().map((d) => d.name);
-    await this.platform.shutdown();
+    const logged: StopDeadline = {
+      ...deadline,
+      onForced: (what) => {
+        deadline.onForced?.(what);
+        this.log({ type: 'error', detail: `stop: ${what}` });
+      },
+    };
+    await this.platform.shutdown(logged);
     for (const name of names) {
       await this.store.setDomainState(name, 'stopped', { reason });
       this.log({ type: 'shutdown', domain: name, detail: reason });
     }
     this.log({ type: 'platform-down', detail: reason });
-    await this.store.close();
+    // Told to the caller only: the store cannot log its own close.
+    await stopStep(deadline, 'platform store close', this.store.close());
   }
 
   private log(event: NewEvent): void {
@@ -234,7 +249,6 @@ export class StoredPlatform {
 async function prepareVolume(stateDir: string, volume: VolumeConfig, log: (e: NewEvent) => void): Promise<void> {
   const path = resolveImagePath(stateDir, volume);
   if (!(await stat(path).then((s) => s.size > 0, () => false))) {
-    await mkdir(dirname(path), { recursive: true });
     await formatNewImage(path, volume.size, { slots: volume.slots });
     log({ type: 'mkfs', detail: `${volume.name}: ${formatSize(volume.size)} at ${path}, ${volume.slots} journal slots` });
     return;
@@ -249,6 +263,13 @@ async function prepareVolume(stateDir: string, volume: VolumeConfig, log: (e: Ne
     if (slots.length > 0) {
       const blocks = await recoverJournals(dev, slots, sb);
       log({ type: 'recovery', detail: `${volume.name}: journal slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')} replayed (${blocks} blocks)` });
+    }
+    const problems = await mountCheck(dev);
+    if (problems.length > 0) {
+      throw new Error(
+        `volume ${volume.name} (${path}) fails the check before mounting: ${problems.join('; ')}. ` +
+          `It is not mounted; \`hvshare fsck ${path}\` gives the full report`,
+      );
     }
   } finally {
     await dev.close();

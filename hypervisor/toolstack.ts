@@ -11,6 +11,7 @@ import type { DomainWorkerData } from '../guests/domain-worker.js';
 import { IoError } from '../fs/block-device.js';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { replayJournal } from '../fs/journal.js';
+import { stopStep, stopStepMs, type StopDeadline } from './stop-deadline.js';
 
 /** Replay one journal slot of a volume natively (no filesystem knowledge needed). */
 async function replayVolumeSlot(path: string, slot: number): Promise<number> {
@@ -122,7 +123,9 @@ export class Platform {
   private readonly acks = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private readonly listeners: ((event: PlatformEvent) => void)[] = [];
   private nextSeq = 1;
-  private nextDomainId = 1;
+  /** Domain ids held by a domain or by the clean-up after its death; an id is free again once that finished. */
+  private readonly domainIds = new Set<number>();
+  private lastDomainId = 0;
   private monitorExited = false;
   private readonly monitorExit: Promise<void>;
 
@@ -193,19 +196,23 @@ export class Platform {
    */
   async createDomain(spec: DomainSpec, options: { guest?: boolean } = {}): Promise<DomainHandle> {
     if (this.domains.has(spec.name)) throw new Error(`domain ${spec.name} already exists`);
-    if (this.nextDomainId >= MAX_DOMAINS) throw new Error(`at most ${MAX_DOMAINS - 1} domains`);
     const grants: Grant[] = spec.grants.map((g) => {
       const volumeId = this.volumeIds.get(g.volume);
       if (volumeId === undefined) throw new Error(`domain ${spec.name}: no volume ${g.volume}`);
       return { volumeId, readOnly: g.readOnly };
     });
-    const id = this.nextDomainId++;
+    const id = this.takeDomainId();
     const pages: DomainPages = {
       ring: new SharedArrayBuffer(RING_BYTES),
       vic: new SharedArrayBuffer(VIC_WORDS * 4),
       memory: new SharedArrayBuffer(spec.memoryBytes),
     };
-    await this.command({ type: 'add-domain', seq: 0, id, name: spec.name, pages, grants });
+    try {
+      await this.command({ type: 'add-domain', seq: 0, id, name: spec.name, pages, grants });
+    } catch (err) {
+      this.domainIds.delete(id);
+      throw err;
+    }
     let worker: Worker | undefined;
     if (options.guest !== false) {
       const data: DomainWorkerData = {
@@ -244,22 +251,27 @@ export class Platform {
     await this.domainDied(d, 'killed');
   }
 
-  /** Unmount every domain's filesystem (journals committed, locks given back), then stop every thread. */
-  async shutdown(): Promise<void> {
+  /**
+   * Unmount every domain's filesystem (journals committed, locks given back), then stop every thread. Each step
+   * has a deadline (see stop-deadline.ts): a domain whose unmount is late is stopped without it (what it committed
+   * is in its journal, replayed at the next boot), a thread that does not exit is left to the process's exit, and
+   * a monitor that does not answer is terminated.
+   */
+  async shutdown(deadline: StopDeadline = { stepMs: stopStepMs() }): Promise<void> {
     await Promise.all(
       this.listDomains()
         .filter((d) => d.spec.filesystem && d.state === 'running')
-        .map((d) => d.call({ kind: 'unmount' }).catch(() => {})),
+        .map((d) => stopStep(deadline, `${d.name}: unmount (journal commit)`, d.call({ kind: 'unmount' }))),
     );
     for (const d of this.domains.values()) {
       if (d.worker && d.state !== 'dead') {
         d.state = 'dead';
-        await d.worker.terminate();
+        await stopStep(deadline, `${d.name}: worker exit`, d.worker.terminate());
       }
     }
     if (!this.monitorExited) {
-      await this.command({ type: 'shutdown', seq: 0 }).catch(() => {});
-      await this.monitorExit.catch(() => {});
+      const stopped = this.command({ type: 'shutdown', seq: 0 }).catch(() => {}).then(() => this.monitorExit);
+      await stopStep(deadline, 'monitor exit', stopped, () => this.monitor.terminate());
     }
   }
 
@@ -286,7 +298,24 @@ export class Platform {
       }
     }
     await this.command({ type: 'drop-locks', seq: 0, id: d.id }).catch(() => {});
+    // The monitor has forgotten the domain and its locks: the next domain may have its id (and counter slot).
+    this.domainIds.delete(d.id);
     d.finishCleanup();
+  }
+
+  /**
+   * The next free domain id after the last one given, wrapping round as Xen's domids do (0 is never a domain's):
+   * a restarted domain gets a new id, and ids come back into use, so any number of boots in total works.
+   */
+  private takeDomainId(): number {
+    for (let step = 1; step < MAX_DOMAINS; step++) {
+      const id = ((this.lastDomainId - 1 + step) % (MAX_DOMAINS - 1)) + 1;
+      if (this.domainIds.has(id)) continue;
+      this.domainIds.add(id);
+      this.lastDomainId = id;
+      return id;
+    }
+    throw new Error(`at most ${MAX_DOMAINS - 1} domains at once`);
   }
 
   private command(command: MonitorCommand): Promise<void> {

@@ -14,16 +14,20 @@ async function marksOf(path: string) {
 }
 
 // The benchmarks are measured by people, not judged here: these runs only check that every case runs and
-// reports the figures the closing notes quote (no timing is asserted).
+// reports the figures the closing notes quote. No rate is asserted, not even "above zero": a 20 ms window on a
+// busy machine may see no request complete on one side (a native-async run once measured 0 MiB/s).
 
-type Side = { mibPerSec: number; cpuMsPerGiB: number; cpuSplitMsPerGiB?: Record<string, number> };
+/** A rate as the JSON carries it: a finite number, zero allowed. */
+const isRate = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x >= 0;
+
+type Side = { mibPerSec: number; iops: number; cpuMsPerGiB: number; cpuSplitMsPerGiB?: Record<string, number> };
 
 test('bench block --json covers every case with both native baselines and the hypervisor path', async (t) => {
   const report = join(await tempDir(t), 'block.svg');
   const r = await hvshare('bench', 'block', '--json', '--duration', '20', '--image-size', '64M', '--report', report);
   t.is(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout) as {
-    cases: { pattern: string; op: string; blockSize: number; queueDepth: number; domains: number; overheadPct: number; nativeSync: Side; nativeAsync: Side; hypervisor: Side }[];
+    cases: { pattern: string; op: string; blockSize: number; queueDepth: number; domains: number; nativeSync: Side; nativeAsync: Side; hypervisor: Side; overheadPct: number | null }[];
     targets: { target: string; met: boolean }[];
     roundTrip: { hypercallMicros: number; asyncCallMicros: number };
   };
@@ -31,26 +35,29 @@ test('bench block --json covers every case with both native baselines and the hy
   const keys = new Set(out.cases.map((c) => `${c.pattern} ${c.op} ${c.blockSize} ${c.queueDepth} ${c.domains}`));
   t.is(keys.size, out.cases.length, 'no case twice');
   for (const c of out.cases) {
-    t.true(c.nativeSync.mibPerSec > 0 && c.nativeAsync.mibPerSec > 0 && c.hypervisor.mibPerSec > 0, JSON.stringify(c));
-    t.true(Number.isFinite(c.overheadPct));
-    t.true([c.nativeSync, c.nativeAsync, c.hypervisor].every((s) => Number.isFinite(s.cpuMsPerGiB) && s.cpuMsPerGiB >= 0), 'CPU per GiB on every side');
+    t.true([c.nativeSync, c.nativeAsync, c.hypervisor].every((side) => isRate(side.mibPerSec) && isRate(side.iops)), JSON.stringify(c));
+    // Against a side that measured 0 the overhead is infinite, which JSON writes as null.
+    t.true(c.overheadPct === null || Number.isFinite(c.overheadPct), JSON.stringify(c));
+    t.true([c.nativeSync, c.nativeAsync, c.hypervisor].every((side) => isRate(side.cpuMsPerGiB)), 'CPU per GiB on every side');
     t.deepEqual(Object.keys(c.hypervisor.cpuSplitMsPerGiB ?? {}).sort(), ['guests', 'io', 'main', 'monitor'], 'the hypervisor side by part');
   }
   t.deepEqual(out.targets.map((x) => x.target), ['seq read >= 64K', 'seq write >= 64K', '4K qd32']);
   for (const us of [out.roundTrip.hypercallMicros, out.roundTrip.asyncCallMicros]) t.true(Number.isFinite(us) && us > 0, `${us}`);
   const drawn = await marksOf(report);
-  t.deepEqual(drawn.bars.filter((b) => b.series === 'overhead').map((b) => Number(b.value)), out.cases.map((c) => c.overheadPct), 'the overhead of every case, drawn');
+  t.deepEqual(drawn.bars.filter((b) => b.series === 'overhead').map((b) => Number(b.value)), out.cases.flatMap((c) => (c.overheadPct === null ? [] : [c.overheadPct])), 'the overhead of every case, drawn');
   t.deepEqual(drawn.lines.filter((l) => l.label).map((l) => Number(l.value)), [5, 10, 30], 'the targets as lines');
 });
 
 test('bench block --only runs the named cases, --repetitions reports medians, an unknown name is refused', async (t) => {
   const r = await hvshare('bench', 'block', '--json', '--duration', '20', '--image-size', '64M', '--only', 'seq write', '1M', 'x2', '--repetitions', '2');
   t.is(r.code, 0, r.stderr);
-  const out = JSON.parse(r.stdout) as { repetitions: number; cases: { queueDepth: number }[]; targets: { target: string; worstPct: number | null; met: boolean | null }[] };
+  const out = JSON.parse(r.stdout) as { repetitions: number; cases: { pattern: string; op: string; queueDepth: number }[]; targets: { target: string; worstPct: number | null; met: boolean | null }[] };
   t.is(out.repetitions, 2);
-  t.deepEqual(out.cases.map((c) => c.queueDepth), [1, 32]);
+  t.deepEqual(out.cases.map((c) => `${c.pattern} ${c.op} qd${c.queueDepth}`), ['seq write qd1', 'seq write qd32']);
   t.like(out.targets[0], { target: 'seq read >= 64K', worstPct: null, met: null });
-  t.is(typeof out.targets[1].worstPct, 'number');
+  // The write target covers the cases that ran, so it is judged (its figure is null in JSON if a side measured 0).
+  t.is(out.targets[1].target, 'seq write >= 64K');
+  t.is(typeof out.targets[1].met, 'boolean', JSON.stringify(out.targets[1]));
   const bad = await hvshare('bench', 'block', '--only', 'seq', 'sideways');
   t.is(bad.code, 2);
   t.regex(bad.stderr, /no case is named with all of: seq sideways/);
@@ -62,10 +69,10 @@ test('bench file --json reports every case; --report draws the same figures and 
   t.is(file.code, 0, file.stderr);
   const f = JSON.parse(file.stdout) as { cases: { nativeMiBps: number; hypervisorMiBps: number; nativeCpuMsPerGiB: number; hypervisorCpuMsPerGiB: number; hypervisorCpuSplitMsPerGiB: Record<string, number> }[]; latency: { crossDomain: { medianUs: number } } };
   t.is(f.cases.length, 4);
-  t.true(f.cases.every((c) => c.nativeMiBps > 0 && c.hypervisorMiBps > 0));
+  t.true(f.cases.every((c) => isRate(c.nativeMiBps) && isRate(c.hypervisorMiBps)), JSON.stringify(f.cases));
   t.true(f.cases.every((c) => c.nativeCpuMsPerGiB > 0 && c.hypervisorCpuMsPerGiB > 0), 'writing and reading cost CPU on both sides');
   t.deepEqual(Object.keys(f.cases[0]!.hypervisorCpuSplitMsPerGiB).sort(), ['guests', 'io', 'main', 'monitor']);
-  t.true(f.latency.crossDomain.medianUs > 0);
+  t.true(f.latency.crossDomain.medianUs > 0, 'a handover takes time');
   const drawn = await marksOf(report);
   t.true(drawn.svg.startsWith('<svg'), 'an SVG picture');
   const guest = drawn.bars.filter((b) => b.series === 'guest' && b.value !== undefined);

@@ -350,11 +350,15 @@ test('a wrong link count', async (t) => {
   t.is(report.errors.length, 2, report.errors.join('\n'));
 });
 
-test('volumes of formats 1 and 2 are refused with one clear error each, saying what they lack', async (t) => {
+test('volumes of formats 1, 2 and 3 are refused with one clear error each, saying what they lack', async (t) => {
   const image = await Image.make(t);
   await clean(t, image);
   const sb = await readSuperblock(image.dev);
-  for (const [version, lacks] of [[1, /one inode a block.*nanosecond/], [2, /\(this hvshare reads version 3: times to the nanosecond/]] as const) {
+  for (const [version, lacks] of [
+    [1, /one inode a block.*nanosecond.*first use/],
+    [2, /\(this hvshare reads version 4: times to the nanosecond.*first use/],
+    [3, /\(this hvshare reads version 4: allocation groups initialised on first use/],
+  ] as const) {
     await image.write(0, encodeSuperblock({ ...sb, version }));
     const report = await image.fsck();
     t.false(report.ok);
