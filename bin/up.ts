@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { join, resolve } from 'node:path';
 import { loadPlatformFile, type PlatformConfig } from '../hypervisor/platform-config.js';
 import { StoredPlatform } from '../hypervisor/platform-boot.js';
+import { ControlServer } from '../hypervisor/control-server.js';
 import type { NewEvent } from '../hypervisor/platform-store.js';
 import { DEFAULT_AUTO_MS, formatCacheMode, mountDomain, parseCacheMode, type CacheMode, type MountedView } from '../mount/index.js';
 import { CliError, DEFAULT_MOUNT_ROOT, DEFAULT_STATE_DIR } from './cli-support.js';
@@ -71,6 +72,11 @@ async function up(opts: UpOptions): Promise<void> {
     else process.stderr.write(`${clearStatus()}[${e.type}] ${e.domain ? `${e.domain}: ` : ''}${e.detail ?? ''}\n`);
   };
   const running = await StoredPlatform.boot({ stateDir: opts.state, config, onEvent });
+  // The control socket of hvshare ls, cat, cp, diff, check and locks.
+  const control = await ControlServer.listen(running).catch(async (err: Error) => {
+    await running.shutdown('control socket failed');
+    throw new CliError(`control socket in ${opts.state}: ${err.message}`);
+  });
   const views: MountedView[] = [];
   // A crashed domain is booted again by the toolstack; its view carries on with the new instance.
   running.onRestart((domain) => views.find((v) => v.domain.name === domain.name)?.rebind(domain));
@@ -79,6 +85,7 @@ async function up(opts: UpOptions): Promise<void> {
   const stop = (reason: string) =>
     (stopping ??= (async () => {
       clearInterval(status);
+      await control.close();
       for (const view of views.reverse()) await view.unmount().catch((err: Error) => process.stderr.write(`hvshare: ${err.message}\n`));
       await running.shutdown(reason);
       process.stderr.write(clearStatus());

@@ -4,6 +4,7 @@ import { DOORBELL_WORDS, Doorbell, RING_BYTES, VIC_WORDS } from './abi.js';
 import { createStatsBuffer, DomainStats, MAX_DOMAINS, type CounterName } from './domain-stats.js';
 import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
+import type { LockSummary } from './control-protocol.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
 import type { DomainWorkerData } from '../guests/domain-worker.js';
 import { IoError } from '../fs/block-device.js';
@@ -112,7 +113,7 @@ export class Platform {
   private readonly monitor: Worker;
   private readonly domains = new Map<string, DomainHandle>();
   private readonly volumeIds = new Map<string, number>();
-  private readonly acks = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private readonly acks = new Map<number, { resolve: (reply: MonitorReply) => void; reject: (e: Error) => void }>();
   private readonly listeners: ((event: PlatformEvent) => void)[] = [];
   private nextSeq = 1;
   private nextDomainId = 1;
@@ -265,9 +266,15 @@ export class Platform {
     d.finishCleanup();
   }
 
-  private command(command: MonitorCommand): Promise<void> {
+  /** The monitor's lock table, for inspection. */
+  async locks(): Promise<LockSummary[]> {
+    const reply = await this.command({ type: 'locks', seq: 0 });
+    return reply.type === 'locks' ? reply.locks : [];
+  }
+
+  private command(command: MonitorCommand): Promise<MonitorReply> {
     const seq = this.nextSeq++;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<MonitorReply>((resolve, reject) => {
       if (this.monitorExited) return reject(new Error('monitor exited'));
       this.acks.set(seq, { resolve, reject });
       this.monitor.postMessage({ ...command, seq });
@@ -281,8 +288,8 @@ export class Platform {
     const ack = this.acks.get(reply.seq);
     if (!ack) return;
     this.acks.delete(reply.seq);
-    if (reply.type === 'ack') ack.resolve();
-    else ack.reject(new Error(reply.message));
+    if (reply.type === 'error') ack.reject(new Error(reply.message));
+    else ack.resolve(reply);
   }
 
   private emit(event: PlatformEvent): void {

@@ -24,8 +24,12 @@ export async function hvshare(...args: string[]) {
 }
 
 /** `hvshare up --json` as a child process; resolves once it printed {"ready":true}. */
-export async function startUp(state: string, mountRoot: string): Promise<{ child: ChildProcess; lines: Record<string, unknown>[] }> {
-  const child = spawn('node', [HVSHARE, 'up', '--state', state, '--mount-root', mountRoot, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startUp(
+  state: string,
+  mountRoot: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ child: ChildProcess; lines: Record<string, unknown>[] }> {
+  const child = spawn('node', [HVSHARE, 'up', '--state', state, '--mount-root', mountRoot, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const lines: Record<string, unknown>[] = [];
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
