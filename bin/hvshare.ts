@@ -4,6 +4,7 @@ import { registerBench } from './bench.js';
 import { CliError } from './cli-support.js';
 import { registerCat } from './cat.js';
 import { registerCp } from './cp.js';
+import { registerDiff } from './diff.js';
 import { registerFsck } from './fsck.js';
 import { registerLs } from './ls.js';
 import { registerLog } from './log.js';
@@ -26,6 +27,7 @@ Examples:
   $ hvshare ps; hvshare stat; hvshare log   inspect it from another shell
   $ hvshare ls dom2:/ -lR                   list, read and copy through a domain, no mount needed
   $ hvshare cp notes.txt dom1:/ && hvshare cat dom3:/notes.txt
+  $ hvshare diff dom1 dom3                  compare two domains' views (exit 1 when they differ)
   $ hvshare mkfs vol.img --size 256M        make a volume image
   $ hvshare fsck state/shared.img           check it (exit 1 on any violation)
   $ hvshare bench block                     hypervisor path vs native I/O`,
@@ -40,6 +42,7 @@ registerLog(program);
 registerLs(program);
 registerCat(program);
 registerCp(program);
+registerDiff(program);
 registerMkfs(program);
 registerFsck(program);
 registerBench(program);

@@ -14,6 +14,8 @@ export interface EntryInfo {
   size: number;
   nlink: number;
   mtime: Timespec;
+  /** Changes with every change of the entry: tells a reader that the entry changed while it was read. */
+  ctime: Timespec;
 }
 
 /** A tree to list, read or compare: a domain's view of the volume or a host folder. Paths are `/`-rooted. */
@@ -41,7 +43,7 @@ function typeOf(mode: number): EntryType {
 }
 
 function infoOf(s: Stat): EntryInfo {
-  return { type: typeOf(s.mode), perm: s.mode & 0o7777, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink, mtime: s.mtime };
+  return { type: typeOf(s.mode), perm: s.mode & 0o7777, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink, mtime: s.mtime, ctime: s.ctime };
 }
 
 const byName = (names: string[]) => names.filter((n) => n !== '.' && n !== '..').sort();
@@ -78,17 +80,21 @@ export function hostTree(root: string): TreeSource {
     label: root,
     stat: async (path) => {
       const s = await lstat(at(path), { bigint: true });
-      const mtime = { sec: Number(s.mtimeNs / 1_000_000_000n), nsec: Number(s.mtimeNs % 1_000_000_000n) };
-      if (mtime.nsec < 0) {
-        mtime.sec -= 1;
-        mtime.nsec += 1_000_000_000;
-      }
-      return { type: typeOf(Number(s.mode)), perm: Number(s.mode) & 0o7777, uid: Number(s.uid), gid: Number(s.gid), size: Number(s.size), nlink: Number(s.nlink), mtime };
+      const mode = Number(s.mode);
+      const [mtime, ctime] = [timespecOf(s.mtimeNs), timespecOf(s.ctimeNs)];
+      return { type: typeOf(mode), perm: mode & 0o7777, uid: Number(s.uid), gid: Number(s.gid), size: Number(s.size), nlink: Number(s.nlink), mtime, ctime };
     },
     list: async (path) => byName(await readdir(at(path))),
     readlink: (path) => readlink(at(path)),
     chunks: (path) => hostFileChunks(at(path)),
   };
+}
+
+/** Nanoseconds since the epoch (negative before 1970) as a Timespec (nsec always 0..999,999,999). */
+function timespecOf(ns: bigint): Timespec {
+  const billion = 1_000_000_000n;
+  const sec = ns / billion - (ns % billion < 0n ? 1n : 0n);
+  return { sec: Number(sec), nsec: Number(ns - sec * billion) };
 }
 
 async function* hostFileChunks(file: string): AsyncIterable<Uint8Array> {

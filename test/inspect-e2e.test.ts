@@ -101,3 +101,69 @@ test('the platform down: every inspection command says so and exits 2', async (t
     t.regex(r.stderr, /the platform is not running: nothing listens on .*control\.sock \(start it with: hvshare up --state /);
   }
 });
+
+interface DiffJson {
+  same: boolean;
+  differences: { path: string; field: string; a: string; b: string }[];
+  contentCompared: number;
+}
+
+test.serial('diff: two domains agree; a difference planted in dom2 (its reads of /planted go wrong) is found', async (t) => {
+  const setup = await sh(`mkdir -p '${mnt}/dom1/planted/sub' && head -c 200000 /dev/urandom > '${mnt}/dom1/planted/sub/data' && printf x > '${mnt}/dom1/planted/small'`);
+  t.is(setup.code, 0, setup.stderr);
+  const clean = await cli('diff', 'dom1', 'dom3', '--json');
+  t.is(clean.code, 0, clean.stdout + clean.stderr);
+  const cleanJson = JSON.parse(clean.stdout) as DiffJson;
+  t.true(cleanJson.same);
+  t.true(cleanJson.contentCompared >= 4, `files compared: ${cleanJson.contentCompared}`);
+
+  const planted = await cli('diff', 'dom1', 'dom2', '/planted', '--json');
+  t.is(planted.code, 1, planted.stderr);
+  const found = JSON.parse(planted.stdout) as DiffJson;
+  t.false(found.same);
+  t.deepEqual(found.differences.map((d) => `${d.path} ${d.field}`), ['/small content', '/sub/data content']);
+  t.regex(found.differences[0].a, /^sha256:[0-9a-f]{64}$/);
+  const text = await cli('diff', 'dom2', 'dom1', 'planted', '--checksum', 'crc32c');
+  t.is(text.code, 1);
+  t.regex(text.stdout, /^\/small: content crc32c:[0-9a-f]{8} != crc32c:[0-9a-f]{8}$/m);
+  t.regex(text.stderr, /dom2:\/planted and dom1:\/planted: 2 difference\(s\)/);
+});
+
+test.serial('diff: a domain against a host folder: the same after cp -a, then each change named', async (t) => {
+  const host = join(dir, 'host-tree');
+  const copy = await sh(`mkdir -p '${mnt}/dom1/cmp/d' && printf abc > '${mnt}/dom1/cmp/d/f' && printf keep > '${mnt}/dom1/cmp/g' && ln -s d/f '${mnt}/dom1/cmp/l' && cp -a '${mnt}/dom1/cmp' '${host}'`);
+  t.is(copy.code, 0, copy.stderr);
+  const same = await cli('diff', 'dom2', host, '/cmp');
+  t.is(same.code, 0, same.stdout + same.stderr);
+  t.regex(same.stderr, /same \(5 entries, 2 files' content compared by sha256\)/);
+
+  const change = await sh(`printf abd > '${host}/d/f' && touch -d @0 '${host}/d/f' && chmod 600 '${host}/g' && touch '${host}/extra' && rm '${host}/l' && ln -s g '${host}/l'`);
+  t.is(change.code, 0, change.stderr);
+  const r = await cli('diff', 'dom2', host, '/cmp', '--json');
+  t.is(r.code, 1);
+  const { differences } = JSON.parse(r.stdout) as DiffJson;
+  t.deepEqual(differences.map((d) => `${d.path} ${d.field}`), ['/d/f content', '/d/f mtime', '/extra exists', '/g mode', '/l target']);
+  t.like(differences[1], { b: '1970-01-01T00:00:00.000000000Z' });
+  t.like(differences[3], { a: '0644', b: '0600' });
+  const ignoring = await cli('diff', 'dom2', host, '/cmp', '--ignore', 'content,mtime,mode,target', '--json');
+  t.deepEqual((JSON.parse(ignoring.stdout) as DiffJson).differences.map((d) => d.path), ['/extra']);
+});
+
+test.serial('diff: bad input and the platform down exit 2 with a message naming what is wrong', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['diff', 'dom1', 'dom9'], /dom9: no such file or directory \(ENOENT\)/],
+    [['diff', 'dom8', 'dom1'], /unknown domain "dom8"/],
+    [['diff', 'dom1', 'dom2', '/no/such/dir'], /dom1:\/no\/such\/dir: no such file or directory \(ENOENT\)/],
+    [['diff', 'dom1', 'dom2', '--checksum', 'md5'], /--checksum must be one of sha256, crc32c, not "md5"/],
+    [['diff', 'dom1', 'dom2', '--ignore', 'size,colour'], /--ignore: unknown field "colour"/],
+    [['diff', 'dom1:/x', 'dom2'], /DOM_A is a domain name \("dom1"\); give the path as PATH/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await cli(...args);
+    t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, message);
+  }
+  const down = await hvshare('diff', 'dom1', 'dom2', '--state', join(dir, 'no-platform'));
+  t.is(down.code, 2);
+  t.regex(down.stderr, /the platform is not running/);
+});
