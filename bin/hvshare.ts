@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { registerBench } from './bench.js';
 import { CliError } from './cli-support.js';
 import { registerCat } from './cat.js';
+import { registerCheck } from './check.js';
 import { registerCp } from './cp.js';
 import { registerDiff } from './diff.js';
 import { registerFsck } from './fsck.js';
@@ -28,6 +29,7 @@ Examples:
   $ hvshare ls dom2:/ -lR                   list, read and copy through a domain, no mount needed
   $ hvshare cp notes.txt dom1:/ && hvshare cat dom3:/notes.txt
   $ hvshare diff dom1 dom3                  compare two domains' views (exit 1 when they differ)
+  $ hvshare check                           write, fsync, read back through every other domain, rename, unlink
   $ hvshare mkfs vol.img --size 256M        make a volume image
   $ hvshare fsck state/shared.img           check it (exit 1 on any violation)
   $ hvshare bench block                     hypervisor path vs native I/O`,
@@ -43,6 +45,7 @@ registerLs(program);
 registerCat(program);
 registerCp(program);
 registerDiff(program);
+registerCheck(program);
 registerMkfs(program);
 registerFsck(program);
 registerBench(program);

@@ -1,9 +1,10 @@
 import test from 'ava';
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { exited, HVSHARE, hvshare, sh, startUp } from './helpers/cli.js';
 
 /**
@@ -164,6 +165,75 @@ test.serial('diff: bad input and the platform down exit 2 with a message naming 
     t.regex(r.stderr, message);
   }
   const down = await hvshare('diff', 'dom1', 'dom2', '--state', join(dir, 'no-platform'));
+  t.is(down.code, 2);
+  t.regex(down.stderr, /the platform is not running/);
+});
+
+interface CheckJson {
+  consistent: boolean;
+  rounds: number;
+  pairs: { writer: string; reader: string; probes: number; latencyMs: { median: number; p99: number } | null; mismatches: number; errors: number; problems: string[] }[];
+}
+
+const probeFolders = async (domain: string) => (await cli('ls', `${domain}:/`)).stdout.split('\n').filter((n) => n.includes('check'));
+
+test.serial('check: every pair of domains consistent, the probe folder removed afterwards', async (t) => {
+  const r = await cli('check', '--sizes', '0,1,4K,1M', '--json');
+  t.is(r.code, 0, r.stdout + r.stderr);
+  const report = JSON.parse(r.stdout) as CheckJson;
+  t.true(report.consistent);
+  t.deepEqual(report.pairs.map((p) => `${p.writer}->${p.reader}`), ['dom1->dom2', 'dom1->dom3', 'dom2->dom1', 'dom2->dom3']);
+  for (const p of report.pairs) {
+    t.is(p.probes, 4 * 4, `${p.writer}->${p.reader}: creation, new name, old name gone, unlink, for each of 4 sizes`);
+    t.true(p.latencyMs !== null && p.latencyMs.median >= 0 && p.latencyMs.p99 >= p.latencyMs.median);
+    t.is(p.mismatches + p.errors, 0);
+  }
+  t.deepEqual(await probeFolders('dom1'), []);
+  const text = await cli('check', '--domains', 'dom2,dom3', '--sizes', '4K');
+  t.is(text.code, 0, text.stderr);
+  t.regex(text.stdout, /^dom2 -> dom3 +4 +[\d.]+ +[\d.]+ +0 +0$/m);
+  t.regex(text.stdout, /consistent: 1 round\(s\), sizes 4K/);
+});
+
+test.serial('check: a mismatch planted in dom2 (its reads of /planted... go wrong) is found, pair by pair', async (t) => {
+  const r = await cli('check', '--dir', '/planted-check', '--sizes', '0,4K,1M', '--json');
+  t.is(r.code, 1, r.stderr);
+  const report = JSON.parse(r.stdout) as CheckJson;
+  t.false(report.consistent);
+  const byPair = Object.fromEntries(report.pairs.map((p) => [`${p.writer}->${p.reader}`, p.mismatches]));
+  // Two non-empty probes, each read whole twice by dom2 (created, renamed); an empty file cannot be corrupted.
+  t.deepEqual(byPair, { 'dom1->dom2': 4, 'dom1->dom3': 0, 'dom2->dom1': 0, 'dom2->dom3': 0 });
+  t.regex(report.pairs[0].problems[0], /^\/planted-check\/dom1-1-4096: dom2 read other bytes than dom1 wrote \(4096 of 4096 bytes read\)$/);
+  t.deepEqual(await probeFolders('dom1'), []);
+});
+
+test.serial('check: interrupted, it stops and removes its probe folder', async (t) => {
+  const child = spawn('node', [HVSHARE, 'check', '--state', state, '--duration', '60', '--dir', '/interrupted-check', '--sizes', '64K,1M'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  for (let i = 0; i < 200 && (await probeFolders('dom3')).length === 0; i++) await sleep(50);
+  t.deepEqual(await probeFolders('dom3'), ['interrupted-check'], 'the check is running');
+  child.kill('SIGINT');
+  t.is(await exited(child), 130);
+  t.regex(stderr, /SIGINT: stopping after this probe and removing the probe folder/);
+  t.deepEqual(await probeFolders('dom3'), []);
+});
+
+test.serial('check: bad input exits 2 naming it', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['check', '--domains', 'dom1,dom7'], /--domains: unknown domain "dom7" \(the platform runs dom1, dom2, dom3\)/],
+    [['check', '--domains', 'dom3'], /--domains: at least one read-write domain/],
+    [['check', '--domains', 'dom1'], /--domains: at least two domains/],
+    [['check', '--sizes', '4K,lots'], /--sizes: bad size "lots"/],
+    [['check', '--sizes', '1G'], /--sizes: 1G is larger than the 64M a probe may be/],
+    [['check', '--duration', 'soon'], /--duration takes seconds/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await cli(...args);
+    t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, message);
+  }
+  const down = await hvshare('check', '--state', join(dir, 'no-platform'));
   t.is(down.code, 2);
   t.regex(down.stderr, /the platform is not running/);
 });
