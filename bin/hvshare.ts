@@ -8,6 +8,7 @@ import { registerCp } from './cp.js';
 import { registerDiff } from './diff.js';
 import { registerFsck } from './fsck.js';
 import { registerLs } from './ls.js';
+import { registerLocks } from './locks.js';
 import { registerLog } from './log.js';
 import { registerMkfs } from './mkfs.js';
 import { registerPs } from './ps.js';
@@ -30,6 +31,7 @@ Examples:
   $ hvshare cp notes.txt dom1:/ && hvshare cat dom3:/notes.txt
   $ hvshare diff dom1 dom3                  compare two domains' views (exit 1 when they differ)
   $ hvshare check                           write, fsync, read back through every other domain, rename, unlink
+  $ hvshare locks --watch                   the cluster locks: holders, waiters, hold times, revocations
   $ hvshare mkfs vol.img --size 256M        make a volume image
   $ hvshare fsck state/shared.img           check it (exit 1 on any violation)
   $ hvshare bench block                     hypervisor path vs native I/O`,
@@ -46,6 +48,7 @@ registerCat(program);
 registerCp(program);
 registerDiff(program);
 registerCheck(program);
+registerLocks(program);
 registerMkfs(program);
 registerFsck(program);
 registerBench(program);

@@ -7,6 +7,8 @@ export type EntryType = 'file' | 'dir' | 'symlink' | 'other';
 /** What inspection compares of one entry (lstat semantics: a symlink is itself). */
 export interface EntryInfo {
   type: EntryType;
+  /** The inode number (in a domain, also the name of the inode's cluster lock: `hvshare locks`). */
+  ino: number;
   /** Permission bits (07777). */
   perm: number;
   uid: number;
@@ -43,7 +45,7 @@ function typeOf(mode: number): EntryType {
 }
 
 function infoOf(s: Stat): EntryInfo {
-  return { type: typeOf(s.mode), perm: s.mode & 0o7777, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink, mtime: s.mtime, ctime: s.ctime };
+  return { type: typeOf(s.mode), ino: s.ino, perm: s.mode & 0o7777, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink, mtime: s.mtime, ctime: s.ctime };
 }
 
 const byName = (names: string[]) => names.filter((n) => n !== '.' && n !== '..').sort();
@@ -82,7 +84,7 @@ export function hostTree(root: string): TreeSource {
       const s = await lstat(at(path), { bigint: true });
       const mode = Number(s.mode);
       const [mtime, ctime] = [timespecOf(s.mtimeNs), timespecOf(s.ctimeNs)];
-      return { type: typeOf(mode), perm: mode & 0o7777, uid: Number(s.uid), gid: Number(s.gid), size: Number(s.size), nlink: Number(s.nlink), mtime, ctime };
+      return { type: typeOf(mode), ino: Number(s.ino), perm: mode & 0o7777, uid: Number(s.uid), gid: Number(s.gid), size: Number(s.size), nlink: Number(s.nlink), mtime, ctime };
     },
     list: async (path) => byName(await readdir(at(path))),
     readlink: (path) => readlink(at(path)),

@@ -27,11 +27,16 @@ export interface LockSummary {
   revocations: number;
 }
 
+/** A lock with what it stands for on its volume (`inode 1234`, `group 3 bitmap`, `journal slot 1`, `rename`). */
+export interface DescribedLock extends LockSummary {
+  resource: string;
+}
+
 /** What each kind of request answers with. */
 export interface ControlResults {
   domains: DomainSummary[];
   vfs: AgentResult;
-  locks: LockSummary[];
+  locks: DescribedLock[];
 }
 
 export type ControlRequest =

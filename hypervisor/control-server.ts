@@ -10,9 +10,15 @@ import {
   type ControlReply,
   type ControlRequest,
   type ControlResults,
+  type DescribedLock,
   type DomainSummary,
+  type LockSummary,
 } from './control-protocol.js';
+import { FileBlockDevice } from '../fs/file-block-device.js';
+import { readSuperblock, type Superblock } from '../fs/layout.js';
+import { describeLock } from '../fs/lock-description.js';
 import type { StoredPlatform } from './platform-boot.js';
+import { resolveImagePath } from './platform-config.js';
 import type { DomainHandle } from './toolstack.js';
 
 class ControlError extends Error {
@@ -92,6 +98,34 @@ export class ControlServer {
   }
 }
 
+/** Superblocks by volume name, read once from the images (written at mkfs, never changed after). */
+const superblocks = new WeakMap<StoredPlatform, Map<string, Promise<Superblock | null>>>();
+
+function superblockOf(running: StoredPlatform, volume: string): Promise<Superblock | null> {
+  let known = superblocks.get(running);
+  if (!known) superblocks.set(running, (known = new Map()));
+  let sb = known.get(volume);
+  if (!sb) {
+    const config = running.config.volumes.find((v) => v.name === volume);
+    sb = config
+      ? FileBlockDevice.open(resolveImagePath(running.store.stateDir, config), { readOnly: true })
+          .then((dev) => readSuperblock(dev).finally(() => dev.close()))
+          .catch(() => null)
+      : Promise.resolve(null);
+    known.set(volume, sb);
+  }
+  return sb;
+}
+
+async function describeLocks(running: StoredPlatform, locks: LockSummary[]): Promise<DescribedLock[]> {
+  const described: DescribedLock[] = [];
+  for (const lock of locks) {
+    const sb = await superblockOf(running, lock.volume);
+    described.push({ ...lock, resource: sb ? describeLock(sb, lock.name) : `block ${lock.name}` });
+  }
+  return described;
+}
+
 function findDomain(running: StoredPlatform, name: string): DomainHandle {
   const domain = running.domains().find((d) => d.name === name);
   if (!domain) {
@@ -108,7 +142,7 @@ async function handle(running: StoredPlatform, request: ControlRequest, open: Se
         (d): DomainSummary => ({ name: d.name, readOnly: d.spec.grants[0]?.readOnly ?? true, state: d.state }),
       );
     case 'locks':
-      return running.locks();
+      return describeLocks(running, await running.locks());
     case 'vfs': {
       if (!(VFS_OPS as readonly string[]).includes(request.op)) throw new ControlError('EPROTO', `no filesystem operation "${request.op}"`);
       if (!Array.isArray(request.args)) throw new ControlError('EPROTO', 'args must be an array');

@@ -4,6 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { exited, HVSHARE, hvshare, sh, startUp } from './helpers/cli.js';
 
@@ -234,6 +235,68 @@ test.serial('check: bad input exits 2 naming it', async (t) => {
     t.regex(r.stderr, message);
   }
   const down = await hvshare('check', '--state', join(dir, 'no-platform'));
+  t.is(down.code, 2);
+  t.regex(down.stderr, /the platform is not running/);
+});
+
+interface LockJson {
+  volume: string;
+  name: number;
+  resource: string;
+  generation: number;
+  holders: { domain: string; mode: string; heldMs: number }[];
+  waiters: { domain: string; mode: string }[];
+  revocations: number;
+}
+
+const inodeOf = async (spec: string) => (JSON.parse((await cli('ls', spec, '--json')).stdout) as { ino: number }[])[0].ino;
+
+test.serial('locks: a file written by dom1 then read by dom2: its inode lock revoked from dom1, its generation bumped', async (t) => {
+  const write = await sh(`head -c 100000 /dev/urandom > '${mnt}/dom1/locked.bin'`);
+  t.is(write.code, 0, write.stderr);
+  const ino = await inodeOf('dom1:/locked.bin');
+  const lockOf = async () => {
+    const r = await cli('locks', '--json');
+    t.is(r.code, 0, r.stderr);
+    return { all: JSON.parse(r.stdout) as LockJson[], lock: (JSON.parse(r.stdout) as LockJson[]).find((l) => l.name === ino) };
+  };
+  const before = (await lockOf()).lock;
+  t.like(before, { volume: 'shared', resource: `inode ${ino}` });
+  t.deepEqual(before!.holders.map((h) => `${h.domain}:${h.mode}`), ['dom1:exclusive'], 'the writer keeps its lock cached');
+  t.is((await sh(`cat '${mnt}/dom2/locked.bin' > /dev/null`)).code, 0);
+  const { all, lock: after } = await lockOf();
+  t.true(after!.revocations >= before!.revocations + 1, `revocations ${before!.revocations} -> ${after!.revocations}`);
+  t.true(after!.generation >= before!.generation + 1, `generation ${before!.generation} -> ${after!.generation} (dom1 gave up a changed lock)`);
+  t.false(after!.holders.some((h) => h.mode === 'exclusive'), JSON.stringify(after));
+  t.true(all.some((l) => l.resource === 'journal slot 0' && l.holders[0]?.domain === 'dom1' && l.holders[0].mode === 'exclusive'));
+  const mine = JSON.parse((await cli('locks', '--domain', 'dom1', '--json')).stdout) as LockJson[];
+  t.true(mine.length > 0 && mine.every((l) => l.holders.some((h) => h.domain === 'dom1') || l.waiters.some((w) => w.domain === 'dom1')));
+  const text = await cli('locks');
+  t.regex(text.stdout, /^shared +9 +journal slot 0 +0 +dom1:EX [\d.]+s +- +0$/m);
+});
+
+test.serial('locks --watch follows changes: a read through dom3 shows dom3 among the holders', async (t) => {
+  const ino = await inodeOf('dom1:/locked.bin');
+  const child = spawn('node', [HVSHARE, 'locks', '--state', state, '--watch', '--json', '--interval', '100'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  const lines: { locks: LockJson[] }[] = [];
+  createInterface({ input: child.stdout }).on('line', (l) => lines.push(JSON.parse(l) as { locks: LockJson[] }));
+  const dom3Holds = (s: { locks: LockJson[] }) => s.locks.some((l) => l.name === ino && l.holders.some((h) => h.domain === 'dom3'));
+  for (let i = 0; i < 100 && lines.length === 0; i++) await sleep(50);
+  t.false(dom3Holds(lines[0]), 'dom3 has not read it yet');
+  t.is((await sh(`cat '${mnt}/dom3/locked.bin' > /dev/null`)).code, 0);
+  for (let i = 0; i < 100 && !lines.some(dom3Holds); i++) await sleep(50);
+  t.true(lines.some(dom3Holds), JSON.stringify(lines.at(-1)));
+});
+
+test.serial('locks: bad input and the platform down exit 2', async (t) => {
+  const unknown = await cli('locks', '--domain', 'dom9');
+  t.is(unknown.code, 2);
+  t.regex(unknown.stderr, /--domain: unknown domain "dom9"/);
+  const interval = await cli('locks', '--watch', '--interval', '5');
+  t.is(interval.code, 2);
+  t.regex(interval.stderr, /--interval takes milliseconds, at least 50, not "5"/);
+  const down = await hvshare('locks', '--state', join(dir, 'no-platform'));
   t.is(down.code, 2);
   t.regex(down.stderr, /the platform is not running/);
 });
