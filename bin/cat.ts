@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { IoError } from '../fs/block-device.js';
 import { DEFAULT_STATE_DIR } from './cli-support.js';
 import { formatDomainPath, parseDomainPath } from './domain-path.js';
-import { failure, withPlatform } from './platform-client.js';
+import { failure, withPlatform, usageErrorsExit2 } from './platform-client.js';
 import { domainTree } from './tree-source.js';
 
 /** Write to stdout, waiting when it is full (a slow pipe); false once the reader has gone (EPIPE). */
@@ -13,8 +13,7 @@ async function toStdout(chunk: Uint8Array): Promise<boolean> {
 }
 
 export function registerCat(program: Command): void {
-  program
-    .command('cat')
+  usageErrorsExit2(program.command('cat'))
     .description('print a file of a domain\'s view, read through the domain\'s own filesystem (no mount needed)')
     .argument('<DOM:PATH>', 'a domain and a file in it')
     .option('--state <dir>', 'the platform\'s state folder', DEFAULT_STATE_DIR)

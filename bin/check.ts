@@ -3,7 +3,7 @@ import { formatSize, parseSize } from '../hypervisor/platform-config.js';
 import { CliError, DEFAULT_STATE_DIR, table } from './cli-support.js';
 import { runCheck, type CheckReport } from './consistency-check.js';
 import { domainPathOf } from './domain-path.js';
-import { EXIT_ERROR, withPlatform } from './platform-client.js';
+import { EXIT_ERROR, withPlatform, usageErrorsExit2 } from './platform-client.js';
 
 /** Exit status when a reader saw wrong bytes, or missed a change (0: all consistent; EXIT_ERROR: could not run). */
 const EXIT_INCONSISTENT = 1;
@@ -60,8 +60,7 @@ function printReport(report: CheckReport): void {
 }
 
 export function registerCheck(program: Command): void {
-  program
-    .command('check')
+  usageErrorsExit2(program.command('check'))
     .description('the consistency check of a running platform: probe files written and fsynced through each read-write domain, read back through every other domain, renamed, unlinked, checked at each step')
     .option('--state <dir>', 'the platform\'s state folder', DEFAULT_STATE_DIR)
     .option('--domains <names>', 'the domains taking part, comma-separated (default: all; at least one read-write)', (v: string) => v.split(',').filter(Boolean))

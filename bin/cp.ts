@@ -5,7 +5,7 @@ import { IoError } from '../fs/block-device.js';
 import { O_CREAT, O_TRUNC, O_WRONLY, S_IFREG, type Vfs } from '../fs/vfs.js';
 import { CliError, DEFAULT_STATE_DIR } from './cli-support.js';
 import { formatDomainPath, isDomainSpec, parseDomainPath } from './domain-path.js';
-import { failure, withPlatform, type PlatformClient } from './platform-client.js';
+import { failure, withPlatform, type PlatformClient, usageErrorsExit2 } from './platform-client.js';
 import { childPath, domainTree, hostTree, type TreeSource } from './tree-source.js';
 
 /** One side of a copy: a file in a domain or on the host. */
@@ -70,8 +70,7 @@ async function* readingFrom(from: Side): AsyncIterable<Uint8Array> {
 }
 
 export function registerCp(program: Command): void {
-  program
-    .command('cp')
+  usageErrorsExit2(program.command('cp'))
     .description('copy one file between domains, or between a domain and the host, through the domains\' own filesystems (no mount needed)')
     .argument('<SRC>', 'DOM:PATH or a host path')
     .argument('<DST>', 'DOM:PATH or a host path; an existing directory receives the file under its own name')

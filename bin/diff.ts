@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { CHECKSUM_KINDS, parseChecksumKind, type ChecksumKind } from './checksum.js';
 import { CliError, DEFAULT_STATE_DIR } from './cli-support.js';
 import { domainPathOf, parseDomainPath } from './domain-path.js';
-import { EXIT_ERROR, failure, withPlatform, type PlatformClient } from './platform-client.js';
+import { EXIT_ERROR, failure, withPlatform, type PlatformClient, usageErrorsExit2 } from './platform-client.js';
 import { DIFF_FIELDS, diffTrees, type DiffField } from './tree-diff.js';
 import { domainTree, hostTree, type TreeSource } from './tree-source.js';
 
@@ -33,15 +33,14 @@ async function secondSide(client: PlatformClient, spec: string, path: string): P
 }
 
 export function registerDiff(program: Command): void {
-  program
-    .command('diff')
+  usageErrorsExit2(program.command('diff'))
     .description('compare two domains\' views of a tree, or a domain\'s view with a host folder: names, types, sizes, modes, owners, times, symlink targets and content')
     .argument('<DOM_A>', 'a domain')
     .argument('<DOM_B|HOST_DIR>', 'another domain, or a host folder (compared with DOM_A:PATH)')
     .argument('[PATH]', 'the tree to compare in the domains', '/')
     .option('--state <dir>', 'the platform\'s state folder', DEFAULT_STATE_DIR)
     .addOption(new Option('--checksum <kind>', `content checksum: ${CHECKSUM_KINDS.join(' or ')}`).argParser(parseChecksumKind).default('sha256'))
-    .addOption(new Option('--ignore <fields>', `leave fields out, comma-separated: ${DIFF_FIELDS.join(', ')}`).argParser(parseIgnore).default([]))
+    .addOption(new Option('--ignore <fields>', `leave fields out, comma-separated: ${DIFF_FIELDS.join(', ')}`).argParser(parseIgnore).default([], 'none'))
     .option('--json', 'the differences as JSON')
     .addHelpText(
       'after',
@@ -54,7 +53,7 @@ one instant: a file written during the diff may show as a difference (README, "h
 Examples:
   $ hvshare diff dom1 dom3                       every file, as the two domains see it
   $ hvshare diff dom1 dom2 /projects --checksum crc32c
-  $ hvshare cp dom1:/etc/app.conf ./backup/ && hvshare diff dom1 ./backup /etc --ignore mtime
+  $ cp -a mnt/dom1/etc ./backup && hvshare diff dom1 ./backup /etc        a host copy
   $ hvshare diff dom1 dom2 --json | jq '.differences[] | .path'`,
     )
     .action(async (first: string, second: string, path: string, opts: DiffOptions) => {

@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DescribedLock } from '../hypervisor/control-protocol.js';
 import { CliError, DEFAULT_STATE_DIR, table } from './cli-support.js';
-import { EXIT_ERROR, withPlatform, type PlatformClient } from './platform-client.js';
+import { EXIT_ERROR, withPlatform, type PlatformClient, usageErrorsExit2 } from './platform-client.js';
 
 interface LocksOptions {
   state: string;
@@ -41,8 +41,7 @@ async function snapshot(client: PlatformClient, domain: string | undefined): Pro
 }
 
 export function registerLocks(program: Command): void {
-  program
-    .command('locks')
+  usageErrorsExit2(program.command('locks'))
     .description('the monitor\'s cluster locks, as GFS2 shows its glocks: per lock its holders and modes, waiters, hold time, revocations so far and generation')
     .option('--state <dir>', 'the platform\'s state folder', DEFAULT_STATE_DIR)
     .option('--domain <name>', 'only locks this domain holds or waits for')

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { CHECKSUM_KINDS, checksumOf, parseChecksumKind, type ChecksumKind } from './checksum.js';
 import { DEFAULT_STATE_DIR } from './cli-support.js';
 import { formatDomainPath, parseDomainPath } from './domain-path.js';
-import { failure, withPlatform } from './platform-client.js';
+import { failure, withPlatform, usageErrorsExit2 } from './platform-client.js';
 import { domainTree, modeString, timeString, walkTree, type EntryInfo } from './tree-source.js';
 
 interface LsOptions {
@@ -20,8 +20,7 @@ interface ListedEntry extends EntryInfo {
 }
 
 export function registerLs(program: Command): void {
-  program
-    .command('ls')
+  usageErrorsExit2(program.command('ls'))
     .description('list a directory of a domain\'s view through the domain\'s own filesystem (no mount needed)')
     .argument('<DOM[:PATH]>', 'a domain, and a path in it (default /)')
     .option('--state <dir>', 'the platform\'s state folder', DEFAULT_STATE_DIR)

@@ -1,3 +1,4 @@
+import { CommanderError, type Command } from 'commander';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -18,6 +19,13 @@ import { CliError } from './cli-support.js';
 
 /** Exit status of the inspection commands on an error (1 is kept for "differ" / "mismatch"). */
 export const EXIT_ERROR = 2;
+
+/** Usage errors of an inspection command (a missing argument, an unknown option) exit EXIT_ERROR too. */
+export function usageErrorsExit2(command: Command): Command {
+  return command.exitOverride((err: CommanderError) => {
+    throw new CommanderError(err.exitCode === 0 ? 0 : EXIT_ERROR, err.code, err.message);
+  });
+}
 
 type Body<K extends ControlKind> = Omit<Extract<ControlRequest, { kind: K }>, 'id'>;
 

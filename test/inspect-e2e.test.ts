@@ -159,6 +159,7 @@ test.serial('diff: bad input and the platform down exit 2 with a message naming 
     [['diff', 'dom1', 'dom2', '--checksum', 'md5'], /--checksum must be one of sha256, crc32c, not "md5"/],
     [['diff', 'dom1', 'dom2', '--ignore', 'size,colour'], /--ignore: unknown field "colour"/],
     [['diff', 'dom1:/x', 'dom2'], /DOM_A is a domain name \("dom1"\); give the path as PATH/],
+    [['diff', 'dom1'], /missing required argument 'DOM_B\|HOST_DIR'/],
   ];
   for (const [args, message] of cases) {
     const r = await cli(...args);
