@@ -27,6 +27,32 @@ export interface DiffResult {
   rereads: number;
 }
 
+/** Entries compared at once (each side's calls to a domain overlap their round trips). */
+const PARALLEL = 8;
+
+/** Runs at most `n` of the functions given to it at once. */
+function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return async (fn) => {
+    while (active >= n) await new Promise<void>((resolve) => waiting.push(resolve));
+    active++;
+    try {
+      return await fn();
+    } finally {
+      active--;
+      waiting.shift()?.();
+    }
+  };
+}
+
+/** Paths in walk order: component by component. */
+function byPath(x: Difference, y: Difference): number {
+  const [p, q] = [x.path.split('/'), y.path.split('/')];
+  for (let i = 0; i < Math.min(p.length, q.length); i++) if (p[i] !== q[i]) return p[i] < q[i] ? -1 : 1;
+  return p.length - q.length;
+}
+
 /** How many times a file that changes while it is read is read again before it is reported as changing. */
 const READ_ATTEMPTS = 3;
 
@@ -40,6 +66,7 @@ const unchanged = (x: EntryInfo, y: EntryInfo) => x.size === y.size && sameTime(
  */
 export async function diffTrees(a: TreeSource, pathA: string, b: TreeSource, pathB: string, options: DiffOptions): Promise<DiffResult> {
   const result: DiffResult = { differences: [], entries: 0, contentCompared: 0, rereads: 0 };
+  const slot = limiter(PARALLEL);
   const differ = (path: string, field: DiffField, x: string, y: string) => {
     if (x !== y && !options.ignore.has(field)) result.differences.push({ path, field, a: x, b: y });
   };
@@ -61,7 +88,7 @@ export async function diffTrees(a: TreeSource, pathA: string, b: TreeSource, pat
     result.entries++;
     if (ia.type !== ib.type) return differ(rel, 'type', ia.type, ib.type);
     if (ia.type === 'file' && !options.ignore.has('content') && ia.size === ib.size) {
-      const [ca, cb] = await Promise.all([contentOf(a, pa, ia), contentOf(b, pb, ib)]);
+      const [ca, cb] = await slot(() => Promise.all([contentOf(a, pa, ia), contentOf(b, pb, ib)]));
       if (!ca || !cb) {
         differ(rel, 'content', ca ? ca.sum : 'kept changing while read', cb ? cb.sum : 'kept changing while read');
       } else {
@@ -76,28 +103,30 @@ export async function diffTrees(a: TreeSource, pathA: string, b: TreeSource, pat
     differ(rel, 'owner', `${ia.uid}:${ia.gid}`, `${ib.uid}:${ib.gid}`);
     // A directory's mtime follows its entries, a symlink's is set when it is made: only files' times are content.
     if (ia.type === 'file') differ(rel, 'mtime', timeString(ia.mtime), timeString(ib.mtime));
-    if (ia.type === 'symlink') differ(rel, 'target', await a.readlink(pa), await b.readlink(pb));
+    if (ia.type === 'symlink') differ(rel, 'target', ...(await slot(() => Promise.all([a.readlink(pa), b.readlink(pb)]))));
     if (a.xattrs && b.xattrs && !options.ignore.has('xattrs')) {
-      const [xa, xb] = await Promise.all([a.xattrs(pa), b.xattrs(pb)]);
+      const [xa, xb] = await slot(() => Promise.all([a.xattrs!(pa), b.xattrs!(pb)]));
       const text = (x: Record<string, string>) => JSON.stringify(Object.entries(x).sort(([k], [l]) => (k < l ? -1 : 1)));
       differ(rel, 'xattrs', text(xa), text(xb));
     }
     if (ia.type !== 'dir') return;
-    const [na, nb] = await Promise.all([a.list(pa), b.list(pb)]);
+    const [na, nb] = await slot(() => Promise.all([a.list(pa), b.list(pb)]));
     const inB = new Set(nb);
     const inA = new Set(na);
-    for (const name of [...new Set([...na, ...nb])].sort()) {
-      const child = childPath(rel, name);
-      if (!inB.has(name)) differ(child, 'exists', a.label, '-');
-      else if (!inA.has(name)) differ(child, 'exists', '-', b.label);
-      else {
-        const [ca, cb] = await Promise.all([a.stat(childPath(pa, name)), b.stat(childPath(pb, name))]);
+    // Children one after the other's calls overlap (PARALLEL at most); a directory waits holding no slot.
+    await Promise.all(
+      [...new Set([...na, ...nb])].map(async (name) => {
+        const child = childPath(rel, name);
+        if (!inB.has(name)) return differ(child, 'exists', a.label, '-');
+        if (!inA.has(name)) return differ(child, 'exists', '-', b.label);
+        const [ca, cb] = await slot(() => Promise.all([a.stat(childPath(pa, name)), b.stat(childPath(pb, name))]));
         await compare(child, ca, cb, childPath(pa, name), childPath(pb, name));
-      }
-    }
+      }),
+    );
   };
 
   const [ia, ib] = await Promise.all([a.stat(pathA), b.stat(pathB)]);
   await compare('/', ia, ib, pathA, pathB);
+  result.differences.sort(byPath);
   return result;
 }

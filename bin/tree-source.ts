@@ -66,9 +66,10 @@ async function* domainFileChunks(vfs: Vfs, path: string): AsyncIterable<Uint8Arr
   try {
     for (let position = 0; ; ) {
       const chunk = await vfs.read(fh, position, CHUNK);
-      if (chunk.length === 0) return;
+      if (chunk.length > 0) yield chunk;
+      // Fewer bytes than asked for: the end of the file (no call to learn that it has nothing more).
+      if (chunk.length < CHUNK) return;
       position += chunk.length;
-      yield chunk;
     }
   } finally {
     await vfs.release(fh);
