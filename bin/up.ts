@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { loadPlatformFile, type PlatformConfig } from '../hypervisor/platform-config.js';
 import { StoredPlatform } from '../hypervisor/platform-boot.js';
+import { ControlServer } from '../hypervisor/control-server.js';
 import type { NewEvent } from '../hypervisor/platform-store.js';
 import { DEFAULT_AUTO_MS, formatCacheMode, mountDomain, mountPointProblem, parseCacheMode, type CacheMode, type MountedView } from '../mount/index.js';
 import { DEFAULT_STOP_STEP_MS, stopStep, stopStepMs, type StopDeadline } from '../hypervisor/stop-deadline.js';
@@ -84,6 +85,11 @@ async function up(opts: UpOptions): Promise<void> {
     else process.stderr.write(`${clearStatus()}[${e.type}] ${e.domain ? `${e.domain}: ` : ''}${e.detail ?? ''}\n`);
   };
   const running = await StoredPlatform.boot({ stateDir: opts.state, config, onEvent });
+  // The control socket of hvshare ls, cat, cp, diff, check and locks.
+  const control = await ControlServer.listen(running).catch(async (err: Error) => {
+    await running.shutdown('control socket failed');
+    throw new CliError(`control socket in ${opts.state}: ${err.message}`);
+  });
   const views: MountedView[] = [];
   // A crashed domain is booted again by the toolstack; its view carries on with the new instance.
   running.onRestart((domain) => views.find((v) => v.domain.name === domain.name)?.rebind(domain));
@@ -110,6 +116,7 @@ async function up(opts: UpOptions): Promise<void> {
         process.stderr.write('hvshare: stop: still not done after every deadline; exiting\n');
         process.exit(1);
       }, 8 * deadline.stepMs + 5000).unref();
+      await control.close();
       for (const view of views.reverse()) {
         await stopStep(deadline, `${view.mountpoint}: unmount`, view.unmount(), () => detachLazily(view.mountpoint));
       }

@@ -10,6 +10,7 @@ import { FileSystem } from '../fs/filesystem.js';
 import { IoError } from '../fs/block-device.js';
 import { copyOut } from '../fs/buffers.js';
 import { registerThread, ThreadClock } from '../hypervisor/thread-cpu.js';
+import { ReadCorruption } from './fault-hook.js';
 
 /** What the toolstack hands a new domain: its own shared pages and the monitor's doorbell, nothing else. */
 export interface DomainWorkerData {
@@ -59,6 +60,8 @@ function lockHoldMs(): number | undefined {
   return Number.isFinite(value) && value >= 0 ? value : undefined;
 }
 
+const fault = ReadCorruption.fromEnvironment(data.name);
+
 function mounted(): FileSystem {
   if (!fs) throw new IoError('ENODEV', `domain ${data.name} has no filesystem mounted`);
   return fs;
@@ -90,7 +93,8 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
     case 'vfs': {
       if (!(VFS_OPS as readonly string[]).includes(request.op)) throw new IoError('ENOSYS', `no operation ${request.op}`);
       const op = mounted()[request.op] as (...args: unknown[]) => Promise<AgentResult>;
-      return op.apply(fs, request.args);
+      const result = await op.apply(fs, request.args);
+      return fault ? (fault.observe(request.op, request.args, result) as AgentResult) : result;
     }
     case 'unmount':
       await mounted().unmount();

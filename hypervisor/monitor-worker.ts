@@ -42,8 +42,11 @@ const tellIo = (command: IoWorkerCommand) => {
 };
 let running = true;
 
-function control(command: MonitorCommand): void {
+/** Runs a control command; returns its reply when that is more than an ack. */
+function control(command: MonitorCommand): MonitorReply | void {
   switch (command.type) {
+    case 'locks':
+      return { type: 'locks', seq: command.seq, locks: monitor.lockSummaries() };
     case 'add-volume': {
       const backend = new RawImageBackend(command.path, command.readOnly);
       backends.set(command.id, backend);
@@ -79,8 +82,7 @@ function pollControl(): void {
   for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
     const command = m.message as MonitorCommand;
     try {
-      control(command);
-      reply({ type: 'ack', seq: command.seq });
+      reply(control(command) ?? { type: 'ack', seq: command.seq });
     } catch (err) {
       reply({ type: 'error', seq: command.seq, message: (err as Error).message });
     }

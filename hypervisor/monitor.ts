@@ -23,6 +23,8 @@ import type { BlockBackend } from './block-backend.js';
 import { Counter, DomainStats } from './domain-stats.js';
 import { createPoolBuffer, Dom, emptyJob, JOB_REQUESTS, PoolControl, type PoolJob } from './io-pool.js';
 import { LockTable, type Grant as LockGrant, type LockMode, type ReleaseResult } from './lock-table.js';
+import type { LockSummary } from './control-protocol.js';
+import { summarizeLocks } from './lock-summary.js';
 import { VirtualInterruptController } from './virq.js';
 
 /** A volume the monitor serves, with its backend. */
@@ -135,6 +137,8 @@ export class Monitor {
    * a backlog entry whose key was forgotten (or now stands for a newer entry) is dropped instead of posted.
    */
   private readonly outstandingRevokes = new Map<string, PendingRevoke | null>();
+  /** Revokes posted per lock key since boot (for `hvshare locks`). */
+  private readonly revocationsByLock = new Map<number, number>();
   /** Domains with a revoke backlog (checked on every drain pass only while non-zero). */
   private backlogged = 0;
 
@@ -238,6 +242,15 @@ export class Monitor {
       const errors = this.pool.takeCounter(d.id, Dom.ERRORS);
       if (errors) this.stats.add(d.id, Counter.ERRORS, errors);
     }
+  }
+
+  /** The lock table for inspection (`hvshare locks`); never on the request path. */
+  lockSummaries(): LockSummary[] {
+    return summarizeLocks(this.locks.snapshot(), {
+      volume: (id) => this.volumes.get(id)?.name ?? `#${id}`,
+      domain: (holder) => this.domains.get(holder as number)?.name ?? `#${holder}`,
+      revocations: this.revocationsByLock,
+    });
   }
 
   /** Release every lock a dead domain held or waited for, granting them to the next waiters. */
@@ -674,6 +687,8 @@ export class Monitor {
   private postRevoke(d: Domain, entry: PendingRevoke): boolean {
     if (!d.vic.postRevoke(entry.vbd, entry.name, entry.wanted === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE)) return false;
     this.stats.add(d.id, Counter.REVOKES);
+    const lock = d.grants[entry.vbd].volume.id * LOCK_NAME_LIMIT + entry.name;
+    this.revocationsByLock.set(lock, (this.revocationsByLock.get(lock) ?? 0) + 1);
     const volume = d.grants[entry.vbd].volume.name;
     this.onEvent({ type: 'revoke', domain: d.name, detail: `lock ${entry.name} of volume ${volume} (vbd ${entry.vbd}) wanted ${entry.wanted}` });
     return true;

@@ -15,6 +15,7 @@ const RESTART_LIMIT = 3;
 const RESTART_WINDOW_MS = 60_000;
 import { Counter, type CounterName } from './domain-stats.js';
 import { addUse, type PlatformCpu, type ThreadUse } from './thread-cpu.js';
+import type { LockSummary } from './control-protocol.js';
 
 export interface BootOptions {
   stateDir: string;
@@ -151,6 +152,11 @@ export class StoredPlatform {
 
   domains(): DomainHandle[] {
     return this.platform.listDomains();
+  }
+
+  /** The monitor's cluster locks: holders, waiters, generations, revocations. */
+  locks(): Promise<LockSummary[]> {
+    return this.platform.locks();
   }
 
   /** Totals since boot over every domain (for the live status line). */

@@ -6,6 +6,7 @@ import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
 import { addUse, createThreadRegistry, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadUse, type PlatformCpu, type ThreadUse } from './thread-cpu.js';
 import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
+import type { LockSummary } from './control-protocol.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
 import type { DomainWorkerData } from '../guests/domain-worker.js';
 import { IoError } from '../fs/block-device.js';
@@ -120,7 +121,7 @@ export class Platform {
   private readonly monitor: Worker;
   private readonly domains = new Map<string, DomainHandle>();
   private readonly volumeIds = new Map<string, number>();
-  private readonly acks = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private readonly acks = new Map<number, { resolve: (reply: MonitorReply) => void; reject: (e: Error) => void }>();
   private readonly listeners: ((event: PlatformEvent) => void)[] = [];
   private nextSeq = 1;
   /** Domain ids held by a domain or by the clean-up after its death; an id is free again once that finished. */
@@ -318,9 +319,15 @@ export class Platform {
     throw new Error(`at most ${MAX_DOMAINS - 1} domains at once`);
   }
 
-  private command(command: MonitorCommand): Promise<void> {
+  /** The monitor's lock table, for inspection. */
+  async locks(): Promise<LockSummary[]> {
+    const reply = await this.command({ type: 'locks', seq: 0 });
+    return reply.type === 'locks' ? reply.locks : [];
+  }
+
+  private command(command: MonitorCommand): Promise<MonitorReply> {
     const seq = this.nextSeq++;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<MonitorReply>((resolve, reject) => {
       if (this.monitorExited) return reject(new Error('monitor exited'));
       this.acks.set(seq, { resolve, reject });
       this.monitor.postMessage({ ...command, seq });
@@ -334,8 +341,8 @@ export class Platform {
     const ack = this.acks.get(reply.seq);
     if (!ack) return;
     this.acks.delete(reply.seq);
-    if (reply.type === 'ack') ack.resolve();
-    else ack.reject(new Error(reply.message));
+    if (reply.type === 'error') ack.reject(new Error(reply.message));
+    else ack.resolve(reply);
   }
 
   private emit(event: PlatformEvent): void {
