@@ -6,6 +6,7 @@ import { FileBlockDevice } from '../fs/file-block-device.js';
 import { measureRoundTrips, runBlockWorkload, type BlockWorkload, type RoundTripResult, type WorkloadResult } from '../guests/block-workload.js';
 import { Platform } from '../hypervisor/toolstack.js';
 import { median, withCpuCost } from './bench-stats.js';
+import { diagnose, snapshot, type PathDiagnostics } from './bench-block-diagnostics.js';
 import type { CpuSplit } from '../hypervisor/thread-cpu.js';
 
 export interface BlockBenchOptions {
@@ -43,6 +44,8 @@ export interface BlockCaseResult extends BlockCase {
   hypervisor: Side;
   /** Time overhead of the hypervisor path versus the faster native baseline, in percent (negative = faster). */
   overheadPct: number;
+  /** Where the hypervisor path's time went (medians of the repetitions). */
+  diagnostics: PathDiagnostics;
 }
 
 export function blockCases(): BlockCase[] {
@@ -139,19 +142,26 @@ export async function benchBlock(options: BlockBenchOptions): Promise<BlockBench
       for (let r = 0; r < (options.repetitions ?? 1); r++) {
         const nativeSync = await measured(() => Promise.all(workloads.map((w) => runNativeSync(path, w))));
         const nativeAsync = await measured(() => Promise.all(workloads.map((w) => runBlockWorkload(asyncDev, w))));
+        const used = domains.slice(0, c.domains);
+        const before = await snapshot(platform, used);
         const hypervisor = await measured(
           () => Promise.all(workloads.map((w, i) => domains[i].call<WorkloadResult>({ kind: 'block-workload', workload: w }))),
           platform,
         );
+        const diagnostics = diagnose(before, await snapshot(platform, used));
         const best = Math.max(nativeSync.mibPerSec, nativeAsync.mibPerSec);
-        runs.push({ nativeSync, nativeAsync, hypervisor, overheadPct: (best / hypervisor.mibPerSec - 1) * 100 });
+        runs.push({ nativeSync, nativeAsync, hypervisor, overheadPct: (best / hypervisor.mibPerSec - 1) * 100, diagnostics });
       }
+      const diagnostics = Object.fromEntries(
+        Object.keys(runs[0]!.diagnostics).map((k) => [k, median(runs.map((x) => x.diagnostics[k as keyof PathDiagnostics]))]),
+      ) as unknown as PathDiagnostics;
       results.push({
         ...c,
         nativeSync: medianSide(runs.map((x) => x.nativeSync)),
         nativeAsync: medianSide(runs.map((x) => x.nativeAsync)),
         hypervisor: medianSide(runs.map((x) => x.hypervisor)),
         overheadPct: median(runs.map((x) => x.overheadPct)),
+        diagnostics,
       });
     }
     options.onProgress?.(cases.length, cases.length, 'null requests');

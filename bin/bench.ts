@@ -32,6 +32,16 @@ function printBlock({ cases: results, roundTrip }: BlockBenchResult): void {
       rows,
     ),
   );
+  console.log('\nwhere the time of the hypervisor path went:');
+  console.log(
+    table(
+      ['case (x domains)', 'req/drain', 'transfers', 'mean KiB', 'offloaded %', 'monitor sleeps/1k req', 'guest IRQs/1k req', 'polled %', 'monitor CPU us/req'],
+      results.map((r) => {
+        const d = r.diagnostics;
+        return [caseLabel(r), fmt(d.requestsPerDrain, 1), fmt(d.transfers), fmt(d.meanTransferKiB), fmt(d.offloadedPct, 1), fmt(d.monitorSleepsPer1k), fmt(d.guestInterruptsPer1k), fmt(d.guestPolledPct, 1), fmt(d.monitorCpuUsPerRequest, 1)];
+      }),
+    ),
+  );
   console.log('\noverhead = time per byte on the hypervisor path versus the faster native baseline, same run');
   console.log('CPU ms/GiB = CPU time of every thread of this process per GiB moved (native: sync/async); hv by part, from /proc in 10 ms steps');
   console.log(

@@ -105,7 +105,10 @@ while (running) {
   if (!running) break;
   const served = monitor.drain();
   publishBusyDomains();
-  if (served > 0) continue;
+  if (served > 0) {
+    clock.worked(served);
+    continue;
+  }
   if (monitor.runQueued()) continue;
   const spinFrom = performance.now();
   const spinUntil = spinFrom + data.spinMicros / 1000;

@@ -19,34 +19,60 @@ export const ThreadSlot = {
 } as const;
 
 const SLOTS = 1 + MAX_IO_THREADS + MAX_DOMAINS;
-/** After the ids: per slot, microseconds spent polling, then sleeping (Float64, written by that thread only). */
+/**
+ * After the ids, per slot (Float64, written by that thread only): microseconds spent polling, then sleeping, how
+ * many times it slept, how many rounds found work and how many requests those rounds served.
+ */
+const TALLY = { POLL_US: 0, SLEEP_US: 1, SLEEPS: 2, ROUNDS: 3, SERVED: 4, WORDS: 8 } as const;
 const TIMES_OFFSET = SLOTS * 4 + ((SLOTS * 4) % 8);
+const tallyOf = (registry: SharedArrayBuffer, slot: number) => new Float64Array(registry, TIMES_OFFSET + slot * TALLY.WORDS * 8, TALLY.WORDS);
 
 export function createThreadRegistry(): SharedArrayBuffer {
-  return new SharedArrayBuffer(TIMES_OFFSET + SLOTS * 2 * 8);
+  return new SharedArrayBuffer(TIMES_OFFSET + SLOTS * TALLY.WORDS * 8);
 }
 
-/** A polling thread's tally of its time spent polling and sleeping, in its registry slot. */
+/** A polling thread's tally of its time spent polling and sleeping, and of its rounds of work, in its registry slot. */
 export class ThreadClock {
-  private readonly times: Float64Array | null;
+  private readonly tally: Float64Array | null;
 
   constructor(registry: SharedArrayBuffer | undefined, slot: number) {
-    this.times = registry && slot >= 0 && slot < SLOTS ? new Float64Array(registry, TIMES_OFFSET + slot * 16, 2) : null;
+    this.tally = registry && slot >= 0 && slot < SLOTS ? tallyOf(registry, slot) : null;
   }
 
   polled(micros: number): void {
-    if (this.times) this.times[0] += micros;
+    if (this.tally) this.tally[TALLY.POLL_US] += micros;
   }
 
   slept(micros: number): void {
-    if (this.times) this.times[1] += micros;
+    if (!this.tally) return;
+    this.tally[TALLY.SLEEP_US] += micros;
+    this.tally[TALLY.SLEEPS]++;
+  }
+
+  /** A round that found `requests` to serve (the monitor's drain of every ring). */
+  worked(requests: number): void {
+    if (!this.tally) return;
+    this.tally[TALLY.ROUNDS]++;
+    this.tally[TALLY.SERVED] += requests;
   }
 }
 
 /** Seconds slot `slot`'s thread has polled and slept so far (a torn read of a double is not possible here). */
 function pollAndSleep(registry: SharedArrayBuffer, slot: number): { poll: number; sleep: number } {
-  const times = new Float64Array(registry, TIMES_OFFSET + slot * 16, 2);
-  return { poll: Math.round(times[0]!) / 1e6, sleep: Math.round(times[1]!) / 1e6 };
+  const tally = tallyOf(registry, slot);
+  return { poll: Math.round(tally[TALLY.POLL_US]!) / 1e6, sleep: Math.round(tally[TALLY.SLEEP_US]!) / 1e6 };
+}
+
+/** How often a thread slept, and its rounds of work with the requests they served, since it started. */
+export interface ThreadRounds {
+  sleeps: number;
+  rounds: number;
+  served: number;
+}
+
+export function threadRounds(registry: SharedArrayBuffer, slot: number): ThreadRounds {
+  const tally = tallyOf(registry, slot);
+  return { sleeps: tally[TALLY.SLEEPS]!, rounds: tally[TALLY.ROUNDS]!, served: tally[TALLY.SERVED]! };
 }
 
 /** The kernel's id of the calling thread (Linux names it in the /proc/thread-self link, "<pid>/task/<tid>"). */
@@ -61,7 +87,7 @@ export function currentThreadId(): number {
  */
 export function registerThread(registry: SharedArrayBuffer | undefined, slot: number): void {
   if (!registry || slot < 0 || slot >= SLOTS) return;
-  new Float64Array(registry, TIMES_OFFSET + slot * 16, 2).fill(0);
+  tallyOf(registry, slot).fill(0);
   Atomics.store(new Int32Array(registry, 0, SLOTS), slot, currentThreadId());
 }
 

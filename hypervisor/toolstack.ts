@@ -4,7 +4,7 @@ import { DOORBELL_WORDS, Doorbell, RING_BYTES, VIC_WORDS } from './abi.js';
 import { createStatsBuffer, DomainStats, MAX_DOMAINS, type CounterName } from './domain-stats.js';
 import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
-import { addUse, createThreadRegistry, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadUse, type PlatformCpu, type ThreadUse } from './thread-cpu.js';
+import { addUse, createThreadRegistry, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
 import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
 import type { LockSummary } from './control-protocol.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
@@ -180,6 +180,11 @@ export class Platform {
 
   counters(name: string): Record<CounterName, number> {
     return this.stats.read(this.domain(name).id);
+  }
+
+  /** The monitor thread's sleeps and rounds of work (drains that served requests) since it started. */
+  monitorRounds(): ThreadRounds {
+    return threadRounds(this.threads, ThreadSlot.MONITOR);
   }
 
   /** Time each thread of the platform has used since it started (CPU read from /proc now; 0 for one gone). */

@@ -27,7 +27,7 @@ test('bench block --json covers every case with both native baselines and the hy
   const r = await hvshare('bench', 'block', '--json', '--duration', '20', '--image-size', '64M', '--report', report);
   t.is(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout) as {
-    cases: { pattern: string; op: string; blockSize: number; queueDepth: number; domains: number; nativeSync: Side; nativeAsync: Side; hypervisor: Side; overheadPct: number | null }[];
+    cases: { pattern: string; op: string; blockSize: number; queueDepth: number; domains: number; nativeSync: Side; nativeAsync: Side; hypervisor: Side; overheadPct: number | null; diagnostics: Record<string, number> }[];
     targets: { target: string; met: boolean }[];
     roundTrip: { hypercallMicros: number; asyncCallMicros: number };
   };
@@ -40,6 +40,10 @@ test('bench block --json covers every case with both native baselines and the hy
     t.true(c.overheadPct === null || Number.isFinite(c.overheadPct), JSON.stringify(c));
     t.true([c.nativeSync, c.nativeAsync, c.hypervisor].every((side) => isRate(side.cpuMsPerGiB)), 'CPU per GiB on every side');
     t.deepEqual(Object.keys(c.hypervisor.cpuSplitMsPerGiB ?? {}).sort(), ['guests', 'io', 'main', 'monitor'], 'the hypervisor side by part');
+    const d = c.diagnostics;
+    // Every case moves data through the rings: at least one request per submitter, each drain serving one or more.
+    t.true(d.requests >= c.queueDepth * c.domains && d.requestsPerDrain >= 1 && d.transfers >= 1 && d.transfers <= d.requests, JSON.stringify(d));
+    t.true(d.meanTransferKiB >= c.blockSize / 1024, `a transfer is at least one request's size: ${JSON.stringify(d)}`);
   }
   t.deepEqual(out.targets.map((x) => x.target), ['seq read >= 64K', 'seq write >= 64K', '4K qd32']);
   for (const us of [out.roundTrip.hypercallMicros, out.roundTrip.asyncCallMicros]) t.true(Number.isFinite(us) && us > 0, `${us}`);
