@@ -32,7 +32,8 @@ export function registerMkfs(program: Command): void {
       `
 The image is built in a hidden file beside it (.IMAGE.formatting) and renamed into place once it is complete
 and on disk: an interrupted or failed mkfs leaves the old image (or none) and never a half-formatted one. Large
-images are sparse and formatted lazily: allocation groups are initialised on first use, so 1T takes seconds.
+images are sparse and formatted lazily: allocation groups past the first 16 are initialised on first use, so
+1T takes under a second.
 The smallest size depends on the slots: ${minimumSizeText(DEFAULT_SLOTS)}.
 
 Examples:
@@ -63,7 +64,7 @@ Examples:
           throw new CliError(`${image} already holds an hvshare filesystem; add --force to format it anyway`);
         }
         bytes = existing.size;
-        what = `${image} (${formatSize(bytes)})`;
+        what = `${image} (${bytes} bytes)`;
       }
       if (bytes < minimumVolumeBytes({ slots })) throw new CliError(`${what} is too small: ${minimumSizeText(slots)}`);
       const sb = await formatNewImage(image, bytes, { slots }).catch((err: Error & { detail?: string }) => {

@@ -63,7 +63,9 @@ read-write grants and dom3 read-only. Missing images are created and formatted; 
 replayed. Prints one line per mount, then "ready"; SIGINT or SIGTERM unmounts, commits every journal and stops.
 Each step of a stop (a view's unmount, a domain's journal commit, a thread's exit, the store's close) has a
 deadline, HVSHARE_STOP_STEP_MS (default ${DEFAULT_STOP_STEP_MS / 1000} s): past it the step is forced and said on stderr, and the exit
-status is 1. A second Ctrl-C forces every step at once (exit 130); what was not committed is replayed at the next up.
+status is 1. A second Ctrl-C forces every step at once (exit 130); the next up replays what was committed.
+Before anything is stored or mounted, the description is checked against the images and mount points that exist
+(size, journal slots, empty folders), and each volume passes a quick check (superblock, bitmaps, journals, root).
 
 Examples:
   $ hvshare up
@@ -128,7 +130,7 @@ async function up(opts: UpOptions): Promise<void> {
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) {
       if (force.signal.aborted) return;
-      process.stderr.write(`${clearStatus()}hvshare: ${signal} again: forcing the stop (journals not committed are replayed at the next up)\n`);
+      process.stderr.write(`${clearStatus()}hvshare: ${signal} again: forcing the stop (the next up replays what was committed)\n`);
       force.abort();
       return;
     }

@@ -13,7 +13,10 @@
  */
 import { IoError } from './block-device.js';
 import type { BlockCache } from './block-cache.js';
-import { BlockType, HEADER_SIZE, type Geometry } from './layout.js';
+import { BlockType, checkBlockHeader, HEADER_SIZE, type Geometry } from './layout.js';
+
+/** Bitmaps statfs reads at once. */
+const COUNT_BATCH = 64;
 
 /** How the allocator gets a group's lock (the filesystem's lock client; mkfs has the volume to itself). */
 export interface GroupLocks {
@@ -191,13 +194,26 @@ export class Allocator {
    */
   async countFree(): Promise<number> {
     let blocks = 0;
-    for (let g = 0; g < this.geometry.sb.groupCount; g++) {
-      const bitmap = this.locks.pinIfHeld(g)
-        ? await this.bitmap(g)
-        : ((await this.cache.peek(this.geometry.blockBitmap(g), BlockType.BlockBitmap))
-          ?? ((await this.uninitialised(g)) ? this.geometry.initialBitmap(g) : null));
-      if (bitmap) blocks += countClearBits(bitmap, this.geometry.groupSize(g));
+    for (let first = 0; first < this.geometry.sb.groupCount; first += COUNT_BATCH) {
+      const last = Math.min(first + COUNT_BATCH, this.geometry.sb.groupCount);
+      const groups = Array.from({ length: last - first }, (_, i) => first + i);
+      for (const free of await Promise.all(groups.map((g) => this.freeIn(g)))) blocks += free;
     }
     return blocks;
+  }
+
+  /** Free blocks of one group for statfs: its bitmap if held, else as last written (a hole: as mkfs left it). */
+  private async freeIn(group: number): Promise<number> {
+    const size = this.geometry.groupSize(group);
+    if (this.locks.pinIfHeld(group)) return countClearBits(await this.bitmap(group), size);
+    const address = this.geometry.blockBitmap(group);
+    if (group < this.geometry.sb.eagerGroups) {
+      const bitmap = await this.cache.peek(address, BlockType.BlockBitmap);
+      return bitmap ? countClearBits(bitmap, size) : 0;
+    }
+    // One read tells a lazily initialised group never used (a hole) from one in use.
+    const raw = await this.cache.readUncached(address);
+    if (this.geometry.isUninitialised(group, raw)) return size - (this.geometry.firstDataBlock(group) - this.geometry.groupBase(group));
+    return checkBlockHeader(raw, BlockType.BlockBitmap, address) ? 0 : countClearBits(raw, size);
   }
 }

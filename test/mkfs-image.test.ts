@@ -4,7 +4,7 @@ import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatNewImage, minimumVolumeBytes } from '../fs/mkfs.js';
-import { exited, HVSHARE, hvshare } from './helpers/cli.js';
+import { exited, fuseMountsUnder, HVSHARE, hvshare, sh, startUp } from './helpers/cli.js';
 import { MiB, tempDir } from './helpers/platform.js';
 import { fsckImage } from './helpers/volume.js';
 
@@ -63,4 +63,28 @@ test('mkfs killed at any moment leaves no image or a whole one, never a half-for
   const made = await hvshare('mkfs', image, '--size', '64M', '--force');
   t.is(made.code, 0, made.stderr);
   t.deepEqual(await readdir(dir), ['vol.img']);
+});
+
+test('up killed during its first format leaves a state the next up boots', async (t) => {
+  const dir = await tempDir(t, 'hvshare-mkfs-');
+  const state = join(dir, 'state');
+  const mnt = join(dir, 'mnt');
+  t.teardown(async () => {
+    for (const m of await fuseMountsUnder(dir)) await sh(`fusermount -uz '${m}'`);
+  });
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const child = spawn('node', [HVSHARE, 'up', '--state', state, '--mount-root', mnt, '--json'], { stdio: 'ignore' });
+    // Node's start, the store, then the format of the 256 MiB image: cut somewhere along the way.
+    await sleep(150 + attempt * 100);
+    child.kill('SIGKILL');
+    await exited(child);
+    for (const m of await fuseMountsUnder(mnt)) await sh(`fusermount -uz '${m}'`);
+    const images = (await readdir(state).catch(() => [] as string[])).filter((f) => f === 'shared.img');
+    if (images.length > 0) t.true((await fsckImage(join(state, 'shared.img'))).ok, `attempt ${attempt}`);
+  }
+  const up = await startUp(state, mnt);
+  const both = await sh(`echo booted > '${mnt}/dom1/x' && cat '${mnt}/dom2/x'`);
+  up.child.kill('SIGINT');
+  t.is(await exited(up.child), 0, up.stderr());
+  t.is(both.stdout, 'booted\n', both.stderr);
 });
