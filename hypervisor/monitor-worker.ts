@@ -26,6 +26,7 @@ const poolBuffer = createPoolBuffer();
 const monitor = new Monitor(new DomainStats(data.stats), (event: MonitorEvent) => reply({ type: 'event', event }), {
   pool: poolBuffer,
   ioThreads,
+  revokeDeadlineMs: data.revokeDeadlineMs,
 });
 const backends = new Map<number, RawImageBackend>();
 const ioPorts: MessagePort[] = [];
@@ -109,7 +110,9 @@ while (running) {
   while (!work && performance.now() < spinUntil) work = monitor.hasWork();
   if (work) continue;
   if (monitor.armDoorbells()) continue;
-  Atomics.wait(doorbell, Doorbell.SEQ, seq);
+  // Wake in time to fence a lock holder that never answers its revoke.
+  const deadline = monitor.msUntilRevokeDeadline();
+  Atomics.wait(doorbell, Doorbell.SEQ, seq, deadline === Infinity ? undefined : deadline + 1);
 }
 for (const p of ioPorts) p.close();
 port.close();

@@ -57,11 +57,20 @@ interface Domain {
   lastBusyPass: number;
   /** Revokes that did not fit the domain's revoke ring yet, oldest first. */
   revokeBacklog: PendingRevoke[];
+  /** Fenced for not answering a revoke: nothing of it is served, its locks wait for dropLocks(). */
+  fenced: boolean;
 }
 
 /** An entry of a domain's grant table as the monitor keeps it (what the parser checks, and the volume). */
 interface DomainGrant extends ParserGrant {
   volume: Volume;
+}
+
+/** A revoke decided and not answered yet (see Monitor.outstandingRevokes). */
+interface OutstandingRevoke {
+  holder: Domain;
+  pending: PendingRevoke | null;
+  deadline: number;
 }
 
 /** A revoke for a domain's revoke ring: lock `name` of the volume its `vbd` reaches, for a waiter wanting `wanted`. */
@@ -84,7 +93,13 @@ export type MonitorEvent =
   | { type: 'ring-fault'; domain: string; detail: string }
   | { type: 'revoke'; domain: string; detail: string }
   /** A transfer the backend failed: the guest got EIO, the event keeps the backend's errno. */
-  | { type: 'io-error'; domain: string; detail: string };
+  | { type: 'io-error'; domain: string; detail: string }
+  /**
+   * The monitor fenced domain `id`: it did not answer a revoke within its deadline. Its ring is no longer served
+   * and its pages no longer touched; its locks stay held until the toolstack replayed its journal and sends
+   * drop-locks (fence -> replay -> grant), as after a crash.
+   */
+  | { type: 'fence'; domain: string; id: number; detail: string };
 
 export interface MonitorOptions {
   /** The buffer shared with the I/O threads (io-pool.ts); default: a new one. */
@@ -93,7 +108,16 @@ export interface MonitorOptions {
   ioThreads?: number;
   /** Monotonic milliseconds; default performance.now (a test may step its own clock). */
   now?: () => number;
+  /** How long a lock holder has to answer a revoke before it is fenced (default DEFAULT_REVOKE_DEADLINE_MS). */
+  revokeDeadlineMs?: number;
 }
+
+/**
+ * A holder gets this long to give a lock back after a revoke (release, or downgrade when the waiter wants to
+ * share) before it is fenced. An answer costs a journal commit at most (two fdatasyncs) after the lock's minimum
+ * hold time, so only a domain that hangs or ignores revokes comes near it.
+ */
+export const DEFAULT_REVOKE_DEADLINE_MS = 10_000;
 
 /** Sleep 20 µs (waiting for an I/O thread to finish a transfer). */
 const napWord = new Int32Array(new SharedArrayBuffer(4));
@@ -140,10 +164,12 @@ export class Monitor {
   /**
    * Revokes posted or backlogged and not answered yet, by `domain:lock:wanted`: the lock table names a holder
    * again for every new waiter, and one entry is enough until the holder releases or downgrades the lock, or is
-   * granted it anew (which forgets the key). The value is the backlog entry still to post, or null once posted;
+   * granted it anew (which forgets the key). `pending` is the backlog entry still to post, or null once posted;
    * a backlog entry whose key was forgotten (or now stands for a newer entry) is dropped instead of posted.
+   * `deadline`: when the holder is fenced if the key is still here. Every key gets the same time to answer, so
+   * the map's insertion order is deadline order and its first entry is the next deadline.
    */
-  private readonly outstandingRevokes = new Map<string, PendingRevoke | null>();
+  private readonly outstandingRevokes = new Map<string, OutstandingRevoke>();
   /** Domains with a revoke backlog (checked on every drain pass only while non-zero). */
   private backlogged = 0;
 
@@ -172,7 +198,11 @@ export class Monitor {
     this.pool = new PoolControl(options.pool ?? createPoolBuffer());
     this.ioThreads = options.ioThreads ?? 0;
     this.now = options.now ?? (() => performance.now());
+    this.revokeDeadlineMs = options.revokeDeadlineMs ?? DEFAULT_REVOKE_DEADLINE_MS;
   }
+
+  /** How long a holder has to answer a revoke before it is fenced. */
+  private readonly revokeDeadlineMs: number;
 
   /** The monitor's clock in milliseconds (monotonic). */
   private readonly now: () => number;
@@ -203,6 +233,7 @@ export class Monitor {
       shut: false,
       lastBusyPass: -Infinity,
       revokeBacklog: [],
+      fenced: false,
     });
     this.pool.resetDomain(id, Atomics.load(ring, Ring.RSP_PROD) >>> 0);
     this.stats.reset(id);
@@ -222,7 +253,12 @@ export class Monitor {
     while (this.pool.inFlight(id) > 0) if (!this.runQueued()) nap();
     this.foldPoolCounters();
     this.domains.delete(id);
-    // Its revokes are moot (its outstanding keys go with its locks, in dropLocks()).
+    this.forgetRevokesTo(d);
+  }
+
+  /** A domain going away (fenced or removed) will answer no revoke: forget those owed to it, posted or not. */
+  private forgetRevokesTo(d: Domain): void {
+    for (const [key, r] of this.outstandingRevokes) if (r.holder === d) this.outstandingRevokes.delete(key);
     if (d.revokeBacklog.length > 0) this.backlogged--;
     d.revokeBacklog.length = 0;
   }
@@ -292,7 +328,52 @@ export class Monitor {
     this.passes++;
     this.foldPoolCounters();
     if (this.backlogged > 0) this.postBacklogs();
+    if (this.outstandingRevokes.size > 0) this.fenceOverdueHolders();
     return served;
+  }
+
+  /**
+   * Milliseconds until the next revoke deadline (Infinity: none), so that a monitor about to sleep wakes in time
+   * to fence a holder that never answers.
+   */
+  msUntilRevokeDeadline(): number {
+    const first = this.firstOutstandingRevoke();
+    return first ? Math.max(0, first.deadline - this.now()) : Infinity;
+  }
+
+  private firstOutstandingRevoke(): OutstandingRevoke | undefined {
+    return this.outstandingRevokes.size > 0 ? this.outstandingRevokes.values().next().value : undefined;
+  }
+
+  /** Fence every holder with a revoke past its deadline (the first entries of outstandingRevokes). */
+  private fenceOverdueHolders(): void {
+    const now = this.now();
+    for (let first = this.firstOutstandingRevoke(); first && first.deadline <= now; first = this.firstOutstandingRevoke()) {
+      const overdue = [...this.outstandingRevokes.entries()].filter(([, r]) => r.holder === first!.holder && r.deadline <= now);
+      const locks = overdue.map(([key]) => {
+        const [, lock, wanted] = key.split(':');
+        return `${Number(lock) % LOCK_NAME_LIMIT} wanted ${wanted}`;
+      });
+      const detail = `did not answer the revoke of lock${locks.length > 1 ? 's' : ''} ${truncate(locks.join(', '))} within ${this.revokeDeadlineMs} ms`;
+      this.fence(first.holder, detail);
+    }
+  }
+
+  /**
+   * Fence a domain that does not answer revokes, as GFS2 and OCFS2 fence an unresponsive node: its ring is no
+   * longer served (a fault it can see), transfers already handed to I/O threads finish, and the toolstack is told.
+   * Its locks stay held: only after its journal is replayed may anyone else have them (dropLocks).
+   */
+  private fence(d: Domain, detail: string): void {
+    d.fenced = true;
+    d.shut = true;
+    this.serving = this.serving.filter((x) => x !== d);
+    while (this.pool.inFlight(d.id) > 0) if (!this.runQueued()) nap();
+    this.forgetRevokesTo(d);
+    Atomics.store(d.ring, Ring.FAULT, Status.ESHUTDOWN);
+    d.vic.raise(Line.BLKIF);
+    this.stats.add(d.id, Counter.ERRORS);
+    this.onEvent({ type: 'fence', domain: d.name, id: d.id, detail });
   }
 
   /**
@@ -622,7 +703,7 @@ export class Monitor {
     for (const grant of result.grants) this.answerGrant(grant);
     for (const revoke of result.revokes) {
       const holder = this.domains.get(revoke.holder as number);
-      if (!holder) continue;
+      if (!holder || holder.fenced) continue;
       const key = `${holder.id}:${revoke.name}:${revoke.wanted}`;
       if (this.outstandingRevokes.has(key)) continue;
       const volumeId = Math.floor(revoke.name / LOCK_NAME_LIMIT);
@@ -630,12 +711,13 @@ export class Monitor {
       const vbd = holder.grants.findIndex((g) => g.volume.id === volumeId);
       if (vbd < 0) continue;
       const entry: PendingRevoke = { vbd, name: revoke.name % LOCK_NAME_LIMIT, wanted: revoke.wanted, key };
+      const deadline = this.now() + this.revokeDeadlineMs;
       if (holder.revokeBacklog.length === 0 && this.postRevoke(holder, entry)) {
-        this.outstandingRevokes.set(key, null);
+        this.outstandingRevokes.set(key, { holder, pending: null, deadline });
         holder.vic.raise(Line.LOCK_REVOKE);
         continue;
       }
-      this.outstandingRevokes.set(key, entry);
+      this.outstandingRevokes.set(key, { holder, pending: entry, deadline });
       if (holder.revokeBacklog.push(entry) === 1) {
         this.backlogged++;
         // Before the ring is looked at again (postBacklogs, at the end of this drain pass): see virq.ts.
@@ -666,9 +748,10 @@ export class Monitor {
       let posted = 0;
       for (; done < backlog.length; done++) {
         const entry = backlog[done];
-        if (this.outstandingRevokes.get(entry.key) !== entry) continue;
+        const outstanding = this.outstandingRevokes.get(entry.key);
+        if (outstanding?.pending !== entry) continue;
         if (!this.postRevoke(d, entry)) break;
-        this.outstandingRevokes.set(entry.key, null);
+        outstanding.pending = null;
         posted++;
       }
       if (done > 0) backlog.splice(0, done);
@@ -748,3 +831,8 @@ function offloadable(req: Request): req is Transfer {
   return req.kind === 'transfer' && req.op === Op.READ && req.count * SECTOR >= POOL_MIN_BYTES_SHARED;
 }
 
+
+/** A long list cut for the event log. */
+function truncate(text: string, max = 200): string {
+  return text.length > max ? `${text.slice(0, max)}...` : text;
+}
