@@ -13,6 +13,9 @@ import type { PlatformEvent } from '../hypervisor/toolstack.js';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { readSuperblock } from '../fs/layout.js';
 import { O_CREAT, O_RDONLY, O_RDWR } from '../fs/vfs.js';
+import { join } from 'node:path';
+import { StoredPlatform } from '../hypervisor/platform-boot.js';
+import type { NewEvent } from '../hypervisor/platform-store.js';
 import { bootPlatform, MiB, tempDir } from './helpers/platform.js';
 import { RawGuest } from './helpers/raw-guest.js';
 import { formattedImage, fsckImage } from './helpers/volume.js';
@@ -53,9 +56,10 @@ async function setup(t: Test) {
   return { image, platform, events, boot, rawDomain };
 }
 
-async function writeFile(vfs: ReturnType<typeof domainVfs>, path: string, data: Uint8Array): Promise<void> {
+async function writeFile(vfs: ReturnType<typeof domainVfs>, path: string, data: Uint8Array, fsync = false): Promise<void> {
   const fh = await vfs.create(path, 0o644, O_RDWR | O_CREAT);
   await vfs.write(fh, 0, data);
+  if (fsync) await vfs.fsync(fh, false);
   await vfs.release(fh);
 }
 
@@ -146,4 +150,45 @@ test('a read-only grant can never take a lock exclusively, whatever the guest se
   t.deepEqual((await ro.responses(1)).map((r) => [r.id, r.status]), [[4, Status.OK]]);
   t.deepEqual((await rw.responses(1)).map((r) => [r.id, r.status]), [[2, Status.OK]]);
   t.is(platform.counters('reader').ERRORS, 2);
+});
+
+test('hvshare up: a real domain whose revokes never reach it is fenced within revokeDeadlineMs from platform.json, replayed and restarted', async (t) => {
+  const dir = await tempDir(t, 'hvshare-fence-');
+  const events: NewEvent[] = [];
+  const running = await StoredPlatform.boot({
+    stateDir: join(dir, 'state'),
+    onEvent: (e) => events.push(e),
+    config: {
+      volumes: [{ name: 'shared', image: 'shared.img', size: 32 * MiB, slots: 4 }],
+      domains: [1, 2].map((id) => ({ name: `dom${id}`, id, memory: 32, grants: [{ volume: 'shared', mode: 'rw' as const, slot: id - 1 }] })),
+      revokeDeadlineMs: DEADLINE_MS,
+    },
+  });
+  let stopped = false;
+  t.teardown(async () => {
+    if (!stopped) await running.shutdown('test teardown');
+  });
+  const restarted: string[] = [];
+  running.onRestart((d) => restarted.push(d.name));
+  const dom1 = running.platform.domain('dom1');
+  const durable = randomBytes(5000);
+  await writeFile(domainVfs(dom1), '/durable', durable, true);
+  // dom1's revoke consumer index is garbage from now on (a guest whose memory got scribbled on): the revokes for
+  // the locks it caches wait in the monitor and never reach it.
+  Atomics.store(new Int32Array(dom1.pages.vic), Vic.REVOKE_CONS, 0x12345678);
+  const data = randomBytes(7000);
+  await writeFile(domainVfs(running.platform.domain('dom2')), '/from-dom2', data);
+  await waitFor('dom1 to come back', () => restarted.includes('dom1'));
+  const kinds = events.filter((e) => e.domain === 'dom1' && e.type !== 'revoke').map((e) => e.type);
+  t.deepEqual(kinds.slice(kinds.indexOf('fence')), ['fence', 'crash', 'recovery', 'boot', 'info'], kinds.join(', '));
+  t.regex(events.find((e) => e.type === 'fence')?.detail ?? '', new RegExp(`^did not answer the revoke of locks? .* within ${DEADLINE_MS} ms$`));
+  t.regex(events.find((e) => e.type === 'crash' && e.domain === 'dom1')?.detail ?? '', /^fenced: /);
+  t.is(running.store.getDomain('dom1')?.state, 'running');
+  // The new dom1 reads what the old one fsynced and what dom2 wrote while it was fenced.
+  const vfs1 = domainVfs(running.platform.domain('dom1'));
+  t.true((await readFile(vfs1, '/durable')).equals(durable));
+  t.true((await readFile(vfs1, '/from-dom2')).equals(data));
+  await running.shutdown('test');
+  stopped = true;
+  t.deepEqual((await fsckImage(join(dir, 'state', 'shared.img'))).errors, []);
 });
