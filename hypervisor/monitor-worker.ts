@@ -27,6 +27,7 @@ const poolBuffer = createPoolBuffer();
 const monitor = new Monitor(new DomainStats(data.stats), (event: MonitorEvent) => reply({ type: 'event', event }), {
   pool: poolBuffer,
   ioThreads,
+  revokeDeadlineMs: data.revokeDeadlineMs,
 });
 const backends = new Map<number, RawImageBackend>();
 const ioPorts: MessagePort[] = [];
@@ -118,7 +119,9 @@ while (running) {
   clock.polled((at - spinFrom) * 1000);
   if (work) continue;
   if (monitor.armDoorbells()) continue;
-  Atomics.wait(doorbell, Doorbell.SEQ, seq);
+  // Wake in time to fence a lock holder that never answers its revoke.
+  const deadline = monitor.msUntilRevokeDeadline();
+  Atomics.wait(doorbell, Doorbell.SEQ, seq, deadline === Infinity ? undefined : deadline + 1);
   clock.slept((performance.now() - at) * 1000);
 }
 for (const p of ioPorts) p.close();

@@ -81,6 +81,7 @@ export class StoredPlatform {
       for (const volume of config.volumes) await prepareVolume(store.stateDir, volume, log);
       platform = await Platform.boot({
         volumes: config.volumes.map((v) => ({ name: v.name, path: resolveImagePath(store.stateDir, v) })),
+        revokeDeadlineMs: config.revokeDeadlineMs,
       });
       const running = new StoredPlatform(store, platform, config, onEvent);
       platform.onEvent((e) => running.record(e));
@@ -217,7 +218,10 @@ export class StoredPlatform {
       case 'revoke':
         return this.log({ type: 'revoke', domain: e.domain, detail: e.detail });
       case 'ring-fault':
+      case 'io-error':
         return this.log({ type: 'error', domain: e.domain, detail: e.detail });
+      case 'fence':
+        return this.log({ type: 'fence', domain: e.domain, detail: e.detail });
     }
   }
 

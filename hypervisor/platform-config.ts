@@ -22,6 +22,12 @@ export const MAX_SLOTS = 64;
 /** Domain 0 is the monitor itself; guest domains are numbered from 1. */
 export const MAX_DOMAIN_ID = 65535;
 export const NAME_PATTERN = /^[a-z0-9-]+$/;
+/**
+ * `revokeDeadlineMs`: how long a domain may keep a cluster lock after the monitor asked for it back before it is
+ * fenced. Not below MIN (a lock in use is kept 100 ms after its grant, and an answer may need a journal commit).
+ */
+export const MIN_REVOKE_DEADLINE_MS = 1000;
+export const MAX_REVOKE_DEADLINE_MS = 600_000;
 export const MAX_NAME_LENGTH = 63;
 
 export type GrantMode = 'ro' | 'rw';
@@ -57,6 +63,8 @@ export interface DomainConfig {
 export interface PlatformConfig {
   volumes: VolumeConfig[];
   domains: DomainConfig[];
+  /** Milliseconds a lock holder has to answer a revoke before it is fenced; absent: the monitor's default (10 s). */
+  revokeDeadlineMs?: number;
 }
 
 /** Thrown by the validator; `problems` lists every bad field, `message` joins them one per line. */
@@ -289,7 +297,11 @@ export function validatePlatform(input: unknown, source?: string): PlatformConfi
     problems.push('expected an object with "volumes" and "domains"');
     throw fail();
   }
-  unknownFields(input, ['volumes', 'domains'], '', problems);
+  unknownFields(input, ['volumes', 'domains', 'revokeDeadlineMs'], '', problems);
+  const revokeDeadlineMs =
+    input.revokeDeadlineMs === undefined
+      ? undefined
+      : checkInt(input.revokeDeadlineMs, MIN_REVOKE_DEADLINE_MS, MAX_REVOKE_DEADLINE_MS, 'revoke deadline (ms)', 'revokeDeadlineMs', problems);
 
   const volumes: VolumeConfig[] = [];
   const volumeByName = new Map<string, VolumeConfig>();
@@ -399,7 +411,7 @@ export function validatePlatform(input: unknown, source?: string): PlatformConfi
   }
 
   if (problems.length > 0) throw fail();
-  return { volumes, domains };
+  return revokeDeadlineMs === undefined ? { volumes, domains } : { volumes, domains, revokeDeadlineMs };
 }
 
 /** Parses and validates platform.json text; `source` (a file name) prefixes the error messages. */

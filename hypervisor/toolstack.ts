@@ -43,6 +43,8 @@ export interface PlatformOptions {
   volumes: VolumeSpec[];
   /** Polling window of the monitor before it sleeps, in microseconds (default: twice a measured wake-up). */
   monitorSpinMicros?: number;
+  /** How long a lock holder has to answer a revoke before the monitor fences it (default: the monitor's). */
+  revokeDeadlineMs?: number;
 }
 
 /** A spin budget: twice a wake-up's cost (see wake-up-cost.ts), within sane bounds for a noisy measurement. */
@@ -140,6 +142,7 @@ export class Platform {
       doorbell: this.doorbell,
       stats: this.statsBuffer,
       spinMicros: options.monitorSpinMicros ?? (envSpin ? Number(envSpin) : spinBudget(wakeUp.blockingMicros)),
+      revokeDeadlineMs: options.revokeDeadlineMs,
       threads: this.threads,
     };
     this.monitor = new Worker(new URL('./monitor-worker.js', import.meta.url), { workerData: data });
@@ -291,6 +294,8 @@ export class Platform {
     const deliberate = d.state === 'dead';
     d.died(detail);
     this.emit({ type: 'domain-exit', domain: d.name, detail });
+    // Fenced while it ran: its guest kernel is stopped before anything is replayed behind its back.
+    await d.worker?.terminate();
     // After shutdown the monitor is gone and has forgotten every domain anyway.
     await this.command({ type: 'remove-domain', seq: 0, id: d.id }).catch(() => {});
     const grant = d.spec.grants[0];
@@ -341,8 +346,21 @@ export class Platform {
     });
   }
 
+  /**
+   * The monitor fenced a domain that ignored a revoke past its deadline (its I/O is already stopped): the crash
+   * path takes it from there (worker stopped, journal replayed, locks released, restart policy of the caller).
+   */
+  private fenced(id: number, detail: string): void {
+    const d = this.listDomains().find((x) => x.id === id);
+    if (d && d.state !== 'dead') void this.domainDied(d, `fenced: ${detail}`);
+  }
+
   private onMonitorReply(reply: MonitorReply): void {
-    if (reply.type === 'event') return this.emit(reply.event);
+    if (reply.type === 'event') {
+      this.emit(reply.event);
+      if (reply.event.type === 'fence') this.fenced(reply.event.id, reply.event.detail);
+      return;
+    }
     const ack = this.acks.get(reply.seq);
     if (!ack) return;
     this.acks.delete(reply.seq);

@@ -209,3 +209,14 @@ test('platform.json: parse errors and file names appear in the message', async (
   t.true(err!.message.includes(file), err!.message);
   t.true(err!.message.includes('domains[0].grants[0].volume: unknown volume "nope"'), err!.message);
 });
+
+test('revokeDeadlineMs: optional, kept when valid, and a bad one is named with its range', (t) => {
+  t.false('revokeDeadlineMs' in validatePlatform(sample()), 'absent: the monitor default applies');
+  const valid = validatePlatform({ ...sample(), revokeDeadlineMs: 2500 });
+  t.is(valid.revokeDeadlineMs, 2500);
+  t.deepEqual(validatePlatform(valid), valid, 'its own output is accepted unchanged');
+  for (const bad of [0, 999, 600_001, 1.5e3 + 0.5, '5s', null, -1]) {
+    const problems = problemsOf(t, { ...sample(), revokeDeadlineMs: bad });
+    t.deepEqual(problems, [`revokeDeadlineMs: bad revoke deadline (ms) ${JSON.stringify(bad)}: expected a whole number from 1000 to 600000`]);
+  }
+});
