@@ -40,8 +40,8 @@ import { PathLookup } from './path-lookup.js';
 import { decodeName, encodeName, splitPath } from './path.js';
 import { Transactions } from './transactions.js';
 import {
-  O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
-  type DirListing, type Stat, type StatFs, type TimeChange, type Timespec, type Vfs,
+  O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID,
+  type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec, type Vfs,
 } from './vfs.js';
 import { checkTimeChange, timespecFromMs } from './timespec.js';
 
@@ -60,6 +60,8 @@ export interface MountOptions {
 }
 
 const MAX_LINKS = 65000;
+/** The owner of what is created without one (the guest's own processes, tests, mkfs's root). */
+const ROOT: Owner = { uid: 0, gid: 0 };
 /** A file another domain asked for within this time is given back (committed) when this domain closes it. */
 const SHARED_FILE_WINDOW_MS = 1000;
 /** Attempts of one operation that keeps losing its locks to other domains before it gives up with EAGAIN. */
@@ -328,11 +330,18 @@ export class FileSystem implements Vfs {
 
   // ---- inode lifecycle ----
 
-  /** A new inode in the domain's own group, held exclusively (a block whose lock is busy elsewhere is given up). */
-  private async newInode(mode: number): Promise<Inode> {
+  /**
+   * A new inode in the domain's own group, held exclusively (a block whose lock is busy elsewhere is given up),
+   * owned by `owner`; in a setgid directory it takes the directory's group, and a new directory stays setgid.
+   */
+  private async newInode(mode: number, parent: Inode, owner: Owner = ROOT): Promise<Inode> {
     const { start: ino } = await this.allocator.allocBlocks(0, 1);
     if (!(await this.locks.tryPin(ino, 'exclusive'))) throw new Restart(ino, 'exclusive');
-    const inode = emptyInode(ino, mode, randomInt(1, 0xffffffff), this.clock());
+    const inherits = (parent.mode & S_ISGID) !== 0;
+    const setgid = inherits && (mode & S_IFMT) === S_IFDIR ? S_ISGID : 0;
+    const inode = emptyInode(ino, mode | setgid, randomInt(1, 0xffffffff), this.clock());
+    inode.uid = owner.uid >>> 0;
+    inode.gid = (inherits ? parent.gid : owner.gid) >>> 0;
     this.pages.drop(ino);
     this.inodes.create(inode);
     return inode;
@@ -464,12 +473,12 @@ export class FileSystem implements Vfs {
     });
   }
 
-  mkdir(path: string, mode: number): Promise<void> {
+  mkdir(path: string, mode: number, owner?: Owner): Promise<void> {
     return this.change(async () => {
       const { dir, name, bytes } = await this.path.resolveParent(path);
       if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
       if (dir.nlink >= MAX_LINKS) throw new IoError('EMLINK', 'too many links');
-      const inode = await this.newInode(S_IFDIR | (mode & 0o7777));
+      const inode = await this.newInode(S_IFDIR | (mode & 0o7777), dir, owner);
       inode.nlink = 2;
       await this.dirs.init(inode, dir.ino);
       await this.inodes.write(inode);
@@ -605,14 +614,14 @@ export class FileSystem implements Vfs {
     });
   }
 
-  symlink(target: string, path: string): Promise<void> {
+  symlink(target: string, path: string, owner?: Owner): Promise<void> {
     return this.change(async () => {
       const bytes = encodeName(target);
       if (bytes.length === 0) throw new IoError('ENOENT', 'empty symlink target');
       if (bytes.length > SYMLINK_MAX) throw new IoError('ENAMETOOLONG', 'symlink target too long');
       const { dir, name, bytes: nameBytes } = await this.path.resolveParent(path);
       if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
-      const inode = await this.newInode(S_IFLNK | 0o777);
+      const inode = await this.newInode(S_IFLNK | 0o777, dir, owner);
       inode.nlink = 1;
       const { phys } = await this.map.ensureRun(inode, 0, 1, this.dataGoal(inode));
       const block = this.cache.create(phys, BlockType.Symlink, inode.ino);
@@ -634,15 +643,15 @@ export class FileSystem implements Vfs {
     });
   }
 
-  create(path: string, mode: number, flags: number = O_CREAT | O_RDWR | O_TRUNC): Promise<number> {
-    return this.openOrCreate(path, flags | O_CREAT, mode);
+  create(path: string, mode: number, flags: number = O_CREAT | O_RDWR | O_TRUNC, owner?: Owner): Promise<number> {
+    return this.openOrCreate(path, flags | O_CREAT, mode, owner);
   }
 
   open(path: string, flags: number): Promise<number> {
     return this.openOrCreate(path, flags, 0o644);
   }
 
-  private openOrCreate(path: string, flags: number, mode: number): Promise<number> {
+  private openOrCreate(path: string, flags: number, mode: number, owner?: Owner): Promise<number> {
     const access = flags & O_ACCMODE;
     if (access !== O_RDONLY && access !== O_WRONLY && access !== O_RDWR) return Promise.reject(new IoError('EINVAL', 'bad access mode'));
     const writes = access !== O_RDONLY;
@@ -675,7 +684,7 @@ export class FileSystem implements Vfs {
       const { dir, name, bytes } = await this.path.resolveParent(path);
       // The name exists but did not resolve: a dangling symlink. Creating its target is not supported.
       if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('ENOENT', `${path} is a dangling symbolic link`);
-      const created = await this.newInode(S_IFREG | (mode & 0o7777));
+      const created = await this.newInode(S_IFREG | (mode & 0o7777), dir, owner);
       created.nlink = 1;
       await this.inodes.write(created);
       await this.dirs.add(dir, bytes, created.ino, EntryType.Regular);

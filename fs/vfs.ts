@@ -36,6 +36,15 @@ export interface Stat {
   ctime: Timespec;
 }
 
+/**
+ * Who creates a file: the new inode's owner, and its group unless the parent directory is setgid (then the
+ * directory's group, as Linux does). FUSE hands over the requesting process's ids; without them, root.
+ */
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
 export interface StatFs {
   bsize: number;
   frsize: number;
@@ -61,6 +70,7 @@ export const S_IFMT = 0o170000;
 export const S_IFREG = 0o100000;
 export const S_IFDIR = 0o040000;
 export const S_IFLNK = 0o120000;
+export const S_ISGID = 0o2000;
 
 /**
  * A directory's entries as readdir(3) gives them, `.` and `..` included: names with their inode numbers and file
@@ -78,16 +88,16 @@ export interface Vfs {
   getattr(path: string): Promise<Stat>;
   readdir(path: string): Promise<string[]>;
   readdirEntries(path: string): Promise<DirListing>;
-  mkdir(path: string, mode: number): Promise<void>;
+  mkdir(path: string, mode: number, owner?: Owner): Promise<void>;
   rmdir(path: string): Promise<void>;
   unlink(path: string): Promise<void>;
   /** Replaces an existing target as rename(2) does. */
   rename(from: string, to: string): Promise<void>;
   link(existing: string, newPath: string): Promise<void>;
-  symlink(target: string, path: string): Promise<void>;
+  symlink(target: string, path: string, owner?: Owner): Promise<void>;
   readlink(path: string): Promise<string>;
   /** Returns a file handle. */
-  create(path: string, mode: number, flags?: number): Promise<number>;
+  create(path: string, mode: number, flags?: number, owner?: Owner): Promise<number>;
   open(path: string, flags: number): Promise<number>;
   release(fh: number): Promise<void>;
   /** Returns up to `length` bytes, fewer at end of file, in a new array the caller owns (it may be moved away). */

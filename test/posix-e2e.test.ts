@@ -1,0 +1,77 @@
+/**
+ * End-to-end POSIX through real mounts: every user of the host, with the host kernel checking modes and owners
+ * (allow_other + default_permissions), files owned by whoever creates them, setgid directories and the sticky bit.
+ * The unprivileged user is `nobody`, through setpriv (tests run as root).
+ */
+import test from 'ava';
+import { chmod } from 'node:fs/promises';
+import { mountedPlatform, ok, rw2, sh, type RunResult } from './helpers/fuse-mounts.js';
+
+const NOBODY = '65534:65534';
+/** `script` run by the shell as nobody:nogroup, with no supplementary groups and umask 022. */
+const asNobody = (script: string): Promise<RunResult> =>
+  sh(`exec setpriv --reuid=65534 --regid=65534 --clear-groups sh -c ${JSON.stringify(`umask 022; ${script}`)}`);
+
+test.serial('an unprivileged user works in a 1777 directory of a view and cannot touch root\'s 0644 file', async (t) => {
+  const { dir, mounts, finish } = await mountedPlatform(t, rw2);
+  await chmod(dir, 0o755); // the mounts sit in a private temp folder: let nobody reach them
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  await ok(t, sh(`cd ${m1} && mkdir pub && chmod 1777 pub && echo root > pub/rootfile && chmod 644 pub/rootfile`), 'root sets up pub');
+
+  await ok(
+    t,
+    asNobody(`cd ${m1}/pub && echo hi > mine && echo more >> mine && mkdir d && touch d/x && ln -s mine l && mv mine mine2 && cat mine2 rootfile`),
+    'nobody works in pub',
+  );
+  t.is((await ok(t, sh(`stat -c '%u:%g %a' ${m2}/pub/mine2 ${m2}/pub/d ${m2}/pub/d/x`), 'stat through dom2')).trim(),
+    [`${NOBODY} 644`, `${NOBODY} 755`, `${NOBODY} 644`].join('\n'), 'owned by nobody, seen so through the other domain');
+  t.is((await ok(t, sh(`stat -c '%U' ${m1}/pub/l`), 'stat symlink')).trim(), 'nobody');
+
+  const writeRoot = await asNobody(`echo x >> ${m1}/pub/rootfile`);
+  t.not(writeRoot.code, 0);
+  t.regex(writeRoot.stderr, /Permission denied/);
+  const removeRoot = await asNobody(`rm -f ${m1}/pub/rootfile`);
+  t.not(removeRoot.code, 0, 'the sticky bit keeps root\'s file');
+  t.regex(removeRoot.stderr, /Operation not permitted/);
+  t.regex((await asNobody(`chmod 666 ${m1}/pub/rootfile`)).stderr, /Operation not permitted/);
+  t.regex((await asNobody(`chown nobody ${m1}/pub/rootfile`)).stderr, /Operation not permitted/);
+  t.regex((await asNobody(`touch ${m1}/newfile`)).stderr, /Permission denied/, 'the root directory is 0755 root');
+  t.is((await ok(t, sh(`cat ${m2}/pub/rootfile`), 'cat')).trim(), 'root', 'root\'s file is untouched');
+  // Root may remove nobody's files; nobody may remove its own.
+  await ok(t, asNobody(`rm -r ${m1}/pub/d`), 'nobody removes its own directory');
+  await finish();
+});
+
+test.serial('setgid directories hand their group down; chown and chmod are stored as given', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  await ok(t, sh(`cd ${m1} && mkdir sg && chown 10:1234 sg && chmod 2775 sg && touch sg/f && mkdir -m 755 sg/sub && mkdir plain && touch plain/g`), 'setup');
+  const stats = await ok(t, sh(`cd ${m2} && stat -c '%n %u:%g %a' sg sg/f sg/sub plain/g`), 'stat through dom2');
+  t.deepEqual(stats.trim().split('\n'), ['sg 10:1234 2775', 'sg/f 0:1234 644', 'sg/sub 0:1234 2755', 'plain/g 0:0 644']);
+  await ok(t, sh(`chmod 4755 ${m1}/plain/g && chown 7:8 ${m1}/plain/g`), 'chmod + chown');
+  // The kernel drops set-user-ID on chown (through a setattr of the mode), as for a local filesystem.
+  t.is((await ok(t, sh(`stat -c '%u:%g %a' ${m2}/plain/g`), 'stat')).trim(), '7:8 755');
+  await finish();
+});
+
+test.serial('a private view is for its mounter only; a read-only domain refuses everyone', async (t) => {
+  const { dir, mounts, finish, mountAgain } = await mountedPlatform(t, [
+    { name: 'dom1', slot: 0 },
+    { name: 'dom3', slot: 1, readOnly: true },
+  ]);
+  await chmod(dir, 0o755);
+  const m1 = mounts.dom1!.dir;
+  await ok(t, sh(`mkdir ${m1}/pub && chmod 1777 ${m1}/pub && echo shared > ${m1}/pub/f && sync`), 'setup');
+  const own = await mountAgain('dom1', { private: true });
+  t.is((await ok(t, sh(`cat ${own}/pub/f`), 'root reads its private view')).trim(), 'shared');
+  t.regex((await asNobody(`ls ${own}`)).stderr, /Permission denied/);
+  t.is((await ok(t, asNobody(`cat ${m1}/pub/f`), 'nobody reads the shared view')).trim(), 'shared');
+
+  const m3 = mounts.dom3!.dir;
+  t.is((await ok(t, asNobody(`cat ${m3}/pub/f`), 'nobody reads dom3')).trim(), 'shared');
+  t.regex((await asNobody(`touch ${m3}/pub/g`)).stderr, /Read-only file system/);
+  t.regex((await sh(`touch ${m3}/pub/g`)).stderr, /Read-only file system/);
+  await finish();
+});
