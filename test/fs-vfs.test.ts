@@ -82,6 +82,15 @@ test('namespace errnos a POSIX user expects', async (t) => {
   const max = 'm'.repeat(255);
   await fs.release(await fs.create('/' + max, 0o644));
   t.true((await fs.readdir('/')).includes(max));
+  t.is(await errno(fs.mkdir('/' + 'é'.repeat(128), 0o755)), 'ENAMETOOLONG', 'NAME_MAX counts bytes, not characters');
+  // Nothing is counted from the root: a path of 20 names of 250 bytes (5020 bytes) works.
+  let deep = '';
+  for (let i = 0; i < 20; i++) {
+    deep += '/' + String(i).padStart(250, 'd');
+    await fs.mkdir(deep, 0o755);
+  }
+  await fs.release(await fs.create(deep + '/f', 0o644));
+  t.is((await fs.getattr(deep + '/f')).size, 0);
   t.is(await errno(fs.symlink('x'.repeat(5000), '/s')), 'ENAMETOOLONG');
   const dh = await fs.open('/d', O_RDONLY);
   t.is(await errno(fs.read(dh, 0, 1)), 'EISDIR');

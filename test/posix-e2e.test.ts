@@ -75,3 +75,24 @@ test.serial('a private view is for its mounter only; a read-only domain refuses 
   t.regex((await sh(`touch ${m3}/pub/g`)).stderr, /Read-only file system/);
   await finish();
 });
+
+test.serial('path limits as Linux has them: 255 bytes a name, 4096 a path argument, none from the root of the volume', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  // 20 directories of 250-byte names, each entered relatively: the file at the bottom is 5000+ bytes from the root.
+  const depth = await ok(
+    t,
+    sh(`cd ${m1} && for i in $(seq 1 20); do n=$(printf '%0250d' $i); mkdir $n && cd -P $n || exit 1; done && echo deep > f && cat f && pwd | wc -c`),
+    'a deep tree through dom1',
+  );
+  const [content, pwdBytes] = depth.trim().split('\n');
+  t.is(content, 'deep');
+  t.true(Number(pwdBytes) > 5020);
+  t.is((await ok(t, sh(`cd ${m2} && find . -name f -type f | wc -l`), 'find through dom2')).trim(), '1');
+  const long = await sh(`cd ${m1} && stat "$(printf 'x/%.0s' $(seq 1 2100))"`);
+  t.regex(long.stderr, /File name too long/, 'one path argument of 4200 bytes');
+  t.regex((await sh(`touch ${m1}/${'n'.repeat(256)}`)).stderr, /File name too long/);
+  await ok(t, sh(`touch ${m1}/${'n'.repeat(255)} && rm -r ${m1}/$(printf '%0250d' 1)`), 'a 255-byte name; removing the deep tree');
+  await finish();
+});
