@@ -24,7 +24,7 @@ import { Allocator, type GroupLocks } from './allocator.js';
 import { BlockMap } from './block-map.js';
 import { Directories, DOTDOT, entryTypeOf, EntryType, modeOfEntryType } from './directory.js';
 import { FileIo } from './file-io.js';
-import { emptyInode, InodeStore, isDir, isRegular, isSymlink, type Inode } from './inode.js';
+import { emptyInode, InodeStore, isDevice, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
 import { dirtyJournalSlots, Journal, recoverJournals } from './journal.js';
 import {
   BLOCK_SIZE, BlockType, Geometry, HEADER_SIZE, MAX_FILE_SIZE, NAME_MAX, readSuperblock, SYMLINK_MAX, view,
@@ -628,11 +628,32 @@ export class FileSystem implements Vfs {
       view(block).setUint32(HEADER_SIZE, bytes.length, true);
       block.set(bytes, HEADER_SIZE + 4);
       inode.size = bytes.length;
-      await this.inodes.write(inode);
-      await this.dirs.add(dir, nameBytes, inode.ino, EntryType.Symlink);
-      this.touch(dir);
-      await this.inodes.write(dir);
+      await this.enter(dir, nameBytes, inode);
     });
+  }
+
+  mknod(path: string, mode: number, rdev: number, owner?: Owner): Promise<void> {
+    // As mknod(2): no type bits make a regular file; a directory or symlink is not made this way.
+    const full = (mode & S_IFMT) === 0 ? mode | S_IFREG : mode;
+    if (!legalMode(full) || (full & S_IFMT) === S_IFDIR || (full & S_IFMT) === S_IFLNK) {
+      return Promise.reject(new IoError('EINVAL', `mknod: bad mode 0o${mode.toString(8)}`));
+    }
+    return this.change(async () => {
+      const { dir, name, bytes } = await this.path.resolveParent(path);
+      if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
+      const inode = await this.newInode(full, dir, owner);
+      inode.nlink = 1;
+      inode.rdev = isDevice(full) ? rdev >>> 0 : 0;
+      await this.enter(dir, bytes, inode);
+    });
+  }
+
+  /** A new inode (nlink 1) is written and entered in `dir` under `name`. */
+  private async enter(dir: Inode, name: Uint8Array, inode: Inode): Promise<void> {
+    await this.inodes.write(inode);
+    await this.dirs.add(dir, name, inode.ino, entryTypeOf(inode.mode));
+    this.touch(dir);
+    await this.inodes.write(dir);
   }
 
   readlink(path: string): Promise<string> {
@@ -686,10 +707,7 @@ export class FileSystem implements Vfs {
       if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('ENOENT', `${path} is a dangling symbolic link`);
       const created = await this.newInode(S_IFREG | (mode & 0o7777), dir, owner);
       created.nlink = 1;
-      await this.inodes.write(created);
-      await this.dirs.add(dir, bytes, created.ino, EntryType.Regular);
-      this.touch(dir);
-      await this.inodes.write(dir);
+      await this.enter(dir, bytes, created);
       return this.openHandle(created, flags);
     });
   }
@@ -857,6 +875,7 @@ function toStat(inode: Inode): Stat {
     nlink: inode.nlink,
     uid: inode.uid,
     gid: inode.gid,
+    rdev: inode.rdev,
     size: inode.size,
     blocks: inode.blocks * (BLOCK_SIZE / 512),
     atime: inode.atime,

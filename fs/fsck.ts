@@ -24,7 +24,7 @@ import { IoError, type BlockDevice } from './block-device.js';
 import { bitIsSet } from './allocator.js';
 import { readPointer } from './block-map.js';
 import { DOT, DOTDOT, entryTypeOf, EntryType, parseDirBlock, sameName } from './directory.js';
-import { decodeInode, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
+import { decodeInode, isDevice, isDir, isRegular, isSpecial, isSymlink, legalMode, type Inode } from './inode.js';
 import { isValidTimespec } from './timespec.js';
 import { decodeJournalHeader, inspectJournal, transactionCapacity } from './journal.js';
 import {
@@ -52,6 +52,8 @@ export interface FsckStats {
   files: number;
   directories: number;
   symlinks: number;
+  /** Devices, FIFOs and sockets. */
+  special: number;
   orphans: number;
   blocksInUse: number;
   freeBlocks: number;
@@ -96,7 +98,7 @@ export async function fsck(dev: BlockDevice, options: FsckOptions = {}): Promise
   const warnings: string[] = [];
   const maxErrors = options.maxErrors ?? 100;
   const stats: FsckStats = {
-    inodesInUse: 0, files: 0, directories: 0, symlinks: 0, orphans: 0, blocksInUse: 0, freeBlocks: 0, replayableJournals: 0,
+    inodesInUse: 0, files: 0, directories: 0, symlinks: 0, special: 0, orphans: 0, blocksInUse: 0, freeBlocks: 0, replayableJournals: 0,
   };
   const error = (message: string) => {
     errors.push(message);
@@ -476,6 +478,7 @@ async function check(
     progress('tree', done++, inodes.size);
     if (isDir(inode)) stats.directories++;
     else if (isSymlink(inode)) stats.symlinks++;
+    else if (isSpecial(inode)) stats.special++;
     else stats.files++;
     const count = refs.get(ino) ?? 0;
     const slot = orphanOf.get(ino);
@@ -617,7 +620,12 @@ async function checkInodeBlocks(
   if (complete && pointers !== inode.blocks) {
     error(`${label}: block count ${inode.blocks}, but ${pointers} data and indirect blocks are mapped`);
   }
+  if (inode.rdev !== 0 && !isDevice(inode.mode)) error(`${label}: device number ${inode.rdev} on a file that is not a device`);
   if (!sizeOk) return null;
+  if (isSpecial(inode)) {
+    if (inode.size !== 0 || pointers !== 0) error(`${label}: special file with size ${inode.size} and ${pointers} blocks mapped (none expected)`);
+    return null;
+  }
   if (isDir(inode)) {
     if (inode.size % BLOCK_SIZE !== 0 || (inode.size === 0 && !freeing)) {
       error(`${label}: directory size ${inode.size} is not a whole number of blocks`);

@@ -28,6 +28,8 @@ export interface Stat {
   nlink: number;
   uid: number;
   gid: number;
+  /** The device a character or block device file stands for (st_rdev, as makedev encodes it); 0 for others. */
+  rdev: number;
   size: number;
   /** 512-byte units allocated, as st_blocks. */
   blocks: number;
@@ -70,6 +72,10 @@ export const S_IFMT = 0o170000;
 export const S_IFREG = 0o100000;
 export const S_IFDIR = 0o040000;
 export const S_IFLNK = 0o120000;
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
+export const S_IFIFO = 0o010000;
+export const S_IFSOCK = 0o140000;
 export const S_ISGID = 0o2000;
 
 /**
@@ -95,6 +101,11 @@ export interface Vfs {
   rename(from: string, to: string): Promise<void>;
   link(existing: string, newPath: string): Promise<void>;
   symlink(target: string, path: string, owner?: Owner): Promise<void>;
+  /**
+   * A special file (character or block device with its `rdev`, FIFO, socket) or an empty regular file, as
+   * mknod(2): `mode` holds the type and permission bits.
+   */
+  mknod(path: string, mode: number, rdev: number, owner?: Owner): Promise<void>;
   readlink(path: string): Promise<string>;
   /** Returns a file handle. */
   create(path: string, mode: number, flags?: number, owner?: Owner): Promise<number>;

@@ -111,7 +111,7 @@ function toFuseStat(s: Stat) {
     dev: 0,
     nlink: s.nlink,
     ino: s.ino,
-    rdev: 0,
+    rdev: s.rdev,
     blksize: PREFERRED_IO_SIZE,
     blocks: s.blocks,
     atime: s.atime,
@@ -287,6 +287,9 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     rename: forward('rename'),
     link: forward('link'),
     symlink: forwardOwned('symlink'),
+    // FIFOs, sockets (bind(2) on a view) and devices; fuse-native passes the mode and dev_t as uint32, which
+    // holds every device number glibc's makedev encodes for majors below 4096.
+    mknod: forwardOwned('mknod'),
     readlink: handler('readlink', async (path: string) => [0, await vfs<string>('readlink', path)]),
 
     chmod: forward('chmod'),

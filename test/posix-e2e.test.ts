@@ -96,3 +96,26 @@ test.serial('path limits as Linux has them: 255 bytes a name, 4096 a path argume
   await ok(t, sh(`touch ${m1}/${'n'.repeat(255)} && rm -r ${m1}/$(printf '%0250d' 1)`), 'a 255-byte name; removing the deep tree');
   await finish();
 });
+
+test.serial('special files through a view: mkfifo, mknod c/b, a bound unix socket, the same through the other domain', async (t) => {
+  const { dir, mounts, finish } = await mountedPlatform(t, rw2);
+  await chmod(dir, 0o755);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  await ok(t, sh(`cd ${m1} && mkfifo -m 640 fifo && mknod -m 620 tty c 4 1 && mknod sda b 8 0 && ` +
+    `python3 -c "import socket; s = socket.socket(socket.AF_UNIX); s.bind('sock')" && mkdir -m 1777 pub`), 'make them in dom1');
+  await ok(t, asNobody(`mkfifo ${m1}/pub/mine`), 'nobody makes a FIFO');
+  const seen = await ok(t, sh(`cd ${m2} && stat -c '%n %F %a %t:%T %u' fifo tty sda sock pub/mine`), 'stat through dom2');
+  t.deepEqual(seen.trim().split('\n'), [
+    'fifo fifo 640 0:0 0',
+    'tty character special file 620 4:1 0',
+    'sda block special file 644 8:0 0',
+    'sock socket 755 0:0 0',
+    'pub/mine fifo 644 0:0 65534',
+  ]);
+  // The FIFO is a FIFO for the host kernel: what one process writes, another reads.
+  t.is((await ok(t, sh(`(echo through > ${m1}/fifo &) && cat ${m1}/fifo`), 'a FIFO carries data')).trim(), 'through');
+  t.is((await ok(t, sh(`find ${m2} -type p | wc -l; find ${m2} -type c; find ${m2} -type s`), 'find -type')).trim().split('\n').join(' '),
+    `2 ${m2}/tty ${m2}/sock`);
+  await finish();
+});
