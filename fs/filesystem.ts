@@ -44,6 +44,8 @@ import {
   type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec, type Vfs,
 } from './vfs.js';
 import { checkTimeChange, timespecFromMs } from './timespec.js';
+import { XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, xattrNameProblem, type Xattrs } from './xattr.js';
+import { XattrStore } from './xattr-store.js';
 
 export interface MountOptions {
   /** This instance's journal slot (0 .. slotCount-1); two live instances must never share one. */
@@ -79,6 +81,7 @@ export class FileSystem implements Vfs {
   private readonly pages: PageCache;
   private readonly allocator: Allocator;
   private readonly inodes: InodeStore;
+  private readonly xattrs: XattrStore;
   private readonly map: BlockMap;
   private readonly dirs: Directories;
   private readonly data: FileIo;
@@ -146,6 +149,7 @@ export class FileSystem implements Vfs {
     const preferredGroup = Math.floor((options.slot * superblock.groupCount) / superblock.slotCount);
     this.allocator = new Allocator(this.cache, this.geometry, preferredGroup, this.groupLocks());
     this.inodes = new InodeStore(this.cache, this.geometry);
+    this.xattrs = new XattrStore(this.cache, this.allocator);
     this.map = new BlockMap(this.cache, this.allocator);
     this.dirs = new Directories(this.cache, this.map);
     this.data = new FileIo(dev, this.map, this.pages);
@@ -364,6 +368,7 @@ export class FileSystem implements Vfs {
 
   private async freeInode(inode: Inode): Promise<void> {
     await this.truncateBlocks(inode, 0);
+    await this.xattrs.free(inode);
     inode.mode = 0;
     inode.size = 0;
     await this.inodes.write(inode);
@@ -846,6 +851,50 @@ export class FileSystem implements Vfs {
       const now = this.clock();
       change(inode, now);
       this.touch(inode, false, now);
+      await this.inodes.write(inode);
+    });
+  }
+
+  // ---- extended attributes (of the path's own inode, a final symlink included, as l*xattr) ----
+
+  getxattr(path: string, name: string): Promise<Uint8Array> {
+    return this.look(async () => {
+      const value = (await this.xattrs.read(await this.path.resolvePath(path))).get(name);
+      if (!value) throw new IoError(xattrNameProblem(name)?.code ?? 'ENODATA', `no attribute ${name} on ${path}`);
+      return value;
+    });
+  }
+
+  listxattr(path: string): Promise<string[]> {
+    return this.look(async () => [...(await this.xattrs.read(await this.path.resolvePath(path))).keys()]);
+  }
+
+  setxattr(path: string, name: string, value: Uint8Array, flags: number): Promise<void> {
+    const problem = xattrNameProblem(name) ?? (value.length > XATTR_SIZE_MAX ? new IoError('E2BIG', `value of ${value.length} bytes`) : null);
+    if (problem) return Promise.reject(problem);
+    return this.changeXattrs(path, (attrs) => {
+      if (flags & XATTR_CREATE && attrs.has(name)) throw new IoError('EEXIST', `attribute ${name} exists on ${path}`);
+      if (flags & XATTR_REPLACE && !attrs.has(name)) throw new IoError('ENODATA', `no attribute ${name} on ${path}`);
+      attrs.set(name, value.slice());
+    });
+  }
+
+  removexattr(path: string, name: string): Promise<void> {
+    const problem = xattrNameProblem(name);
+    if (problem) return Promise.reject(problem);
+    return this.changeXattrs(path, (attrs) => {
+      if (!attrs.delete(name)) throw new IoError('ENODATA', `no attribute ${name} on ${path}`);
+    });
+  }
+
+  /** Changes the attributes of the path's inode under its exclusive lock; ctime follows, as on Linux. */
+  private changeXattrs(path: string, change: (attrs: Xattrs) => void): Promise<void> {
+    return this.change(async () => {
+      const inode = await this.path.resolvePath(path, false, 'exclusive');
+      const attrs = await this.xattrs.read(inode);
+      change(attrs);
+      await this.xattrs.write(inode, attrs);
+      this.touch(inode, false);
       await this.inodes.write(inode);
     });
   }

@@ -26,6 +26,7 @@ import { readPointer } from './block-map.js';
 import { DOT, DOTDOT, entryTypeOf, EntryType, parseDirBlock, sameName } from './directory.js';
 import { decodeInode, isDevice, isDir, isRegular, isSpecial, isSymlink, legalMode, type Inode } from './inode.js';
 import { isValidTimespec } from './timespec.js';
+import { chainBlockProblem, chainBlocksFor, decodeXattrs, gatherXattrList } from './xattr.js';
 import { decodeJournalHeader, inspectJournal, transactionCapacity } from './journal.js';
 import {
   BITMAP_BITS, BLOCK_SIZE, BlockType, checkBlockHeader, decodeSuperblock, DIRECT_POINTERS, Geometry, HEADER_SIZE,
@@ -327,6 +328,7 @@ async function check(
     if (!inode) return;
     inodes.set(ino, inode);
     claim(ino, ino, 'inode block');
+    await checkXattrs(reader, ino, label(ino), claim, error);
     for (const [name, time] of [['atime', inode.atime], ['mtime', inode.mtime], ['ctime', inode.ctime]] as const) {
       if (!isValidTimespec(time)) error(`${label(ino)}: ${name} ${time.sec} s ${time.nsec} ns out of range`);
     }
@@ -553,6 +555,25 @@ async function check(
  * Walks an inode's block map, claims its blocks and checks sizes and counts. Returns a directory's blocks in file
  * order (for the caller to read), or null.
  */
+/** An inode's extended attributes: a chain of valid Xattr blocks, each claimed, holding a well-formed list. */
+async function checkXattrs(
+  reader: Reader,
+  ino: number,
+  label: string,
+  claim: (block: number, ino: number, what: string) => boolean,
+  error: (message: string) => void,
+): Promise<void> {
+  const got = await gatherXattrList(await reader.block(ino), async (address, index) => {
+    if (!claim(address, ino, `attribute chain block ${index}`)) return `attribute chain block ${index} (${address}) refused`;
+    const block = await reader.block(address);
+    return chainBlockProblem(block, address) ?? block;
+  });
+  if (typeof got === 'string') return error(`${label}: ${got}`);
+  const attrs = decodeXattrs(got.list);
+  if (typeof attrs === 'string') error(`${label}: ${attrs}`);
+  else if (got.chain.length !== chainBlocksFor(got.list.length)) error(`${label}: attribute chain of ${got.chain.length} blocks for ${got.list.length} bytes`);
+}
+
 async function checkInodeBlocks(
   reader: Reader,
   inode: Inode,

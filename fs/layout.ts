@@ -13,19 +13,20 @@
  * number is its block address. Every metadata block is then covered by exactly one cluster lock (see
  * lock-names.ts): an inode's block, indirect blocks, directory and symlink blocks by the inode's lock, a bitmap by
  * its group's lock, a slot's journal and orphan list by the slot's lock. Format 3 keeps an inode's times to the
- * nanosecond with 64-bit seconds (inode.ts), format 4 stores devices (with their number), FIFOs and sockets. Older formats are refused (FORMAT_CHANGES says what they lack).
+ * nanosecond with 64-bit seconds (inode.ts), format 4 stores devices (with their number), FIFOs and sockets, format 5 extended attributes (xattr.ts). Older formats are refused (FORMAT_CHANGES says what they lack).
  */
 import { crc32c } from './crc32c.js';
 import { IoError } from './block-device.js';
 
 export const BLOCK_SIZE = 4096;
 export const MAGIC = 0x48565346; // "HVSF"
-export const FORMAT_VERSION = 4;
+export const FORMAT_VERSION = 5;
 /** What each format brought, so a volume of an older one is refused with what it lacks. */
 const FORMAT_CHANGES: Record<number, string> = {
   2: 'one inode a block, one lock an inode',
   3: 'times to the nanosecond with 64-bit seconds',
   4: 'devices, FIFOs and sockets',
+  5: 'extended attributes',
 };
 export const HEADER_SIZE = 16;
 
@@ -38,6 +39,7 @@ export enum BlockType {
   Directory = 8,
   Symlink = 9,
   Inode = 10,
+  Xattr = 11,
 }
 
 /** Bits a bitmap block holds after its header: the largest group, in blocks or inodes. */

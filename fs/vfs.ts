@@ -125,4 +125,13 @@ export interface Vfs {
   /** Sets ctime to now unless both are null (then nothing changes, as utimensat(2) with two UTIME_OMITs). */
   utimens(path: string, atime: TimeChange, mtime: TimeChange): Promise<void>;
   statfs(path: string): Promise<StatFs>;
+  /**
+   * Extended attributes of the path's own inode (as lgetxattr...): user., trusted., security. and
+   * system.posix_acl_access/default names (others EOPNOTSUPP), values up to 64 KiB (E2BIG). ENODATA when missing;
+   * setxattr's flags are XATTR_CREATE (EEXIST if present) and XATTR_REPLACE (ENODATA if missing).
+   */
+  getxattr(path: string, name: string): Promise<Uint8Array>;
+  listxattr(path: string): Promise<string[]>;
+  setxattr(path: string, name: string, value: Uint8Array, flags: number): Promise<void>;
+  removexattr(path: string, name: string): Promise<void>;
 }

@@ -292,6 +292,18 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     mknod: forwardOwned('mknod'),
     readlink: handler('readlink', async (path: string) => [0, await vfs<string>('readlink', path)]),
 
+    // Extended attributes (fuse-native passes no size: its patched glue answers ERANGE for a buffer too small).
+    setxattr: handler('setxattr', async (path: string, name: string, value: Buffer, _position: number, flags: number) => {
+      // Copy out first: the value is libfuse's memory, detached once we answer.
+      const data = new Uint8Array(value.length);
+      data.set(value);
+      await vfs('setxattr', path, name, data, flags);
+      return 0;
+    }),
+    getxattr: handler('getxattr', async (path: string, name: string) => [0, Buffer.from(await vfs<Uint8Array>('getxattr', path, name))]),
+    listxattr: handler('listxattr', async (path: string) => [0, await vfs<string[]>('listxattr', path)]),
+    removexattr: forward('removexattr'),
+
     chmod: forward('chmod'),
     chown: forward('chown'),
     utimens: handler('utimens', async (path: string, atime: Timespec, mtime: Timespec) => {

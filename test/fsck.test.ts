@@ -16,6 +16,7 @@ import {
   type Superblock,
 } from '../fs/layout.js';
 import { mkfs } from '../fs/mkfs.js';
+import { encodeXattrs, spreadXattrList } from '../fs/xattr.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from '../fs/vfs.js';
 
 type Entry = [name: string, ino: number, type: EntryType];
@@ -350,11 +351,11 @@ test('a wrong link count', async (t) => {
   t.is(report.errors.length, 2, report.errors.join('\n'));
 });
 
-test('volumes of formats 1 to 3 are refused with one clear error each, saying what they lack', async (t) => {
+test('volumes of formats 1 to 4 are refused with one clear error each, saying what they lack', async (t) => {
   const image = await Image.make(t);
   await clean(t, image);
   const sb = await readSuperblock(image.dev);
-  const cases = [[1, /one inode a block.*nanosecond.*FIFOs/], [2, /\(this hvshare reads version 4: times to the nanosecond/], [3, /version 4: devices, FIFOs and sockets\)/]] as const;
+  const cases = [[1, /one inode a block.*nanosecond.*FIFOs.*extended attributes/], [2, /\(this hvshare reads version 5: times to the nanosecond/], [3, /version 5: devices, FIFOs and sockets; extended attributes\)/], [4, /version 5: extended attributes\)/]] as const;
   for (const [version, lacks] of cases) {
     await image.write(0, encodeSuperblock({ ...sb, version }));
     const report = await image.fsck();
@@ -455,4 +456,42 @@ test('special files: devices keep their number, a FIFO has none; none has blocks
     inode.mode = S_IFSOCK | 0o644;
   });
   hasError(t, await image.fsck(), /\/fifo.* has type Fifo, .* is Socket$/);
+});
+
+test('extended attributes: a well-formed list and chain are clean; a bad name, a lost chain block, a bad length are not', async (t) => {
+  const image = await Image.make(t);
+  const f = await image.addFile('f');
+  /** Writes `attrs` into f's inode block, with `chain` as its chain blocks (sealed as Xattr blocks). */
+  const setList = async (attrs: [string, Uint8Array][], chain: number[] = []) => {
+    const block = await image.read(f.ino);
+    const blocks = chain.map((address) => {
+      const b = new Uint8Array(BLOCK_SIZE);
+      sealBlock(b, BlockType.Xattr, address);
+      return { address, block: b };
+    });
+    spreadXattrList(encodeXattrs(new Map(attrs)), block, blocks);
+    resealBlock(block);
+    await image.write(f.ino, block);
+    for (const { address, block: b } of blocks) {
+      resealBlock(b);
+      await image.write(address, b);
+    }
+  };
+  await setList([['user.a', new Uint8Array([1, 2])], ['system.posix_acl_access', new Uint8Array(30)]]);
+  await clean(t, image);
+  const chainBlock = await image.alloc();
+  await setList([['user.big', new Uint8Array(6000)]], [chainBlock]);
+  await clean(t, image);
+  await image.setBit(chainBlock, false);
+  hasError(t, await image.fsck(), new RegExp(`${chainBlock}`));
+  await image.setBit(chainBlock, true);
+  await setList([['bogus.a', new Uint8Array(1)]]);
+  await image.setBit(chainBlock, false);
+  hasError(t, await image.fsck(), new RegExp(`^inode ${f.ino} \\(/f\\): attribute "bogus.a": not a name of a known namespace$`));
+  await setList([['user.big', new Uint8Array(6000)]], [chainBlock]);
+  await image.setBit(chainBlock, true);
+  const sealedAsDirectory = await image.read(chainBlock);
+  sealBlock(sealedAsDirectory, BlockType.Directory, chainBlock);
+  await image.write(chainBlock, sealedAsDirectory);
+  hasError(t, await image.fsck(), new RegExp(`^inode ${f.ino} \\(/f\\): block ${chainBlock}: type Directory, expected Xattr$`));
 });

@@ -119,3 +119,40 @@ test.serial('special files through a view: mkfifo, mknod c/b, a bound unix socke
     `2 ${m2}/tty ${m2}/sock`);
   await finish();
 });
+
+test.serial('xattrs through views: setfattr/getfattr in every namespace, 64 KiB values, ERANGE, setfacl/getfacl round-trip', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  await ok(t, sh(`cd ${m1} && touch f && mkdir d && setfattr -n user.color -v blue f && setfattr -n trusted.t -v 0x00ff f && ` +
+    `setfattr -n security.s -v label f && head -c 65536 /dev/urandom > big && ` +
+    `python3 -c "import os; os.setxattr('f', 'user.big', open('big', 'rb').read())"`), 'setfattr');
+  const dump = await ok(t, sh(`cd ${m2} && getfattr -d -m - -e hex f`), 'getfattr through dom2');
+  t.regex(dump, /user\.color=0x626c7565/);
+  t.regex(dump, /trusted\.t=0x00ff/);
+  t.regex(dump, /security\.s=0x6c6162656c/);
+  await ok(t, sh(`cd ${m2} && getfattr --only-values -n user.big f > /tmp/hvshare-xattr-big.$$ && cmp /tmp/hvshare-xattr-big.$$ big; s=$?; rm -f /tmp/hvshare-xattr-big.$$; exit $s`), '64 KiB value back through dom2');
+  // A buffer too small is ERANGE, not a short value.
+  const small = await ok(t, sh(`cd ${m1} && python3 -c "
+import errno, os
+try:
+    os.getxattr('f', 'user.big')
+    print('whole')
+except OSError as e:
+    print(e.errno)
+print(len(os.getxattr('f', 'user.color')))
+"`), 'python getxattr');
+  t.is(small.trim(), 'whole\n4', 'python retries with a larger buffer after ERANGE');
+  const tooBig = await sh(`cd ${m1} && python3 -c "import os; os.setxattr('f', 'user.big2', bytes(65537))"`);
+  t.regex(tooBig.stderr, /Errno 7\]/, 'over 64 KiB: E2BIG');
+  t.regex((await sh(`getfattr -n user.none ${m1}/f`)).stderr, /No such attribute/);
+  await ok(t, sh(`setfattr -x user.color ${m1}/f`), 'remove');
+  t.notRegex(await ok(t, sh(`getfattr -d ${m2}/f`), 'getfattr'), /user\.color/);
+  // POSIX ACLs are stored as system.posix_acl_* attributes: setfacl's ACL reads back through the other domain.
+  await ok(t, sh(`setfacl -m u:65534:rwx,g:65534:r-x ${m1}/d && setfacl -d -m u:65534:rx ${m1}/d`), 'setfacl');
+  const acl = await ok(t, sh(`getfacl -n ${m2}/d`), 'getfacl through dom2');
+  t.regex(acl, /^user:65534:rwx$/m);
+  t.regex(acl, /^group:65534:r-x$/m);
+  t.regex(acl, /^default:user:65534:r-x$/m);
+  await finish();
+});
