@@ -14,6 +14,7 @@ interface UpOptions {
   status: boolean;
   cache: CacheMode;
   private?: boolean;
+  devices?: boolean;
 }
 
 function cacheOption(value: string): CacheMode {
@@ -35,6 +36,7 @@ export function registerUp(program: Command): void {
     .option('--mount-root <dir>', 'each domain\'s view is mounted at <dir>/<domain>', DEFAULT_MOUNT_ROOT)
     .option('--json', 'print mounts, readiness and events as JSON lines')
     .option('--no-status', 'no live status line')
+    .option('--devices', 'device files in the views open the host\'s devices (root only; off by default: any domain can write device nodes into the volume)')
     .option('--private', 'only the user who runs `up` may use the views (default: every user of the host, with modes and owners checked by the host kernel)')
     .addOption(
       new Option(
@@ -100,7 +102,7 @@ async function up(opts: UpOptions): Promise<void> {
       const mountpoint = join(mountRoot, domain.name);
       // Mounted read-write on the host even for a read-only grant: the monitor is the one that refuses writes.
       const readOnly = domain.spec.grants[0]?.readOnly ?? true;
-      views.push(await mountDomain(domain, mountpoint, { cache: opts.cache, private: opts.private }));
+      views.push(await mountDomain(domain, mountpoint, { cache: opts.cache, private: opts.private, devices: opts.devices }));
       const cache = formatCacheMode(opts.cache);
       say(`${domain.name}: mounted at ${mountpoint} (${readOnly ? 'read-only' : 'read-write'}, cache ${cache})`, { domain: domain.name, mountpoint, readOnly, cache });
     }

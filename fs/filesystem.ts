@@ -46,6 +46,7 @@ import {
 import { checkTimeChange, timespecFromMs } from './timespec.js';
 import { XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, xattrNameProblem, type Xattrs } from './xattr.js';
 import { XattrStore } from './xattr-store.js';
+import { ACL_ACCESS, ACL_DEFAULT, aclMode, chmodAcl } from './posix-acl.js';
 
 export interface MountOptions {
   /** This instance's journal slot (0 .. slotCount-1); two live instances must never share one. */
@@ -814,9 +815,14 @@ export class FileSystem implements Vfs {
     await this.inodes.write(inode);
   }
 
+  /** The mode, and a stored access ACL's owner, mask and other entries with it (posix-acl.ts). */
   chmod(path: string, mode: number): Promise<void> {
-    return this.changeInode(path, (inode) => {
+    return this.changeXattrs(path, (attrs, inode) => {
       inode.mode = (inode.mode & S_IFMT) | (mode & 0o7777);
+      const acl = attrs.get(ACL_ACCESS);
+      if (!acl) return false;
+      attrs.set(ACL_ACCESS, chmodAcl(acl, mode));
+      return true;
     });
   }
 
@@ -872,10 +878,16 @@ export class FileSystem implements Vfs {
   setxattr(path: string, name: string, value: Uint8Array, flags: number): Promise<void> {
     const problem = xattrNameProblem(name) ?? (value.length > XATTR_SIZE_MAX ? new IoError('E2BIG', `value of ${value.length} bytes`) : null);
     if (problem) return Promise.reject(problem);
-    return this.changeXattrs(path, (attrs) => {
+    return this.changeXattrs(path, (attrs, inode) => {
       if (flags & XATTR_CREATE && attrs.has(name)) throw new IoError('EEXIST', `attribute ${name} exists on ${path}`);
       if (flags & XATTR_REPLACE && !attrs.has(name)) throw new IoError('ENODATA', `no attribute ${name} on ${path}`);
-      attrs.set(name, value.slice());
+      if (name === ACL_DEFAULT && !isDir(inode)) throw new IoError('EACCES', `a default ACL is for directories, ${path} is not one`);
+      if (name !== ACL_ACCESS) return void attrs.set(name, value.slice());
+      // An access ACL sets the mode's permission bits; one that says no more than they do is not kept.
+      const { bits, minimal } = aclMode(value);
+      inode.mode = (inode.mode & ~0o777) | bits;
+      if (minimal) attrs.delete(name);
+      else attrs.set(name, value.slice());
     });
   }
 
@@ -887,13 +899,15 @@ export class FileSystem implements Vfs {
     });
   }
 
-  /** Changes the attributes of the path's inode under its exclusive lock; ctime follows, as on Linux. */
-  private changeXattrs(path: string, change: (attrs: Xattrs) => void): Promise<void> {
+  /**
+   * Changes the attributes (and perhaps the inode) of the path's inode under its exclusive lock; ctime follows, as
+   * on Linux. `change` returns false when it left the attributes as they were.
+   */
+  private changeXattrs(path: string, change: (attrs: Xattrs, inode: Inode) => boolean | void): Promise<void> {
     return this.change(async () => {
       const inode = await this.path.resolvePath(path, false, 'exclusive');
       const attrs = await this.xattrs.read(inode);
-      change(attrs);
-      await this.xattrs.write(inode, attrs);
+      if (change(attrs, inode) !== false) await this.xattrs.write(inode, attrs);
       this.touch(inode, false);
       await this.inodes.write(inode);
     });

@@ -64,6 +64,11 @@ export interface MountOptions {
   timeoutMs?: number;
   /** Only the user who mounts the view may use it (no allow_other). */
   private?: boolean;
+  /**
+   * Device files of the view open the host's devices (the `dev` mount option; root only). Off by default, as for
+   * every FUSE mount: any domain may write the volume, and a device node it made would open a host device.
+   */
+  devices?: boolean;
 }
 
 export interface MountedView {

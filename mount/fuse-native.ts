@@ -32,9 +32,13 @@ export const PREFERRED_IO_SIZE = 128 << 10;
  * may use the view (allow_other) unless it is `private` (only the user who mounted it), and the host kernel checks
  * modes and owners itself (default_permissions), as for a local filesystem.
  */
-export function fuseOptions(name: string, cache: CacheMode, o: { readOnly?: boolean; debug?: boolean; timeoutMs?: number; private?: boolean } = {}) {
+export function fuseOptions(
+  name: string,
+  cache: CacheMode,
+  o: { readOnly?: boolean; debug?: boolean; timeoutMs?: number; private?: boolean; devices?: boolean } = {},
+) {
   // Options fuse-native does not expose ride on fsname, which it forwards verbatim into `-o`.
-  const fsname = [name.replace(/[^A-Za-z0-9_.-]/g, '_'), 'big_writes', 'use_ino', ...cacheOptions(cache), ...(o.readOnly ? ['ro'] : [])];
+  const fsname = [name.replace(/[^A-Za-z0-9_.-]/g, '_'), 'big_writes', 'use_ino', ...cacheOptions(cache), ...(o.readOnly ? ['ro'] : []), ...(o.devices ? ['dev'] : [])];
   return {
     fsname: fsname.join(','), subtype: 'hvshare', force: true, mkdir: true, autoUnmount: true, debug: !!o.debug, timeout: o.timeoutMs ?? 30_000,
     allowOther: !o.private, defaultPermissions: true,

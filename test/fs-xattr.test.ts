@@ -16,8 +16,10 @@ test('set, get, list and remove in every namespace; flags and errnos as Linux ha
   const { fs } = v;
   await fs.release(await fs.create('/f', 0o644));
   await fs.symlink('f', '/l');
-  const names = ['user.a', 'trusted.b', 'security.selinux', 'system.posix_acl_access', 'system.posix_acl_default'];
-  for (const [i, name] of names.entries()) await fs.setxattr('/f', name, bytes(`v${i}`), 0);
+  const names = ['user.a', 'trusted.b', 'security.selinux', 'system.posix_acl_access'];
+  for (const [i, name] of names.entries()) {
+    await fs.setxattr('/f', name, name.startsWith('system.') ? acl([0x01, 6], [0x04, 6], [0x08, 4, 7], [0x10, 6], [0x20, 4]) : bytes(`v${i}`), 0);
+  }
   t.deepEqual(await fs.listxattr('/f'), names);
   t.is(text(await fs.getxattr('/f', 'security.selinux')), 'v2');
   const ctime = (await fs.getattr('/f')).ctime;
@@ -93,4 +95,46 @@ test('attributes are journaled: a remount and another instance see exactly what 
   t.is(text(await again.getxattr('/d', 'user.y')), 'from b');
   await again.unmount();
   t.deepEqual((await fsck(devA)).errors, []);
+});
+
+/** A POSIX ACL value as setfacl hands it to the kernel: version 2, then (tag, permissions, id) entries. */
+function acl(...entries: [tag: number, perm: number, id?: number][]): Uint8Array {
+  const out = new Uint8Array(4 + entries.length * 8);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, 2, true);
+  entries.forEach(([tag, perm, id], i) => {
+    v.setUint16(4 + i * 8, tag, true);
+    v.setUint16(6 + i * 8, perm, true);
+    v.setUint32(8 + i * 8, id ?? 0xffffffff, true);
+  });
+  return out;
+}
+
+test('POSIX ACLs keep the mode in step, as the kernel does for a local filesystem', async (t) => {
+  const v = await freshVolume();
+  const { fs } = v;
+  await fs.release(await fs.create('/f', 0o600));
+  await fs.mkdir('/d', 0o700);
+  const mode = async (path: string) => (await fs.getattr(path)).mode & 0o7777;
+  // A minimal ACL (owner, group, other) is the mode: it sets the bits and is not kept.
+  await fs.setxattr('/f', 'system.posix_acl_access', acl([0x01, 6], [0x04, 4], [0x20, 4]), 0);
+  t.is(await mode('/f'), 0o644);
+  t.deepEqual(await fs.listxattr('/f'), []);
+  // An extended one is kept; the mode's group bits are its mask.
+  const extended = acl([0x01, 7], [0x02, 7, 65534], [0x04, 0], [0x10, 5], [0x20, 0]);
+  await fs.setxattr('/d', 'system.posix_acl_access', extended, 0);
+  t.is(await mode('/d'), 0o750);
+  t.deepEqual(await fs.getxattr('/d', 'system.posix_acl_access'), extended);
+  // chmod moves the owner, mask and other entries with the mode; a named user's entry stays.
+  await fs.chmod('/d', 0o1705);
+  t.is(await mode('/d'), 0o1705);
+  t.deepEqual(await fs.getxattr('/d', 'system.posix_acl_access'), acl([0x01, 7], [0x02, 7, 65534], [0x04, 0], [0x10, 0], [0x20, 5]));
+  await fs.setxattr('/d', 'system.posix_acl_default', acl([0x01, 7], [0x04, 5], [0x20, 5]), 0);
+  t.is(await errno(fs.setxattr('/f', 'system.posix_acl_default', acl([0x01, 7], [0x04, 5], [0x20, 5]), 0)), 'EACCES');
+  t.is(await errno(fs.setxattr('/f', 'system.posix_acl_access', bytes('nonsense'), 0)), 'EINVAL');
+  t.is(await errno(fs.setxattr('/f', 'system.posix_acl_access', acl([0x01, 7], [0x20, 5]), 0)), 'EINVAL');
+  t.is(await mode('/f'), 0o644, 'a refused ACL changes nothing');
+  await fs.sync();
+  t.deepEqual((await fsck(v.dev)).errors, []);
+  await v.close();
 });
