@@ -40,7 +40,7 @@ import { PathLookup } from './path-lookup.js';
 import { decodeName, encodeName, splitPath } from './path.js';
 import { Transactions } from './transactions.js';
 import {
-  O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID,
+  FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID,
   type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec, type Vfs,
 } from './vfs.js';
 import { checkTimeChange, timespecFromMs } from './timespec.js';
@@ -768,14 +768,72 @@ export class FileSystem implements Vfs {
       if (at + data.length > MAX_FILE_SIZE) throw new IoError('EFBIG', 'file too large');
       if (data.length === 0) return 0;
       this.locks.changing(inode.ino);
-      this.dataWritten.add(inode.ino);
-      await this.data.write(inode, at, data, this.dataGoal(inode), () =>
-        this.tx!.checkpoint(() => this.inodes.write(inode)),
-      );
+      await this.writeData(inode, at, data);
       this.touch(inode);
       await this.inodes.write(inode);
       return data.length;
     });
+  }
+
+  fallocate(fh: number, mode: number, offset: number, length: number): Promise<void> {
+    const keepSize = (mode & FALLOC_FL_KEEP_SIZE) !== 0;
+    const kind = mode & ~FALLOC_FL_KEEP_SIZE;
+    if ((kind !== 0 && kind !== FALLOC_FL_PUNCH_HOLE && kind !== FALLOC_FL_ZERO_RANGE) || (kind === FALLOC_FL_PUNCH_HOLE && !keepSize)) {
+      return Promise.reject(new IoError('EOPNOTSUPP', `fallocate mode 0x${mode.toString(16)}`));
+    }
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) {
+      return Promise.reject(new IoError('EINVAL', 'bad offset or length'));
+    }
+    if (offset + length > MAX_FILE_SIZE) return Promise.reject(new IoError('EFBIG', 'file too large'));
+    return this.change(async () => {
+      const handle = this.handle(fh);
+      if ((handle.flags & O_ACCMODE) === O_RDONLY) throw new IoError('EBADF', 'file not open for writing');
+      const inode = await this.handleInode(handle, 'exclusive');
+      if (!isRegular(inode)) throw new IoError(isDir(inode) ? 'EISDIR' : 'ENODEV', 'not a regular file');
+      this.locks.changing(inode.ino);
+      const end = offset + length;
+      if (!keepSize && end > inode.size && kind !== FALLOC_FL_PUNCH_HOLE) await this.truncateBlocks(inode, end);
+      const until = Math.min(end, inode.size);
+      if (kind !== 0) await this.punch(inode, offset, until);
+      if (kind !== FALLOC_FL_PUNCH_HOLE) await this.fillHoles(inode, offset, until);
+      this.touch(inode, kind !== 0);
+      await this.inodes.write(inode);
+    });
+  }
+
+  /** Zeros [from, to): whole blocks are freed, the partial ones at the edges get zeros if they hold data. */
+  private async punch(inode: Inode, from: number, to: number): Promise<void> {
+    if (from >= to) return;
+    const first = Math.ceil(from / BLOCK_SIZE);
+    const last = Math.floor(to / BLOCK_SIZE);
+    const edges = first > last ? [[from, to]] : [[from, first * BLOCK_SIZE], [last * BLOCK_SIZE, to]];
+    for (const [a, b] of edges) {
+      if (b > a && (await this.map.lookup(inode, Math.floor(a / BLOCK_SIZE)))) await this.writeData(inode, a, new Uint8Array(b - a));
+    }
+    if (first >= last) return;
+    await this.data.settled();
+    this.pages.drop(inode.ino, first);
+    for (let fb = first; fb < last; fb++) {
+      if (await this.map.unmap(inode, fb)) await this.tx!.checkpoint(() => this.inodes.write(inode));
+    }
+  }
+
+  /** Allocates the holes of [from, to) by writing zeros into them (freshly allocated blocks hold garbage). */
+  private async fillHoles(inode: Inode, from: number, to: number): Promise<void> {
+    for (let fb = Math.floor(from / BLOCK_SIZE); fb * BLOCK_SIZE < to; ) {
+      const run = await this.map.lookupRun(inode, fb, Math.min(256, Math.ceil(to / BLOCK_SIZE) - fb));
+      if (run.phys === 0) {
+        const start = fb * BLOCK_SIZE;
+        await this.writeData(inode, start, new Uint8Array(Math.min((fb + run.count) * BLOCK_SIZE, inode.size) - start));
+      }
+      fb += run.count;
+    }
+  }
+
+  /** File data through the data path, as write() does it (the inode's lock is held exclusively). */
+  private async writeData(inode: Inode, position: number, data: Uint8Array): Promise<void> {
+    this.dataWritten.add(inode.ino);
+    await this.data.write(inode, position, data, this.dataGoal(inode), () => this.tx!.checkpoint(() => this.inodes.write(inode)));
   }
 
   fsync(fh: number, _datasync: boolean): Promise<void> {

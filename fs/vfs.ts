@@ -68,6 +68,11 @@ export const O_EXCL = 0o200;
 export const O_TRUNC = 0o1000;
 export const O_APPEND = 0o2000;
 
+/** fallocate(2) modes the filesystem honours (Linux values); 0 allocates and may extend the file. */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
 export const S_IFMT = 0o170000;
 export const S_IFREG = 0o100000;
 export const S_IFDIR = 0o040000;
@@ -120,6 +125,12 @@ export interface Vfs {
   truncate(path: string, size: number): Promise<void>;
   /** truncate through an open handle (works after the file was unlinked); EBADF when not open for writing. */
   ftruncate(fh: number, size: number): Promise<void>;
+  /**
+   * fallocate(2) through an open handle: allocate [offset, offset + length) (mode 0, growing the file, or
+   * KEEP_SIZE), PUNCH_HOLE | KEEP_SIZE (zeros, whole blocks freed) or ZERO_RANGE (zeros, allocated). Other modes
+   * EOPNOTSUPP. Blocks are never allocated past the end of the file (the format has no unwritten extents).
+   */
+  fallocate(fh: number, mode: number, offset: number, length: number): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
   chown(path: string, uid: number, gid: number): Promise<void>;
   /** Sets ctime to now unless both are null (then nothing changes, as utimensat(2) with two UTIME_OMITs). */

@@ -6,7 +6,7 @@ import type { DirListing, Stat, StatFs, Vfs } from '../fs/vfs.js';
 export const VFS_OPS = [
   'getattr', 'readdir', 'readdirEntries', 'mkdir', 'rmdir', 'unlink', 'rename', 'link', 'symlink', 'mknod', 'readlink', 'create', 'open',
   'release', 'read', 'write', 'fsync', 'truncate', 'ftruncate', 'chmod', 'chown', 'utimens', 'statfs',
-  'getxattr', 'listxattr', 'setxattr', 'removexattr',
+  'getxattr', 'listxattr', 'setxattr', 'removexattr', 'fallocate',
 ] as const satisfies readonly (keyof Vfs)[];
 export type VfsOp = (typeof VFS_OPS)[number];
 

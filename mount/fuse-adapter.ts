@@ -286,6 +286,11 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       await vfs('ftruncate', fh, size);
       return 0;
     }),
+    // fallocate(2) (the patched fuse-native passes it): modes as Linux numbers them, through the handle.
+    fallocate: handler('fallocate', async (_path: string, fh: number, mode: number, offset: number, length: number) => {
+      await vfs('fallocate', fh, mode, offset, length);
+      return 0;
+    }),
     mkdir: forwardOwned('mkdir'),
     rmdir: forward('rmdir'),
     unlink: forward('unlink'),

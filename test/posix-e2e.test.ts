@@ -216,3 +216,27 @@ test.serial('acceptance: cp -a --preserve=all of every kind of file, diff -r and
   t.is(await dumpTree(t, src), before, 'the source did not move');
   await finish();
 });
+
+test.serial('fallocate through a view: allocate, --keep-size, --punch-hole, --zero-range, --dig-holes; sparse stays sparse', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  /** Size and allocated KiB of f through dom2. */
+  const usage = async () => (await ok(t, sh(`stat -c '%s %b' ${m2}/f`), 'stat')).trim();
+  await ok(t, sh(`cd ${m1} && truncate -s 1M f && head -c 8192 /dev/urandom | dd of=f bs=4096 seek=100 conv=notrunc status=none`), 'a sparse file');
+  t.is(await usage(), `${1 << 20} 24`, 'two blocks of data in 1 MiB, and the indirect block that maps them');
+  await ok(t, sh(`fallocate -o 0 -l 64K ${m1}/f`), 'allocate the first 64 KiB');
+  t.is(await usage(), `${1 << 20} ${24 + 128}`);
+  await ok(t, sh(`fallocate -l 2M ${m1}/f`), 'allocate and grow');
+  t.is(await usage(), `${2 << 20} ${4096 + 8}`, 'every block of 2 MiB');
+  await ok(t, sh(`fallocate -n -o 2M -l 1M ${m1}/f`), 'keep size');
+  t.is(await usage(), `${2 << 20} ${4096 + 8}`, 'nothing past the end');
+  await ok(t, sh(`fallocate -p -o 1M -l 1M ${m1}/f`), 'punch the second MiB');
+  t.is(await usage(), `${2 << 20} ${2048 + 8}`);
+  await ok(t, sh(`fallocate -z -o 1M -l 4K ${m1}/f && cp ${m1}/f ${m1}/copy && fallocate -d ${m1}/copy`), 'zero range, dig holes');
+  t.is(await usage(), `${2 << 20} ${2048 + 8 + 8}`);
+  // fallocate -d digs st_blksize (128 KiB) pieces: the one holding the random data stays, with its indirect block.
+  t.is((await ok(t, sh(`stat -c '%b' ${m2}/copy`), 'stat copy')).trim(), String(33 * 8), 'only the piece of random data is left after digging');
+  await ok(t, sh(`cmp ${m2}/f ${m2}/copy && head -c 409600 ${m2}/f | cmp - /dev/zero 2>&1 | grep -q 'EOF on -'`), 'same data, zeros before the random blocks');
+  await finish();
+});
