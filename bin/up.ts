@@ -24,6 +24,8 @@ interface UpOptions {
   json?: boolean;
   status: boolean;
   cache: CacheMode;
+  private?: boolean;
+  devices?: boolean;
 }
 
 function cacheOption(value: string): CacheMode {
@@ -45,6 +47,8 @@ export function registerUp(program: Command): void {
     .option('--mount-root <dir>', 'each domain\'s view is mounted at <dir>/<domain>', DEFAULT_MOUNT_ROOT)
     .option('--json', 'print mounts, readiness and events as JSON lines')
     .option('--no-status', 'no live status line')
+    .option('--devices', 'device files in the views open the host\'s devices (root only; off by default: any domain can write device nodes into the volume)')
+    .option('--private', 'only the user who runs `up` may use the views (default: every user of the host, with modes and owners checked by the host kernel)')
     .addOption(
       new Option(
         '--cache <mode>',
@@ -72,6 +76,7 @@ Examples:
   $ hvshare up --state /var/lib/hvshare --mount-root /mnt/hvshare
   $ hvshare up --config platform.json --json
   $ hvshare up --cache auto=200             stat/ls/find answered by the host for up to 200 ms
+  $ hvshare up --private                    views for this user only (no allow_other)
   $ cp big.iso mnt/dom1/ && cmp big.iso mnt/dom2/big.iso`,
     )
     .action(async (opts: UpOptions) => up(opts));
@@ -145,7 +150,7 @@ async function up(opts: UpOptions): Promise<void> {
       const mountpoint = join(mountRoot, domain.name);
       // Mounted read-write on the host even for a read-only grant: the monitor is the one that refuses writes.
       const readOnly = domain.spec.grants[0]?.readOnly ?? true;
-      views.push(await mountDomain(domain, mountpoint, { cache: opts.cache }));
+      views.push(await mountDomain(domain, mountpoint, { cache: opts.cache, private: opts.private, devices: opts.devices }));
       const cache = formatCacheMode(opts.cache);
       say(`${domain.name}: mounted at ${mountpoint} (${readOnly ? 'read-only' : 'read-write'}, cache ${cache})`, { domain: domain.name, mountpoint, readOnly, cache });
     }

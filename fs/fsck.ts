@@ -24,8 +24,9 @@ import { IoError, type BlockDevice } from './block-device.js';
 import { bitIsSet } from './allocator.js';
 import { readPointer } from './block-map.js';
 import { DOT, DOTDOT, entryTypeOf, EntryType, parseDirBlock, sameName } from './directory.js';
-import { decodeInode, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
+import { decodeInode, isDevice, isDir, isRegular, isSpecial, isSymlink, legalMode, type Inode } from './inode.js';
 import { isValidTimespec } from './timespec.js';
+import { chainBlockProblem, chainBlocksFor, decodeXattrs, gatherXattrList } from './xattr.js';
 import { decodeJournalHeader, inspectJournal, transactionCapacity } from './journal.js';
 import {
   BITMAP_BITS, BLOCK_SIZE, BlockType, checkBlockHeader, decodeSuperblock, DIRECT_POINTERS, Geometry, HEADER_SIZE,
@@ -52,6 +53,8 @@ export interface FsckStats {
   files: number;
   directories: number;
   symlinks: number;
+  /** Devices, FIFOs and sockets. */
+  special: number;
   orphans: number;
   blocksInUse: number;
   freeBlocks: number;
@@ -96,7 +99,7 @@ export async function fsck(dev: BlockDevice, options: FsckOptions = {}): Promise
   const warnings: string[] = [];
   const maxErrors = options.maxErrors ?? 100;
   const stats: FsckStats = {
-    inodesInUse: 0, files: 0, directories: 0, symlinks: 0, orphans: 0, blocksInUse: 0, freeBlocks: 0, replayableJournals: 0,
+    inodesInUse: 0, files: 0, directories: 0, symlinks: 0, special: 0, orphans: 0, blocksInUse: 0, freeBlocks: 0, replayableJournals: 0,
   };
   const error = (message: string) => {
     errors.push(message);
@@ -332,6 +335,7 @@ async function check(
     if (!inode) return;
     inodes.set(ino, inode);
     claim(ino, ino, 'inode block');
+    await checkXattrs(reader, ino, label(ino), claim, error);
     for (const [name, time] of [['atime', inode.atime], ['mtime', inode.mtime], ['ctime', inode.ctime]] as const) {
       if (!isValidTimespec(time)) error(`${label(ino)}: ${name} ${time.sec} s ${time.nsec} ns out of range`);
     }
@@ -483,6 +487,7 @@ async function check(
     progress('tree', done++, inodes.size);
     if (isDir(inode)) stats.directories++;
     else if (isSymlink(inode)) stats.symlinks++;
+    else if (isSpecial(inode)) stats.special++;
     else stats.files++;
     const count = refs.get(ino) ?? 0;
     const slot = orphanOf.get(ino);
@@ -565,6 +570,25 @@ async function check(
  * Walks an inode's block map, claims its blocks and checks sizes and counts. Returns a directory's blocks in file
  * order (for the caller to read), or null.
  */
+/** An inode's extended attributes: a chain of valid Xattr blocks, each claimed, holding a well-formed list. */
+async function checkXattrs(
+  reader: Reader,
+  ino: number,
+  label: string,
+  claim: (block: number, ino: number, what: string) => boolean,
+  error: (message: string) => void,
+): Promise<void> {
+  const got = await gatherXattrList(await reader.block(ino), async (address, index) => {
+    if (!claim(address, ino, `attribute chain block ${index}`)) return `attribute chain block ${index} (${address}) refused`;
+    const block = await reader.block(address);
+    return chainBlockProblem(block, address) ?? block;
+  });
+  if (typeof got === 'string') return error(`${label}: ${got}`);
+  const attrs = decodeXattrs(got.list);
+  if (typeof attrs === 'string') error(`${label}: ${attrs}`);
+  else if (got.chain.length !== chainBlocksFor(got.list.length)) error(`${label}: attribute chain of ${got.chain.length} blocks for ${got.list.length} bytes`);
+}
+
 async function checkInodeBlocks(
   reader: Reader,
   inode: Inode,
@@ -632,7 +656,12 @@ async function checkInodeBlocks(
   if (complete && pointers !== inode.blocks) {
     error(`${label}: block count ${inode.blocks}, but ${pointers} data and indirect blocks are mapped`);
   }
+  if (inode.rdev !== 0 && !isDevice(inode.mode)) error(`${label}: device number ${inode.rdev} on a file that is not a device`);
   if (!sizeOk) return null;
+  if (isSpecial(inode)) {
+    if (inode.size !== 0 || pointers !== 0) error(`${label}: special file with size ${inode.size} and ${pointers} blocks mapped (none expected)`);
+    return null;
+  }
   if (isDir(inode)) {
     if (inode.size % BLOCK_SIZE !== 0 || (inode.size === 0 && !freeing)) {
       error(`${label}: directory size ${inode.size} is not a whole number of blocks`);

@@ -16,20 +16,23 @@
  * nanosecond with 64-bit seconds (inode.ts). Format 4 initialises allocation groups lazily (as ext4's
  * lazy_itable_init and BLOCK_UNINIT): mkfs of a fresh sparse image writes the bitmaps of the first
  * `eagerGroups` groups only; a later group's bitmap is a hole that reads as zeros until the group is first used,
- * and an all-zero bitmap block of such a group stands for its initial bitmap (`Geometry.initialBitmap`). Older
- * formats are refused (FORMAT_CHANGES says what they lack).
+ * and an all-zero bitmap block of such a group stands for its initial bitmap (`Geometry.initialBitmap`). Format 5 stores
+ * devices (with their number), FIFOs and sockets, format 6 extended attributes (xattr.ts). Older formats are
+ * refused (FORMAT_CHANGES says what they lack).
  */
 import { crc32c } from './crc32c.js';
 import { IoError } from './block-device.js';
 
 export const BLOCK_SIZE = 4096;
 export const MAGIC = 0x48565346; // "HVSF"
-export const FORMAT_VERSION = 4;
+export const FORMAT_VERSION = 6;
 /** What each format brought, so a volume of an older one is refused with what it lacks. */
 const FORMAT_CHANGES: Record<number, string> = {
   2: 'one inode a block, one lock an inode',
   3: 'times to the nanosecond with 64-bit seconds',
   4: 'allocation groups initialised on first use, so large images format in seconds',
+  5: 'devices, FIFOs and sockets',
+  6: 'extended attributes',
 };
 export const HEADER_SIZE = 16;
 
@@ -42,6 +45,7 @@ export enum BlockType {
   Directory = 8,
   Symlink = 9,
   Inode = 10,
+  Xattr = 11,
 }
 
 /** Bits a bitmap block holds after its header: the largest group, in blocks or inodes. */
