@@ -53,7 +53,7 @@ export function registerUp(program: Command): void {
       new Option(
         '--cache <mode>',
         'what the host kernel may cache of each view: "strict" (never stale: a view shows what a process in the ' +
-          'domain sees at that instant) or "auto[=MS]" (names, attributes and missing names may be up to MS ms ' +
+          'domain sees at that instant) or "auto[=MS]" (names, attributes, missing names and the absence of xattrs may be up to MS ms ' +
           `old, default ${DEFAULT_AUTO_MS}; file data is close-to-open, each open sees the domain's; MAP_SHARED works)`,
       )
         .argParser(cacheOption)

@@ -454,7 +454,10 @@ export class FileSystem implements Vfs {
   // ---- Vfs ----
 
   getattr(path: string): Promise<Stat> {
-    return this.look(async () => toStat(await this.path.resolvePath(path)));
+    return this.look(async () => {
+      const inode = await this.path.resolvePath(path);
+      return toStat(inode, await this.xattrs.has(inode));
+    });
   }
 
   async readdir(path: string): Promise<string[]> {
@@ -989,7 +992,7 @@ export class FileSystem implements Vfs {
   }
 }
 
-function toStat(inode: Inode): Stat {
+function toStat(inode: Inode, xattrs: boolean): Stat {
   return {
     ino: inode.ino,
     mode: inode.mode,
@@ -1002,5 +1005,6 @@ function toStat(inode: Inode): Stat {
     atime: inode.atime,
     mtime: inode.mtime,
     ctime: inode.ctime,
+    xattrs,
   };
 }

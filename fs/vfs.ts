@@ -36,6 +36,8 @@ export interface Stat {
   atime: Timespec;
   mtime: Timespec;
   ctime: Timespec;
+  /** The inode has extended attributes (a view in `auto` mode answers "none" itself for one that has none). */
+  xattrs: boolean;
 }
 
 /**

@@ -7,7 +7,7 @@ import type { BlockCache } from './block-cache.js';
 import type { Allocator } from './allocator.js';
 import type { Inode } from './inode.js';
 import { BlockType } from './layout.js';
-import { chainBlocksFor, decodeXattrs, encodeXattrs, gatherXattrList, spreadXattrList, XATTR_LIST_MAX, type Xattrs } from './xattr.js';
+import { chainBlocksFor, decodeXattrs, encodeXattrs, gatherXattrList, spreadXattrList, XATTR_LIST_MAX, xattrHead, type Xattrs } from './xattr.js';
 
 export class XattrStore {
   constructor(
@@ -39,6 +39,11 @@ export class XattrStore {
       }
     }
     spreadXattrList(list, await this.cache.getForWrite(inode.ino, BlockType.Inode, inode.ino), chain);
+  }
+
+  /** True when the inode has attributes (its block records a list; no chain block is read). */
+  async has(inode: Inode): Promise<boolean> {
+    return xattrHead(await this.cache.get(inode.ino, BlockType.Inode, inode.ino)).length > 0;
   }
 
   /** Frees the chain of an inode being freed. */

@@ -8,7 +8,7 @@
  *    that domain would see at the same instant. The domain answers from its own caches while it holds the
  *    resource's cluster lock. MAP_SHARED mmap is refused (ENODEV): direct_io has no pages to share.
  *  - `auto[=MS]` (MS defaults to 1000): the host kernel may serve names, negative lookups and attributes for at
- *    most MS milliseconds after the domain gave them. File data is close-to-open, as NFS's: each open drops the
+ *    most MS milliseconds after the domain gave them (and the view itself, that a file has no extended attributes). File data is close-to-open, as NFS's: each open drops the
  *    file's pages (libfuse 2.9 without `keep_cache`), and a file held open loses them when a revalidated size
  *    differs; a same-size rewrite by another domain shows in a file held open only once it is opened again.
  *    (libfuse 2.9 has neither `auto_inval_data` nor a way to invalidate one file; its `auto_cache` would keep

@@ -209,10 +209,15 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       return 0;
     });
 
+  const none = noXattrsCache(options.cache ?? STRICT);
   const ops = {
     init: (cb: (code: number) => void) => cb(0),
 
-    getattr: handler('getattr', async (path: string) => [0, toFuseStat(await vfs<Stat>('getattr', path))]),
+    getattr: handler('getattr', async (path: string) => {
+      const st = await vfs<Stat>('getattr', path);
+      none.saw(path, st);
+      return [0, toFuseStat(st)];
+    }),
 
     // Existence through the domain; W_OK answers EROFS on a host-read-only view. Modes and owners are the host
     // kernel's to check (default_permissions), which then no longer asks this handler at all.
@@ -294,7 +299,11 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     mkdir: forwardOwned('mkdir'),
     rmdir: forward('rmdir'),
     unlink: forward('unlink'),
-    rename: forward('rename'),
+    rename: handler('rename', async (from: string, to: string) => {
+      none.clear();
+      await vfs('rename', from, to);
+      return 0;
+    }),
     link: forward('link'),
     symlink: forwardOwned('symlink'),
     // FIFOs, sockets (bind(2) on a view) and devices; fuse-native passes the mode and dev_t as uint32, which
@@ -307,11 +316,17 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       // Copy out first: the value is libfuse's memory, detached once we answer.
       const data = new Uint8Array(value.length);
       data.set(value);
+      none.forget(path);
       await vfs('setxattr', path, name, data, flags);
       return 0;
     }),
-    getxattr: handler('getxattr', async (path: string, name: string) => [0, Buffer.from(await vfs<Uint8Array>('getxattr', path, name))]),
-    listxattr: handler('listxattr', async (path: string) => [0, await vfs<string[]>('listxattr', path)]),
+    // ls -l asks two of these per entry (security.selinux, then system.posix_acl_access): in auto mode, one the
+    // domain said a moment ago has none is answered here (see noXattrsCache).
+    getxattr: handler('getxattr', async (path: string, name: string) => {
+      if (none.has(path)) return errnoFromName('ENODATA');
+      return [0, Buffer.from(await vfs<Uint8Array>('getxattr', path, name))];
+    }),
+    listxattr: handler('listxattr', async (path: string) => [0, none.has(path) ? [] : await vfs<string[]>('listxattr', path)]),
     removexattr: forward('removexattr'),
 
     chmod: forward('chmod'),
@@ -351,6 +366,41 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
         }
       })();
       return unmounting;
+    },
+  };
+}
+
+/**
+ * In `auto` mode the host kernel may serve a view's attributes for MS; extended attributes are attributes too. A
+ * path whose getattr said "no extended attributes" is answered ENODATA (and an empty list) here for the same MS,
+ * without a call into the domain; a setxattr through this view forgets the path, a rename every path. In
+ * `strict` mode nothing is remembered.
+ */
+function noXattrsCache(cache: CacheMode) {
+  const ms = cache.mode === 'auto' ? cache.ms : 0;
+  const until = new Map<string, number>();
+  return {
+    saw(path: string, st: Stat): void {
+      if (ms <= 0) return;
+      if (st.xattrs) until.delete(path);
+      else {
+        // Bounded: a walk over a huge tree starts over rather than growing without end.
+        if (until.size >= 100_000) until.clear();
+        until.set(path, performance.now() + ms);
+      }
+    },
+    has(path: string): boolean {
+      const at = until.get(path);
+      if (at === undefined) return false;
+      if (performance.now() < at) return true;
+      until.delete(path);
+      return false;
+    },
+    forget(path: string): void {
+      until.delete(path);
+    },
+    clear(): void {
+      until.clear();
     },
   };
 }

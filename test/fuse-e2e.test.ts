@@ -209,23 +209,27 @@ test.serial('auto=MS views: what another domain changes shows once MS have passe
   const quick = mounts.dom1!.dir;
   const hourly = await mountAgain('dom1', { cache: { mode: 'auto', ms: 3_600_000 } });
   const m2 = mounts.dom2!.dir;
-  await ok(t, sh(`echo ab > ${m2}/grows.txt && echo old > ${m2}/goes.txt && mkdir ${m2}/d`), 'files made in dom2');
-  // Let both dom1 views remember: a negative lookup, the attributes of a file, a name, a directory's listing.
+  await ok(t, sh(`echo ab > ${m2}/grows.txt && echo old > ${m2}/goes.txt && mkdir ${m2}/d && echo x > ${m2}/plain.txt`), 'files made in dom2');
+  // Let both dom1 views remember: a negative lookup, the attributes of a file, a name, a directory's listing, that a
+  // file has no extended attributes.
   for (const v of [quick, hourly]) {
     t.not((await run('stat', [`${v}/new.txt`])).code, 0, 'new.txt does not exist yet');
     t.is((await ok(t, run('stat', ['-c', '%s', `${v}/grows.txt`]), 'stat')).trim(), '3');
     await ok(t, run('stat', [`${v}/goes.txt`]), 'stat goes.txt');
+    await ok(t, run('stat', [`${v}/plain.txt`]), 'stat plain.txt');
   }
-  await ok(t, sh(`echo new > ${m2}/new.txt && echo abcdef >> ${m2}/grows.txt && rm ${m2}/goes.txt`), 'changes in dom2');
+  await ok(t, sh(`echo new > ${m2}/new.txt && echo abcdef >> ${m2}/grows.txt && rm ${m2}/goes.txt && setfattr -n user.tag -v on ${m2}/plain.txt`), 'changes in dom2');
   // Within the bound the host may answer from what it remembers: the hour-long view proves the mode caches.
   t.not((await run('stat', [`${hourly}/new.txt`])).code, 0, 'a negative lookup is remembered within the bound');
   t.is((await ok(t, run('stat', ['-c', '%s', `${hourly}/grows.txt`]), 'stat')).trim(), '3', 'attributes are remembered');
+  t.not((await run('getfattr', ['-n', 'user.tag', `${hourly}/plain.txt`])).code, 0, '"no extended attributes" is remembered within the bound');
   // Past the bound nothing stale may be served.
   await new Promise((r) => setTimeout(r, bound + 200));
   t.is(await ok(t, run('cat', [`${quick}/new.txt`]), 'new.txt through dom1 after the bound'), 'new\n');
   t.is((await ok(t, run('stat', ['-c', '%s', `${quick}/grows.txt`]), 'stat')).trim(), '10', 'the new size');
   t.is(await ok(t, run('cat', [`${quick}/grows.txt`]), 'cat grows.txt'), 'ab\nabcdef\n');
   t.not((await run('stat', [`${quick}/goes.txt`])).code, 0, 'a removed name is gone');
+  t.regex(await ok(t, run('getfattr', ['-n', 'user.tag', `${quick}/plain.txt`]), 'getfattr through dom1 after the bound'), /user\.tag="on"/);
   await finish();
 });
 
