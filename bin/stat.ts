@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { COUNTER_NAMES, readPlatformState } from '../hypervisor/platform-store.js';
+import type { ThreadUse } from '../hypervisor/thread-cpu.js';
 import { DEFAULT_STATE_DIR, table } from './cli-support.js';
 
 export function registerStat(program: Command): void {
@@ -11,8 +12,8 @@ export function registerStat(program: Command): void {
     .addHelpText(
       'after',
       '\nCounters add up across runs of the platform; a running platform flushes them about once a second. CPU seconds\n' +
-        '(user + system, from /proc, 10 ms steps) count since the platform booted, a restarted domain\'s included, and\n' +
-        'are shown while it runs.\n\nExamples:\n  $ hvshare stat\n  $ hvshare stat --json | jq .counters.dom1.bytesWritten\n  $ hvshare stat --json | jq .cpu.monitor',
+        '(user + system, from /proc, 10 ms steps), and the time each polling thread spent polling for work and asleep\n' +
+        'waiting for it, count since the platform booted (a restarted domain\'s included) and are shown while it runs.\n\nExamples:\n  $ hvshare stat\n  $ hvshare stat --json | jq .counters.dom1.bytesWritten\n  $ hvshare stat --json | jq .cpu.monitor.poll',
     )
     .action(async (opts: { state: string; json?: boolean }) => {
       const view = await readPlatformState(opts.state, { tail: 0 });
@@ -23,19 +24,21 @@ export function registerStat(program: Command): void {
       const names = Object.keys(view.counters).sort();
       const cpu = view.cpu;
       const seconds = (s: number | undefined) => (s === undefined ? '-' : s.toFixed(2));
+      const uses = (what: string, key: keyof ThreadUse) => [what, ...names.map((n) => seconds(cpu?.domains[n]?.[key]))];
       console.log(
         table(
           ['counter', ...names],
           [
             ...COUNTER_NAMES.map((c) => [c, ...names.map((n) => String(view.counters[n][c]))]),
-            ...(cpu ? [['cpuSeconds', ...names.map((n) => seconds(cpu.domains[n]))]] : []),
+            ...(cpu ? [uses('cpuSeconds', 'cpu'), uses('pollSeconds', 'poll'), uses('sleepSeconds', 'sleep')] : []),
           ],
         ),
       );
+      const use = (u: ThreadUse) => `CPU ${seconds(u.cpu)} s (polling ${seconds(u.poll)} s, asleep ${seconds(u.sleep)} s)`;
       console.log(
         cpu
-          ? `CPU seconds since boot: monitor ${seconds(cpu.monitor)}, its I/O threads ${seconds(cpu.io)}, main thread (FUSE, toolstack) ${seconds(cpu.main)}`
-          : 'CPU seconds: shown while the platform runs',
+          ? `since boot: monitor ${use(cpu.monitor)}; its I/O threads ${use(cpu.io)}; main thread (FUSE, toolstack) CPU ${seconds(cpu.main)} s`
+          : 'CPU, polling and sleeping time: shown while the platform runs',
       );
     });
 }

@@ -9,7 +9,8 @@ import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type Ag
 import { FileSystem } from '../fs/filesystem.js';
 import { IoError } from '../fs/block-device.js';
 import { copyOut } from '../fs/buffers.js';
-import { registerThread } from '../hypervisor/thread-cpu.js';
+import { registerThread, ThreadClock } from '../hypervisor/thread-cpu.js';
+import { ReadCorruption } from './fault-hook.js';
 
 /** What the toolstack hands a new domain: its own shared pages and the monitor's doorbell, nothing else. */
 export interface DomainWorkerData {
@@ -18,6 +19,7 @@ export interface DomainWorkerData {
   vic: SharedArrayBuffer;
   memory: SharedArrayBuffer;
   doorbell: SharedArrayBuffer;
+  /** The idle loop's polling budget (twice a measured wake-up, see hypervisor/wake-up-cost.ts). */
   spinMicros: number;
   /** Mount the shared-volume filesystem of vbd 0 at boot, with this journal slot; `volume` names it in errors. */
   filesystem?: { slot: number; volume: string };
@@ -28,7 +30,12 @@ export interface DomainWorkerData {
 const data = workerData as DomainWorkerData;
 const port = parentPort!;
 registerThread(data.threads?.registry, data.threads?.slot ?? -1);
-const kernel = new GuestKernel({ vic: data.vic, doorbell: data.doorbell, spinMicros: data.spinMicros });
+const kernel = new GuestKernel({
+  vic: data.vic,
+  doorbell: data.doorbell,
+  spinMicros: data.spinMicros,
+  clock: new ThreadClock(data.threads?.registry, data.threads?.slot ?? -1),
+});
 const memory = new GuestMemory(data.memory);
 kernel.start();
 const disk = await Blkfront.attach(kernel, memory, data.ring, 0);
@@ -52,6 +59,8 @@ function lockHoldMs(): number | undefined {
   const value = Number(process.env.HVSHARE_LOCK_HOLD_MS ?? NaN);
   return Number.isFinite(value) && value >= 0 ? value : undefined;
 }
+
+const fault = ReadCorruption.fromEnvironment(data.name);
 
 function mounted(): FileSystem {
   if (!fs) throw new IoError('ENODEV', `domain ${data.name} has no filesystem mounted`);
@@ -84,7 +93,8 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
     case 'vfs': {
       if (!(VFS_OPS as readonly string[]).includes(request.op)) throw new IoError('ENOSYS', `no operation ${request.op}`);
       const op = mounted()[request.op] as (...args: unknown[]) => Promise<AgentResult>;
-      return op.apply(fs, request.args);
+      const result = await op.apply(fs, request.args);
+      return fault ? (fault.observe(request.op, request.args, result) as AgentResult) : result;
     }
     case 'unmount':
       await mounted().unmount();

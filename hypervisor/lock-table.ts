@@ -51,8 +51,23 @@ interface Waiter {
 
 interface LockState {
   holders: Map<HolderId, LockMode>;
+  /** When each holder was granted the lock (performance.now(); for inspection only, never for a decision). */
+  since: Map<HolderId, number>;
   waiters: Waiter[];
   generation: number;
+}
+
+/** One lock as inspection tools see it (snapshot()). */
+export interface LockTableEntry {
+  name: number;
+  generation: number;
+  holders: Array<{ holder: HolderId; mode: LockMode; since: number }>;
+  waiters: Array<{ holder: HolderId; mode: LockMode }>;
+}
+
+function hold(state: LockState, holder: HolderId, mode: LockMode): void {
+  state.holders.set(holder, mode);
+  state.since.set(holder, performance.now());
 }
 
 function compatible(state: LockState, holder: HolderId, mode: LockMode): boolean {
@@ -70,7 +85,7 @@ export class LockTable {
   private state(name: number): LockState {
     let state = this.locks.get(name);
     if (!state) {
-      state = { holders: new Map(), waiters: [], generation: 0 };
+      state = { holders: new Map(), since: new Map(), waiters: [], generation: 0 };
       this.locks.set(name, state);
     }
     return state;
@@ -87,7 +102,7 @@ export class LockTable {
       throw new Error(`holder ${holder} already waits for lock ${name}`);
     }
     if (state.waiters.length === 0 && compatible(state, holder, mode)) {
-      state.holders.set(holder, mode);
+      hold(state, holder, mode);
       return { granted: { holder, name, mode, generation: state.generation, epoch: this.epoch }, revokes: [] };
     }
     state.waiters.push({ holder, mode });
@@ -103,7 +118,7 @@ export class LockTable {
     const held = state.holders.get(holder);
     if (held === 'exclusive' || held === mode) return { holder, name, mode: held, generation: state.generation, epoch: this.epoch };
     if (state.waiters.length > 0 || !compatible(state, holder, mode)) return null;
-    state.holders.set(holder, mode);
+    hold(state, holder, mode);
     return { holder, name, mode, generation: state.generation, epoch: this.epoch };
   }
 
@@ -173,11 +188,22 @@ export class LockTable {
     return (this.locks.get(name)?.waiters ?? []).map((w) => ({ ...w }));
   }
 
+  /** Every lock someone holds or waits for, with the time each holder was granted it. */
+  snapshot(): LockTableEntry[] {
+    const entries: LockTableEntry[] = [];
+    for (const [name, state] of this.locks) {
+      if (state.holders.size === 0 && state.waiters.length === 0) continue;
+      const holders = [...state.holders].map(([holder, mode]) => ({ holder, mode, since: state.since.get(holder) ?? 0 }));
+      entries.push({ name, generation: state.generation, holders, waiters: this.waiters(name) });
+    }
+    return entries;
+  }
+
   private grantWaiters(name: number, state: LockState): ReleaseResult {
     const grants: Grant[] = [];
     while (state.waiters.length > 0 && compatible(state, state.waiters[0].holder, state.waiters[0].mode)) {
       const waiter = state.waiters.shift()!;
-      state.holders.set(waiter.holder, waiter.mode);
+      hold(state, waiter.holder, waiter.mode);
       grants.push({ holder: waiter.holder, name, mode: waiter.mode, generation: state.generation, epoch: this.epoch });
     }
     return { grants, revokes: this.revokesFor(name, state) };

@@ -1,3 +1,4 @@
+import type { LockSummary } from './control-protocol.js';
 import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 
 /**
@@ -9,10 +10,13 @@ export type MonitorCommand =
   | { type: 'add-domain'; seq: number; id: number; name: string; pages: DomainPages; grants: Grant[] }
   | { type: 'remove-domain'; seq: number; id: number }
   | { type: 'drop-locks'; seq: number; id: number }
-  | { type: 'shutdown'; seq: number };
+  | { type: 'shutdown'; seq: number }
+  /** The lock table, answered with a 'locks' reply instead of an ack. */
+  | { type: 'locks'; seq: number };
 
 export type MonitorReply =
   | { type: 'ack'; seq: number }
+  | { type: 'locks'; seq: number; locks: LockSummary[] }
   | { type: 'error'; seq: number; message: string }
   | { type: 'event'; event: MonitorEvent };
 

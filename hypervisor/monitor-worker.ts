@@ -8,7 +8,7 @@ import type { IoWorkerCommand, IoWorkerData } from './io-worker.js';
 import { Monitor, type MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
 import { RawImageBackend } from './raw-image-backend.js';
-import { MAX_IO_THREADS, registerThread, ThreadSlot } from './thread-cpu.js';
+import { MAX_IO_THREADS, registerThread, ThreadClock, ThreadSlot } from './thread-cpu.js';
 
 /**
  * The monitor thread: serves every domain's ring in a loop. While requests keep coming it polls (a served request
@@ -22,6 +22,7 @@ const doorbell = new Int32Array(data.doorbell);
 const reply = (message: MonitorReply) => port.postMessage(message);
 const ioThreads = Math.max(0, Math.min(MAX_IO_THREADS, data.ioThreads ?? Number(process.env.HVSHARE_IO_THREADS ?? availableParallelism() - 1)));
 registerThread(data.threads, ThreadSlot.MONITOR);
+const clock = new ThreadClock(data.threads, ThreadSlot.MONITOR);
 const poolBuffer = createPoolBuffer();
 const monitor = new Monitor(new DomainStats(data.stats), (event: MonitorEvent) => reply({ type: 'event', event }), {
   pool: poolBuffer,
@@ -42,8 +43,11 @@ const tellIo = (command: IoWorkerCommand) => {
 };
 let running = true;
 
-function control(command: MonitorCommand): void {
+/** Runs a control command; returns its reply when that is more than an ack. */
+function control(command: MonitorCommand): MonitorReply | void {
   switch (command.type) {
+    case 'locks':
+      return { type: 'locks', seq: command.seq, locks: monitor.lockSummaries() };
     case 'add-volume': {
       const backend = new RawImageBackend(command.path, command.readOnly);
       backends.set(command.id, backend);
@@ -79,8 +83,7 @@ function pollControl(): void {
   for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
     const command = m.message as MonitorCommand;
     try {
-      control(command);
-      reply({ type: 'ack', seq: command.seq });
+      reply(control(command) ?? { type: 'ack', seq: command.seq });
     } catch (err) {
       reply({ type: 'error', seq: command.seq, message: (err as Error).message });
     }
@@ -103,16 +106,23 @@ while (running) {
   if (!running) break;
   const served = monitor.drain();
   publishBusyDomains();
-  if (served > 0) continue;
+  if (served > 0) {
+    clock.worked(served);
+    continue;
+  }
   if (monitor.runQueued()) continue;
-  const spinUntil = performance.now() + data.spinMicros / 1000;
+  const spinFrom = performance.now();
+  const spinUntil = spinFrom + data.spinMicros / 1000;
   let work = false;
-  while (!work && performance.now() < spinUntil) work = monitor.hasWork();
+  let at = spinFrom;
+  while (!work && (at = performance.now()) < spinUntil) work = monitor.hasWork();
+  clock.polled((at - spinFrom) * 1000);
   if (work) continue;
   if (monitor.armDoorbells()) continue;
   // Wake in time to fence a lock holder that never answers its revoke.
   const deadline = monitor.msUntilRevokeDeadline();
   Atomics.wait(doorbell, Doorbell.SEQ, seq, deadline === Infinity ? undefined : deadline + 1);
+  clock.slept((performance.now() - at) * 1000);
 }
 for (const p of ioPorts) p.close();
 port.close();

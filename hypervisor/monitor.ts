@@ -19,6 +19,8 @@ import type { BlockBackend } from './block-backend.js';
 import { Counter, DomainStats } from './domain-stats.js';
 import { createPoolBuffer, Dom, emptyJob, JOB_REQUESTS, PoolControl, type PoolJob } from './io-pool.js';
 import { LockTable, type Grant as LockGrant, type LockMode, type ReleaseResult } from './lock-table.js';
+import type { LockSummary } from './control-protocol.js';
+import { summarizeLocks } from './lock-summary.js';
 import { parse, type BlockRequest, type ParserGrant, type RefusedRequest } from './request-parser.js';
 import { VirtualInterruptController } from './virq.js';
 
@@ -170,6 +172,8 @@ export class Monitor {
    * the map's insertion order is deadline order and its first entry is the next deadline.
    */
   private readonly outstandingRevokes = new Map<string, OutstandingRevoke>();
+  /** Revokes posted per lock key since boot (for `hvshare locks`). */
+  private readonly revocationsByLock = new Map<number, number>();
   /** Domains with a revoke backlog (checked on every drain pass only while non-zero). */
   private backlogged = 0;
 
@@ -295,6 +299,15 @@ export class Monitor {
         this.reportBackendErrors(d, errors, `read on an I/O thread: ${errnoName(errno)} (errno ${errno})`);
       }
     }
+  }
+
+  /** The lock table for inspection (`hvshare locks`); never on the request path. */
+  lockSummaries(): LockSummary[] {
+    return summarizeLocks(this.locks.snapshot(), {
+      volume: (id) => this.volumes.get(id)?.name ?? `#${id}`,
+      domain: (holder) => this.domains.get(holder as number)?.name ?? `#${holder}`,
+      revocations: this.revocationsByLock,
+    });
   }
 
   /** Release every lock a dead domain held or waited for, granting them to the next waiters. */
@@ -730,6 +743,8 @@ export class Monitor {
   private postRevoke(d: Domain, entry: PendingRevoke): boolean {
     if (!d.vic.postRevoke(entry.vbd, entry.name, entry.wanted === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE)) return false;
     this.stats.add(d.id, Counter.REVOKES);
+    const lock = d.grants[entry.vbd].volume.id * LOCK_NAME_LIMIT + entry.name;
+    this.revocationsByLock.set(lock, (this.revocationsByLock.get(lock) ?? 0) + 1);
     const volume = d.grants[entry.vbd].volume.name;
     this.onEvent({ type: 'revoke', domain: d.name, detail: `lock ${entry.name} of volume ${volume} (vbd ${entry.vbd}) wanted ${entry.wanted}` });
     return true;

@@ -293,7 +293,7 @@ export class PlatformStore {
               cause: e,
             });
           }
-          throw e;
+          throw unusableStore(location, e);
         }
         await sleep(50);
       }
@@ -303,7 +303,7 @@ export class PlatformStore {
       await store.load(create);
     } catch (e) {
       await db.close();
-      throw e;
+      throw e instanceof StoreFormatError ? e : unusableStore(location, e);
     }
     if (store.writeSnapshots) await store.writeSnapshot();
     const every = opts.flushIntervalMs ?? 1000;
@@ -319,7 +319,7 @@ export class PlatformStore {
     if (format === undefined) {
       if (create) await this.meta.put('format', STORE_FORMAT);
     } else if (format !== STORE_FORMAT) {
-      throw new Error(`platform store ${this.db.location} has format ${String(format)}, this hvshare knows ${STORE_FORMAT}`);
+      throw new StoreFormatError(`platform store ${this.db.location} has format ${String(format)}, this hvshare knows ${STORE_FORMAT}`);
     }
     this.config = await this.configDb.get('platform');
     for await (const [name, rec] of this.domainsDb.iterator()) this.domains.set(name, rec);
@@ -645,6 +645,20 @@ export class PlatformStore {
       }
     }
   }
+}
+
+/** The store is of another format than this hvshare's. */
+class StoreFormatError extends Error {}
+
+/** level's own words ("Database failed to open") name neither the folder nor what to do: these do. */
+function unusableStore(location: string, e: unknown): Error {
+  let cause = e as { message?: string; cause?: unknown } | undefined;
+  while (cause?.cause) cause = cause.cause as typeof cause;
+  return new Error(
+    `platform store ${location} cannot be read (${cause?.message ?? String(e)}): it is damaged or not an hvshare ` +
+      'platform store; move it away and `hvshare up` makes a new one (volume images are kept apart and stay usable)',
+    { cause: e },
+  );
 }
 
 /** There is no platform store in the state folder. */

@@ -140,7 +140,7 @@ test('a changed config adds and drops domain records, but never a running domain
   store.addCounters('dom3', { requests: 5 });
   await store.putConfig({
     ...without3,
-    domains: [...without3.domains, { name: 'dom4', id: 4, memory: 32, grants: [] }],
+    domains: [...without3.domains, { name: 'dom4', id: 4, memory: 32, grants: [{ volume: 'shared', mode: 'ro', slot: 3 }] }],
   });
   t.deepEqual(store.listDomains().map((d) => d.name), ['dom1', 'dom2', 'dom4']);
   t.is(store.getDomain('dom3'), undefined);

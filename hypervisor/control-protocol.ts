@@ -1,0 +1,67 @@
+import type { AgentResult, VfsOp } from '../guests/agent-protocol.js';
+
+/**
+ * The control channel of a running platform: `hvshare up` listens on a unix socket in its state folder, and the
+ * inspection commands (`ls`, `cat`, `cp`, `diff`, `check`, `locks`) connect to it from any shell. One JSON object
+ * per line each way; a request carries an id its reply repeats, so a client may have several in flight.
+ * Byte arrays travel as `{ "bytes": "<base64>" }` (encodeWire/decodeWire).
+ */
+export const CONTROL_SOCKET_NAME = 'control.sock';
+
+/** A domain as the control channel reports it. */
+export interface DomainSummary {
+  name: string;
+  readOnly: boolean;
+  state: 'booting' | 'running' | 'dead';
+}
+
+/** One cluster lock of the monitor's table, as `hvshare locks` shows it. */
+export interface LockSummary {
+  /** The volume the lock belongs to, and the lock's name within it (the address of the block it stands for). */
+  volume: string;
+  name: number;
+  generation: number;
+  holders: { domain: string; mode: 'shared' | 'exclusive'; heldMs: number }[];
+  waiters: { domain: string; mode: 'shared' | 'exclusive' }[];
+  /** Revokes the monitor posted for this lock since the platform booted. */
+  revocations: number;
+}
+
+/** A lock with what it stands for on its volume (`inode 1234`, `group 3 bitmap`, `journal slot 1`, `rename`). */
+export interface DescribedLock extends LockSummary {
+  resource: string;
+}
+
+/** What each kind of request answers with. */
+export interface ControlResults {
+  domains: DomainSummary[];
+  vfs: AgentResult;
+  locks: DescribedLock[];
+}
+
+export type ControlRequest =
+  | { id: number; kind: 'domains' }
+  /** A filesystem call run by the domain's guest agent, as the FUSE adapter makes them. */
+  | { id: number; kind: 'vfs'; domain: string; op: VfsOp; args: unknown[] }
+  | { id: number; kind: 'locks' };
+
+export type ControlKind = ControlRequest['kind'];
+
+/** `code` is a POSIX errno name for filesystem errors, ENODOM for an unknown domain, EPROTO for a bad request. */
+export type ControlReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; code: string; message: string };
+
+/** A value made JSON-safe: a Uint8Array (at the top level or inside an array) becomes `{ bytes: base64 }`. */
+export function encodeWire(value: unknown): unknown {
+  if (value instanceof Uint8Array) return { bytes: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') };
+  if (Array.isArray(value)) return value.map(encodeWire);
+  return value;
+}
+
+export function decodeWire(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(decodeWire);
+  if (value && typeof value === 'object' && 'bytes' in value && typeof value.bytes === 'string' && Object.keys(value).length === 1) {
+    const buf = Buffer.from(value.bytes, 'base64');
+    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  return value;
+}

@@ -1,0 +1,158 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { VFS_OPS } from '../guests/agent-protocol.js';
+import {
+  CONTROL_SOCKET_NAME,
+  decodeWire,
+  encodeWire,
+  type ControlReply,
+  type ControlRequest,
+  type ControlResults,
+  type DescribedLock,
+  type DomainSummary,
+  type LockSummary,
+} from './control-protocol.js';
+import { FileBlockDevice } from '../fs/file-block-device.js';
+import { readSuperblock, type Superblock } from '../fs/layout.js';
+import { describeLock } from '../fs/lock-description.js';
+import type { StoredPlatform } from './platform-boot.js';
+import { resolveImagePath } from './platform-config.js';
+import type { DomainHandle } from './toolstack.js';
+
+class ControlError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Serves the control channel (control-protocol.ts) of a running platform on `<state>/control.sock`. Filesystem
+ * calls go to the named domain's guest agent, exactly as a FUSE view's do. Files a client opened and did not
+ * close are closed when it disconnects (an interrupted `hvshare cat` leaves nothing open in the domain).
+ */
+export class ControlServer {
+  private readonly sockets = new Set<Socket>();
+
+  private constructor(
+    private readonly server: Server,
+    readonly path: string,
+  ) {}
+
+  static async listen(running: StoredPlatform): Promise<ControlServer> {
+    const path = join(running.store.stateDir, CONTROL_SOCKET_NAME);
+    // Left behind by a platform that was killed: the store's lock already proves no other platform runs here.
+    await rm(path, { force: true });
+    const server = createServer();
+    const control = new ControlServer(server, path);
+    server.on('connection', (socket) => control.serve(running, socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolve());
+    });
+    return control;
+  }
+
+  private serve(running: StoredPlatform, socket: Socket): void {
+    this.sockets.add(socket);
+    const open = new Set<string>(); // `${domain}\0${fh}` of files this client opened
+    const send = (reply: ControlReply) => {
+      if (!socket.destroyed) socket.write(`${JSON.stringify(reply)}\n`);
+    };
+    const lines = createInterface({ input: socket });
+    lines.on('line', (line) => {
+      let request: ControlRequest;
+      try {
+        request = JSON.parse(line) as ControlRequest;
+      } catch {
+        return send({ id: -1, ok: false, code: 'EPROTO', message: 'a request must be one JSON object per line' });
+      }
+      handle(running, request, open).then(
+        (result) => send({ id: request.id, ok: true, result: encodeWire(result) }),
+        (err: Error & { code?: string; detail?: string }) =>
+          send({ id: request.id, ok: false, code: err.code ?? 'EIO', message: err.detail ?? err.message }),
+      );
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      for (const key of open) {
+        const [domain, fh] = key.split('\0');
+        running
+          .domains()
+          .find((d) => d.name === domain)
+          ?.call({ kind: 'vfs', op: 'release', args: [Number(fh)] })
+          .catch(() => {});
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await rm(this.path, { force: true });
+  }
+}
+
+/** Superblocks by volume name, read once from the images (written at mkfs, never changed after). */
+const superblocks = new WeakMap<StoredPlatform, Map<string, Promise<Superblock | null>>>();
+
+function superblockOf(running: StoredPlatform, volume: string): Promise<Superblock | null> {
+  let known = superblocks.get(running);
+  if (!known) superblocks.set(running, (known = new Map()));
+  let sb = known.get(volume);
+  if (!sb) {
+    const config = running.config.volumes.find((v) => v.name === volume);
+    sb = config
+      ? FileBlockDevice.open(resolveImagePath(running.store.stateDir, config), { readOnly: true })
+          .then((dev) => readSuperblock(dev).finally(() => dev.close()))
+          .catch(() => null)
+      : Promise.resolve(null);
+    known.set(volume, sb);
+  }
+  return sb;
+}
+
+async function describeLocks(running: StoredPlatform, locks: LockSummary[]): Promise<DescribedLock[]> {
+  const described: DescribedLock[] = [];
+  for (const lock of locks) {
+    const sb = await superblockOf(running, lock.volume);
+    described.push({ ...lock, resource: sb ? describeLock(sb, lock.name) : `block ${lock.name}` });
+  }
+  return described;
+}
+
+function findDomain(running: StoredPlatform, name: string): DomainHandle {
+  const domain = running.domains().find((d) => d.name === name);
+  if (!domain) {
+    const known = running.domains().map((d) => d.name).join(', ');
+    throw new ControlError('ENODOM', `no domain "${name}" (the platform runs ${known})`);
+  }
+  return domain;
+}
+
+async function handle(running: StoredPlatform, request: ControlRequest, open: Set<string>): Promise<ControlResults[ControlRequest['kind']]> {
+  switch (request.kind) {
+    case 'domains':
+      return running.domains().map(
+        (d): DomainSummary => ({ name: d.name, readOnly: d.spec.grants[0]?.readOnly ?? true, state: d.state }),
+      );
+    case 'locks':
+      return describeLocks(running, await running.locks());
+    case 'vfs': {
+      if (!(VFS_OPS as readonly string[]).includes(request.op)) throw new ControlError('EPROTO', `no filesystem operation "${request.op}"`);
+      if (!Array.isArray(request.args)) throw new ControlError('EPROTO', 'args must be an array');
+      const domain = findDomain(running, request.domain);
+      const result = await domain.call({ kind: 'vfs', op: request.op, args: decodeWire(request.args) as unknown[] });
+      if (request.op === 'open' || request.op === 'create') open.add(`${request.domain}\0${result as number}`);
+      if (request.op === 'release') open.delete(`${request.domain}\0${request.args[0] as number}`);
+      return result;
+    }
+    default:
+      throw new ControlError('EPROTO', `unknown request kind "${(request as { kind: unknown }).kind}"`);
+  }
+}
