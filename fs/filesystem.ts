@@ -27,7 +27,7 @@ import { FileIo } from './file-io.js';
 import { emptyInode, InodeStore, isDevice, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
 import { dirtyJournalSlots, Journal, recoverJournals } from './journal.js';
 import {
-  BLOCK_SIZE, BlockType, Geometry, HEADER_SIZE, MAX_FILE_SIZE, NAME_MAX, readSuperblock, SYMLINK_MAX, view,
+  BLOCK_SIZE, BlockType, Geometry, HEADER_SIZE, MAX_FILE_SIZE, NAME_MAX, readSuperblock, SYMLINK_CHUNK, SYMLINK_MAX, symlinkBlocks, view,
   type Superblock,
 } from './layout.js';
 import { LockClient, Restart } from './lock-client.js';
@@ -40,7 +40,7 @@ import { PathLookup } from './path-lookup.js';
 import { decodeName, encodeName, splitPath } from './path.js';
 import { Transactions } from './transactions.js';
 import {
-  FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID,
+  FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID,
   type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec, type Vfs,
 } from './vfs.js';
 import { checkTimeChange, timespecFromMs } from './timespec.js';
@@ -413,11 +413,16 @@ export class FileSystem implements Vfs {
   }
 
   private async readSymlink(inode: Inode): Promise<string> {
-    if (!inode.direct[0]) throw new IoError('EIO', `symlink ${inode.ino} has no block`);
-    const block = await this.cache.get(inode.direct[0], BlockType.Symlink, inode.ino);
-    const length = view(block).getUint32(HEADER_SIZE, true);
-    if (length !== inode.size || length > SYMLINK_MAX) throw new IoError('EIO', `symlink ${inode.ino} length mismatch`);
-    return decodeName(block.subarray(HEADER_SIZE + 4, HEADER_SIZE + 4 + length));
+    if (inode.size < 1 || inode.size > SYMLINK_MAX) throw new IoError('EIO', `symlink ${inode.ino} of ${inode.size} bytes`);
+    const target = new Uint8Array(inode.size);
+    for (let i = 0; i < symlinkBlocks(inode.size); i++) {
+      if (!inode.direct[i]) throw new IoError('EIO', `symlink ${inode.ino} has no block ${i}`);
+      const block = await this.cache.get(inode.direct[i], BlockType.Symlink, inode.ino);
+      const length = view(block).getUint32(HEADER_SIZE, true);
+      if (length !== Math.min(SYMLINK_CHUNK, inode.size - i * SYMLINK_CHUNK)) throw new IoError('EIO', `symlink ${inode.ino} length mismatch`);
+      target.set(block.subarray(HEADER_SIZE + 4, HEADER_SIZE + 4 + length), i * SYMLINK_CHUNK);
+    }
+    return decodeName(target);
   }
 
   private handle(fh: number): Handle {
@@ -632,10 +637,13 @@ export class FileSystem implements Vfs {
       if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
       const inode = await this.newInode(S_IFLNK | 0o777, dir, owner);
       inode.nlink = 1;
-      const { phys } = await this.map.ensureRun(inode, 0, 1, this.dataGoal(inode));
-      const block = this.cache.create(phys, BlockType.Symlink, inode.ino);
-      view(block).setUint32(HEADER_SIZE, bytes.length, true);
-      block.set(bytes, HEADER_SIZE + 4);
+      for (let i = 0; i < symlinkBlocks(bytes.length); i++) {
+        const { phys } = await this.map.ensureRun(inode, i, 1, this.dataGoal(inode));
+        const block = this.cache.create(phys, BlockType.Symlink, inode.ino);
+        const piece = bytes.subarray(i * SYMLINK_CHUNK, (i + 1) * SYMLINK_CHUNK);
+        view(block).setUint32(HEADER_SIZE, piece.length, true);
+        block.set(piece, HEADER_SIZE + 4);
+      }
       inode.size = bytes.length;
       await this.enter(dir, nameBytes, inode);
     });
@@ -760,7 +768,7 @@ export class FileSystem implements Vfs {
     });
   }
 
-  write(fh: number, position: number, data: Uint8Array): Promise<number> {
+  write(fh: number, position: number, data: Uint8Array, dropSetId = false): Promise<number> {
     return this.change(async () => {
       const handle = this.handle(fh);
       if ((handle.flags & O_ACCMODE) === O_RDONLY) throw new IoError('EBADF', 'file not open for writing');
@@ -772,6 +780,7 @@ export class FileSystem implements Vfs {
       if (data.length === 0) return 0;
       this.locks.changing(inode.ino);
       await this.writeData(inode, at, data);
+      if (dropSetId) inode.mode &= ~(S_ISUID | ((inode.mode & 0o010) !== 0 ? S_ISGID : 0));
       this.touch(inode);
       await this.inodes.write(inode);
       return data.length;

@@ -30,7 +30,7 @@ import { chainBlockProblem, chainBlocksFor, decodeXattrs, gatherXattrList } from
 import { decodeJournalHeader, inspectJournal, transactionCapacity } from './journal.js';
 import {
   BITMAP_BITS, BLOCK_SIZE, BlockType, checkBlockHeader, decodeSuperblock, DIRECT_POINTERS, Geometry, HEADER_SIZE,
-  MAX_FILE_SIZE, POINTERS_PER_BLOCK, SYMLINK_MAX, view, type Superblock,
+  MAX_FILE_SIZE, POINTERS_PER_BLOCK, SYMLINK_CHUNK, SYMLINK_MAX, symlinkBlocks, view, type Superblock,
 } from './layout.js';
 import { MAX_VOLUME_BLOCKS } from './lock-names.js';
 import { decodeOrphans, ORPHAN_CAPACITY } from './orphans.js';
@@ -600,7 +600,8 @@ async function checkInodeBlocks(
   const ino = inode.ino;
   const sizeOk = inode.size >= 0 && Number.isSafeInteger(inode.size) && inode.size <= MAX_FILE_SIZE;
   if (!sizeOk) error(`${label}: bad size ${inode.size}`);
-  const sizeBlocks = sizeOk ? Math.ceil(inode.size / BLOCK_SIZE) : Infinity;
+  // A symlink's blocks hold a length and a piece of the target each (layout.ts), so it may map one more.
+  const sizeBlocks = !sizeOk ? Infinity : isSymlink(inode) ? symlinkBlocks(inode.size) : Math.ceil(inode.size / BLOCK_SIZE);
   // File block -> volume block, kept for directories and symlinks only (a regular file's map may be large);
   // `claimed` holds the file blocks whose block was not refused (out of range or referenced twice, reported).
   const keepMap = !isRegular(inode);
@@ -685,17 +686,20 @@ async function checkInodeBlocks(
       error(`${label}: symlink size ${inode.size} (1..${SYMLINK_MAX})`);
       return null;
     }
-    if (pointers !== 1 || !inode.direct[0]) {
-      error(`${label}: symlink with ${pointers} blocks mapped, expected one at file block 0`);
+    const expected = symlinkBlocks(inode.size);
+    if (pointers !== expected || inode.direct.slice(0, expected).some((p) => !p)) {
+      error(`${label}: symlink with ${pointers} blocks mapped, expected ${expected} from file block 0`);
       return null;
     }
-    const block = mapped.get(0);
-    if (block === undefined || !claimed.has(0)) return null;
-    const content = await reader.block(block);
-    const problem = checkBlockHeader(content, BlockType.Symlink, block);
-    if (problem) error(`${label}: symlink ${problem}`);
-    else if (view(content).getUint32(HEADER_SIZE, true) !== inode.size) {
-      error(`${label}: symlink block ${block} stores length ${view(content).getUint32(HEADER_SIZE, true)}, size is ${inode.size}`);
+    for (let fb = 0; fb < expected; fb++) {
+      const block = mapped.get(fb);
+      if (block === undefined || !claimed.has(fb)) return null;
+      const content = await reader.block(block);
+      const problem = checkBlockHeader(content, BlockType.Symlink, block);
+      const stored = view(content).getUint32(HEADER_SIZE, true);
+      const piece = Math.min(SYMLINK_CHUNK, inode.size - fb * SYMLINK_CHUNK);
+      if (problem) error(`${label}: symlink ${problem}`);
+      else if (stored !== piece) error(`${label}: symlink block ${block} stores length ${stored}, expected ${piece} of size ${inode.size}`);
     }
   }
   return null;

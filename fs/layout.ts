@@ -57,7 +57,10 @@ export const DIRECT_POINTERS = 12;
 export const MAX_FILE_BLOCKS = DIRECT_POINTERS + POINTERS_PER_BLOCK + POINTERS_PER_BLOCK * POINTERS_PER_BLOCK;
 export const MAX_FILE_SIZE = MAX_FILE_BLOCKS * BLOCK_SIZE;
 export const NAME_MAX = 255;
-export const SYMLINK_MAX = BLOCK_SIZE - HEADER_SIZE - 4;
+/** A symlink's target: up to PATH_MAX - 1 bytes, in blocks that each hold a length (u32) and a piece of it. */
+export const SYMLINK_MAX = 4095;
+export const SYMLINK_CHUNK = BLOCK_SIZE - HEADER_SIZE - 4;
+export const symlinkBlocks = (size: number) => Math.ceil(size / SYMLINK_CHUNK);
 
 export function view(block: Uint8Array): DataView {
   return new DataView(block.buffer, block.byteOffset, block.byteLength);

@@ -84,6 +84,7 @@ export const S_IFBLK = 0o060000;
 export const S_IFIFO = 0o010000;
 export const S_IFSOCK = 0o140000;
 export const S_ISGID = 0o2000;
+export const S_ISUID = 0o4000;
 
 /**
  * A directory's entries as readdir(3) gives them, `.` and `..` included: names with their inode numbers and file
@@ -120,8 +121,11 @@ export interface Vfs {
   release(fh: number): Promise<void>;
   /** Returns up to `length` bytes, fewer at end of file, in a new array the caller owns (it may be moved away). */
   read(fh: number, position: number, length: number): Promise<Uint8Array>;
-  /** Returns the number of bytes written (all of them unless an error is thrown). */
-  write(fh: number, position: number, data: Uint8Array): Promise<number>;
+  /**
+   * Returns the number of bytes written (all of them unless an error is thrown). `dropSetId`: the writer is not
+   * privileged, so set-user-ID (and set-group-ID with group execute) go, as Linux does on a write.
+   */
+  write(fh: number, position: number, data: Uint8Array, dropSetId?: boolean): Promise<number>;
   /** Durable on the backend (journal committed, data flushed) before it resolves. */
   fsync(fh: number, datasync: boolean): Promise<void>;
   truncate(path: string, size: number): Promise<void>;

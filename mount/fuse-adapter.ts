@@ -256,7 +256,9 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       // Copy out now: the buffer is libfuse's memory and is detached once we answer.
       const data = new Uint8Array(len);
       data.set(buf.subarray(0, len));
-      return await current.call<number>({ kind: 'vfs', op: 'write', args: [fh, pos, data] }, [data.buffer]);
+      // Written by anyone but root, the file loses set-user-ID (and set-group-ID if group-executable) as on Linux:
+      // libfuse 2.9 lets the kernel leave that to the filesystem under direct_io.
+      return await current.call<number>({ kind: 'vfs', op: 'write', args: [fh, pos, data, caller().uid !== 0] }, [data.buffer]);
     }),
 
     // No flush handler: close(2) has nothing to do here (the guest filesystem has no write-back of its own to the

@@ -93,7 +93,11 @@ test('namespace errnos a POSIX user expects', async (t) => {
   }
   await fs.release(await fs.create(deep + '/f', 0o644));
   t.is((await fs.getattr(deep + '/f')).size, 0);
-  t.is(await errno(fs.symlink('x'.repeat(5000), '/s')), 'ENAMETOOLONG');
+  t.is(await errno(fs.symlink('x'.repeat(4096), '/s')), 'ENAMETOOLONG', 'a target is at most PATH_MAX - 1 bytes');
+  const longest = 'a/'.repeat(2047) + 'z';
+  await fs.symlink(longest, '/longest');
+  t.is(await fs.readlink('/longest'), longest, 'a 4095-byte target spans two blocks');
+  t.is((await fs.getattr('/longest')).size, 4095);
   const dh = await fs.open('/d', O_RDONLY);
   t.is(await errno(fs.read(dh, 0, 1)), 'EISDIR');
   await fs.release(dh);
