@@ -1,7 +1,9 @@
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -300,4 +302,39 @@ test.serial('locks: bad input and the platform down exit 2', async (t) => {
   const down = await hvshare('locks', '--state', join(dir, 'no-platform'));
   t.is(down.code, 2);
   t.regex(down.stderr, /the platform is not running/);
+});
+
+test.serial('the control socket: only its owner may connect; garbage gets error replies and the platform carries on', async (t) => {
+  const path = join(state, 'control.sock');
+  t.is((await stat(path)).mode & 0o777, 0o600);
+  const socket = connect(path);
+  await once(socket, 'connect');
+  const replies: { id: number; ok: boolean; code?: string; message?: string }[] = [];
+  createInterface({ input: socket }).on('line', (l) => replies.push(JSON.parse(l) as (typeof replies)[number]));
+  const garbage = [
+    'not json',
+    'null',
+    '{"kind":"domains"}',
+    '{"id":1,"kind":"reboot"}',
+    '{"id":2,"kind":"vfs","domain":"dom1","op":"format","args":[]}',
+    '{"id":3,"kind":"vfs","domain":"dom1","op":"getattr","args":"/"}',
+    '{"id":4,"kind":"vfs","domain":"nobody","op":"getattr","args":["/"]}',
+    '{"id":5,"kind":"vfs","domain":"dom1","op":"read","args":[1,0,1e12]}',
+    '{"id":6,"kind":"vfs","domain":"dom1","op":"getattr","args":[42]}',
+  ];
+  socket.write(garbage.join('\n') + '\n');
+  for (let i = 0; i < 100 && replies.length < garbage.length; i++) await sleep(50);
+  socket.end();
+  t.is(replies.length, garbage.length, JSON.stringify(replies));
+  t.true(replies.every((r) => !r.ok), JSON.stringify(replies));
+  const byId = (id: number) => replies.find((r) => r.id === id);
+  t.is(replies.filter((r) => r.id === -1 && r.code === 'EPROTO').length, 3);
+  t.like(byId(1), { code: 'EPROTO', message: 'unknown request kind "reboot"' });
+  t.like(byId(2), { code: 'EPROTO', message: 'no filesystem operation "format"' });
+  t.like(byId(3), { code: 'EPROTO', message: 'args must be an array' });
+  t.like(byId(4), { code: 'ENODOM', message: 'no domain "nobody" (the platform runs dom1, dom2, dom3)' });
+  t.like(byId(5), { code: 'EINVAL' });
+  t.truthy(byId(6));
+  const ps = await cli('ls', 'dom1:/');
+  t.is(ps.code, 0, 'the platform still serves');
 });
