@@ -2,7 +2,8 @@
 # Debian packages hvshare needs, installed only when missing (so a machine that has them pays nothing).
 #   runtime: fuse (fusermount) and libfuse2 (the library fuse-native's addon links), and python3, make and g++,
 #            which node-gyp builds that addon with from hvshare's patched source (README); required.
-#   tests:   git, sqlite3, fio and rsync, which the end-to-end tests drive through real mounts; tests skip without fio.
+#   tests:   git, sqlite3, fio, rsync, attr (getfattr/setfattr) and acl (getfacl/setfacl), which the end-to-end
+#            tests drive through real mounts; tests skip without fio.
 set -e
 missing=""
 case "$1" in
@@ -13,6 +14,8 @@ case "$1" in
     ;;
   tests)
     for tool in git sqlite3 fio rsync; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+    command -v getfattr >/dev/null 2>&1 || missing="$missing attr"
+    command -v getfacl >/dev/null 2>&1 || missing="$missing acl"
     ;;
   *) echo "usage: $0 runtime|tests" >&2; exit 2 ;;
 esac

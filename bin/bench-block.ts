@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { measureRoundTrips, runBlockWorkload, type BlockWorkload, type RoundTripResult, type WorkloadResult } from '../guests/block-workload.js';
 import { Platform } from '../hypervisor/toolstack.js';
-import { median } from './bench-stats.js';
+import { median, withCpuCost } from './bench-stats.js';
+import { diagnose, snapshot, type PathDiagnostics } from './bench-block-diagnostics.js';
+import type { CpuSplit } from '../hypervisor/thread-cpu.js';
 
 export interface BlockBenchOptions {
   dir: string;
@@ -30,6 +32,10 @@ export interface Side {
   mibPerSec: number;
   iops: number;
   meanLatencyUs: number;
+  /** CPU the whole benchmark process spent per GiB moved (every thread: for the hypervisor path, all of its). */
+  cpuMsPerGiB: number;
+  /** The hypervisor path's CPU per GiB by part: guest kernels, monitor, its I/O threads, host main thread. */
+  cpuSplitMsPerGiB?: CpuSplit;
 }
 
 export interface BlockCaseResult extends BlockCase {
@@ -38,6 +44,8 @@ export interface BlockCaseResult extends BlockCase {
   hypervisor: Side;
   /** Time overhead of the hypervisor path versus the faster native baseline, in percent (negative = faster). */
   overheadPct: number;
+  /** Where the hypervisor path's time went (medians of the repetitions). */
+  diagnostics: PathDiagnostics;
 }
 
 export function blockCases(): BlockCase[] {
@@ -51,11 +59,23 @@ export function blockCases(): BlockCase[] {
 }
 
 function medianSide(sides: Side[]): Side {
+  const of = (f: (s: Side) => number) => median(sides.map(f));
+  const split = sides[0]!.cpuSplitMsPerGiB;
   return {
-    mibPerSec: median(sides.map((x) => x.mibPerSec)),
-    iops: median(sides.map((x) => x.iops)),
-    meanLatencyUs: median(sides.map((x) => x.meanLatencyUs)),
+    mibPerSec: of((x) => x.mibPerSec),
+    iops: of((x) => x.iops),
+    meanLatencyUs: of((x) => x.meanLatencyUs),
+    cpuMsPerGiB: of((x) => x.cpuMsPerGiB),
+    ...(split ? { cpuSplitMsPerGiB: mapSplit((k) => of((x) => x.cpuSplitMsPerGiB![k])) } : {}),
   };
+}
+
+const mapSplit = (f: (k: keyof CpuSplit) => number): CpuSplit => ({ guests: f('guests'), monitor: f('monitor'), io: f('io'), main: f('main') });
+
+/** Runs one side of a case and adds what it cost in CPU per GiB (and, given the platform, by part). */
+async function measured(run: () => Promise<WorkloadResult[]>, platform?: Platform): Promise<Side> {
+  const { result, cpuMsPerGiB, split } = await withCpuCost(run, (results) => results.reduce((s, r) => s + r.bytes, 0), platform);
+  return { ...combine(result), cpuMsPerGiB, ...(split ? { cpuSplitMsPerGiB: split } : {}) };
 }
 
 /** A case as the table names it, e.g. "seq read 64K qd32 x2". */
@@ -64,7 +84,7 @@ export function caseLabel(c: BlockCase): string {
 }
 
 /** Sum of the streams' rates; latency averaged. */
-function combine(results: WorkloadResult[]): Side {
+function combine(results: WorkloadResult[]): Omit<Side, 'cpuMsPerGiB'> {
   return {
     mibPerSec: results.reduce((s, r) => s + r.mibPerSec, 0),
     iops: results.reduce((s, r) => s + r.iops, 0),
@@ -120,20 +140,28 @@ export async function benchBlock(options: BlockBenchOptions): Promise<BlockBench
       }));
       const runs: Omit<BlockCaseResult, keyof BlockCase>[] = [];
       for (let r = 0; r < (options.repetitions ?? 1); r++) {
-        const nativeSync = combine(await Promise.all(workloads.map((w) => runNativeSync(path, w))));
-        const nativeAsync = combine(await Promise.all(workloads.map((w) => runBlockWorkload(asyncDev, w))));
-        const hypervisor = combine(
-          await Promise.all(workloads.map((w, i) => domains[i].call<WorkloadResult>({ kind: 'block-workload', workload: w }))),
+        const nativeSync = await measured(() => Promise.all(workloads.map((w) => runNativeSync(path, w))));
+        const nativeAsync = await measured(() => Promise.all(workloads.map((w) => runBlockWorkload(asyncDev, w))));
+        const used = domains.slice(0, c.domains);
+        const before = await snapshot(platform, used);
+        const hypervisor = await measured(
+          () => Promise.all(workloads.map((w, i) => domains[i].call<WorkloadResult>({ kind: 'block-workload', workload: w }))),
+          platform,
         );
+        const diagnostics = diagnose(before, await snapshot(platform, used));
         const best = Math.max(nativeSync.mibPerSec, nativeAsync.mibPerSec);
-        runs.push({ nativeSync, nativeAsync, hypervisor, overheadPct: (best / hypervisor.mibPerSec - 1) * 100 });
+        runs.push({ nativeSync, nativeAsync, hypervisor, overheadPct: (best / hypervisor.mibPerSec - 1) * 100, diagnostics });
       }
+      const diagnostics = Object.fromEntries(
+        Object.keys(runs[0]!.diagnostics).map((k) => [k, median(runs.map((x) => x.diagnostics[k as keyof PathDiagnostics]))]),
+      ) as unknown as PathDiagnostics;
       results.push({
         ...c,
         nativeSync: medianSide(runs.map((x) => x.nativeSync)),
         nativeAsync: medianSide(runs.map((x) => x.nativeAsync)),
         hypervisor: medianSide(runs.map((x) => x.hypervisor)),
         overheadPct: median(runs.map((x) => x.overheadPct)),
+        diagnostics,
       });
     }
     options.onProgress?.(cases.length, cases.length, 'null requests');

@@ -8,7 +8,8 @@ import { O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY } from '../fs/vfs.js';
 import { runFileWorkload, type FileWorkload, type FileWorkloadResult } from '../guests/file-workload.js';
 import { Platform, type DomainHandle } from '../hypervisor/toolstack.js';
 import { domainVfs } from '../hypervisor/domain-vfs.js';
-import { median, p99 } from './bench-stats.js';
+import { median, p99, withCpuCost, type CpuCost } from './bench-stats.js';
+import type { CpuSplit } from '../hypervisor/thread-cpu.js';
 
 export interface FileBenchOptions {
   dir: string;
@@ -25,13 +26,25 @@ export interface FileCaseResult {
   hypervisorMiBps: number;
   /** Time overhead of the guest versus native, percent. */
   overheadPct: number;
+  /** CPU of every thread of the benchmark process per GiB written or read (medians of the repetitions). */
+  nativeCpuMsPerGiB: number;
+  hypervisorCpuMsPerGiB: number;
+  /** The hypervisor side's by part: guest kernels, monitor, its I/O threads, the host's main thread. */
+  hypervisorCpuSplitMsPerGiB: CpuSplit;
+}
+
+/** Latencies of the rounds, in microseconds: median, 99th percentile and every round's, in order. */
+export interface Visibility {
+  medianUs: number;
+  p99Us: number;
+  samplesUs: number[];
 }
 
 export interface LatencyResult {
   /** write+close in dom1, then open+read in dom2: the lock moves, dom1 commits, dom2 drops its cache. */
-  crossDomain: { medianUs: number; p99Us: number };
+  crossDomain: Visibility;
   /** write+close then open+read, both in dom1 (the lock stays cached): the same work without sharing. */
-  sameDomain: { medianUs: number; p99Us: number };
+  sameDomain: Visibility;
 }
 
 
@@ -57,16 +70,31 @@ export async function benchFile(options: FileBenchOptions): Promise<{ cases: Fil
     for (const chunkBytes of [128 << 10, 1 << 20]) {
       for (const op of ['write', 'read'] as const) {
         const workload: FileWorkload = { op, path: '/bench.bin', bytes: options.fileBytes, chunkBytes };
-        const nativeRates: number[] = [];
-        const guestRates: number[] = [];
+        const nativeRuns: Measured[] = [];
+        const guestRuns: Measured[] = [];
         for (let rep = 0; rep < options.repetitions; rep++) {
           options.onProgress?.(`bench file ${op} ${chunkBytes >> 10}K chunks, repetition ${rep + 1}/${options.repetitions}`);
-          nativeRates.push((await runFileWorkload(native, workload)).mibPerSec);
-          guestRates.push((await dom1.call<FileWorkloadResult>({ kind: 'file-workload', workload })).mibPerSec);
+          nativeRuns.push(await measured(() => runFileWorkload(native, workload)));
+          guestRuns.push(await measured(() => dom1.call<FileWorkloadResult>({ kind: 'file-workload', workload }), platform));
         }
-        const nativeMiBps = median(nativeRates);
-        const hypervisorMiBps = median(guestRates);
-        cases.push({ op, chunkBytes, nativeMiBps, hypervisorMiBps, overheadPct: (nativeMiBps / hypervisorMiBps - 1) * 100 });
+        const of = (runs: Measured[], f: (m: Measured) => number) => median(runs.map(f));
+        const nativeMiBps = of(nativeRuns, (m) => m.result.mibPerSec);
+        const hypervisorMiBps = of(guestRuns, (m) => m.result.mibPerSec);
+        cases.push({
+          op,
+          chunkBytes,
+          nativeMiBps,
+          hypervisorMiBps,
+          overheadPct: (nativeMiBps / hypervisorMiBps - 1) * 100,
+          nativeCpuMsPerGiB: of(nativeRuns, (m) => m.cpuMsPerGiB),
+          hypervisorCpuMsPerGiB: of(guestRuns, (m) => m.cpuMsPerGiB),
+          hypervisorCpuSplitMsPerGiB: {
+            guests: of(guestRuns, (m) => m.split!.guests),
+            monitor: of(guestRuns, (m) => m.split!.monitor),
+            io: of(guestRuns, (m) => m.split!.io),
+            main: of(guestRuns, (m) => m.split!.main),
+          },
+        });
       }
     }
     options.onProgress?.('bench file cross-domain latency');
@@ -84,8 +112,11 @@ export async function benchFile(options: FileBenchOptions): Promise<{ cases: Fil
 }
 
 
+type Measured = { result: FileWorkloadResult } & CpuCost;
+const measured = (run: () => Promise<FileWorkloadResult>, platform?: Platform): Promise<Measured> => withCpuCost(run, (r) => r.bytes, platform);
+
 /** Rounds of: `writer` writes 4 KiB and closes, `reader` opens and reads it; checks the bytes; times each round. */
-async function visibility(writer: DomainHandle, reader: DomainHandle, rounds: number, path: string): Promise<{ medianUs: number; p99Us: number }> {
+async function visibility(writer: DomainHandle, reader: DomainHandle, rounds: number, path: string): Promise<Visibility> {
   const times: number[] = [];
   const data = new Uint8Array(4096);
   const [w, r] = [domainVfs(writer), domainVfs(reader)];
@@ -103,5 +134,5 @@ async function visibility(writer: DomainHandle, reader: DomainHandle, rounds: nu
       throw new Error(`${reader.name} read stale data in round ${round}`);
     }
   }
-  return { medianUs: median(times), p99Us: p99(times) };
+  return { medianUs: median(times), p99Us: p99(times), samplesUs: times.map((us) => Math.round(us * 10) / 10) };
 }

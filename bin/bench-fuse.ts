@@ -176,10 +176,25 @@ async function measureColumn(site: Site, rep: number, o: FuseBenchOptions, ctx: 
     ctx.progress('cross-view visibility');
     visibility = await json<VisibilityResult>(VISIBILITY, join(a, 'visibility'), join(b, 'visibility'), o.rounds, o.autoMs + 10_000);
   }
-  if (has('sequential') || has('small-files')) {
-    ctx.progress('sequential and small files');
-    await tool('mkdir', ['-p', join(a, 'io')]);
-    Object.assign(sample, await json<Sample>(CLIENT, 'io', join(a, 'io'), o.fileMiB, o.smallFiles));
+  if (has('sequential')) {
+    ctx.progress('sequential write and read');
+    const big = join(a, 'sequential.bin');
+    // CPU of both sides: the client's (its system time holds the kernel's work for each call) and this whole
+    // process's (a view's domain, monitor and FUSE threads; a pass-through's handlers; idle for the native folder).
+    const withCpu = async (key: string, ...args: (string | number)[]) => {
+      const before = process.cpuUsage();
+      const got = await json<Sample>(CLIENT, ...args);
+      const host = process.cpuUsage(before);
+      sample[key] = got[key]!;
+      sample[`${key}Cpu`] = got[`${key}Cpu`]! + (host.user + host.system) / 1000;
+    };
+    await withCpu('seqWriteMs', 'seq-write', big, o.fileMiB);
+    await withCpu('seqReadMs', 'seq-read', big);
+    await tool('rm', ['-f', big]);
+  }
+  if (has('small-files')) {
+    ctx.progress('small files');
+    Object.assign(sample, await json<Sample>(CLIENT, 'small', a, o.smallFiles));
   }
   await tool('rm', ['-rf', a]);
   return { sample, visibility };
@@ -190,6 +205,7 @@ function rowSpecs(o: FuseBenchOptions, treeEntries: number) {
   const ms = (key: string) => (s: Sample[]) => median(s.map((x) => x[key]!));
   const rate = (key: string, amount: number) => (s: Sample[]) => amount / (median(s.map((x) => x[key]!)) / 1000);
   const ops = (key: string) => (s: Sample[]) => median(s.map((x) => x[key]!));
+  const perMiB = (key: string) => (s: Sample[]) => median(s.map((x) => x[key]!)) / o.fileMiB;
   type Spec = [Group, string, string, FuseRow['better'], (s: Sample[]) => number];
   const specs: Spec[] = [
     ['tree', `untar ${treeEntries} entries (${o.files} files, .git)`, 'ms', 'lower', ms('untar')],
@@ -205,6 +221,8 @@ function rowSpecs(o: FuseBenchOptions, treeEntries: number) {
     ['iops', '4K random write', 'IOPS', 'higher', ops('writeIops')],
     ['sequential', `sequential write ${o.fileMiB} MiB (1 MiB writes, fsync)`, 'MiB/s', 'higher', rate('seqWriteMs', o.fileMiB)],
     ['sequential', `sequential read ${o.fileMiB} MiB (1 MiB reads)`, 'MiB/s', 'higher', rate('seqReadMs', o.fileMiB)],
+    ['sequential', 'CPU per MiB written (client + host process)', 'ms', 'lower', perMiB('seqWriteMsCpu')],
+    ['sequential', 'CPU per MiB read (client + host process)', 'ms', 'lower', perMiB('seqReadMsCpu')],
     ['small-files', `create ${o.smallFiles} files of 4 KiB`, 'files/s', 'higher', rate('smallCreateMs', o.smallFiles)],
     ['small-files', `stat ${o.smallFiles} files`, 'files/s', 'higher', rate('smallStatMs', o.smallFiles)],
     ['small-files', `read ${o.smallFiles} files of 4 KiB`, 'files/s', 'higher', rate('smallReadMs', o.smallFiles)],

@@ -1,3 +1,6 @@
+import { cpuSplit, processCpuMs, type CpuSplit } from '../hypervisor/thread-cpu.js';
+import type { Platform } from '../hypervisor/toolstack.js';
+
 /** The median of some measurements (the mean of the middle two for an even count). */
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -20,5 +23,27 @@ export function rng(seed: number): () => number {
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** What a run cost in CPU: every thread of this process per GiB moved, and by part of the platform when given. */
+export interface CpuCost {
+  cpuMsPerGiB: number;
+  split?: CpuSplit;
+}
+
+/** Runs `run` and measures its CPU cost per GiB of `bytesOf(result)` (the platform's parts from /proc). */
+export async function withCpuCost<T>(run: () => Promise<T>, bytesOf: (result: T) => number, platform?: Platform): Promise<{ result: T } & CpuCost> {
+  const before = platform?.cpu();
+  const cpu0 = processCpuMs();
+  const result = await run();
+  const cpuMs = processCpuMs() - cpu0;
+  const gib = bytesOf(result) / 2 ** 30;
+  const perGiB = (ms: number) => (gib > 0 ? ms / gib : 0);
+  const split = before && cpuSplit(before, platform!.cpu());
+  return {
+    result,
+    cpuMsPerGiB: perGiB(cpuMs),
+    ...(split ? { split: { guests: perGiB(split.guests), monitor: perGiB(split.monitor), io: perGiB(split.io), main: perGiB(split.main) } } : {}),
   };
 }

@@ -1,12 +1,17 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { benchBlock, blockCases, caseLabel, checkTargets, sizeLabel, type BlockBenchResult } from './bench-block.js';
 import { benchFile, type FileCaseResult, type LatencyResult } from './bench-file.js';
 import { benchFuse, COLUMN_LABELS, COLUMNS, GROUPS, type FuseBenchResult } from './bench-fuse.js';
+import { blockReport, fileReport, fuseReport, writeReport } from './bench-report.js';
 import { CliError, endProgress, parseIntOption, progressLine, table, withScratchDir } from './cli-support.js';
 import { parseSize } from '../hypervisor/platform-config.js';
+import type { CpuSplit } from '../hypervisor/thread-cpu.js';
 import { DEFAULT_AUTO_MS } from '../mount/index.js';
 
 const fmt = (n: number, digits = 0) => n.toFixed(digits);
+const splitLabel = (s: CpuSplit | undefined) => (s ? [s.guests, s.monitor, s.io, s.main].map((x) => fmt(x)).join('/') : '-');
 
 function printBlock({ cases: results, roundTrip }: BlockBenchResult): void {
   const rows = results.map((r) => [
@@ -17,11 +22,28 @@ function printBlock({ cases: results, roundTrip }: BlockBenchResult): void {
     fmt(r.hypervisor.iops),
     fmt(r.hypervisor.meanLatencyUs, 1),
     `${r.overheadPct >= 0 ? '+' : ''}${fmt(r.overheadPct, 1)}%`,
+    `${fmt(r.nativeSync.cpuMsPerGiB)}/${fmt(r.nativeAsync.cpuMsPerGiB)}`,
+    fmt(r.hypervisor.cpuMsPerGiB),
+    splitLabel(r.hypervisor.cpuSplitMsPerGiB),
   ]);
   console.log(
-    table(['case (x domains)', 'native-sync MiB/s', 'native-async MiB/s', 'hv MiB/s', 'hv IOPS', 'hv lat us', 'overhead'], rows),
+    table(
+      ['case (x domains)', 'native-sync MiB/s', 'native-async MiB/s', 'hv MiB/s', 'hv IOPS', 'hv lat us', 'overhead', 'native CPU ms/GiB', 'hv CPU ms/GiB', 'guest/monitor/io/main'],
+      rows,
+    ),
+  );
+  console.log('\nwhere the time of the hypervisor path went:');
+  console.log(
+    table(
+      ['case (x domains)', 'req/drain', 'transfers', 'mean KiB', 'offloaded %', 'monitor sleeps/1k req', 'guest IRQs/1k req', 'polled %', 'monitor CPU us/req'],
+      results.map((r) => {
+        const d = r.diagnostics;
+        return [caseLabel(r), fmt(d.requestsPerDrain, 1), fmt(d.transfers), fmt(d.meanTransferKiB), fmt(d.offloadedPct, 1), fmt(d.monitorSleepsPer1k), fmt(d.guestInterruptsPer1k), fmt(d.guestPolledPct, 1), fmt(d.monitorCpuUsPerRequest, 1)];
+      }),
+    ),
   );
   console.log('\noverhead = time per byte on the hypervisor path versus the faster native baseline, same run');
+  console.log('CPU ms/GiB = CPU time of every thread of this process per GiB moved (native: sync/async); hv by part, from /proc in 10 ms steps');
   console.log(
     `one request that moves no data (VOLINFO, queue depth 1): ${fmt(roundTrip.hypercallMicros, 2)} us; ` +
       `awaiting an async no-op on the host: ${fmt(roundTrip.asyncCallMicros, 2)} us`,
@@ -32,15 +54,18 @@ function printBlock({ cases: results, roundTrip }: BlockBenchResult): void {
   }
 }
 
-function printFile(cases: FileCaseResult[], latency: LatencyResult): void {
+function printFile(cases: FileCaseResult[], latency: LatencyResult, fileBytes: number): void {
   console.log(
     table(
-      ['case', 'native MiB/s', 'guest MiB/s', 'overhead'],
+      ['case', 'native MiB/s', 'guest MiB/s', 'overhead', 'native CPU ms/GiB', 'guest CPU ms/GiB', 'guest/monitor/io/main'],
       cases.map((c) => [
-        `${c.op} 64M file, ${sizeLabel(c.chunkBytes)} calls`,
+        `${c.op} ${sizeLabel(fileBytes)} file, ${sizeLabel(c.chunkBytes)} calls`,
         fmt(c.nativeMiBps),
         fmt(c.hypervisorMiBps),
         `${c.overheadPct >= 0 ? '+' : ''}${fmt(c.overheadPct, 1)}%`,
+        fmt(c.nativeCpuMsPerGiB),
+        fmt(c.hypervisorCpuMsPerGiB),
+        splitLabel(c.hypervisorCpuSplitMsPerGiB),
       ]),
     ),
   );
@@ -77,17 +102,34 @@ function printFuse({ rows, ioEngine }: FuseBenchResult, o: { autoMs: number; rep
   console.log(`\n${notes.join('\n')}`);
 }
 
-/** Run a benchmark in a scratch folder (progress on stderr), then print it as a table or as JSON. */
+/** --report FILE.svg|FILE.html, checked before anything runs. */
+const reportOption = () =>
+  new Option('--report <file>', 'also draw the results into FILE.svg, or FILE.html (the same picture in a page)').argParser((file: string) => {
+    if (!/\.(svg|html?)$/i.test(file)) throw new CliError(`--report ${file}: the file must end in .svg or .html`, 2);
+    if (!existsSync(dirname(resolve(file)))) throw new CliError(`--report ${file}: no folder ${dirname(resolve(file))}`, 2);
+    return file;
+  });
+
+/**
+ * Run a benchmark in a scratch folder (progress on stderr), then print it as a table or as JSON, and draw it when
+ * asked (`draw` gives the picture's title and SVG).
+ */
 async function measure<T>(
-  opts: { json?: boolean; dir?: string },
+  opts: { json?: boolean; dir?: string; report?: string },
   run: (dir: string) => Promise<T>,
   asJson: (result: T) => object,
   print: (result: T) => void,
+  draw: (result: T) => [string, string],
 ): Promise<void> {
   const result = await withScratchDir(opts.dir, run);
   endProgress();
   if (opts.json) console.log(JSON.stringify(asJson(result), null, 2));
   else print(result);
+  if (opts.report) {
+    const [title, svg] = draw(result);
+    await writeReport(opts.report, title, svg);
+    console.error(`report drawn in ${opts.report}`);
+  }
 }
 
 export function registerBench(program: Command): void {
@@ -115,6 +157,7 @@ Examples:
     .option('--dir <path>', 'where to put the scratch image (default: the system temp folder)')
     .option('--repetitions <n>', 'measure every case n times and report medians (steadier on a busy machine)', parseIntOption('--repetitions'), 1)
     .option('--only <text...>', 'only the cases whose name contains every one of these words, e.g. --only "seq read" x2')
+    .addOption(reportOption())
     .addHelpText(
       'after',
       `
@@ -127,10 +170,11 @@ Examples:
   $ hvshare bench block
   $ hvshare bench block --repetitions 3 --only qd32
   $ hvshare bench block --duration 1000 --image-size 512M
-  $ hvshare bench block --json > block.json`,
+  $ hvshare bench block --json > block.json
+  $ hvshare bench block --only x1 --report block.svg    throughput, overhead and CPU per case, drawn`,
     )
     .action(
-      async (opts: { json?: boolean; quick?: boolean; duration?: number; imageSize: string; dir?: string; repetitions: number; only?: string[] }) => {
+      async (opts: { json?: boolean; quick?: boolean; duration?: number; imageSize: string; dir?: string; repetitions: number; only?: string[]; report?: string }) => {
         const imageBytes = parseSize(opts.imageSize);
         const durationMs = opts.duration ?? (opts.quick ? 150 : 400);
         const words = (opts.only ?? []).flatMap((w) => w.split(/\s+/)).filter(Boolean);
@@ -153,6 +197,7 @@ Examples:
             }),
           (result) => ({ durationMs, imageBytes, repetitions: opts.repetitions, ...result, targets: checkTargets(result.cases) }),
           printBlock,
+          (result) => ['hvshare bench block', blockReport(result)],
         );
       },
     );
@@ -168,14 +213,19 @@ Examples:
     .option('--repetitions <n>', 'alternating repetitions per case (the median is reported)', parseIntOption('--repetitions'), 3)
     .option('--rounds <n>', 'rounds of the visibility measurement', parseIntOption('--rounds'), 200)
     .option('--dir <path>', 'where to put the scratch images (default: the system temp folder)')
-    .addHelpText('after', '\nExamples:\n  $ hvshare bench file\n  $ hvshare bench file --size 256M --json')
-    .action(async (opts: { json?: boolean; size: string; repetitions: number; rounds: number; dir?: string }) => {
+    .addOption(reportOption())
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ hvshare bench file\n  $ hvshare bench file --size 256M --json\n  $ hvshare bench file --report file.html    throughput, CPU and the latency of every visibility round, drawn',
+    )
+    .action(async (opts: { json?: boolean; size: string; repetitions: number; rounds: number; dir?: string; report?: string }) => {
       const fileBytes = parseSize(opts.size);
       await measure(
         opts,
         (dir) => benchFile({ dir, fileBytes, repetitions: opts.repetitions, latencyRounds: opts.rounds, onProgress: progressLine }),
         (r) => ({ fileBytes, ...r }),
-        (r) => printFile(r.cases, r.latency),
+        (r) => printFile(r.cases, r.latency, fileBytes),
+        (r) => ['hvshare bench file', fileReport(r.cases, r.latency, fileBytes)],
       );
     });
 
@@ -196,6 +246,7 @@ Examples:
     .option('--iops-time <ms>', 'measurement time of each 4K random I/O case', parseIntOption('--iops-time'), 2000)
     .option('--only <groups...>', `only these row groups: ${GROUPS.join(', ')}`)
     .option('--dir <path>', 'scratch folder for the tree, the native side, the backing folder, the image and the mount points (default: the system temp folder)')
+    .addOption(reportOption())
     .addHelpText(
       'after',
       `
@@ -218,7 +269,8 @@ Examples:
   $ hvshare bench fuse
   $ hvshare bench fuse --files 500 --big-dir 2000 --repetitions 1     a quick look
   $ hvshare bench fuse --only tree big-dir --auto-ms 100
-  $ hvshare bench fuse --only visibility --rounds 50 --json > visibility.json`,
+  $ hvshare bench fuse --only visibility --rounds 50 --json > visibility.json
+  $ hvshare bench fuse --report fuse.svg    each view against the ceiling, and visibility latencies, drawn`,
     )
     .action(
       async (opts: {
@@ -233,6 +285,7 @@ Examples:
         iopsTime: number;
         only?: string[];
         dir?: string;
+        report?: string;
       }) => {
         const fileMiB = Math.max(1, Math.round(parseSize(opts.fileSize) / (1 << 20)));
         const only = (opts.only ?? []).flatMap((w) => w.split(/[\s,]+/)).filter(Boolean);
@@ -249,6 +302,7 @@ Examples:
             (dir) => benchFuse({ dir, ...o, onProgress: progressLine, signal: abort.signal }),
             (result) => ({ ...o, columns: COLUMN_LABELS, ...result }),
             (result) => printFuse(result, o),
+            (result) => ['hvshare bench fuse', fuseReport(result)],
           );
         } catch (err) {
           throw abort.signal.aborted ? abort.signal.reason : err;

@@ -37,7 +37,7 @@ Examples:
           const s = report.stats;
           console.log(
             `${image}: ${report.ok ? 'clean' : `${report.errors.length} error(s)`}; ${s.files} files, ${s.directories} directories, ` +
-              `${s.symlinks} symlinks, ${s.blocksInUse} blocks in use, ${s.freeBlocks} free, ${s.replayableJournals} journal(s) to replay`,
+              `${s.symlinks} symlinks, ${s.special} special files, ${s.blocksInUse} blocks in use, ${s.freeBlocks} free, ${s.replayableJournals} journal(s) to replay`,
           );
         }
         process.exitCode = report.ok ? 0 : 1;

@@ -13,7 +13,10 @@
  */
 import { IoError } from './block-device.js';
 import type { BlockCache } from './block-cache.js';
-import { BlockType, HEADER_SIZE, type Geometry } from './layout.js';
+import { BlockType, checkBlockHeader, HEADER_SIZE, type Geometry } from './layout.js';
+
+/** Bitmaps statfs reads at once. */
+const COUNT_BATCH = 64;
 
 /** How the allocator gets a group's lock (the filesystem's lock client; mkfs has the volume to itself). */
 export interface GroupLocks {
@@ -114,15 +117,34 @@ export class Allocator {
     throw new IoError('ENOSPC', 'no free blocks');
   }
 
-  private bitmap(group: number, write = false): Promise<Uint8Array> {
+  private async bitmap(group: number, write = false): Promise<Uint8Array> {
     const address = this.geometry.blockBitmap(group);
     const owner = this.locks.name(group);
+    if (group >= this.geometry.sb.eagerGroups) {
+      const valid = await this.cache.getIf(address, BlockType.BlockBitmap, owner);
+      if (valid && !write) return valid;
+      if (!valid && (await this.uninitialised(group))) {
+        if (!write) return this.geometry.initialBitmap(group);
+        // First use of a lazily initialised group: its bitmap joins the running transaction.
+        const created = this.cache.create(address, BlockType.BlockBitmap, owner);
+        created.set(this.geometry.initialBitmap(group));
+        return created;
+      }
+    }
     return write ? this.cache.getForWrite(address, BlockType.BlockBitmap, owner) : this.cache.get(address, BlockType.BlockBitmap, owner);
+  }
+
+  /** True when the group's bitmap block is still the hole a lazy mkfs left. */
+  private async uninitialised(group: number): Promise<boolean> {
+    if (group < this.geometry.sb.eagerGroups) return false;
+    return this.geometry.isUninitialised(group, await this.cache.readUncached(this.geometry.blockBitmap(group)));
   }
 
   private async findRun(group: number, from: number, to: number, max: number): Promise<Run | null> {
     const base = this.geometry.groupBase(group);
     const bitmap = await this.bitmap(group);
+    // A bitmap that does not even mark itself used says nothing true about the blocks it covers.
+    if (!bitIsSet(bitmap, 0)) throw new IoError('EIO', `group ${group}: bitmap block ${base} marks itself free; not trusted (run hvshare fsck)`);
     let bit = from;
     while (bit < to) {
       if ((bit & 7) === 0 && bitmap[HEADER_SIZE + (bit >> 3)] === 0xff) {
@@ -135,11 +157,21 @@ export class Allocator {
       }
       let end = bit + 1;
       while (end < to && end - bit < max && !bitIsSet(bitmap, end) && !this.freedThisTx.has(base + end)) end++;
+      const run = this.guarded({ start: base + bit, count: end - bit });
       const writable = await this.bitmap(group, true);
       for (let b = bit; b < end; b++) setBit(writable, b, true);
-      return { start: base + bit, count: end - bit };
+      return run;
     }
     return null;
+  }
+
+  /** The last word before a run is handed out: never a superblock, journal or bitmap block, never past the end. */
+  private guarded(run: Run): Run {
+    const last = run.start + run.count - 1;
+    if (run.count < 1 || !this.geometry.isDataBlock(run.start) || !this.geometry.isDataBlock(last) || this.geometry.groupOf(run.start) !== this.geometry.groupOf(last)) {
+      throw new IoError('EIO', `refusing to hand out blocks ${run.start}..${last}: metadata or outside the volume`);
+    }
+    return run;
   }
 
   /** Frees a block; its cached copy goes unless `forget` is false (a freed inode still written home). */
@@ -162,12 +194,26 @@ export class Allocator {
    */
   async countFree(): Promise<number> {
     let blocks = 0;
-    for (let g = 0; g < this.geometry.sb.groupCount; g++) {
-      const bitmap = this.locks.pinIfHeld(g)
-        ? await this.bitmap(g)
-        : await this.cache.peek(this.geometry.blockBitmap(g), BlockType.BlockBitmap);
-      if (bitmap) blocks += countClearBits(bitmap, this.geometry.groupSize(g));
+    for (let first = 0; first < this.geometry.sb.groupCount; first += COUNT_BATCH) {
+      const last = Math.min(first + COUNT_BATCH, this.geometry.sb.groupCount);
+      const groups = Array.from({ length: last - first }, (_, i) => first + i);
+      for (const free of await Promise.all(groups.map((g) => this.freeIn(g)))) blocks += free;
     }
     return blocks;
+  }
+
+  /** Free blocks of one group for statfs: its bitmap if held, else as last written (a hole: as mkfs left it). */
+  private async freeIn(group: number): Promise<number> {
+    const size = this.geometry.groupSize(group);
+    if (this.locks.pinIfHeld(group)) return countClearBits(await this.bitmap(group), size);
+    const address = this.geometry.blockBitmap(group);
+    if (group < this.geometry.sb.eagerGroups) {
+      const bitmap = await this.cache.peek(address, BlockType.BlockBitmap);
+      return bitmap ? countClearBits(bitmap, size) : 0;
+    }
+    // One read tells a lazily initialised group never used (a hole) from one in use.
+    const raw = await this.cache.readUncached(address);
+    if (this.geometry.isUninitialised(group, raw)) return size - (this.geometry.firstDataBlock(group) - this.geometry.groupBase(group));
+    return checkBlockHeader(raw, BlockType.BlockBitmap, address) ? 0 : countClearBits(raw, size);
   }
 }

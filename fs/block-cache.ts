@@ -171,6 +171,11 @@ export class BlockCache {
     return checkBlockHeader(data, type, block) ? null : data;
   }
 
+  /** The block as the device has it, neither cached nor verified (a lazily initialised group's bitmap is a hole). */
+  readUncached(block: number): Promise<Uint8Array> {
+    return this.read(block);
+  }
+
   beginOp(): void {
     this.undo = new Map();
   }

@@ -135,6 +135,16 @@ export class BlockMap {
     writePointer(await this.cache.getForWrite(leaf, BlockType.Indirect, inode.ino), k % PPB, phys);
   }
 
+  /** Frees file block `fb` if it is mapped (a hole from now on; its pointer blocks stay). Changes `inode` in memory. */
+  async unmap(inode: Inode, fb: number): Promise<boolean> {
+    const phys = await this.lookup(inode, fb);
+    if (!phys) return false;
+    await this.setPointer(inode, fb, 0);
+    await this.allocator.freeBlock(phys);
+    inode.blocks--;
+    return true;
+  }
+
   /** Frees every block of the file at or after file block `keep`, last first. Changes `inode` in memory. */
   async truncate(inode: Inode, keep: number, checkpoint: TruncateCheckpoint): Promise<void> {
     if (inode.doubleIndirect) {

@@ -11,7 +11,7 @@ import type { BlockCache } from './block-cache.js';
 import type { BlockMap } from './block-map.js';
 import type { Inode } from './inode.js';
 import { BLOCK_SIZE, BlockType, HEADER_SIZE, view } from './layout.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './vfs.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './vfs.js';
 
 export const ENTRY_HEADER = 8;
 
@@ -19,26 +19,31 @@ export enum EntryType {
   Unknown = 0,
   Regular = 1,
   Directory = 2,
+  CharDevice = 3,
+  BlockDevice = 4,
+  Fifo = 5,
+  Socket = 6,
   Symlink = 7,
 }
 
+/** Entry types (ext2's numbers) and the file types they stand for. */
+const ENTRY_MODES: [EntryType, number][] = [
+  [EntryType.Regular, S_IFREG],
+  [EntryType.Directory, S_IFDIR],
+  [EntryType.CharDevice, S_IFCHR],
+  [EntryType.BlockDevice, S_IFBLK],
+  [EntryType.Fifo, S_IFIFO],
+  [EntryType.Socket, S_IFSOCK],
+  [EntryType.Symlink, S_IFLNK],
+];
+
 export function entryTypeOf(mode: number): EntryType {
-  switch (mode & S_IFMT) {
-    case S_IFREG: return EntryType.Regular;
-    case S_IFDIR: return EntryType.Directory;
-    case S_IFLNK: return EntryType.Symlink;
-    default: return EntryType.Unknown;
-  }
+  return ENTRY_MODES.find(([, m]) => m === (mode & S_IFMT))?.[0] ?? EntryType.Unknown;
 }
 
 /** The S_IFMT bits an entry type stands for (0 when unknown). */
 export function modeOfEntryType(type: EntryType): number {
-  switch (type) {
-    case EntryType.Regular: return S_IFREG;
-    case EntryType.Directory: return S_IFDIR;
-    case EntryType.Symlink: return S_IFLNK;
-    default: return 0;
-  }
+  return ENTRY_MODES.find(([t]) => t === type)?.[1] ?? 0;
 }
 
 export interface DirEntry {

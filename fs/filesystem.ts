@@ -24,7 +24,7 @@ import { Allocator, type GroupLocks } from './allocator.js';
 import { BlockMap } from './block-map.js';
 import { Directories, DOTDOT, entryTypeOf, EntryType, modeOfEntryType } from './directory.js';
 import { FileIo } from './file-io.js';
-import { emptyInode, InodeStore, isDir, isRegular, isSymlink, type Inode } from './inode.js';
+import { emptyInode, InodeStore, isDevice, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
 import { dirtyJournalSlots, Journal, recoverJournals } from './journal.js';
 import {
   BLOCK_SIZE, BlockType, Geometry, HEADER_SIZE, MAX_FILE_SIZE, NAME_MAX, readSuperblock, SYMLINK_MAX, view,
@@ -40,10 +40,13 @@ import { PathLookup } from './path-lookup.js';
 import { decodeName, encodeName, splitPath } from './path.js';
 import { Transactions } from './transactions.js';
 import {
-  O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
-  type DirListing, type Stat, type StatFs, type TimeChange, type Timespec, type Vfs,
+  FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID,
+  type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec, type Vfs,
 } from './vfs.js';
 import { checkTimeChange, timespecFromMs } from './timespec.js';
+import { XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, xattrNameProblem, type Xattrs } from './xattr.js';
+import { XattrStore } from './xattr-store.js';
+import { ACL_ACCESS, ACL_DEFAULT, aclMode, chmodAcl } from './posix-acl.js';
 
 export interface MountOptions {
   /** This instance's journal slot (0 .. slotCount-1); two live instances must never share one. */
@@ -60,6 +63,8 @@ export interface MountOptions {
 }
 
 const MAX_LINKS = 65000;
+/** The owner of what is created without one (the guest's own processes, tests, mkfs's root). */
+const ROOT: Owner = { uid: 0, gid: 0 };
 /** A file another domain asked for within this time is given back (committed) when this domain closes it. */
 const SHARED_FILE_WINDOW_MS = 1000;
 /** Attempts of one operation that keeps losing its locks to other domains before it gives up with EAGAIN. */
@@ -77,6 +82,7 @@ export class FileSystem implements Vfs {
   private readonly pages: PageCache;
   private readonly allocator: Allocator;
   private readonly inodes: InodeStore;
+  private readonly xattrs: XattrStore;
   private readonly map: BlockMap;
   private readonly dirs: Directories;
   private readonly data: FileIo;
@@ -144,6 +150,7 @@ export class FileSystem implements Vfs {
     const preferredGroup = Math.floor((options.slot * superblock.groupCount) / superblock.slotCount);
     this.allocator = new Allocator(this.cache, this.geometry, preferredGroup, this.groupLocks());
     this.inodes = new InodeStore(this.cache, this.geometry);
+    this.xattrs = new XattrStore(this.cache, this.allocator);
     this.map = new BlockMap(this.cache, this.allocator);
     this.dirs = new Directories(this.cache, this.map);
     this.data = new FileIo(dev, this.map, this.pages);
@@ -328,11 +335,18 @@ export class FileSystem implements Vfs {
 
   // ---- inode lifecycle ----
 
-  /** A new inode in the domain's own group, held exclusively (a block whose lock is busy elsewhere is given up). */
-  private async newInode(mode: number): Promise<Inode> {
+  /**
+   * A new inode in the domain's own group, held exclusively (a block whose lock is busy elsewhere is given up),
+   * owned by `owner`; in a setgid directory it takes the directory's group, and a new directory stays setgid.
+   */
+  private async newInode(mode: number, parent: Inode, owner: Owner = ROOT): Promise<Inode> {
     const { start: ino } = await this.allocator.allocBlocks(0, 1);
     if (!(await this.locks.tryPin(ino, 'exclusive'))) throw new Restart(ino, 'exclusive');
-    const inode = emptyInode(ino, mode, randomInt(1, 0xffffffff), this.clock());
+    const inherits = (parent.mode & S_ISGID) !== 0;
+    const setgid = inherits && (mode & S_IFMT) === S_IFDIR ? S_ISGID : 0;
+    const inode = emptyInode(ino, mode | setgid, randomInt(1, 0xffffffff), this.clock());
+    inode.uid = owner.uid >>> 0;
+    inode.gid = (inherits ? parent.gid : owner.gid) >>> 0;
     this.pages.drop(ino);
     this.inodes.create(inode);
     return inode;
@@ -355,6 +369,7 @@ export class FileSystem implements Vfs {
 
   private async freeInode(inode: Inode): Promise<void> {
     await this.truncateBlocks(inode, 0);
+    await this.xattrs.free(inode);
     inode.mode = 0;
     inode.size = 0;
     await this.inodes.write(inode);
@@ -464,12 +479,12 @@ export class FileSystem implements Vfs {
     });
   }
 
-  mkdir(path: string, mode: number): Promise<void> {
+  mkdir(path: string, mode: number, owner?: Owner): Promise<void> {
     return this.change(async () => {
       const { dir, name, bytes } = await this.path.resolveParent(path);
       if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
       if (dir.nlink >= MAX_LINKS) throw new IoError('EMLINK', 'too many links');
-      const inode = await this.newInode(S_IFDIR | (mode & 0o7777));
+      const inode = await this.newInode(S_IFDIR | (mode & 0o7777), dir, owner);
       inode.nlink = 2;
       await this.dirs.init(inode, dir.ino);
       await this.inodes.write(inode);
@@ -605,25 +620,46 @@ export class FileSystem implements Vfs {
     });
   }
 
-  symlink(target: string, path: string): Promise<void> {
+  symlink(target: string, path: string, owner?: Owner): Promise<void> {
     return this.change(async () => {
       const bytes = encodeName(target);
       if (bytes.length === 0) throw new IoError('ENOENT', 'empty symlink target');
       if (bytes.length > SYMLINK_MAX) throw new IoError('ENAMETOOLONG', 'symlink target too long');
       const { dir, name, bytes: nameBytes } = await this.path.resolveParent(path);
       if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
-      const inode = await this.newInode(S_IFLNK | 0o777);
+      const inode = await this.newInode(S_IFLNK | 0o777, dir, owner);
       inode.nlink = 1;
       const { phys } = await this.map.ensureRun(inode, 0, 1, this.dataGoal(inode));
       const block = this.cache.create(phys, BlockType.Symlink, inode.ino);
       view(block).setUint32(HEADER_SIZE, bytes.length, true);
       block.set(bytes, HEADER_SIZE + 4);
       inode.size = bytes.length;
-      await this.inodes.write(inode);
-      await this.dirs.add(dir, nameBytes, inode.ino, EntryType.Symlink);
-      this.touch(dir);
-      await this.inodes.write(dir);
+      await this.enter(dir, nameBytes, inode);
     });
+  }
+
+  mknod(path: string, mode: number, rdev: number, owner?: Owner): Promise<void> {
+    // As mknod(2): no type bits make a regular file; a directory or symlink is not made this way.
+    const full = (mode & S_IFMT) === 0 ? mode | S_IFREG : mode;
+    if (!legalMode(full) || (full & S_IFMT) === S_IFDIR || (full & S_IFMT) === S_IFLNK) {
+      return Promise.reject(new IoError('EINVAL', `mknod: bad mode 0o${mode.toString(8)}`));
+    }
+    return this.change(async () => {
+      const { dir, name, bytes } = await this.path.resolveParent(path);
+      if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('EEXIST', `${path} exists`);
+      const inode = await this.newInode(full, dir, owner);
+      inode.nlink = 1;
+      inode.rdev = isDevice(full) ? rdev >>> 0 : 0;
+      await this.enter(dir, bytes, inode);
+    });
+  }
+
+  /** A new inode (nlink 1) is written and entered in `dir` under `name`. */
+  private async enter(dir: Inode, name: Uint8Array, inode: Inode): Promise<void> {
+    await this.inodes.write(inode);
+    await this.dirs.add(dir, name, inode.ino, entryTypeOf(inode.mode));
+    this.touch(dir);
+    await this.inodes.write(dir);
   }
 
   readlink(path: string): Promise<string> {
@@ -634,15 +670,15 @@ export class FileSystem implements Vfs {
     });
   }
 
-  create(path: string, mode: number, flags: number = O_CREAT | O_RDWR | O_TRUNC): Promise<number> {
-    return this.openOrCreate(path, flags | O_CREAT, mode);
+  create(path: string, mode: number, flags: number = O_CREAT | O_RDWR | O_TRUNC, owner?: Owner): Promise<number> {
+    return this.openOrCreate(path, flags | O_CREAT, mode, owner);
   }
 
   open(path: string, flags: number): Promise<number> {
     return this.openOrCreate(path, flags, 0o644);
   }
 
-  private openOrCreate(path: string, flags: number, mode: number): Promise<number> {
+  private openOrCreate(path: string, flags: number, mode: number, owner?: Owner): Promise<number> {
     const access = flags & O_ACCMODE;
     if (access !== O_RDONLY && access !== O_WRONLY && access !== O_RDWR) return Promise.reject(new IoError('EINVAL', 'bad access mode'));
     const writes = access !== O_RDONLY;
@@ -675,12 +711,9 @@ export class FileSystem implements Vfs {
       const { dir, name, bytes } = await this.path.resolveParent(path);
       // The name exists but did not resolve: a dangling symlink. Creating its target is not supported.
       if ((await this.path.lookupIn(dir, name)) !== null) throw new IoError('ENOENT', `${path} is a dangling symbolic link`);
-      const created = await this.newInode(S_IFREG | (mode & 0o7777));
+      const created = await this.newInode(S_IFREG | (mode & 0o7777), dir, owner);
       created.nlink = 1;
-      await this.inodes.write(created);
-      await this.dirs.add(dir, bytes, created.ino, EntryType.Regular);
-      this.touch(dir);
-      await this.inodes.write(dir);
+      await this.enter(dir, bytes, created);
       return this.openHandle(created, flags);
     });
   }
@@ -735,14 +768,72 @@ export class FileSystem implements Vfs {
       if (at + data.length > MAX_FILE_SIZE) throw new IoError('EFBIG', 'file too large');
       if (data.length === 0) return 0;
       this.locks.changing(inode.ino);
-      this.dataWritten.add(inode.ino);
-      await this.data.write(inode, at, data, this.dataGoal(inode), () =>
-        this.tx!.checkpoint(() => this.inodes.write(inode)),
-      );
+      await this.writeData(inode, at, data);
       this.touch(inode);
       await this.inodes.write(inode);
       return data.length;
     });
+  }
+
+  fallocate(fh: number, mode: number, offset: number, length: number): Promise<void> {
+    const keepSize = (mode & FALLOC_FL_KEEP_SIZE) !== 0;
+    const kind = mode & ~FALLOC_FL_KEEP_SIZE;
+    if ((kind !== 0 && kind !== FALLOC_FL_PUNCH_HOLE && kind !== FALLOC_FL_ZERO_RANGE) || (kind === FALLOC_FL_PUNCH_HOLE && !keepSize)) {
+      return Promise.reject(new IoError('EOPNOTSUPP', `fallocate mode 0x${mode.toString(16)}`));
+    }
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) {
+      return Promise.reject(new IoError('EINVAL', 'bad offset or length'));
+    }
+    if (offset + length > MAX_FILE_SIZE) return Promise.reject(new IoError('EFBIG', 'file too large'));
+    return this.change(async () => {
+      const handle = this.handle(fh);
+      if ((handle.flags & O_ACCMODE) === O_RDONLY) throw new IoError('EBADF', 'file not open for writing');
+      const inode = await this.handleInode(handle, 'exclusive');
+      if (!isRegular(inode)) throw new IoError(isDir(inode) ? 'EISDIR' : 'ENODEV', 'not a regular file');
+      this.locks.changing(inode.ino);
+      const end = offset + length;
+      if (!keepSize && end > inode.size && kind !== FALLOC_FL_PUNCH_HOLE) await this.truncateBlocks(inode, end);
+      const until = Math.min(end, inode.size);
+      if (kind !== 0) await this.punch(inode, offset, until);
+      if (kind !== FALLOC_FL_PUNCH_HOLE) await this.fillHoles(inode, offset, until);
+      this.touch(inode, kind !== 0);
+      await this.inodes.write(inode);
+    });
+  }
+
+  /** Zeros [from, to): whole blocks are freed, the partial ones at the edges get zeros if they hold data. */
+  private async punch(inode: Inode, from: number, to: number): Promise<void> {
+    if (from >= to) return;
+    const first = Math.ceil(from / BLOCK_SIZE);
+    const last = Math.floor(to / BLOCK_SIZE);
+    const edges = first > last ? [[from, to]] : [[from, first * BLOCK_SIZE], [last * BLOCK_SIZE, to]];
+    for (const [a, b] of edges) {
+      if (b > a && (await this.map.lookup(inode, Math.floor(a / BLOCK_SIZE)))) await this.writeData(inode, a, new Uint8Array(b - a));
+    }
+    if (first >= last) return;
+    await this.data.settled();
+    this.pages.drop(inode.ino, first);
+    for (let fb = first; fb < last; fb++) {
+      if (await this.map.unmap(inode, fb)) await this.tx!.checkpoint(() => this.inodes.write(inode));
+    }
+  }
+
+  /** Allocates the holes of [from, to) by writing zeros into them (freshly allocated blocks hold garbage). */
+  private async fillHoles(inode: Inode, from: number, to: number): Promise<void> {
+    for (let fb = Math.floor(from / BLOCK_SIZE); fb * BLOCK_SIZE < to; ) {
+      const run = await this.map.lookupRun(inode, fb, Math.min(256, Math.ceil(to / BLOCK_SIZE) - fb));
+      if (run.phys === 0) {
+        const start = fb * BLOCK_SIZE;
+        await this.writeData(inode, start, new Uint8Array(Math.min((fb + run.count) * BLOCK_SIZE, inode.size) - start));
+      }
+      fb += run.count;
+    }
+  }
+
+  /** File data through the data path, as write() does it (the inode's lock is held exclusively). */
+  private async writeData(inode: Inode, position: number, data: Uint8Array): Promise<void> {
+    this.dataWritten.add(inode.ino);
+    await this.data.write(inode, position, data, this.dataGoal(inode), () => this.tx!.checkpoint(() => this.inodes.write(inode)));
   }
 
   fsync(fh: number, _datasync: boolean): Promise<void> {
@@ -782,9 +873,14 @@ export class FileSystem implements Vfs {
     await this.inodes.write(inode);
   }
 
+  /** The mode, and a stored access ACL's owner, mask and other entries with it (posix-acl.ts). */
   chmod(path: string, mode: number): Promise<void> {
-    return this.changeInode(path, (inode) => {
+    return this.changeXattrs(path, (attrs, inode) => {
       inode.mode = (inode.mode & S_IFMT) | (mode & 0o7777);
+      const acl = attrs.get(ACL_ACCESS);
+      if (!acl) return false;
+      attrs.set(ACL_ACCESS, chmodAcl(acl, mode));
+      return true;
     });
   }
 
@@ -823,6 +919,58 @@ export class FileSystem implements Vfs {
     });
   }
 
+  // ---- extended attributes (of the path's own inode, a final symlink included, as l*xattr) ----
+
+  getxattr(path: string, name: string): Promise<Uint8Array> {
+    return this.look(async () => {
+      const value = (await this.xattrs.read(await this.path.resolvePath(path))).get(name);
+      if (!value) throw new IoError(xattrNameProblem(name)?.code ?? 'ENODATA', `no attribute ${name} on ${path}`);
+      return value;
+    });
+  }
+
+  listxattr(path: string): Promise<string[]> {
+    return this.look(async () => [...(await this.xattrs.read(await this.path.resolvePath(path))).keys()]);
+  }
+
+  setxattr(path: string, name: string, value: Uint8Array, flags: number): Promise<void> {
+    const problem = xattrNameProblem(name) ?? (value.length > XATTR_SIZE_MAX ? new IoError('E2BIG', `value of ${value.length} bytes`) : null);
+    if (problem) return Promise.reject(problem);
+    return this.changeXattrs(path, (attrs, inode) => {
+      if (flags & XATTR_CREATE && attrs.has(name)) throw new IoError('EEXIST', `attribute ${name} exists on ${path}`);
+      if (flags & XATTR_REPLACE && !attrs.has(name)) throw new IoError('ENODATA', `no attribute ${name} on ${path}`);
+      if (name === ACL_DEFAULT && !isDir(inode)) throw new IoError('EACCES', `a default ACL is for directories, ${path} is not one`);
+      if (name !== ACL_ACCESS) return void attrs.set(name, value.slice());
+      // An access ACL sets the mode's permission bits; one that says no more than they do is not kept.
+      const { bits, minimal } = aclMode(value);
+      inode.mode = (inode.mode & ~0o777) | bits;
+      if (minimal) attrs.delete(name);
+      else attrs.set(name, value.slice());
+    });
+  }
+
+  removexattr(path: string, name: string): Promise<void> {
+    const problem = xattrNameProblem(name);
+    if (problem) return Promise.reject(problem);
+    return this.changeXattrs(path, (attrs) => {
+      if (!attrs.delete(name)) throw new IoError('ENODATA', `no attribute ${name} on ${path}`);
+    });
+  }
+
+  /**
+   * Changes the attributes (and perhaps the inode) of the path's inode under its exclusive lock; ctime follows, as
+   * on Linux. `change` returns false when it left the attributes as they were.
+   */
+  private changeXattrs(path: string, change: (attrs: Xattrs, inode: Inode) => boolean | void): Promise<void> {
+    return this.change(async () => {
+      const inode = await this.path.resolvePath(path, false, 'exclusive');
+      const attrs = await this.xattrs.read(inode);
+      if (change(attrs, inode) !== false) await this.xattrs.write(inode, attrs);
+      this.touch(inode, false);
+      await this.inodes.write(inode);
+    });
+  }
+
   statfs(_path: string): Promise<StatFs> {
     return this.look(async () => {
       const free = await this.allocator.countFree();
@@ -848,6 +996,7 @@ function toStat(inode: Inode): Stat {
     nlink: inode.nlink,
     uid: inode.uid,
     gid: inode.gid,
+    rdev: inode.rdev,
     size: inode.size,
     blocks: inode.blocks * (BLOCK_SIZE / 512),
     atime: inode.atime,

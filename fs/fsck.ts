@@ -24,8 +24,9 @@ import { IoError, type BlockDevice } from './block-device.js';
 import { bitIsSet } from './allocator.js';
 import { readPointer } from './block-map.js';
 import { DOT, DOTDOT, entryTypeOf, EntryType, parseDirBlock, sameName } from './directory.js';
-import { decodeInode, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
+import { decodeInode, isDevice, isDir, isRegular, isSpecial, isSymlink, legalMode, type Inode } from './inode.js';
 import { isValidTimespec } from './timespec.js';
+import { chainBlockProblem, chainBlocksFor, decodeXattrs, gatherXattrList } from './xattr.js';
 import { decodeJournalHeader, inspectJournal, transactionCapacity } from './journal.js';
 import {
   BITMAP_BITS, BLOCK_SIZE, BlockType, checkBlockHeader, decodeSuperblock, DIRECT_POINTERS, Geometry, HEADER_SIZE,
@@ -52,6 +53,8 @@ export interface FsckStats {
   files: number;
   directories: number;
   symlinks: number;
+  /** Devices, FIFOs and sockets. */
+  special: number;
   orphans: number;
   blocksInUse: number;
   freeBlocks: number;
@@ -96,7 +99,7 @@ export async function fsck(dev: BlockDevice, options: FsckOptions = {}): Promise
   const warnings: string[] = [];
   const maxErrors = options.maxErrors ?? 100;
   const stats: FsckStats = {
-    inodesInUse: 0, files: 0, directories: 0, symlinks: 0, orphans: 0, blocksInUse: 0, freeBlocks: 0, replayableJournals: 0,
+    inodesInUse: 0, files: 0, directories: 0, symlinks: 0, special: 0, orphans: 0, blocksInUse: 0, freeBlocks: 0, replayableJournals: 0,
   };
   const error = (message: string) => {
     errors.push(message);
@@ -148,7 +151,7 @@ interface DirSummary {
 }
 
 /** Why a superblock's geometry cannot be trusted, or null. */
-function geometryProblem(sb: Superblock, g: Geometry, deviceBytes: number): string | null {
+export function geometryProblem(sb: Superblock, g: Geometry, deviceBytes: number): string | null {
   if (sb.totalBlocks * BLOCK_SIZE > deviceBytes) return `${sb.totalBlocks} blocks exceed the device of ${deviceBytes} bytes`;
   if (sb.totalBlocks > MAX_VOLUME_BLOCKS) return `${sb.totalBlocks} blocks exceed the largest volume (${MAX_VOLUME_BLOCKS})`;
   if (sb.slotCount < 1 || sb.journalBlocks < 1) return `${sb.slotCount} slots of ${sb.journalBlocks} journal blocks`;
@@ -237,12 +240,19 @@ async function check(
     }
   }
 
-  // Pass 2: group bitmaps (compared with the blocks in use in pass 6).
+  // Pass 2: group bitmaps (compared with the blocks in use in pass 6). A lazily initialised group never used
+  // has a hole for a bitmap, which stands for its initial one.
   const bitmapOk: boolean[] = [];
+  const uninitialised = new Set<number>();
   for (let group = 0; group < sb.groupCount; group++) {
     progress('groups', group, sb.groupCount);
     const address = g.blockBitmap(group);
     const bitmap = await reader.block(address);
+    if (g.isUninitialised(group, bitmap)) {
+      uninitialised.add(group);
+      bitmapOk.push(true);
+      continue;
+    }
     const problem = checkBlockHeader(bitmap, BlockType.BlockBitmap, address);
     bitmapOk.push(!problem);
     if (problem) {
@@ -325,6 +335,7 @@ async function check(
     if (!inode) return;
     inodes.set(ino, inode);
     claim(ino, ino, 'inode block');
+    await checkXattrs(reader, ino, label(ino), claim, error);
     for (const [name, time] of [['atime', inode.atime], ['mtime', inode.mtime], ['ctime', inode.ctime]] as const) {
       if (!isValidTimespec(time)) error(`${label(ino)}: ${name} ${time.sec} s ${time.nsec} ns out of range`);
     }
@@ -476,6 +487,7 @@ async function check(
     progress('tree', done++, inodes.size);
     if (isDir(inode)) stats.directories++;
     else if (isSymlink(inode)) stats.symlinks++;
+    else if (isSpecial(inode)) stats.special++;
     else stats.files++;
     const count = refs.get(ino) ?? 0;
     const slot = orphanOf.get(ino);
@@ -493,13 +505,21 @@ async function check(
   }
 
   // Pass 6: bitmaps against the blocks in use.
+  const groupsUsed = new Set([...owner.keys()].map((block) => g.groupOf(block)));
   for (let group = 0; group < sb.groupCount; group++) {
     progress('bitmaps', group, sb.groupCount);
     // A bitmap that failed its checksum says nothing worth comparing (reported in pass 2).
     if (!bitmapOk[group]) continue;
-    const bitmap = await reader.block(g.blockBitmap(group));
     const base = g.groupBase(group);
     const size = g.groupSize(group);
+    if (uninitialised.has(group) && !groupsUsed.has(group)) {
+      // Nothing in use and nothing allocated: only the bitmap's own block counts (no bit-by-bit walk).
+      const reserved = g.firstDataBlock(group) - base;
+      stats.blocksInUse += reserved;
+      stats.freeBlocks += size - reserved;
+      continue;
+    }
+    const bitmap = uninitialised.has(group) ? g.initialBitmap(group) : await reader.block(g.blockBitmap(group));
     let leakStart = -1;
     const leaked = async (end: number) => {
       if (leakStart < 0) return;
@@ -550,6 +570,25 @@ async function check(
  * Walks an inode's block map, claims its blocks and checks sizes and counts. Returns a directory's blocks in file
  * order (for the caller to read), or null.
  */
+/** An inode's extended attributes: a chain of valid Xattr blocks, each claimed, holding a well-formed list. */
+async function checkXattrs(
+  reader: Reader,
+  ino: number,
+  label: string,
+  claim: (block: number, ino: number, what: string) => boolean,
+  error: (message: string) => void,
+): Promise<void> {
+  const got = await gatherXattrList(await reader.block(ino), async (address, index) => {
+    if (!claim(address, ino, `attribute chain block ${index}`)) return `attribute chain block ${index} (${address}) refused`;
+    const block = await reader.block(address);
+    return chainBlockProblem(block, address) ?? block;
+  });
+  if (typeof got === 'string') return error(`${label}: ${got}`);
+  const attrs = decodeXattrs(got.list);
+  if (typeof attrs === 'string') error(`${label}: ${attrs}`);
+  else if (got.chain.length !== chainBlocksFor(got.list.length)) error(`${label}: attribute chain of ${got.chain.length} blocks for ${got.list.length} bytes`);
+}
+
 async function checkInodeBlocks(
   reader: Reader,
   inode: Inode,
@@ -617,7 +656,12 @@ async function checkInodeBlocks(
   if (complete && pointers !== inode.blocks) {
     error(`${label}: block count ${inode.blocks}, but ${pointers} data and indirect blocks are mapped`);
   }
+  if (inode.rdev !== 0 && !isDevice(inode.mode)) error(`${label}: device number ${inode.rdev} on a file that is not a device`);
   if (!sizeOk) return null;
+  if (isSpecial(inode)) {
+    if (inode.size !== 0 || pointers !== 0) error(`${label}: special file with size ${inode.size} and ${pointers} blocks mapped (none expected)`);
+    return null;
+  }
   if (isDir(inode)) {
     if (inode.size % BLOCK_SIZE !== 0 || (inode.size === 0 && !freeing)) {
       error(`${label}: directory size ${inode.size} is not a whole number of blocks`);

@@ -4,10 +4,11 @@
  *
  *   0 mode   4 uid   8 gid   12 nlink   16 size (f64)   24 atime   32 mtime   40 ctime (seconds, i64)
  *  48 blocks (allocated, including indirect)   52 generation   56 direct[12]   104 indirect   108 double indirect
- * 112 atime  116 mtime  120 ctime (nanoseconds, u32)
+ * 112 atime  116 mtime  120 ctime (nanoseconds, u32)   124 rdev (u32, character and block devices only)
  *
  * Times are kept to the nanosecond with 64-bit seconds (format 3), so whatever a caller sets (cp -a, rsync -a,
- * touch -d) reads back exactly; the nanoseconds sit after the pointers so that no other field moved.
+ * touch -d) reads back exactly; the nanoseconds sit after the pointers so that no other field moved. Special files
+ * (format 4: devices, FIFOs, sockets) have no blocks and size 0; a device keeps its number in rdev.
  *
  * A freed inode's block goes back to its group's bitmap and may become anything. `generation` is drawn at random
  * when an inode is made, so a file handle can tell that its file is gone even when the block holds a new inode.
@@ -15,7 +16,7 @@
 import { IoError } from './block-device.js';
 import type { BlockCache } from './block-cache.js';
 import { BlockType, DIRECT_POINTERS, HEADER_SIZE, INODE_SIZE, view, type Geometry } from './layout.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type Timespec } from './vfs.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, type Timespec } from './vfs.js';
 
 export interface Inode {
   ino: number;
@@ -27,6 +28,8 @@ export interface Inode {
   atime: Timespec;
   mtime: Timespec;
   ctime: Timespec;
+  /** Device number of a character or block device; 0 for every other type. */
+  rdev: number;
   blocks: number;
   generation: number;
   direct: number[];
@@ -43,9 +46,17 @@ export function isRegular(inode: Inode): boolean {
 export function isSymlink(inode: Inode): boolean {
   return (inode.mode & S_IFMT) === S_IFLNK;
 }
+/** A device, FIFO or socket: an inode with no data of its own. */
+export function isSpecial(inode: Inode): boolean {
+  return SPECIAL_TYPES.includes(inode.mode & S_IFMT);
+}
+export function isDevice(mode: number): boolean {
+  return (mode & S_IFMT) === S_IFCHR || (mode & S_IFMT) === S_IFBLK;
+}
+const SPECIAL_TYPES = [S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK];
 export function legalMode(mode: number): boolean {
   const type = mode & S_IFMT;
-  return (type === S_IFREG || type === S_IFDIR || type === S_IFLNK) && (mode & ~(S_IFMT | 0o7777)) === 0;
+  return (type === S_IFREG || type === S_IFDIR || type === S_IFLNK || SPECIAL_TYPES.includes(type)) && (mode & ~(S_IFMT | 0o7777)) === 0;
 }
 
 export function decodeInode(block: Uint8Array, offset: number, ino: number): Inode {
@@ -69,6 +80,7 @@ export function decodeInode(block: Uint8Array, offset: number, ino: number): Ino
     atime: time(24, 112),
     mtime: time(32, 116),
     ctime: time(40, 120),
+    rdev: u(124),
     blocks: u(48),
     generation: u(52),
     direct,
@@ -100,11 +112,12 @@ export function encodeInode(block: Uint8Array, offset: number, inode: Inode): vo
   inode.direct.forEach((p, i) => u(56 + i * 4, p));
   u(104, inode.indirect);
   u(108, inode.doubleIndirect);
+  u(124, inode.rdev);
 }
 
 export function emptyInode(ino: number, mode: number, generation: number, now: Timespec): Inode {
   return {
-    ino, mode, uid: 0, gid: 0, nlink: 0, size: 0, atime: now, mtime: now, ctime: now, blocks: 0, generation,
+    ino, mode, uid: 0, gid: 0, nlink: 0, size: 0, atime: now, mtime: now, ctime: now, rdev: 0, blocks: 0, generation,
     direct: new Array(DIRECT_POINTERS).fill(0), indirect: 0, doubleIndirect: 0,
   };
 }

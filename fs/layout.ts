@@ -13,18 +13,26 @@
  * number is its block address. Every metadata block is then covered by exactly one cluster lock (see
  * lock-names.ts): an inode's block, indirect blocks, directory and symlink blocks by the inode's lock, a bitmap by
  * its group's lock, a slot's journal and orphan list by the slot's lock. Format 3 keeps an inode's times to the
- * nanosecond with 64-bit seconds (inode.ts). Older formats are refused (FORMAT_CHANGES says what they lack).
+ * nanosecond with 64-bit seconds (inode.ts). Format 4 initialises allocation groups lazily (as ext4's
+ * lazy_itable_init and BLOCK_UNINIT): mkfs of a fresh sparse image writes the bitmaps of the first
+ * `eagerGroups` groups only; a later group's bitmap is a hole that reads as zeros until the group is first used,
+ * and an all-zero bitmap block of such a group stands for its initial bitmap (`Geometry.initialBitmap`). Format 5 stores
+ * devices (with their number), FIFOs and sockets, format 6 extended attributes (xattr.ts). Older formats are
+ * refused (FORMAT_CHANGES says what they lack).
  */
 import { crc32c } from './crc32c.js';
 import { IoError } from './block-device.js';
 
 export const BLOCK_SIZE = 4096;
 export const MAGIC = 0x48565346; // "HVSF"
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 6;
 /** What each format brought, so a volume of an older one is refused with what it lacks. */
 const FORMAT_CHANGES: Record<number, string> = {
   2: 'one inode a block, one lock an inode',
   3: 'times to the nanosecond with 64-bit seconds',
+  4: 'allocation groups initialised on first use, so large images format in seconds',
+  5: 'devices, FIFOs and sockets',
+  6: 'extended attributes',
 };
 export const HEADER_SIZE = 16;
 
@@ -37,6 +45,7 @@ export enum BlockType {
   Directory = 8,
   Symlink = 9,
   Inode = 10,
+  Xattr = 11,
 }
 
 /** Bits a bitmap block holds after its header: the largest group, in blocks or inodes. */
@@ -106,6 +115,8 @@ export interface Superblock {
   blocksPerGroup: number;
   groupCount: number;
   rootIno: number;
+  /** Groups whose bitmaps mkfs wrote; later ones are initialised on first use. */
+  eagerGroups: number;
   uuid: Uint8Array;
   createdMs: number;
 }
@@ -115,7 +126,7 @@ export function encodeSuperblock(sb: Superblock): Uint8Array {
   const v = view(block);
   const fields = [
     sb.version, BLOCK_SIZE, sb.totalBlocks, sb.slotCount, sb.journalBlocks, sb.journalHeaderStart,
-    sb.slotBlockStart, sb.journalStart, sb.groupStart, sb.blocksPerGroup, sb.groupCount, sb.rootIno,
+    sb.slotBlockStart, sb.journalStart, sb.groupStart, sb.blocksPerGroup, sb.groupCount, sb.rootIno, sb.eagerGroups,
   ];
   fields.forEach((value, i) => v.setUint32(16 + i * 4, value, true));
   block.set(sb.uuid.subarray(0, 16), 72);
@@ -143,6 +154,7 @@ export function decodeSuperblock(block: Uint8Array): Superblock {
     blocksPerGroup: u(9),
     groupCount: u(10),
     rootIno: u(11),
+    eagerGroups: u(12),
     uuid: block.slice(72, 88),
     createdMs: v.getFloat64(88, true),
   };
@@ -195,6 +207,35 @@ export class Geometry {
   journalLog(slot: number): number {
     return this.sb.journalStart + slot * this.sb.journalBlocks;
   }
+  /**
+   * A group's bitmap as mkfs leaves it: the bitmap's own block and the bits past the group's end used, the rest
+   * free. Sealed.
+   */
+  initialBitmap(group: number): Uint8Array {
+    const block = new Uint8Array(BLOCK_SIZE);
+    const size = this.groupSize(group);
+    const reserved = this.firstDataBlock(group) - this.groupBase(group);
+    const setBits = (from: number, to: number) => {
+      for (let bit = from; bit < to && (bit & 7) !== 0; bit++) block[HEADER_SIZE + (bit >> 3)] |= 1 << (bit & 7);
+      const firstWhole = (from + 7) >> 3;
+      const lastWhole = to >> 3;
+      if (firstWhole < lastWhole) block.fill(0xff, HEADER_SIZE + firstWhole, HEADER_SIZE + lastWhole);
+      for (let bit = Math.max(from, lastWhole << 3); bit < to; bit++) block[HEADER_SIZE + (bit >> 3)] |= 1 << (bit & 7);
+    };
+    setBits(0, reserved);
+    setBits(size, BITMAP_BITS);
+    sealBlock(block, BlockType.BlockBitmap, this.blockBitmap(group));
+    return block;
+  }
+
+  /**
+   * True when `bitmap`, as read from the group's bitmap block, is a lazily initialised group that was never used:
+   * a group mkfs did not write whose block is still a hole of zeros.
+   */
+  isUninitialised(group: number, bitmap: Uint8Array): boolean {
+    return group >= this.sb.eagerGroups && bitmap.every((byte) => byte === 0);
+  }
+
   /** Blocks that may hold inodes or data, over the whole volume (statfs's file count). */
   get dataBlockCount(): number {
     return this.sb.totalBlocks - this.sb.groupStart - this.sb.groupCount;

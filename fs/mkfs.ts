@@ -2,7 +2,8 @@
  * mkfs: lays out a fresh volume (see layout.ts) and creates the root directory.
  */
 import { randomBytes } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { IoError, type BlockDevice } from './block-device.js';
 import { FileBlockDevice } from './file-block-device.js';
 import { Allocator, UNCONTENDED } from './allocator.js';
@@ -13,7 +14,7 @@ import { emptyInode, InodeStore } from './inode.js';
 import { timespecFromMs } from './timespec.js';
 import { cleanJournalHeader } from './journal.js';
 import {
-  BITMAP_BITS, BLOCK_SIZE, BlockType, encodeSuperblock, FORMAT_VERSION, Geometry, HEADER_SIZE, resealBlock, sealBlock,
+  BITMAP_BITS, BLOCK_SIZE, BlockType, encodeSuperblock, FORMAT_VERSION, Geometry, resealBlock, sealBlock,
   type Superblock,
 } from './layout.js';
 import { MAX_VOLUME_BLOCKS } from './lock-names.js';
@@ -32,16 +33,51 @@ export interface MkfsOptions {
   blocksPerGroup?: number;
   uuid?: Uint8Array;
   now?: number;
+  /**
+   * The device reads zeros wherever mkfs does not write (a fresh sparse file): groups past the first
+   * LAZY_EAGER_GROUPS (or `eagerGroups`) are then initialised on first use instead of now.
+   */
+  zeroed?: boolean;
+  /** With `zeroed`: how many groups to initialise now (default LAZY_EAGER_GROUPS). */
+  eagerGroups?: number;
 }
 
+/** Groups a lazy mkfs initialises at once: the volumes `hvshare up` makes by default have no more than this. */
+export const LAZY_EAGER_GROUPS = 16;
+
 export const MIN_JOURNAL_BLOCKS = 64;
+export const DEFAULT_SLOTS = 8;
+export const DEFAULT_JOURNAL_BLOCKS = 512;
+/** The smallest allocation group mkfs makes: its bitmap and 16 blocks for inodes and data. */
+const MIN_GROUP_BLOCKS = 1 + 16;
+
+/** Blocks before the first allocation group: superblock, then per slot a journal header, a slot block, a log. */
+function metadataBlocks(slotCount: number, journalBlocks: number): number {
+  return 1 + slotCount * (2 + journalBlocks);
+}
+
+/**
+ * The smallest volume a layout fits in, in bytes: the superblock and journals, and one allocation group.
+ * mkfs refuses anything smaller with this figure, and platform.json's validation uses the same one.
+ */
+export function minimumVolumeBytes(options: Pick<MkfsOptions, 'slots' | 'journalBlocks'> = {}): number {
+  const blocks = metadataBlocks(options.slots ?? DEFAULT_SLOTS, options.journalBlocks ?? DEFAULT_JOURNAL_BLOCKS);
+  return (blocks + MIN_GROUP_BLOCKS) * BLOCK_SIZE;
+}
 
 export function planVolume(sizeBytes: number, options: MkfsOptions = {}): Superblock {
-  const slotCount = options.slots ?? 8;
-  const journalBlocks = options.journalBlocks ?? 512;
+  const slotCount = options.slots ?? DEFAULT_SLOTS;
+  const journalBlocks = options.journalBlocks ?? DEFAULT_JOURNAL_BLOCKS;
   if (!Number.isInteger(slotCount) || slotCount < 1 || slotCount > 256) throw new IoError('EINVAL', 'slots must be 1..256');
   if (!Number.isInteger(journalBlocks) || journalBlocks < MIN_JOURNAL_BLOCKS) {
     throw new IoError('EINVAL', `journal needs at least ${MIN_JOURNAL_BLOCKS} blocks`);
+  }
+  const minimum = minimumVolumeBytes({ slots: slotCount, journalBlocks });
+  if (sizeBytes < minimum) {
+    throw new IoError(
+      'ENOSPC',
+      `a volume of ${sizeBytes} bytes is too small: ${slotCount} journal slots of ${journalBlocks} blocks and one allocation group need at least ${minimum} bytes`,
+    );
   }
   let totalBlocks = Math.min(Math.floor(sizeBytes / BLOCK_SIZE), MAX_VOLUME_BLOCKS);
   const journalHeaderStart = 1;
@@ -53,9 +89,8 @@ export function planVolume(sizeBytes: number, options: MkfsOptions = {}): Superb
   if (!Number.isInteger(blocksPerGroup) || blocksPerGroup < 64 || blocksPerGroup > BITMAP_BITS) {
     throw new IoError('EINVAL', `blocks per group must be 64..${BITMAP_BITS}`);
   }
-  const minGroup = 1 + 16;
   let groupCount = Math.ceil((totalBlocks - groupStart) / blocksPerGroup);
-  if (groupCount > 0 && totalBlocks - (groupStart + (groupCount - 1) * blocksPerGroup) < minGroup) {
+  if (groupCount > 0 && totalBlocks - (groupStart + (groupCount - 1) * blocksPerGroup) < MIN_GROUP_BLOCKS) {
     groupCount--;
     totalBlocks = groupStart + groupCount * blocksPerGroup;
   }
@@ -63,27 +98,59 @@ export function planVolume(sizeBytes: number, options: MkfsOptions = {}): Superb
   return {
     version: FORMAT_VERSION, totalBlocks, slotCount, journalBlocks, journalHeaderStart, slotBlockStart, journalStart,
     groupStart, blocksPerGroup, groupCount, rootIno: groupStart + 1,
+    eagerGroups: options.zeroed ? Math.max(1, Math.min(groupCount, options.eagerGroups ?? LAZY_EAGER_GROUPS)) : groupCount,
     uuid: options.uuid ?? new Uint8Array(randomBytes(16)), createdMs: options.now ?? Date.now(),
   };
 }
 
-function bitmapBlock(address: number, type: BlockType, used: (bit: number) => boolean): Uint8Array {
-  const block = new Uint8Array(BLOCK_SIZE);
-  for (let bit = 0; bit < BITMAP_BITS; bit++) if (used(bit)) block[HEADER_SIZE + (bit >> 3)] |= 1 << (bit & 7);
-  sealBlock(block, type, address);
-  return block;
+/** Where formatNewImage builds an image before renaming it into place: beside it, hidden, one per image. */
+export function formattingPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.formatting`);
 }
 
-/** Creates (or overwrites) the image file at `path` with `sizeBytes` and formats it. */
+/**
+ * Creates (or replaces) the image file at `path` (and its folder) with `sizeBytes` and formats it. The image is built in a
+ * temporary file beside it, made durable, then renamed into place, so a cut at any moment leaves either the old
+ * state or the whole new image (and at most a temporary file the next format replaces); a failure removes the
+ * temporary file and leaves `path` as it was.
+ */
 export async function formatNewImage(path: string, sizeBytes: number, options: MkfsOptions = {}): Promise<Superblock> {
-  const handle = await open(path, 'w');
-  await handle.truncate(sizeBytes);
-  await handle.close();
-  const dev = await FileBlockDevice.open(path);
+  planVolume(sizeBytes, options); // a layout that does not fit fails before any file is made
+  const temporary = formattingPath(path);
+  await mkdir(dirname(path), { recursive: true });
   try {
-    return await mkfs(dev, options);
+    const handle = await open(temporary, 'w');
+    try {
+      await handle.truncate(sizeBytes).catch((err: NodeJS.ErrnoException) => {
+        throw new IoError(err.code ?? 'EIO', `cannot make ${path} ${sizeBytes} bytes long: ${err.message}`);
+      });
+    } finally {
+      await handle.close();
+    }
+    const dev = await FileBlockDevice.open(temporary);
+    let sb: Superblock;
+    try {
+      // A new sparse file reads zeros wherever nothing was written: groups can be initialised lazily.
+      sb = await mkfs(dev, { ...options, zeroed: true });
+    } finally {
+      await dev.close();
+    }
+    await rename(temporary, path);
+    await syncDirectory(dirname(path));
+    return sb;
+  } catch (err) {
+    await rm(temporary, { force: true });
+    throw err;
+  }
+}
+
+/** Makes a rename in `dir` durable. */
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
   } finally {
-    await dev.close();
+    await handle.close();
   }
 }
 
@@ -100,13 +167,9 @@ export async function mkfs(dev: BlockDevice, options: MkfsOptions = {}): Promise
   }
   await dev.write(geometry.journalHeader(0) * BLOCK_SIZE, slotArea);
 
-  for (let group = 0; group < sb.groupCount; group++) {
-    const size = geometry.groupSize(group);
-    const reserved = geometry.firstDataBlock(group) - geometry.groupBase(group);
-    await dev.write(
-      geometry.blockBitmap(group) * BLOCK_SIZE,
-      bitmapBlock(geometry.blockBitmap(group), BlockType.BlockBitmap, (bit) => bit < reserved || bit >= size),
-    );
+  // Later groups' bitmaps stay holes until first used (lazy initialisation, see layout.ts).
+  for (let group = 0; group < sb.eagerGroups; group++) {
+    await dev.write(geometry.blockBitmap(group) * BLOCK_SIZE, geometry.initialBitmap(group));
   }
 
   // The root directory, built with the filesystem's own code and written straight home.

@@ -1,6 +1,10 @@
 /**
  * Path syntax: absolute paths split into name components, each checked (no NUL, at most NAME_MAX bytes).
  * Resolution against directories (lookups, `..`, symlinks) is the filesystem's; this file only parses.
+ *
+ * No limit on a whole path: as on Linux, PATH_MAX bounds one path argument counted from where the caller stands
+ * (its working directory or dirfd), which the host kernel checks before a request reaches a view. A path from the
+ * root of the volume, as FUSE hands it over, may be longer: a tree as deep as names allow stays usable.
  */
 import { IoError } from './block-device.js';
 import { NAME_MAX } from './layout.js';
@@ -28,7 +32,6 @@ export function checkName(name: string): Uint8Array {
 /** The components of a path, relative ones resolved by the caller from `/` (FUSE and the agent pass absolute paths). */
 export function splitPath(path: string): string[] {
   if (typeof path !== 'string' || path.length === 0) throw new IoError('ENOENT', 'empty path');
-  if (path.length > 4096) throw new IoError('ENAMETOOLONG', 'path too long');
   const parts = path.split('/').filter((p) => p.length > 0);
   for (const part of parts) checkName(part);
   return parts;

@@ -4,8 +4,9 @@ import type { DirListing, Stat, StatFs, Vfs } from '../fs/vfs.js';
 
 /** The filesystem operations the agent runs for the host (the FUSE adapter, tests, scripts). */
 export const VFS_OPS = [
-  'getattr', 'readdir', 'readdirEntries', 'mkdir', 'rmdir', 'unlink', 'rename', 'link', 'symlink', 'readlink', 'create', 'open',
+  'getattr', 'readdir', 'readdirEntries', 'mkdir', 'rmdir', 'unlink', 'rename', 'link', 'symlink', 'mknod', 'readlink', 'create', 'open',
   'release', 'read', 'write', 'fsync', 'truncate', 'ftruncate', 'chmod', 'chown', 'utimens', 'statfs',
+  'getxattr', 'listxattr', 'setxattr', 'removexattr', 'fallocate',
 ] as const satisfies readonly (keyof Vfs)[];
 export type VfsOp = (typeof VFS_OPS)[number];
 

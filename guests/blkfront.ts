@@ -1,20 +1,20 @@
 import { performance } from 'node:perf_hooks';
 import {
+  join64,
   Line,
   MAX_SECTORS_PER_REQUEST,
   Op,
+  readResponse,
   REQ_FUA,
-  Req,
   Ring,
-  RING_HEADER_WORDS,
   RING_SLOTS,
-  Rsp,
   SECTOR,
-  SLOT_WORDS,
   Status,
   needsNotify,
   statusName,
   VBD_READ_ONLY,
+  writeRequest,
+  type ResponseSlot,
 } from '../hypervisor/abi.js';
 import { type BlockDevice, checkRange, IoError, type WriteOptions } from '../fs/block-device.js';
 import type { GuestKernel, PolledDriver } from './kernel.js';
@@ -99,7 +99,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
   async volumeInfo(): Promise<{ sizeBytes: number; readOnly: boolean }> {
     const info = await this.request(Op.VOLINFO, 0, 0, 0, 0);
     check(info, 'volume info');
-    return { sizeBytes: (info.valueHi * 0x1_0000_0000 + (info.valueLo >>> 0)) * SECTOR, readOnly: (info.infoFlags & VBD_READ_ONLY) !== 0 };
+    return { sizeBytes: join64(info.valueLo, info.valueHi) * SECTOR, readOnly: (info.infoFlags & VBD_READ_ONLY) !== 0 };
   }
 
   /**
@@ -139,16 +139,8 @@ export class Blkfront implements BlockDevice, PolledDriver {
   private post(op: number, sector: number, count: number, memOffset: number, flags: number): number {
     const id = this.freeIds.pop()!;
     const old = this.reqProd;
-    const base = RING_HEADER_WORDS + (old % RING_SLOTS) * SLOT_WORDS;
     const w = this.ring;
-    w[base + Req.ID] = id;
-    w[base + Req.OP] = op;
-    w[base + Req.SECTOR_LO] = sector % 0x1_0000_0000;
-    w[base + Req.SECTOR_HI] = Math.floor(sector / 0x1_0000_0000);
-    w[base + Req.COUNT] = count;
-    w[base + Req.MEM_OFFSET] = memOffset;
-    w[base + Req.VBD] = this.vbd;
-    w[base + Req.FLAGS] = flags;
+    writeRequest(w, old, id, op, sector, count, memOffset, this.vbd, flags);
     this.reqProd = (old + 1) >>> 0;
     this.inFlight++;
     this.opOf[id] = op;
@@ -160,20 +152,22 @@ export class Blkfront implements BlockDevice, PolledDriver {
     return id;
   }
 
+  /** The response being reaped (reused). */
+  private readonly rsp: ResponseSlot = { id: 0, status: 0, valueLo: 0, valueHi: 0, infoFlags: 0 };
+
   poll(): number {
     const w = this.ring;
     const prod = Atomics.load(w, Ring.RSP_PROD) >>> 0;
     let reaped = 0;
+    const rsp = this.rsp;
     while (this.rspCons !== prod) {
-      const base = RING_HEADER_WORDS + (this.rspCons % RING_SLOTS) * SLOT_WORDS;
-      const id = w[base + Rsp.ID];
+      const id = readResponse(w, this.rspCons, rsp).id;
       this.rspCons = (this.rspCons + 1) >>> 0;
       if (!this.retire(id)) continue;
       reaped++;
       // A lock's wait is another domain's time, not the device's: it does not set how long to poll.
       if (this.opOf[id] !== Op.LOCK) this.latencyMicros += ((performance.now() - this.submittedAt[id]) * 1000 - this.latencyMicros) / 16;
-      const status = w[base + Rsp.STATUS];
-      this.complete(id, status, w[base + Rsp.VALUE_LO] >>> 0, w[base + Rsp.VALUE_HI] >>> 0, w[base + Rsp.INFO_FLAGS]);
+      this.complete(id, rsp.status, rsp.valueLo, rsp.valueHi, rsp.infoFlags);
     }
     if (Atomics.load(w, Ring.FAULT) !== 0 && !this.faulted) this.shutDown();
     if (reaped > 0) for (let i = 0; i < reaped && this.slotFree.length > 0; i++) this.slotFree.wakeOne();

@@ -9,6 +9,7 @@ import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type Ag
 import { FileSystem } from '../fs/filesystem.js';
 import { IoError } from '../fs/block-device.js';
 import { copyOut } from '../fs/buffers.js';
+import { registerThread, ThreadClock } from '../hypervisor/thread-cpu.js';
 import { ReadCorruption } from './fault-hook.js';
 
 /** What the toolstack hands a new domain: its own shared pages and the monitor's doorbell, nothing else. */
@@ -18,14 +19,23 @@ export interface DomainWorkerData {
   vic: SharedArrayBuffer;
   memory: SharedArrayBuffer;
   doorbell: SharedArrayBuffer;
+  /** The idle loop's polling budget (twice a measured wake-up, see hypervisor/wake-up-cost.ts). */
   spinMicros: number;
   /** Mount the shared-volume filesystem of vbd 0 at boot, with this journal slot; `volume` names it in errors. */
   filesystem?: { slot: number; volume: string };
+  /** Where this kernel thread writes its id, so the toolstack can read its CPU time (hypervisor/thread-cpu.ts). */
+  threads?: { registry: SharedArrayBuffer; slot: number };
 }
 
 const data = workerData as DomainWorkerData;
 const port = parentPort!;
-const kernel = new GuestKernel({ vic: data.vic, doorbell: data.doorbell, spinMicros: data.spinMicros });
+registerThread(data.threads?.registry, data.threads?.slot ?? -1);
+const kernel = new GuestKernel({
+  vic: data.vic,
+  doorbell: data.doorbell,
+  spinMicros: data.spinMicros,
+  clock: new ThreadClock(data.threads?.registry, data.threads?.slot ?? -1),
+});
 const memory = new GuestMemory(data.memory);
 kernel.start();
 const disk = await Blkfront.attach(kernel, memory, data.ring, 0);

@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToProcesses } from 'node:timers/promises';
 import { Doorbell, Vic } from '../hypervisor/abi.js';
+import type { ThreadClock } from '../hypervisor/thread-cpu.js';
 
 /** A device driver that can be polled for completions instead of waiting for its interrupt. */
 export interface PolledDriver {
@@ -29,12 +30,16 @@ export interface Process {
 export interface KernelOptions {
   vic: SharedArrayBuffer;
   doorbell: SharedArrayBuffer;
-  /** How long the idle loop polls for completions, while I/O is outstanding, before it sleeps (at least). */
+  /**
+   * How long the idle loop may poll for a completion before it sleeps: twice what a wake-up costs on this host
+   * (the competitive rule for spin-then-block). A completion expected later than that is slept for at once, so
+   * polling never burns more CPU than the wake-up it saves.
+   */
   spinMicros: number;
+  /** Where the idle loop adds up its polling and sleeping (hypervisor/thread-cpu.ts). */
+  clock?: ThreadClock;
 }
 
-/** The longest the idle loop polls, however slow recent requests were: past this a wake-up is cheap in comparison. */
-const MAX_SPIN_MICROS = 250;
 /** Requests outstanding from which the idle loop sleeps at once instead of polling. */
 const DEEP_QUEUE = 8;
 
@@ -132,20 +137,22 @@ export class GuestKernel {
       }
       const busy = this.drivers.filter((d) => d.outstanding() > 0);
       const queued = busy.reduce((n, d) => n + d.outstanding(), 0);
-      // Poll about as long as a request takes lately (a 1 MiB transfer outlasts a fixed short window, and then
-      // every completion would cost a wake-up), within bounds. But with a deep queue, when the monitor says it
-      // hands over to its I/O threads or when busy domains and the monitor outnumber the cores, completions come
-      // in bunches and a poll would take a core from the threads doing the copies: sleep at once, one wake-up
-      // per bunch.
+      // Poll only when the completion is expected within the polling budget (requests lately took about this
+      // long), and for no longer than the budget. With a deep queue, when the monitor says it hands over to its
+      // I/O threads or when busy domains and the monitor outnumber the cores, completions come in bunches and a
+      // poll would take a core from the threads doing the copies: sleep at once, one wake-up per bunch.
       const crowded = Atomics.load(this.doorbell, Doorbell.BUSY_DOMAINS) + 1 > this.cores;
       const bunched = queued >= DEEP_QUEUE && (crowded || busy.some((d) => d.backendBusy()));
-      if (busy.length > 0 && !bunched) {
-        const expected = Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5;
-        const until = performance.now() + Math.min(MAX_SPIN_MICROS, Math.max(this.options.spinMicros, expected)) / 1000;
+      const expected = busy.length > 0 ? Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5 : 0;
+      if (busy.length > 0 && !bunched && expected <= this.options.spinMicros) {
+        const from = performance.now();
+        const until = from + this.options.spinMicros / 1000;
         let reaped = 0;
-        while (reaped === 0 && Atomics.load(this.vic, Vic.SEQ) === seq && performance.now() < until) {
+        let at = from;
+        while (reaped === 0 && Atomics.load(this.vic, Vic.SEQ) === seq && (at = performance.now()) < until) {
           reaped = this.pollDrivers();
         }
+        this.options.clock?.polled((at - from) * 1000);
         if (reaped > 0) {
           this.counters.polledCompletions += reaped;
           await yieldToProcesses();
@@ -156,7 +163,11 @@ export class GuestKernel {
       for (const driver of this.drivers) slipped = driver.arm(bunched) || slipped;
       if (slipped || Atomics.load(this.vic, Vic.SEQ) !== seq) continue;
       const wait = Atomics.waitAsync(this.vic, Vic.SEQ, seq);
-      if (wait.async) await wait.value;
+      if (wait.async) {
+        const from = performance.now();
+        await wait.value;
+        this.options.clock?.slept((performance.now() - from) * 1000);
+      }
     }
   }
 }

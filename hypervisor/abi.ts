@@ -191,6 +191,99 @@ export const Doorbell = {
   BUSY_DOMAINS: 1,
 } as const;
 
+// ---- the slot codec: every reader and writer of ring slots goes through these ---------------------------------
+const TWO_32 = 0x1_0000_0000;
+
+/** The low 32-bit word of a 64-bit field (a sector, a size in sectors), as stored in an Int32 slot word. */
+export function low32(value: number): number {
+  return value % TWO_32 | 0;
+}
+
+/** The high 32-bit word of a 64-bit field. */
+export function high32(value: number): number {
+  return Math.floor(value / TWO_32) | 0;
+}
+
+/** A 64-bit field from its two words, read unsigned (exact up to 2^53; larger values stay larger than any volume). */
+export function join64(lo: number, hi: number): number {
+  return (hi >>> 0) * TWO_32 + (lo >>> 0);
+}
+
+/** First word of the slot that free-running ring index `index` uses. */
+export function slotBase(index: number): number {
+  return RING_HEADER_WORDS + ((index >>> 0) % RING_SLOTS) * SLOT_WORDS;
+}
+
+/** A request descriptor as it sits in a slot, each word read once (unsigned where the ABI says so). */
+export interface RequestSlot {
+  id: number;
+  op: number;
+  sector: number;
+  count: number;
+  memOffset: number;
+  vbd: number;
+  flags: number;
+}
+
+/** A response as it sits in a slot. */
+export interface ResponseSlot {
+  id: number;
+  status: number;
+  valueLo: number;
+  valueHi: number;
+  infoFlags: number;
+}
+
+/** Write a request descriptor into the slot of ring index `index` (the guest's side; publishing is the caller's). */
+export function writeRequest(
+  ring: Int32Array, index: number, id: number, op: number, sector: number, count: number, memOffset: number, vbd: number, flags: number,
+): void {
+  const base = slotBase(index);
+  ring[base + Req.ID] = id;
+  ring[base + Req.OP] = op;
+  ring[base + Req.SECTOR_LO] = low32(sector);
+  ring[base + Req.SECTOR_HI] = high32(sector);
+  ring[base + Req.COUNT] = count;
+  ring[base + Req.MEM_OFFSET] = memOffset;
+  ring[base + Req.VBD] = vbd;
+  ring[base + Req.FLAGS] = flags;
+}
+
+/** Read the request descriptor in the slot of ring index `index`, every word once. */
+export function readRequest(ring: Int32Array, index: number): RequestSlot {
+  const base = slotBase(index);
+  return {
+    id: ring[base + Req.ID],
+    op: ring[base + Req.OP] >>> 0,
+    sector: join64(ring[base + Req.SECTOR_LO], ring[base + Req.SECTOR_HI]),
+    count: ring[base + Req.COUNT] >>> 0,
+    memOffset: ring[base + Req.MEM_OFFSET] >>> 0,
+    vbd: ring[base + Req.VBD] >>> 0,
+    flags: ring[base + Req.FLAGS] >>> 0,
+  };
+}
+
+/** Write a response into the slot of ring index `index` (the monitor's side; publishing is the caller's). */
+export function writeResponse(ring: Int32Array, index: number, id: number, status: number, valueLo: number, valueHi: number, infoFlags: number): void {
+  const base = slotBase(index);
+  ring[base + Rsp.ID] = id;
+  ring[base + Rsp.STATUS] = status;
+  ring[base + Rsp.VALUE_LO] = valueLo;
+  ring[base + Rsp.VALUE_HI] = valueHi;
+  ring[base + Rsp.INFO_FLAGS] = infoFlags;
+}
+
+/** Read the response in the slot of ring index `index` into `into` (reused on the hot path), values unsigned. */
+export function readResponse(ring: Int32Array, index: number, into: ResponseSlot): ResponseSlot {
+  const base = slotBase(index);
+  into.id = ring[base + Rsp.ID];
+  into.status = ring[base + Rsp.STATUS];
+  into.valueLo = ring[base + Rsp.VALUE_LO] >>> 0;
+  into.valueHi = ring[base + Rsp.VALUE_HI] >>> 0;
+  into.infoFlags = ring[base + Rsp.INFO_FLAGS];
+  return into;
+}
+
 /** Unsigned 32-bit distance a - b. */
 export function u32Sub(a: number, b: number): number {
   return (a - b) >>> 0;

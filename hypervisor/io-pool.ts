@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { Line, Ring, RING_HEADER_WORDS, RING_SLOTS, Rsp, SECTOR, SLOT_WORDS, Status, needsNotify } from './abi.js';
+import { high32, join64, Line, low32, Ring, SECTOR, Status, needsNotify, writeResponse } from './abi.js';
 import type { BlockBackend } from './block-backend.js';
 import { MAX_DOMAINS } from './domain-stats.js';
 import { VirtualInterruptController } from './virq.js';
@@ -43,6 +43,8 @@ export const Dom = {
   INFLIGHT: 2,
   VIRQS: 3,
   ERRORS: 4,
+  /** The errno of the last failed transfer an I/O thread counted in ERRORS (see attempt()). */
+  LAST_ERRNO: 5,
 } as const;
 const DOM_WORDS = 8;
 const DOM_BASE = HEADER_WORDS;
@@ -156,13 +158,8 @@ export class PoolControl {
       if (spins > 64) Atomics.wait(w, lock, 1, 0.05);
     }
     const old = Atomics.load(w, lock + (Dom.RSP_PROD - Dom.RSP_LOCK)) >>> 0;
-    const base = RING_HEADER_WORDS + (old % RING_SLOTS) * SLOT_WORDS;
     const ring = d.ring;
-    ring[base + Rsp.ID] = id;
-    ring[base + Rsp.STATUS] = status;
-    ring[base + Rsp.VALUE_LO] = lo;
-    ring[base + Rsp.VALUE_HI] = hi;
-    ring[base + Rsp.INFO_FLAGS] = flags;
+    writeResponse(ring, old, id, status, lo, hi, flags);
     const prod = (old + 1) >>> 0;
     Atomics.store(w, lock + (Dom.RSP_PROD - Dom.RSP_LOCK), prod | 0);
     Atomics.store(ring, Ring.RSP_PROD, prod | 0);
@@ -197,8 +194,8 @@ export class PoolControl {
     for (let i = 0; i < job.count; i++) {
       const r = slot + JOB_HEADER_WORDS + i * JOB_REQ_WORDS;
       w[r + JobReq.ID] = job.ids[i];
-      w[r + JobReq.SECTOR_LO] = job.sectors[i] % 0x1_0000_0000;
-      w[r + JobReq.SECTOR_HI] = Math.floor(job.sectors[i] / 0x1_0000_0000);
+      w[r + JobReq.SECTOR_LO] = low32(job.sectors[i]);
+      w[r + JobReq.SECTOR_HI] = high32(job.sectors[i]);
       w[r + JobReq.MEM_OFFSET] = job.memOffsets[i];
       w[r + JobReq.COUNT] = job.counts[i];
     }
@@ -230,7 +227,7 @@ export class PoolControl {
       for (let i = 0; i < into.count; i++) {
         const r = slot + JOB_HEADER_WORDS + i * JOB_REQ_WORDS;
         into.ids[i] = w[r + JobReq.ID];
-        into.sectors[i] = (w[r + JobReq.SECTOR_HI] >>> 0) * 0x1_0000_0000 + (w[r + JobReq.SECTOR_LO] >>> 0);
+        into.sectors[i] = join64(w[r + JobReq.SECTOR_LO], w[r + JobReq.SECTOR_HI]);
         into.memOffsets[i] = w[r + JobReq.MEM_OFFSET];
         into.counts[i] = w[r + JobReq.COUNT];
       }
@@ -244,29 +241,47 @@ export class PoolControl {
    * response. `onMonitor`: the caller is the monitor thread and counts errors and interrupts itself; an I/O thread
    * leaves them in the domain's words for the monitor to fold.
    */
-  run(job: PoolJob, d: PoolDomain, backend: BlockBackend, onMonitor: { errors(n: number): void; virqs(n: number): void } | null): void {
+  run(job: PoolJob, d: PoolDomain, backend: BlockBackend, onMonitor: { errors(n: number, errno: number): void; virqs(n: number): void } | null): void {
     const view = (i: number) => d.memory.subarray(job.memOffsets[i], job.memOffsets[i] + job.counts[i] * SECTOR);
     const statuses = this.statuses;
     if (job.vectored) {
       const views: Uint8Array[] = [];
       for (let i = 0; i < job.count; i++) views.push(view(i));
-      statuses.fill(attempt(() => backend.readv(job.sectors[0] * SECTOR, views)), 0, job.count);
+      statuses.fill(this.attempt(() => backend.readv(job.sectors[0] * SECTOR, views)), 0, job.count);
     } else {
-      for (let i = 0; i < job.count; i++) statuses[i] = attempt(() => backend.read(job.sectors[i] * SECTOR, view(i)));
+      for (let i = 0; i < job.count; i++) statuses[i] = this.attempt(() => backend.read(job.sectors[i] * SECTOR, view(i)));
     }
     for (let i = 0; i < job.count; i++) {
       const raised = this.respond(d, job.ids[i], statuses[i]);
       if (onMonitor) {
-        if (statuses[i] !== Status.OK) onMonitor.errors(1);
+        if (statuses[i] !== Status.OK) onMonitor.errors(1, this.lastErrno);
         if (raised) onMonitor.virqs(1);
       } else {
-        if (statuses[i] !== Status.OK) this.bump(d.id, Dom.ERRORS);
+        if (statuses[i] !== Status.OK) {
+          // Before the count the monitor folds it with.
+          Atomics.store(this.words, DOM_BASE + d.id * DOM_WORDS + Dom.LAST_ERRNO, this.lastErrno);
+          this.bump(d.id, Dom.ERRORS);
+        }
         if (raised) this.bump(d.id, Dom.VIRQS);
       }
     }
   }
 
   private readonly statuses = new Int32Array(JOB_REQUESTS);
+
+  /** Status.OK, or Status.EIO when the transfer threw (its errno kept in lastErrno: the event log wants it). */
+  private attempt(transfer: () => void): number {
+    try {
+      transfer();
+      return Status.OK;
+    } catch (err) {
+      const errno = (err as NodeJS.ErrnoException).errno;
+      this.lastErrno = typeof errno === 'number' ? Math.abs(errno) : Math.abs(Status.EIO);
+      return Status.EIO;
+    }
+  }
+
+  private lastErrno = 0;
 
   /** A claimed job is done: the last touch of the domain's pages is over (the fence of removeDomain). */
   finished(job: PoolJob): void {
@@ -301,16 +316,6 @@ export class PoolControl {
 
   stopped(): boolean {
     return Atomics.load(this.words, Q.STOP) !== 0;
-  }
-}
-
-/** Status.OK, or Status.EIO when the transfer threw. */
-function attempt(transfer: () => void): number {
-  try {
-    transfer();
-    return Status.OK;
-  } catch {
-    return Status.EIO;
   }
 }
 

@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { emptyJob, PoolControl, type PoolDomain } from './io-pool.js';
 import { RawImageBackend } from './raw-image-backend.js';
 import { VirtualInterruptController } from './virq.js';
+import { registerThread, ThreadClock, ThreadSlot } from './thread-cpu.js';
 import type { DomainPages } from './monitor.js';
 
 /** What the monitor tells its I/O threads (on a channel of their own; they read it between jobs). */
@@ -16,6 +17,9 @@ export interface IoWorkerData {
   port: MessagePort;
   /** How long an idle I/O thread polls the queue before it sleeps, in microseconds. */
   spinMicros: number;
+  /** The thread registry (thread-cpu.ts) and this thread's number among the I/O threads. */
+  threads?: SharedArrayBuffer;
+  index: number;
 }
 
 /**
@@ -24,6 +28,8 @@ export interface IoWorkerData {
  * copied out and checked by the monitor thread.
  */
 const data = workerData as IoWorkerData;
+registerThread(data.threads, ThreadSlot.io(data.index));
+const clock = new ThreadClock(data.threads, ThreadSlot.io(data.index));
 const pool = new PoolControl(data.control);
 const volumes = new Map<number, RawImageBackend>();
 const domains = new Map<number, PoolDomain>();
@@ -67,9 +73,15 @@ while (!pool.stopped()) {
     continue;
   }
   control();
-  const until = performance.now() + data.spinMicros / 1000;
-  while (pool.queued() === 0 && !pool.stopped() && performance.now() < until);
-  if (pool.queued() === 0) pool.sleep();
+  const from = performance.now();
+  const until = from + data.spinMicros / 1000;
+  let at = from;
+  while (pool.queued() === 0 && !pool.stopped() && (at = performance.now()) < until);
+  clock.polled((at - from) * 1000);
+  if (pool.queued() === 0) {
+    pool.sleep();
+    clock.slept((performance.now() - at) * 1000);
+  }
 }
 control();
 for (const backend of volumes.values()) backend.close();

@@ -27,4 +27,8 @@ export interface MonitorWorkerData {
   spinMicros: number;
   /** I/O threads that share large transfers with the monitor thread when it has a backlog (default: cores - 1). */
   ioThreads?: number;
+  /** How long a lock holder has to answer a revoke before it is fenced (default: the monitor's). */
+  revokeDeadlineMs?: number;
+  /** Where the monitor and its I/O threads write their kernel thread ids (thread-cpu.ts). */
+  threads?: SharedArrayBuffer;
 }

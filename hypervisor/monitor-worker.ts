@@ -8,6 +8,7 @@ import type { IoWorkerCommand, IoWorkerData } from './io-worker.js';
 import { Monitor, type MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
 import { RawImageBackend } from './raw-image-backend.js';
+import { MAX_IO_THREADS, registerThread, ThreadClock, ThreadSlot } from './thread-cpu.js';
 
 /**
  * The monitor thread: serves every domain's ring in a loop. While requests keep coming it polls (a served request
@@ -19,17 +20,20 @@ const data = workerData as MonitorWorkerData;
 const port = parentPort!;
 const doorbell = new Int32Array(data.doorbell);
 const reply = (message: MonitorReply) => port.postMessage(message);
-const ioThreads = Math.max(0, data.ioThreads ?? Number(process.env.HVSHARE_IO_THREADS ?? availableParallelism() - 1));
+const ioThreads = Math.max(0, Math.min(MAX_IO_THREADS, data.ioThreads ?? Number(process.env.HVSHARE_IO_THREADS ?? availableParallelism() - 1)));
+registerThread(data.threads, ThreadSlot.MONITOR);
+const clock = new ThreadClock(data.threads, ThreadSlot.MONITOR);
 const poolBuffer = createPoolBuffer();
 const monitor = new Monitor(new DomainStats(data.stats), (event: MonitorEvent) => reply({ type: 'event', event }), {
   pool: poolBuffer,
   ioThreads,
+  revokeDeadlineMs: data.revokeDeadlineMs,
 });
 const backends = new Map<number, RawImageBackend>();
 const ioPorts: MessagePort[] = [];
 for (let i = 0; i < ioThreads; i++) {
   const channel = new MessageChannel();
-  const ioData: IoWorkerData = { control: poolBuffer, port: channel.port2, spinMicros: data.spinMicros };
+  const ioData: IoWorkerData = { control: poolBuffer, port: channel.port2, spinMicros: data.spinMicros, threads: data.threads, index: i };
   const worker = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: ioData, transferList: [channel.port2] });
   worker.unref();
   ioPorts.push(channel.port1);
@@ -102,14 +106,23 @@ while (running) {
   if (!running) break;
   const served = monitor.drain();
   publishBusyDomains();
-  if (served > 0) continue;
+  if (served > 0) {
+    clock.worked(served);
+    continue;
+  }
   if (monitor.runQueued()) continue;
-  const spinUntil = performance.now() + data.spinMicros / 1000;
+  const spinFrom = performance.now();
+  const spinUntil = spinFrom + data.spinMicros / 1000;
   let work = false;
-  while (!work && performance.now() < spinUntil) work = monitor.hasWork();
+  let at = spinFrom;
+  while (!work && (at = performance.now()) < spinUntil) work = monitor.hasWork();
+  clock.polled((at - spinFrom) * 1000);
   if (work) continue;
   if (monitor.armDoorbells()) continue;
-  Atomics.wait(doorbell, Doorbell.SEQ, seq);
+  // Wake in time to fence a lock holder that never answers its revoke.
+  const deadline = monitor.msUntilRevokeDeadline();
+  Atomics.wait(doorbell, Doorbell.SEQ, seq, deadline === Infinity ? undefined : deadline + 1);
+  clock.slept((performance.now() - at) * 1000);
 }
 for (const p of ioPorts) p.close();
 port.close();

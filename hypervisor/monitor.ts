@@ -1,30 +1,27 @@
+import { performance } from 'node:perf_hooks';
 import {
+  high32,
   LOCK_EXCLUSIVE,
   LOCK_NAME_LIMIT,
   LOCK_SHARED,
   Line,
-  MAX_SECTORS_PER_REQUEST,
+  low32,
   Op,
-  REQ_FUA,
-  Req,
   Ring,
-  RING_HEADER_WORDS,
   RING_SLOTS,
   SECTOR,
-  SLOT_WORDS,
-  REQ_DIRTY,
-  REQ_DOWNGRADE,
-  REQ_TRY,
   Status,
   u32Sub,
   VBD_READ_ONLY,
 } from './abi.js';
+import { describeBackendError, errnoName } from './backend-errors.js';
 import type { BlockBackend } from './block-backend.js';
 import { Counter, DomainStats } from './domain-stats.js';
 import { createPoolBuffer, Dom, emptyJob, JOB_REQUESTS, PoolControl, type PoolJob } from './io-pool.js';
 import { LockTable, type Grant as LockGrant, type LockMode, type ReleaseResult } from './lock-table.js';
 import type { LockSummary } from './control-protocol.js';
 import { summarizeLocks } from './lock-summary.js';
+import { parse, type BlockRequest, type ParserGrant, type RefusedRequest } from './request-parser.js';
 import { VirtualInterruptController } from './virq.js';
 
 /** A volume the monitor serves, with its backend. */
@@ -53,7 +50,7 @@ interface Domain {
   ring: Int32Array;
   vic: VirtualInterruptController;
   memory: Uint8Array;
-  grants: { volume: Volume; readOnly: boolean }[];
+  grants: DomainGrant[];
   /** Private copy: never trusted from shared memory. (The response index lives in the pool's control buffer.) */
   reqCons: number;
   /** Shut because the guest wrote garbage indices, or being torn down. */
@@ -62,6 +59,20 @@ interface Domain {
   lastBusyPass: number;
   /** Revokes that did not fit the domain's revoke ring yet, oldest first. */
   revokeBacklog: PendingRevoke[];
+  /** Fenced for not answering a revoke: nothing of it is served, its locks wait for dropLocks(). */
+  fenced: boolean;
+}
+
+/** An entry of a domain's grant table as the monitor keeps it (what the parser checks, and the volume). */
+interface DomainGrant extends ParserGrant {
+  volume: Volume;
+}
+
+/** A revoke decided and not answered yet (see Monitor.outstandingRevokes). */
+interface OutstandingRevoke {
+  holder: Domain;
+  pending: PendingRevoke | null;
+  deadline: number;
 }
 
 /** A revoke for a domain's revoke ring: lock `name` of the volume its `vbd` reaches, for a waiter wanting `wanted`. */
@@ -73,20 +84,42 @@ interface PendingRevoke {
   key: string;
 }
 
-/** A request copied out of the ring (read once, so the guest cannot change it between check and use). */
-interface Request {
-  id: number;
-  op: number;
-  sector: number;
-  count: number;
-  memOffset: number;
-  vbd: number;
-  flags: number;
-}
+/** A request copied out of the ring and parsed (read once, so the guest cannot change it between check and use). */
+type Request = BlockRequest | RefusedRequest;
+/** A read or write that passed every check. */
+type Transfer = Extract<BlockRequest, { kind: 'transfer' }>;
+type LockRequest = Extract<BlockRequest, { kind: 'lock' }>;
+type UnlockRequest = Extract<BlockRequest, { kind: 'unlock' }>;
 
 export type MonitorEvent =
   | { type: 'ring-fault'; domain: string; detail: string }
-  | { type: 'revoke'; domain: string; detail: string };
+  | { type: 'revoke'; domain: string; detail: string }
+  /** A transfer the backend failed: the guest got EIO, the event keeps the backend's errno. */
+  | { type: 'io-error'; domain: string; detail: string }
+  /**
+   * The monitor fenced domain `id`: it did not answer a revoke within its deadline. Its ring is no longer served
+   * and its pages no longer touched; its locks stay held until the toolstack replayed its journal and sends
+   * drop-locks (fence -> replay -> grant), as after a crash.
+   */
+  | { type: 'fence'; domain: string; id: number; detail: string };
+
+export interface MonitorOptions {
+  /** The buffer shared with the I/O threads (io-pool.ts); default: a new one. */
+  pool?: SharedArrayBuffer;
+  /** I/O threads serving that pool; 0 (the default): every transfer runs inline. */
+  ioThreads?: number;
+  /** Monotonic milliseconds; default performance.now (a test may step its own clock). */
+  now?: () => number;
+  /** How long a lock holder has to answer a revoke before it is fenced (default DEFAULT_REVOKE_DEADLINE_MS). */
+  revokeDeadlineMs?: number;
+}
+
+/**
+ * A holder gets this long to give a lock back after a revoke (release, or downgrade when the waiter wants to
+ * share) before it is fenced. An answer costs a journal commit at most (two fdatasyncs) after the lock's minimum
+ * hold time, so only a domain that hangs or ignores revokes comes near it.
+ */
+export const DEFAULT_REVOKE_DEADLINE_MS = 10_000;
 
 /** Sleep 20 µs (waiting for an I/O thread to finish a transfer). */
 const napWord = new Int32Array(new SharedArrayBuffer(4));
@@ -133,10 +166,12 @@ export class Monitor {
   /**
    * Revokes posted or backlogged and not answered yet, by `domain:lock:wanted`: the lock table names a holder
    * again for every new waiter, and one entry is enough until the holder releases or downgrades the lock, or is
-   * granted it anew (which forgets the key). The value is the backlog entry still to post, or null once posted;
+   * granted it anew (which forgets the key). `pending` is the backlog entry still to post, or null once posted;
    * a backlog entry whose key was forgotten (or now stands for a newer entry) is dropped instead of posted.
+   * `deadline`: when the holder is fenced if the key is still here. Every key gets the same time to answer, so
+   * the map's insertion order is deadline order and its first entry is the next deadline.
    */
-  private readonly outstandingRevokes = new Map<string, PendingRevoke | null>();
+  private readonly outstandingRevokes = new Map<string, OutstandingRevoke>();
   /** Revokes posted per lock key since boot (for `hvshare locks`). */
   private readonly revocationsByLock = new Map<number, number>();
   /** Domains with a revoke backlog (checked on every drain pass only while non-zero). */
@@ -151,18 +186,30 @@ export class Monitor {
   /** The domain whose job the monitor thread runs (for its counters). */
   private jobDomain = 0;
   private readonly monitorCounts = {
-    errors: (n: number) => this.stats.add(this.jobDomain, Counter.ERRORS, n),
+    errors: (n: number, errno: number) => {
+      this.stats.add(this.jobDomain, Counter.ERRORS, n);
+      const d = this.domains.get(this.jobDomain);
+      if (d) this.reportBackendErrors(d, n, `read: ${errnoName(errno)} (errno ${errno})`);
+    },
     virqs: (n: number) => this.stats.add(this.jobDomain, Counter.VIRQS, n),
   };
 
   constructor(
     private readonly stats: DomainStats,
     private readonly onEvent: (event: MonitorEvent) => void = () => {},
-    options: { pool?: SharedArrayBuffer; ioThreads?: number } = {},
+    options: MonitorOptions = {},
   ) {
     this.pool = new PoolControl(options.pool ?? createPoolBuffer());
     this.ioThreads = options.ioThreads ?? 0;
+    this.now = options.now ?? (() => performance.now());
+    this.revokeDeadlineMs = options.revokeDeadlineMs ?? DEFAULT_REVOKE_DEADLINE_MS;
   }
+
+  /** How long a holder has to answer a revoke before it is fenced. */
+  private readonly revokeDeadlineMs: number;
+
+  /** The monitor's clock in milliseconds (monotonic). */
+  private readonly now: () => number;
 
   private readonly ioThreads: number;
 
@@ -176,7 +223,7 @@ export class Monitor {
     const table = grants.map((g) => {
       const volume = this.volumes.get(g.volumeId);
       if (!volume) throw new Error(`domain ${name}: grant names unknown volume ${g.volumeId}`);
-      return { volume, readOnly: g.readOnly || volume.backend.readOnly };
+      return { volume, readOnly: g.readOnly || volume.backend.readOnly, sectors: Math.floor(volume.backend.sizeBytes / SECTOR) };
     });
     const ring = new Int32Array(pages.ring);
     this.domains.set(id, {
@@ -190,6 +237,7 @@ export class Monitor {
       shut: false,
       lastBusyPass: -Infinity,
       revokeBacklog: [],
+      fenced: false,
     });
     this.pool.resetDomain(id, Atomics.load(ring, Ring.RSP_PROD) >>> 0);
     this.stats.reset(id);
@@ -209,7 +257,12 @@ export class Monitor {
     while (this.pool.inFlight(id) > 0) if (!this.runQueued()) nap();
     this.foldPoolCounters();
     this.domains.delete(id);
-    // Its revokes are moot (its outstanding keys go with its locks, in dropLocks()).
+    this.forgetRevokesTo(d);
+  }
+
+  /** A domain going away (fenced or removed) will answer no revoke: forget those owed to it, posted or not. */
+  private forgetRevokesTo(d: Domain): void {
+    for (const [key, r] of this.outstandingRevokes) if (r.holder === d) this.outstandingRevokes.delete(key);
     if (d.revokeBacklog.length > 0) this.backlogged--;
     d.revokeBacklog.length = 0;
   }
@@ -240,7 +293,11 @@ export class Monitor {
       const virqs = this.pool.takeCounter(d.id, Dom.VIRQS);
       if (virqs) this.stats.add(d.id, Counter.VIRQS, virqs);
       const errors = this.pool.takeCounter(d.id, Dom.ERRORS);
-      if (errors) this.stats.add(d.id, Counter.ERRORS, errors);
+      if (errors) {
+        this.stats.add(d.id, Counter.ERRORS, errors);
+        const errno = this.pool.takeCounter(d.id, Dom.LAST_ERRNO);
+        this.reportBackendErrors(d, errors, `read on an I/O thread: ${errnoName(errno)} (errno ${errno})`);
+      }
     }
   }
 
@@ -284,7 +341,52 @@ export class Monitor {
     this.passes++;
     this.foldPoolCounters();
     if (this.backlogged > 0) this.postBacklogs();
+    if (this.outstandingRevokes.size > 0) this.fenceOverdueHolders();
     return served;
+  }
+
+  /**
+   * Milliseconds until the next revoke deadline (Infinity: none), so that a monitor about to sleep wakes in time
+   * to fence a holder that never answers.
+   */
+  msUntilRevokeDeadline(): number {
+    const first = this.firstOutstandingRevoke();
+    return first ? Math.max(0, first.deadline - this.now()) : Infinity;
+  }
+
+  private firstOutstandingRevoke(): OutstandingRevoke | undefined {
+    return this.outstandingRevokes.size > 0 ? this.outstandingRevokes.values().next().value : undefined;
+  }
+
+  /** Fence every holder with a revoke past its deadline (the first entries of outstandingRevokes). */
+  private fenceOverdueHolders(): void {
+    const now = this.now();
+    for (let first = this.firstOutstandingRevoke(); first && first.deadline <= now; first = this.firstOutstandingRevoke()) {
+      const overdue = [...this.outstandingRevokes.entries()].filter(([, r]) => r.holder === first!.holder && r.deadline <= now);
+      const locks = overdue.map(([key]) => {
+        const [, lock, wanted] = key.split(':');
+        return `${Number(lock) % LOCK_NAME_LIMIT} wanted ${wanted}`;
+      });
+      const detail = `did not answer the revoke of lock${locks.length > 1 ? 's' : ''} ${truncate(locks.join(', '))} within ${this.revokeDeadlineMs} ms`;
+      this.fence(first.holder, detail);
+    }
+  }
+
+  /**
+   * Fence a domain that does not answer revokes, as GFS2 and OCFS2 fence an unresponsive node: its ring is no
+   * longer served (a fault it can see), transfers already handed to I/O threads finish, and the toolstack is told.
+   * Its locks stay held: only after its journal is replayed may anyone else have them (dropLocks).
+   */
+  private fence(d: Domain, detail: string): void {
+    d.fenced = true;
+    d.shut = true;
+    this.serving = this.serving.filter((x) => x !== d);
+    while (this.pool.inFlight(d.id) > 0) if (!this.runQueued()) nap();
+    this.forgetRevokesTo(d);
+    Atomics.store(d.ring, Ring.FAULT, Status.ESHUTDOWN);
+    d.vic.raise(Line.BLKIF);
+    this.stats.add(d.id, Counter.ERRORS);
+    this.onEvent({ type: 'fence', domain: d.name, id: d.id, detail });
   }
 
   /**
@@ -332,7 +434,7 @@ export class Monitor {
     const batch = this.batch;
     batch.length = 0;
     for (let n = 0; n < pending; n++) {
-      batch.push(this.fetch(d, d.reqCons));
+      batch.push(parse(d.ring, d.reqCons, d.grants, d.memory.length));
       d.reqCons = (d.reqCons + 1) >>> 0;
     }
     // Several domains busy: their guests sleep on deep queues and leave a core idle, so the reads of the second
@@ -342,12 +444,12 @@ export class Monitor {
     const split = this.ioThreads > 0 && this.busy > 1 && pending >= SPLIT_MIN_BATCH ? pending >> 1 : pending;
     for (let n = 0; n < pending; n++) {
       const req = batch[n];
-      if (n >= split && this.offloadable(d, req)) {
+      if (n >= split && offloadable(req)) {
         this.stats.add(d.id, Counter.REQUESTS);
         this.addToJob(d, d.grants[req.vbd].volume, req);
         continue;
       }
-      const run = this.mergeableRun(d, batch, n, split);
+      const run = this.mergeableRun(batch, n, split);
       if (run > 1) {
         this.executeRun(d, batch, n, run);
         n += run - 1;
@@ -374,39 +476,22 @@ export class Monitor {
    * merges a guest's sequential requests, or the Linux block layer a plugged queue: one vectored system call
    * instead of one per request.
    */
-  private mergeableRun(d: Domain, batch: Request[], first: number, split: number): number {
+  private mergeableRun(batch: Request[], first: number, split: number): number {
     const head = batch[first];
-    if (!this.mergeable(d, head)) return 1;
+    if (!mergeable(head)) return 1;
     let end = head.sector + head.count;
     let bytes = head.count * SECTOR;
     let n = 1;
     while (first + n < batch.length && n < MERGE_MAX_REQUESTS) {
       const next = batch[first + n];
-      if (first + n >= split && this.offloadable(d, next)) break;
-      if (next.op !== head.op || next.vbd !== head.vbd || next.sector !== end) break;
-      if (bytes + next.count * SECTOR > MERGE_MAX_BYTES || !this.mergeable(d, next)) break;
+      if (first + n >= split && offloadable(next)) break;
+      if (!mergeable(next) || next.op !== head.op || next.vbd !== head.vbd || next.sector !== end) break;
+      if (bytes + next.count * SECTOR > MERGE_MAX_BYTES) break;
       end += next.count;
       bytes += next.count * SECTOR;
       n++;
     }
     return n;
-  }
-
-  private mergeable(d: Domain, req: Request): boolean {
-    return (req.flags & REQ_FUA) === 0 && req.count * SECTOR < POOL_MIN_BYTES && this.transferable(d, req);
-  }
-
-  /** A read the I/O threads take when a batch is split (see drainDomain). */
-  private offloadable(d: Domain, req: Request): boolean {
-    return req.op === Op.READ && req.count * SECTOR >= POOL_MIN_BYTES_SHARED && this.transferable(d, req);
-  }
-
-  /** A read or write this domain may do (the checks execute() makes, without their error statuses). */
-  private transferable(d: Domain, req: Request): boolean {
-    if (req.op !== Op.READ && req.op !== Op.WRITE) return false;
-    const grant = d.grants[req.vbd];
-    if (!grant || (req.op === Op.WRITE && grant.readOnly)) return false;
-    return this.checkTransfer(d, grant.volume.backend, req) === Status.OK;
   }
 
   /** The job being filled for the I/O threads, and what it holds so far. */
@@ -419,7 +504,7 @@ export class Monitor {
    * vectored run of several). A job stays vectored while its reads are one contiguous run, MERGE_MAX_BYTES in
    * all. Its bytes are counted now.
    */
-  private addToJob(d: Domain, volume: Volume, req: Request): void {
+  private addToJob(d: Domain, volume: Volume, req: Transfer): void {
     const job = this.outgoing;
     const bytes = req.count * SECTOR;
     const continues = job.count > 0 && job.volume === volume.id && req.sector === this.outgoingEnd && this.outgoingBytes + bytes <= MERGE_MAX_BYTES;
@@ -466,12 +551,12 @@ export class Monitor {
 
   /** Serve batch[first .. first+count) (checked by mergeableRun) with one vectored transfer, then answer each. */
   private executeRun(d: Domain, batch: Request[], first: number, count: number): void {
-    const head = batch[first];
+    const head = batch[first] as Transfer;
     const backend = d.grants[head.vbd].volume.backend;
     const views: Uint8Array[] = [];
     let bytes = 0;
     for (let i = first; i < first + count; i++) {
-      const req = batch[i];
+      const req = batch[i] as Transfer;
       views.push(d.memory.subarray(req.memOffset, req.memOffset + req.count * SECTOR));
       bytes += req.count * SECTOR;
     }
@@ -479,8 +564,8 @@ export class Monitor {
     try {
       if (head.op === Op.READ) backend.readv(head.sector * SECTOR, views);
       else backend.writev(head.sector * SECTOR, views);
-    } catch {
-      status = Status.EIO;
+    } catch (err) {
+      status = this.backendError(d, head.op === Op.READ ? 'read' : 'write', head.sector, bytes / SECTOR, err);
     }
     this.stats.add(d.id, Counter.REQUESTS, count);
     this.stats.add(d.id, Counter.MERGED, count - 1);
@@ -505,35 +590,17 @@ export class Monitor {
   /** Set by execute(): a transfer of the batch being drained went to the I/O threads. */
   private handedOver = false;
 
-  private fetch(d: Domain, index: number): Request {
-    const base = RING_HEADER_WORDS + (index % RING_SLOTS) * SLOT_WORDS;
-    const w = d.ring;
-    return {
-      id: w[base + Req.ID],
-      op: w[base + Req.OP] >>> 0,
-      sector: (w[base + Req.SECTOR_HI] >>> 0) * 0x1_0000_0000 + (w[base + Req.SECTOR_LO] >>> 0),
-      count: w[base + Req.COUNT] >>> 0,
-      memOffset: w[base + Req.MEM_OFFSET] >>> 0,
-      vbd: w[base + Req.VBD] >>> 0,
-      flags: w[base + Req.FLAGS] >>> 0,
-    };
-  }
-
   /** Extra response words of the request being executed (VOLINFO, LOCK). */
   private readonly reply = { lo: 0, hi: 0, flags: 0 };
 
   private execute(d: Domain, req: Request): number {
     this.stats.add(d.id, Counter.REQUESTS);
     this.reply.lo = this.reply.hi = this.reply.flags = 0;
+    if (req.kind === 'refused') return this.fail(d, req.status);
     const grant = d.grants[req.vbd];
-    if (!grant) return this.fail(d, Status.ENODEV);
     const backend = grant.volume.backend;
-    switch (req.op) {
-      case Op.READ:
-      case Op.WRITE: {
-        const status = this.checkTransfer(d, backend, req);
-        if (status !== Status.OK) return this.fail(d, status);
-        if (req.op === Op.WRITE && grant.readOnly) return this.fail(d, Status.EROFS);
+    switch (req.kind) {
+      case 'transfer': {
         const bytes = req.count * SECTOR;
         if (this.backlog && req.op === Op.READ && bytes >= (this.busy > 1 ? POOL_MIN_BYTES_SHARED : POOL_MIN_BYTES)) {
           // Alone in its job, so that several of them are copied at once.
@@ -547,45 +614,38 @@ export class Monitor {
           if (req.op === Op.READ) backend.read(req.sector * SECTOR, view);
           else {
             backend.write(req.sector * SECTOR, view);
-            if (req.flags & REQ_FUA) backend.flush();
+            if (req.fua) backend.flush();
           }
-        } catch {
-          return this.fail(d, Status.EIO);
+        } catch (err) {
+          return this.fail(d, this.backendError(d, req.op === Op.READ ? 'read' : 'write', req.sector, req.count, err));
         }
         this.countTransfers(d, req.op, 1, bytes);
         return Status.OK;
       }
-      case Op.FLUSH:
+      case 'flush':
         try {
           if (!grant.readOnly) backend.flush();
-        } catch {
-          return this.fail(d, Status.EIO);
+        } catch (err) {
+          return this.fail(d, this.backendError(d, 'flush', 0, 0, err));
         }
         this.stats.add(d.id, Counter.FLUSHES);
         return Status.OK;
-      case Op.DISCARD: {
-        if (req.count === 0 || req.sector + req.count > backend.sizeBytes / SECTOR) return this.fail(d, Status.ERANGE);
-        if (grant.readOnly) return this.fail(d, Status.EROFS);
+      case 'discard':
         try {
           backend.discard(req.sector * SECTOR, req.count * SECTOR);
-        } catch {
-          return this.fail(d, Status.EIO);
+        } catch (err) {
+          return this.fail(d, this.backendError(d, 'discard', req.sector, req.count, err));
         }
         return Status.OK;
-      }
-      case Op.VOLINFO: {
-        const sectors = backend.sizeBytes / SECTOR;
-        this.reply.lo = sectors % 0x1_0000_0000;
-        this.reply.hi = Math.floor(sectors / 0x1_0000_0000);
+      case 'volinfo':
+        this.reply.lo = low32(grant.sectors);
+        this.reply.hi = high32(grant.sectors);
         this.reply.flags = grant.readOnly ? VBD_READ_ONLY : 0;
         return Status.OK;
-      }
-      case Op.LOCK:
+      case 'lock':
         return this.lock(d, req);
-      case Op.UNLOCK:
+      case 'unlock':
         return this.unlock(d, req);
-      default:
-        return this.fail(d, Status.EOPNOTSUPP);
     }
   }
 
@@ -595,20 +655,18 @@ export class Monitor {
    * names the vbd of the holder's that reaches the volume. A name is SECTOR_LO read unsigned; a non-zero
    * SECTOR_HI puts the sector at or past LOCK_NAME_LIMIT, which LOCK and UNLOCK refuse (EINVAL).
    */
-  private lockKey(d: Domain, req: Request): number {
-    return d.grants[req.vbd].volume.id * LOCK_NAME_LIMIT + req.sector;
+  private lockKey(d: Domain, req: LockRequest | UnlockRequest): number {
+    return d.grants[req.vbd].volume.id * LOCK_NAME_LIMIT + req.name;
   }
 
-  private lock(d: Domain, req: Request): number {
-    const mode = req.count === LOCK_SHARED ? 'shared' : req.count === LOCK_EXCLUSIVE ? 'exclusive' : null;
-    if (mode === null || req.sector >= LOCK_NAME_LIMIT) return this.fail(d, Status.EINVAL);
-    // A read-only grant never holds a lock that would let it keep writers out, or ask writers to leave.
-    if (mode === 'exclusive' && d.grants[req.vbd].readOnly) return this.fail(d, Status.EROFS);
+  /** LOCK (its name, mode and the grant's right to that mode were checked by parse()). */
+  private lock(d: Domain, req: LockRequest): number {
+    const mode = req.mode;
     const lock = this.lockKey(d, req);
     const key = `${d.id}:${lock}`;
     if (this.lockWaiters.has(key)) return this.fail(d, Status.EINVAL);
     this.stats.add(d.id, Counter.LOCKS);
-    if (req.flags & REQ_TRY) {
+    if (req.try) {
       const granted = this.locks.tryRequest(d.id, lock, mode);
       if (!granted) return Status.EAGAIN;
       this.granted(granted);
@@ -624,14 +682,11 @@ export class Monitor {
     return DEFERRED;
   }
 
-  private unlock(d: Domain, req: Request): number {
-    const released = req.count === LOCK_SHARED ? 'shared' : req.count === LOCK_EXCLUSIVE ? 'exclusive' : req.count === 0 ? undefined : null;
-    if (released === null || req.sector >= LOCK_NAME_LIMIT) return this.fail(d, Status.EINVAL);
+  private unlock(d: Domain, req: UnlockRequest): number {
+    const { released, downgrade, dirty } = req;
     const lock = this.lockKey(d, req);
     const held = this.locks.heldBy(d.id, lock);
-    const downgrade = (req.flags & REQ_DOWNGRADE) !== 0;
     if (!held || (downgrade && held !== 'exclusive')) return this.fail(d, Status.EINVAL);
-    const dirty = (req.flags & REQ_DIRTY) !== 0;
     // A superseded release (see lock-table.ts) keeps the revokes owed for the upgrade just granted.
     if (released === 'shared' && held === 'exclusive' && !downgrade) return Status.OK;
     this.forgetRevokes(d.id, lock);
@@ -661,7 +716,7 @@ export class Monitor {
     for (const grant of result.grants) this.answerGrant(grant);
     for (const revoke of result.revokes) {
       const holder = this.domains.get(revoke.holder as number);
-      if (!holder) continue;
+      if (!holder || holder.fenced) continue;
       const key = `${holder.id}:${revoke.name}:${revoke.wanted}`;
       if (this.outstandingRevokes.has(key)) continue;
       const volumeId = Math.floor(revoke.name / LOCK_NAME_LIMIT);
@@ -669,12 +724,13 @@ export class Monitor {
       const vbd = holder.grants.findIndex((g) => g.volume.id === volumeId);
       if (vbd < 0) continue;
       const entry: PendingRevoke = { vbd, name: revoke.name % LOCK_NAME_LIMIT, wanted: revoke.wanted, key };
+      const deadline = this.now() + this.revokeDeadlineMs;
       if (holder.revokeBacklog.length === 0 && this.postRevoke(holder, entry)) {
-        this.outstandingRevokes.set(key, null);
+        this.outstandingRevokes.set(key, { holder, pending: null, deadline });
         holder.vic.raise(Line.LOCK_REVOKE);
         continue;
       }
-      this.outstandingRevokes.set(key, entry);
+      this.outstandingRevokes.set(key, { holder, pending: entry, deadline });
       if (holder.revokeBacklog.push(entry) === 1) {
         this.backlogged++;
         // Before the ring is looked at again (postBacklogs, at the end of this drain pass): see virq.ts.
@@ -707,9 +763,10 @@ export class Monitor {
       let posted = 0;
       for (; done < backlog.length; done++) {
         const entry = backlog[done];
-        if (this.outstandingRevokes.get(entry.key) !== entry) continue;
+        const outstanding = this.outstandingRevokes.get(entry.key);
+        if (outstanding?.pending !== entry) continue;
         if (!this.postRevoke(d, entry)) break;
-        this.outstandingRevokes.set(entry.key, null);
+        outstanding.pending = null;
         posted++;
       }
       if (done > 0) backlog.splice(0, done);
@@ -732,12 +789,30 @@ export class Monitor {
     this.reply.lo = this.reply.hi = 0;
   }
 
-  private checkTransfer(d: Domain, backend: BlockBackend, req: Request): number {
-    if (req.count === 0 || req.count > MAX_SECTORS_PER_REQUEST) return Status.EINVAL;
-    if (req.sector + req.count > backend.sizeBytes / SECTOR) return Status.ERANGE;
-    if (req.memOffset + req.count * SECTOR > d.memory.length) return Status.EFAULT;
-    return Status.OK;
+  /**
+   * A transfer the backend failed: the guest gets EIO (what a block device reports), the event log the backend's
+   * own errno. At most one event per domain a second, counting the failures in between.
+   */
+  private backendError(d: Domain, what: string, sector: number, count: number, err: unknown): number {
+    this.reportBackendErrors(d, 1, `${what} of ${count} sector(s) at ${sector}: ${describeBackendError(err)}`);
+    return Status.EIO;
   }
+
+  /** Report `failures` transfer errors of `d` (rate-limited per domain; see backendError). */
+  private reportBackendErrors(d: Domain, failures: number, last: string): void {
+    const now = this.now();
+    const quiet = this.errorReports.get(d.id);
+    if (quiet && now < quiet.until) {
+      quiet.suppressed += failures;
+      return;
+    }
+    const more = (quiet?.suppressed ?? 0) + failures - 1;
+    this.errorReports.set(d.id, { until: now + 1000, suppressed: 0 });
+    this.onEvent({ type: 'io-error', domain: d.name, detail: more > 0 ? `${last} (and ${more} more failed transfer(s))` : last });
+  }
+
+  /** Per domain: until when backend errors are only counted, and how many were. */
+  private readonly errorReports = new Map<number, { until: number; suppressed: number }>();
 
   private fail(d: Domain, status: number): number {
     this.stats.add(d.id, Counter.ERRORS);
@@ -759,4 +834,20 @@ export class Monitor {
     Atomics.store(d.ring, Ring.FAULT, Status.ESHUTDOWN);
     d.vic.raise(Line.BLKIF);
   }
+}
+
+/** A run may merge this request: a read or write without FUA, smaller than what the I/O threads take. */
+function mergeable(req: Request): req is Transfer {
+  return req.kind === 'transfer' && !req.fua && req.count * SECTOR < POOL_MIN_BYTES;
+}
+
+/** A read the I/O threads take when a batch is split (see drainDomain). */
+function offloadable(req: Request): req is Transfer {
+  return req.kind === 'transfer' && req.op === Op.READ && req.count * SECTOR >= POOL_MIN_BYTES_SHARED;
+}
+
+
+/** A long list cut for the event log. */
+function truncate(text: string, max = 200): string {
+  return text.length > max ? `${text.slice(0, max)}...` : text;
 }

@@ -1,10 +1,12 @@
-import { dirname } from 'node:path';
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { dirtyJournalSlots, recoverJournals } from '../fs/journal.js';
 import { readSuperblock } from '../fs/layout.js';
 import { formatNewImage } from '../fs/mkfs.js';
-import { defaultPlatform, formatSize, resolveImagePath, type PlatformConfig, type VolumeConfig } from './platform-config.js';
+import { mountCheck } from '../fs/mount-check.js';
+import { defaultPlatform, formatSize, resolveImagePath, validatePlatform, type PlatformConfig, type VolumeConfig } from './platform-config.js';
+import { checkConfigAgainstImages } from './image-config-check.js';
+import { stopStep, stopStepMs, type StopDeadline } from './stop-deadline.js';
 import { PlatformStore, type Counters, type NewEvent } from './platform-store.js';
 import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from './toolstack.js';
 
@@ -12,6 +14,7 @@ import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from
 const RESTART_LIMIT = 3;
 const RESTART_WINDOW_MS = 60_000;
 import { Counter, type CounterName } from './domain-stats.js';
+import { addUse, type PlatformCpu, type ThreadUse } from './thread-cpu.js';
 import type { LockSummary } from './control-protocol.js';
 
 export interface BootOptions {
@@ -45,6 +48,9 @@ const COUNTER_MAP: [CounterName, keyof Counters][] = [
 export class StoredPlatform {
   private ticker: NodeJS.Timeout | undefined;
   private readonly lastCounters = new Map<string, Record<CounterName, number>>();
+  /** Per domain, the CPU seconds of the threads it ran on before its last restart, and of its current one. */
+  private readonly cpuBefore = new Map<string, ThreadUse>();
+  private readonly threadCpu = new Map<string, ThreadUse>();
   private stopping = false;
   private readonly handles = new Map<string, DomainHandle>();
   private readonly crashTimes = new Map<string, number[]>();
@@ -66,17 +72,26 @@ export class StoredPlatform {
     };
     let platform: Platform | undefined;
     try {
-      const config = await store.putConfig(options.config ?? store.getConfig() ?? defaultPlatform(store.stateDir));
+      const wanted = validatePlatform(options.config ?? store.getConfig() ?? defaultPlatform(store.stateDir));
+      await checkConfigAgainstImages(store.stateDir, wanted);
+      const config = await store.putConfig(wanted);
       for (const stale of await store.reapStale()) {
         log({ type: 'crash', domain: stale.name, detail: stale.reason ?? 'platform ended while the domain ran' });
       }
       for (const volume of config.volumes) await prepareVolume(store.stateDir, volume, log);
       platform = await Platform.boot({
         volumes: config.volumes.map((v) => ({ name: v.name, path: resolveImagePath(store.stateDir, v) })),
+        revokeDeadlineMs: config.revokeDeadlineMs,
       });
       const running = new StoredPlatform(store, platform, config, onEvent);
       platform.onEvent((e) => running.record(e));
-      log({ type: 'platform-up', detail: `${config.volumes.length} volume(s), ${config.domains.length} domain(s)` });
+      const { blockingMicros, asyncMicros } = platform.wakeUp;
+      log({
+        type: 'platform-up',
+        detail:
+          `${config.volumes.length} volume(s), ${config.domains.length} domain(s); a wake-up costs ` +
+          `${blockingMicros.toFixed(1)} µs (monitor) / ${asyncMicros.toFixed(1)} µs (guest), spin budgets twice that`,
+      });
       for (const domain of config.domains) {
         const first = domain.grants[0];
         await running.start({
@@ -104,8 +119,11 @@ export class StoredPlatform {
   private async start(spec: DomainSpec): Promise<DomainHandle> {
     const handle = await this.platform.createDomain(spec);
     this.handles.set(spec.name, handle);
-    // A restarted domain's monitor counters start from zero again.
+    // A restarted domain's monitor counters start from zero again, and so does its new thread's CPU time.
     this.lastCounters.delete(spec.name);
+    const gone = this.threadCpu.get(spec.name);
+    if (gone) this.cpuBefore.set(spec.name, addUse(this.cpuBefore.get(spec.name) ?? { cpu: 0, poll: 0, sleep: 0 }, gone));
+    this.threadCpu.delete(spec.name);
     await this.store.setDomainState(spec.name, 'running', { threadId: handle.worker?.threadId });
     return handle;
   }
@@ -151,20 +169,31 @@ export class StoredPlatform {
     return sum;
   }
 
-  /** Unmount every domain's filesystem (journals committed), stop the threads, record it all, close the store. */
-  async shutdown(reason: string): Promise<void> {
+  /**
+   * Unmount every domain's filesystem (journals committed), stop the threads, record it all, close the store;
+   * each step under `deadline` (a forced step is logged as an error event).
+   */
+  async shutdown(reason: string, deadline: StopDeadline = { stepMs: stopStepMs() }): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     clearInterval(this.ticker);
     this.sampleCounters();
     const names = this.platform.listDomains().map((d) => d.name);
-    await this.platform.shutdown();
+    const logged: StopDeadline = {
+      ...deadline,
+      onForced: (what) => {
+        deadline.onForced?.(what);
+        this.log({ type: 'error', detail: `stop: ${what}` });
+      },
+    };
+    await this.platform.shutdown(logged);
     for (const name of names) {
       await this.store.setDomainState(name, 'stopped', { reason });
       this.log({ type: 'shutdown', domain: name, detail: reason });
     }
     this.log({ type: 'platform-down', detail: reason });
-    await this.store.close();
+    // Told to the caller only: the store cannot log its own close.
+    await stopStep(deadline, 'platform store close', this.store.close());
   }
 
   private log(event: NewEvent): void {
@@ -189,7 +218,10 @@ export class StoredPlatform {
       case 'revoke':
         return this.log({ type: 'revoke', domain: e.domain, detail: e.detail });
       case 'ring-fault':
+      case 'io-error':
         return this.log({ type: 'error', domain: e.domain, detail: e.detail });
+      case 'fence':
+        return this.log({ type: 'fence', domain: e.domain, detail: e.detail });
     }
   }
 
@@ -203,6 +235,23 @@ export class StoredPlatform {
       this.lastCounters.set(d.name, now);
       this.store.addCounters(d.name, delta);
     }
+    this.sampleCpu();
+  }
+
+  /** Time per thread since boot; a domain's includes the threads it ran on before it was restarted. */
+  cpu(): PlatformCpu {
+    return this.sampleCpu();
+  }
+
+  private sampleCpu(): PlatformCpu {
+    const now = this.platform.cpu();
+    for (const [name, use] of Object.entries(now.domains)) {
+      this.threadCpu.set(name, use);
+      const before = this.cpuBefore.get(name);
+      if (before) now.domains[name] = addUse(use, before);
+    }
+    this.store.setCpu(now);
+    return now;
   }
 }
 
@@ -210,7 +259,6 @@ export class StoredPlatform {
 async function prepareVolume(stateDir: string, volume: VolumeConfig, log: (e: NewEvent) => void): Promise<void> {
   const path = resolveImagePath(stateDir, volume);
   if (!(await stat(path).then((s) => s.size > 0, () => false))) {
-    await mkdir(dirname(path), { recursive: true });
     await formatNewImage(path, volume.size, { slots: volume.slots });
     log({ type: 'mkfs', detail: `${volume.name}: ${formatSize(volume.size)} at ${path}, ${volume.slots} journal slots` });
     return;
@@ -225,6 +273,13 @@ async function prepareVolume(stateDir: string, volume: VolumeConfig, log: (e: Ne
     if (slots.length > 0) {
       const blocks = await recoverJournals(dev, slots, sb);
       log({ type: 'recovery', detail: `${volume.name}: journal slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')} replayed (${blocks} blocks)` });
+    }
+    const problems = await mountCheck(dev);
+    if (problems.length > 0) {
+      throw new Error(
+        `volume ${volume.name} (${path}) fails the check before mounting: ${problems.join('; ')}. ` +
+          `It is not mounted; \`hvshare fsck ${path}\` gives the full report`,
+      );
     }
   } finally {
     await dev.close();

@@ -8,20 +8,26 @@
  */
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
+import { DEFAULT_SLOTS, minimumVolumeBytes } from '../fs/mkfs.js';
 
 /** Volume sizes must be whole filesystem blocks. */
 export const VOLUME_ALIGN = 4096;
-export const MIN_VOLUME_SIZE = 1024 * 1024;
 export const MAX_VOLUME_SIZE = 2 ** 40;
 /** Guest memory is a SharedArrayBuffer in the monitor's process: keep it modest. */
 export const MIN_MEMORY_MIB = 1;
 export const MAX_MEMORY_MIB = 4096;
-/** Journal slots a volume has when platform.json does not say (fixed at mkfs). */
-export const DEFAULT_SLOTS = 8;
+/** Journal slots a volume has when platform.json does not say (fixed at mkfs): mkfs's default. */
+export { DEFAULT_SLOTS };
 export const MAX_SLOTS = 64;
 /** Domain 0 is the monitor itself; guest domains are numbered from 1. */
 export const MAX_DOMAIN_ID = 65535;
 export const NAME_PATTERN = /^[a-z0-9-]+$/;
+/**
+ * `revokeDeadlineMs`: how long a domain may keep a cluster lock after the monitor asked for it back before it is
+ * fenced. Not below MIN (a lock in use is kept 100 ms after its grant, and an answer may need a journal commit).
+ */
+export const MIN_REVOKE_DEADLINE_MS = 1000;
+export const MAX_REVOKE_DEADLINE_MS = 600_000;
 export const MAX_NAME_LENGTH = 63;
 
 export type GrantMode = 'ro' | 'rw';
@@ -57,6 +63,8 @@ export interface DomainConfig {
 export interface PlatformConfig {
   volumes: VolumeConfig[];
   domains: DomainConfig[];
+  /** Milliseconds a lock holder has to answer a revoke before it is fenced; absent: the monitor's default (10 s). */
+  revokeDeadlineMs?: number;
 }
 
 /** Thrown by the validator; `problems` lists every bad field, `message` joins them one per line. */
@@ -115,6 +123,12 @@ export function formatSize(bytes: number): string {
     return `${rounded.toFixed(1)}${units[i]}`;
   }
   return String(Math.round(bytes));
+}
+
+/** The smallest volume for `slots` journals (mkfs's layout), said exactly and as a size to type. */
+export function minimumSizeText(slots: number): string {
+  const minimum = minimumVolumeBytes({ slots });
+  return `${slots} journal slot${slots === 1 ? '' : 's'} need at least ${minimum} bytes (${formatSize(Math.ceil(minimum / 2 ** 20) * 2 ** 20)})`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -214,7 +228,7 @@ function checkInt(v: unknown, min: number, max: number, what: string, at: string
   return v;
 }
 
-function checkVolumeSize(v: unknown, at: string, problems: string[]): number | undefined {
+function checkVolumeSize(v: unknown, slots: number, at: string, problems: string[]): number | undefined {
   if (v === undefined) {
     problems.push(`${at}: missing size (e.g. "256M")`);
     return undefined;
@@ -226,10 +240,12 @@ function checkVolumeSize(v: unknown, at: string, problems: string[]): number | u
     problems.push(`${at}: ${(e as Error).message}`);
     return undefined;
   }
-  if (bytes < MIN_VOLUME_SIZE || bytes > MAX_VOLUME_SIZE) {
-    problems.push(
-      `${at}: size ${formatSize(bytes)} out of range (${formatSize(MIN_VOLUME_SIZE)} to ${formatSize(MAX_VOLUME_SIZE)})`,
-    );
+  if (bytes < minimumVolumeBytes({ slots })) {
+    problems.push(`${at}: size ${formatSize(bytes)} is too small: ${minimumSizeText(slots)}`);
+    return undefined;
+  }
+  if (bytes > MAX_VOLUME_SIZE) {
+    problems.push(`${at}: size ${formatSize(bytes)} is larger than ${formatSize(MAX_VOLUME_SIZE)}`);
     return undefined;
   }
   if (bytes % VOLUME_ALIGN !== 0) {
@@ -281,7 +297,11 @@ export function validatePlatform(input: unknown, source?: string): PlatformConfi
     problems.push('expected an object with "volumes" and "domains"');
     throw fail();
   }
-  unknownFields(input, ['volumes', 'domains'], '', problems);
+  unknownFields(input, ['volumes', 'domains', 'revokeDeadlineMs'], '', problems);
+  const revokeDeadlineMs =
+    input.revokeDeadlineMs === undefined
+      ? undefined
+      : checkInt(input.revokeDeadlineMs, MIN_REVOKE_DEADLINE_MS, MAX_REVOKE_DEADLINE_MS, 'revoke deadline (ms)', 'revokeDeadlineMs', problems);
 
   const volumes: VolumeConfig[] = [];
   const volumeByName = new Map<string, VolumeConfig>();
@@ -307,9 +327,9 @@ export function validatePlatform(input: unknown, source?: string): PlatformConfi
         if (other !== undefined) problems.push(`${at}.image: "${image}" already backs volume "${other}"`);
         else if (name !== undefined) imageOwner.set(image, name);
       }
-      const size = checkVolumeSize(raw.size, `${at}.size`, problems);
       const slots =
         raw.slots === undefined ? DEFAULT_SLOTS : checkInt(raw.slots, 1, MAX_SLOTS, 'slot count', `${at}.slots`, problems);
+      const size = checkVolumeSize(raw.size, slots ?? DEFAULT_SLOTS, `${at}.size`, problems);
       if (name !== undefined && image !== undefined && size !== undefined && slots !== undefined) {
         const vol = { name, image, size, slots };
         if (!volumeByName.has(name)) volumeByName.set(name, vol);
@@ -347,10 +367,9 @@ export function validatePlatform(input: unknown, source?: string): PlatformConfi
       }
       const memory = checkMemory(raw.memory, `${at}.memory`, problems);
       const grants: GrantConfig[] = [];
-      if (raw.grants === undefined) {
-        // A domain with no volumes is legal (it just cannot see any).
-      } else if (!Array.isArray(raw.grants)) {
-        problems.push(`${at}.grants: expected an array of grants`);
+      if (!Array.isArray(raw.grants) || raw.grants.length === 0) {
+        // A domain boots with the filesystem of its first grant: without one it has nothing to run.
+        problems.push(`${at}.grants: expected a non-empty array of grants (a domain mounts the volume of its first grant)`);
       } else {
         const seen = new Set<string>();
         eachEntry(raw.grants, `${at}.grants`, GRANT_FIELDS, problems, (g, gat) => {
@@ -392,7 +411,7 @@ export function validatePlatform(input: unknown, source?: string): PlatformConfi
   }
 
   if (problems.length > 0) throw fail();
-  return { volumes, domains };
+  return revokeDeadlineMs === undefined ? { volumes, domains } : { volumes, domains, revokeDeadlineMs };
 }
 
 /** Parses and validates platform.json text; `source` (a file name) prefixes the error messages. */

@@ -28,6 +28,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { validatePlatform, type PlatformConfig } from './platform-config.js';
+import type { PlatformCpu } from './thread-cpu.js';
 
 export const STORE_DIRNAME = 'store';
 export const STATUS_FILENAME = 'status.json';
@@ -136,6 +137,8 @@ export interface PlatformSnapshot {
   config?: PlatformConfig;
   domains: DomainRuntime[];
   counters: Record<string, Counters>;
+  /** CPU seconds per thread since the platform booted (while it runs). */
+  cpu?: PlatformCpu;
   lastSeq: number;
   /** The last SNAPSHOT_EVENTS events, ascending. */
   events: EventRecord[];
@@ -154,6 +157,8 @@ export interface PlatformView {
   config?: PlatformConfig;
   domains: DomainRuntime[];
   counters: Record<string, Counters>;
+  /** CPU seconds per thread of the running platform (source 'snapshot'). */
+  cpu?: PlatformCpu;
   lastSeq: number;
   /** The events the query asked for. */
   events: EventRecord[];
@@ -249,6 +254,7 @@ export class PlatformStore {
   private writes: Promise<unknown> = Promise.resolve();
   private snapshotWrite: Promise<void> = Promise.resolve();
   private snapshotDirty = false;
+  private cpu: PlatformCpu | undefined;
   private snapshotSoon: NodeJS.Timeout | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private closed = false;
@@ -287,7 +293,7 @@ export class PlatformStore {
               cause: e,
             });
           }
-          throw e;
+          throw unusableStore(location, e);
         }
         await sleep(50);
       }
@@ -297,7 +303,7 @@ export class PlatformStore {
       await store.load(create);
     } catch (e) {
       await db.close();
-      throw e;
+      throw e instanceof StoreFormatError ? e : unusableStore(location, e);
     }
     if (store.writeSnapshots) await store.writeSnapshot();
     const every = opts.flushIntervalMs ?? 1000;
@@ -313,7 +319,7 @@ export class PlatformStore {
     if (format === undefined) {
       if (create) await this.meta.put('format', STORE_FORMAT);
     } else if (format !== STORE_FORMAT) {
-      throw new Error(`platform store ${this.db.location} has format ${String(format)}, this hvshare knows ${STORE_FORMAT}`);
+      throw new StoreFormatError(`platform store ${this.db.location} has format ${String(format)}, this hvshare knows ${STORE_FORMAT}`);
     }
     this.config = await this.configDb.get('platform');
     for await (const [name, rec] of this.domainsDb.iterator()) this.domains.set(name, rec);
@@ -524,13 +530,23 @@ export class PlatformStore {
       if (!this.domains.has(domain)) throw new Error(`unknown domain "${domain}"`);
       this.counters.set(domain, (c = zeroCounters()));
     }
+    let changed = false;
     for (const key in delta) {
       const v = delta[key as CounterName];
       if (!(key in c)) throw new Error(`unknown counter "${key}"`);
       if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`bad value for counter "${key}": ${v}`);
       c[key as CounterName] += v;
+      changed ||= v !== 0;
     }
-    this.dirtyCounters.add(domain);
+    // Nothing moved (an idle platform): nothing to write.
+    if (changed) this.dirtyCounters.add(domain);
+  }
+
+  /** The platform's CPU seconds per thread, for status.json (live only, not kept in the database). */
+  setCpu(cpu: PlatformCpu): void {
+    if (JSON.stringify(cpu) === JSON.stringify(this.cpu)) return;
+    this.cpu = cpu;
+    this.snapshotDirty = true;
   }
 
   /** A domain's counters including what is not flushed yet. */
@@ -588,6 +604,7 @@ export class PlatformStore {
       ...(this.config ? { config: this.config } : {}),
       domains: this.listDomains(),
       counters: this.allCounters(),
+      ...(this.cpu && !this.closed ? { cpu: this.cpu } : {}),
       lastSeq: this.seq,
       events: this.recent.slice(),
     };
@@ -628,6 +645,20 @@ export class PlatformStore {
       }
     }
   }
+}
+
+/** The store is of another format than this hvshare's. */
+class StoreFormatError extends Error {}
+
+/** level's own words ("Database failed to open") name neither the folder nor what to do: these do. */
+function unusableStore(location: string, e: unknown): Error {
+  let cause = e as { message?: string; cause?: unknown } | undefined;
+  while (cause?.cause) cause = cause.cause as typeof cause;
+  return new Error(
+    `platform store ${location} cannot be read (${cause?.message ?? String(e)}): it is damaged or not an hvshare ` +
+      'platform store; move it away and `hvshare up` makes a new one (volume images are kept apart and stay usable)',
+    { cause: e },
+  );
 }
 
 /** There is no platform store in the state folder. */
@@ -711,6 +742,7 @@ async function viewOfSnapshot(snap: PlatformSnapshot, q: EventQuery): Promise<Pl
     ...(snap.config ? { config: snap.config } : {}),
     domains: snap.domains,
     counters: snap.counters,
+    ...(snap.cpu ? { cpu: snap.cpu } : {}),
     lastSeq: snap.lastSeq,
     events,
     eventsComplete: reachesBack || filled,

@@ -4,12 +4,15 @@ import { DOORBELL_WORDS, Doorbell, RING_BYTES, VIC_WORDS } from './abi.js';
 import { createStatsBuffer, DomainStats, MAX_DOMAINS, type CounterName } from './domain-stats.js';
 import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
+import { addUse, createThreadRegistry, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
+import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
 import type { LockSummary } from './control-protocol.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
 import type { DomainWorkerData } from '../guests/domain-worker.js';
 import { IoError } from '../fs/block-device.js';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { replayJournal } from '../fs/journal.js';
+import { stopStep, stopStepMs, type StopDeadline } from './stop-deadline.js';
 
 /** Replay one journal slot of a volume natively (no filesystem knowledge needed). */
 async function replayVolumeSlot(path: string, slot: number): Promise<number> {
@@ -38,11 +41,17 @@ export interface DomainSpec {
 
 export interface PlatformOptions {
   volumes: VolumeSpec[];
-  /** Polling window of the monitor before it sleeps, in microseconds. */
+  /** Polling window of the monitor before it sleeps, in microseconds (default: twice a measured wake-up). */
   monitorSpinMicros?: number;
-  /** Polling window of each guest kernel before it sleeps, in microseconds. */
-  guestSpinMicros?: number;
+  /** How long a lock holder has to answer a revoke before the monitor fences it (default: the monitor's). */
+  revokeDeadlineMs?: number;
 }
+
+/** A spin budget: twice a wake-up's cost (see wake-up-cost.ts), within sane bounds for a noisy measurement. */
+const spinBudget = (wakeUpMicros: number) => Math.min(200, Math.max(5, 2 * wakeUpMicros));
+
+/** Measured once per process: wake-ups cost what the host makes them cost, not what one platform's boot saw. */
+let wakeUpCost: Promise<WakeUpCost> | undefined;
 
 export type PlatformEvent =
   | MonitorEvent
@@ -110,21 +119,31 @@ export class Platform {
   private readonly bell = new Int32Array(this.doorbell);
   private readonly statsBuffer = createStatsBuffer();
   readonly stats = new DomainStats(this.statsBuffer);
+  private readonly threads = createThreadRegistry();
   private readonly monitor: Worker;
   private readonly domains = new Map<string, DomainHandle>();
   private readonly volumeIds = new Map<string, number>();
   private readonly acks = new Map<number, { resolve: (reply: MonitorReply) => void; reject: (e: Error) => void }>();
   private readonly listeners: ((event: PlatformEvent) => void)[] = [];
   private nextSeq = 1;
-  private nextDomainId = 1;
+  /** Domain ids held by a domain or by the clean-up after its death; an id is free again once that finished. */
+  private readonly domainIds = new Set<number>();
+  private lastDomainId = 0;
   private monitorExited = false;
   private readonly monitorExit: Promise<void>;
 
-  private constructor(private readonly options: PlatformOptions) {
+  private constructor(
+    private readonly options: PlatformOptions,
+    /** What a wake-up costs on this host: the spin budgets of the monitor and the guests come from it. */
+    readonly wakeUp: WakeUpCost,
+  ) {
+    const envSpin = process.env.HVSHARE_MONITOR_SPIN;
     const data: MonitorWorkerData = {
       doorbell: this.doorbell,
       stats: this.statsBuffer,
-      spinMicros: options.monitorSpinMicros ?? Number(process.env.HVSHARE_MONITOR_SPIN ?? 50),
+      spinMicros: options.monitorSpinMicros ?? (envSpin ? Number(envSpin) : spinBudget(wakeUp.blockingMicros)),
+      revokeDeadlineMs: options.revokeDeadlineMs,
+      threads: this.threads,
     };
     this.monitor = new Worker(new URL('./monitor-worker.js', import.meta.url), { workerData: data });
     this.monitor.on('message', (reply: MonitorReply) => this.onMonitorReply(reply));
@@ -138,7 +157,8 @@ export class Platform {
   }
 
   static async boot(options: PlatformOptions): Promise<Platform> {
-    const platform = new Platform(options);
+    wakeUpCost ??= measureWakeUpCost();
+    const platform = new Platform(options, await wakeUpCost);
     let id = 0;
     for (const volume of options.volumes) {
       await platform.command({ type: 'add-volume', seq: 0, id, name: volume.name, path: volume.path, readOnly: !!volume.readOnly });
@@ -165,33 +185,52 @@ export class Platform {
     return this.stats.read(this.domain(name).id);
   }
 
+  /** The monitor thread's sleeps and rounds of work (drains that served requests) since it started. */
+  monitorRounds(): ThreadRounds {
+    return threadRounds(this.threads, ThreadSlot.MONITOR);
+  }
+
+  /** Time each thread of the platform has used since it started (CPU read from /proc now; 0 for one gone). */
+  cpu(): PlatformCpu {
+    let io: ThreadUse = { cpu: 0, poll: 0, sleep: 0 };
+    for (let i = 0; i < MAX_IO_THREADS; i++) io = addUse(io, threadUse(this.threads, ThreadSlot.io(i)));
+    const domains: Record<string, ThreadUse> = {};
+    for (const d of this.domains.values()) if (d.worker && d.state !== 'dead') domains[d.name] = threadUse(this.threads, ThreadSlot.domain(d.id));
+    return { main: threadCpuSeconds(process.pid) ?? 0, monitor: threadUse(this.threads, ThreadSlot.MONITOR), io, domains };
+  }
+
   /**
    * Build a domain and boot its guest kernel on a thread of its own. With `guest: false` only the shared pages
    * are built and registered with the monitor; the caller drives them itself (tests that play a hostile guest).
    */
   async createDomain(spec: DomainSpec, options: { guest?: boolean } = {}): Promise<DomainHandle> {
     if (this.domains.has(spec.name)) throw new Error(`domain ${spec.name} already exists`);
-    if (this.nextDomainId >= MAX_DOMAINS) throw new Error(`at most ${MAX_DOMAINS - 1} domains`);
     const grants: Grant[] = spec.grants.map((g) => {
       const volumeId = this.volumeIds.get(g.volume);
       if (volumeId === undefined) throw new Error(`domain ${spec.name}: no volume ${g.volume}`);
       return { volumeId, readOnly: g.readOnly };
     });
-    const id = this.nextDomainId++;
+    const id = this.takeDomainId();
     const pages: DomainPages = {
       ring: new SharedArrayBuffer(RING_BYTES),
       vic: new SharedArrayBuffer(VIC_WORDS * 4),
       memory: new SharedArrayBuffer(spec.memoryBytes),
     };
-    await this.command({ type: 'add-domain', seq: 0, id, name: spec.name, pages, grants });
+    try {
+      await this.command({ type: 'add-domain', seq: 0, id, name: spec.name, pages, grants });
+    } catch (err) {
+      this.domainIds.delete(id);
+      throw err;
+    }
     let worker: Worker | undefined;
     if (options.guest !== false) {
       const data: DomainWorkerData = {
         name: spec.name,
         ...pages,
         doorbell: this.doorbell,
-        spinMicros: this.options.guestSpinMicros ?? 30,
+        spinMicros: spinBudget(Number(process.env.HVSHARE_GUEST_WAKE_UP_US ?? this.wakeUp.asyncMicros)),
         filesystem: spec.filesystem && { ...spec.filesystem, volume: spec.grants[0]?.volume ?? '(none granted)' },
+        threads: { registry: this.threads, slot: ThreadSlot.domain(id) },
       };
       worker = new Worker(new URL('../guests/domain-worker.js', import.meta.url), { workerData: data });
     }
@@ -221,22 +260,27 @@ export class Platform {
     await this.domainDied(d, 'killed');
   }
 
-  /** Unmount every domain's filesystem (journals committed, locks given back), then stop every thread. */
-  async shutdown(): Promise<void> {
+  /**
+   * Unmount every domain's filesystem (journals committed, locks given back), then stop every thread. Each step
+   * has a deadline (see stop-deadline.ts): a domain whose unmount is late is stopped without it (what it committed
+   * is in its journal, replayed at the next boot), a thread that does not exit is left to the process's exit, and
+   * a monitor that does not answer is terminated.
+   */
+  async shutdown(deadline: StopDeadline = { stepMs: stopStepMs() }): Promise<void> {
     await Promise.all(
       this.listDomains()
         .filter((d) => d.spec.filesystem && d.state === 'running')
-        .map((d) => d.call({ kind: 'unmount' }).catch(() => {})),
+        .map((d) => stopStep(deadline, `${d.name}: unmount (journal commit)`, d.call({ kind: 'unmount' }))),
     );
     for (const d of this.domains.values()) {
       if (d.worker && d.state !== 'dead') {
         d.state = 'dead';
-        await d.worker.terminate();
+        await stopStep(deadline, `${d.name}: worker exit`, d.worker.terminate());
       }
     }
     if (!this.monitorExited) {
-      await this.command({ type: 'shutdown', seq: 0 }).catch(() => {});
-      await this.monitorExit.catch(() => {});
+      const stopped = this.command({ type: 'shutdown', seq: 0 }).catch(() => {}).then(() => this.monitorExit);
+      await stopStep(deadline, 'monitor exit', stopped, () => this.monitor.terminate());
     }
   }
 
@@ -250,6 +294,8 @@ export class Platform {
     const deliberate = d.state === 'dead';
     d.died(detail);
     this.emit({ type: 'domain-exit', domain: d.name, detail });
+    // Fenced while it ran: its guest kernel is stopped before anything is replayed behind its back.
+    await d.worker?.terminate();
     // After shutdown the monitor is gone and has forgotten every domain anyway.
     await this.command({ type: 'remove-domain', seq: 0, id: d.id }).catch(() => {});
     const grant = d.spec.grants[0];
@@ -263,7 +309,24 @@ export class Platform {
       }
     }
     await this.command({ type: 'drop-locks', seq: 0, id: d.id }).catch(() => {});
+    // The monitor has forgotten the domain and its locks: the next domain may have its id (and counter slot).
+    this.domainIds.delete(d.id);
     d.finishCleanup();
+  }
+
+  /**
+   * The next free domain id after the last one given, wrapping round as Xen's domids do (0 is never a domain's):
+   * a restarted domain gets a new id, and ids come back into use, so any number of boots in total works.
+   */
+  private takeDomainId(): number {
+    for (let step = 1; step < MAX_DOMAINS; step++) {
+      const id = ((this.lastDomainId - 1 + step) % (MAX_DOMAINS - 1)) + 1;
+      if (this.domainIds.has(id)) continue;
+      this.domainIds.add(id);
+      this.lastDomainId = id;
+      return id;
+    }
+    throw new Error(`at most ${MAX_DOMAINS - 1} domains at once`);
   }
 
   /** The monitor's lock table, for inspection. */
@@ -283,8 +346,21 @@ export class Platform {
     });
   }
 
+  /**
+   * The monitor fenced a domain that ignored a revoke past its deadline (its I/O is already stopped): the crash
+   * path takes it from there (worker stopped, journal replayed, locks released, restart policy of the caller).
+   */
+  private fenced(id: number, detail: string): void {
+    const d = this.listDomains().find((x) => x.id === id);
+    if (d && d.state !== 'dead') void this.domainDied(d, `fenced: ${detail}`);
+  }
+
   private onMonitorReply(reply: MonitorReply): void {
-    if (reply.type === 'event') return this.emit(reply.event);
+    if (reply.type === 'event') {
+      this.emit(reply.event);
+      if (reply.event.type === 'fence') this.fenced(reply.event.id, reply.event.detail);
+      return;
+    }
     const ack = this.acks.get(reply.seq);
     if (!ack) return;
     this.acks.delete(reply.seq);

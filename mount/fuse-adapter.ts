@@ -46,11 +46,12 @@ import { promisify } from 'node:util';
 import type { AgentResult, VfsOp } from '../guests/agent-protocol.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
 import {
-  O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Stat, type StatFs, type TimeChange, type Timespec,
+  O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec,
 } from '../fs/vfs.js';
 import { STRICT, type CacheMode } from './cache-mode.js';
+import { allowOtherRefusal } from './fuse-conf.js';
 import { EIO, errnoFromName, errnoOf } from './errno.js';
-import { Fuse, fuseOptions, PREFERRED_IO_SIZE, UTIME_NOW, UTIME_OMIT } from './fuse-native.js';
+import { Fuse, fuseOptions, type FuseInstance, PREFERRED_IO_SIZE, UTIME_NOW, UTIME_OMIT } from './fuse-native.js';
 
 export interface MountOptions {
   /** Mount with the kernel's `ro` flag (the host refuses writes before they reach the domain). */
@@ -61,6 +62,13 @@ export interface MountOptions {
   cache?: CacheMode;
   /** Per-operation timeout in ms; an operation the domain does not answer in time fails with ETIMEDOUT. */
   timeoutMs?: number;
+  /** Only the user who mounts the view may use it (no allow_other). */
+  private?: boolean;
+  /**
+   * Device files of the view open the host's devices (the `dev` mount option; root only). Off by default, as for
+   * every FUSE mount: any domain may write the volume, and a device node it made would open a host device.
+   */
+  devices?: boolean;
 }
 
 export interface MountedView {
@@ -108,7 +116,7 @@ function toFuseStat(s: Stat) {
     dev: 0,
     nlink: s.nlink,
     ino: s.ino,
-    rdev: 0,
+    rdev: s.rdev,
     blksize: PREFERRED_IO_SIZE,
     blocks: s.blocks,
     atime: s.atime,
@@ -126,6 +134,8 @@ function toFuseStat(s: Stat) {
 export async function mountDomain(domain: DomainHandle, mountpoint: string, options: MountOptions = {}): Promise<MountedView> {
   const mnt = resolvePath(mountpoint);
   if (UTIME_NOW === undefined) throw new Error('fuse-native is not patched for exact times: run `npm install` (mount/patch-fuse-native.mjs)');
+  const refusal = options.private ? null : await allowOtherRefusal();
+  if (refusal) throw new Error(`cannot mount ${mnt}: ${refusal}`);
   await mkdir(mnt, { recursive: true }).catch(() => {
     // A stale mount (ENOTCONN) makes mkdir fail; fuse-native's `force` clears it below.
   });
@@ -178,10 +188,24 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     };
   }
 
+  /** Who asks: the owner of what the request creates (read while the handler is called, before any await). */
+  const caller = (): Owner => {
+    const ids = fuse.caller;
+    if (!ids) throw new Error('fuse-native is not patched to name the caller: run `npm install` (mount/patch-fuse-native.mjs)');
+    return { uid: ids.uid, gid: ids.gid };
+  };
+
   /** An operation whose FUSE arguments (before the callback) are exactly those of the Vfs call, answered 0. */
   const forward = (op: VfsOp) =>
     handler(op, async (...args: unknown[]) => {
       await vfs(op, ...args);
+      return 0;
+    });
+
+  /** The same for an operation that creates: the Vfs call takes the caller as its owner after FUSE's arguments. */
+  const forwardOwned = (op: VfsOp) =>
+    handler(op, async (...args: unknown[]) => {
+      await vfs(op, ...args, caller());
       return 0;
     });
 
@@ -190,8 +214,8 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
     getattr: handler('getattr', async (path: string) => [0, toFuseStat(await vfs<Stat>('getattr', path))]),
 
-    // Existence through the domain; W_OK answers EROFS on a host-read-only view. Permissions are not checked
-    // (no default_permissions: the host user is root, the guest's modes are informational).
+    // Existence through the domain; W_OK answers EROFS on a host-read-only view. Modes and owners are the host
+    // kernel's to check (default_permissions), which then no longer asks this handler at all.
     access: handler('access', async (path: string, mode: number) => {
       await vfs<Stat>('getattr', path);
       if (options.readOnly && mode & W_OK) return errnoFromName('EROFS');
@@ -213,7 +237,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
     // fuse-native does not pass create's open flags; the kernel has already checked O_EXCL against a negative
     // lookup, and the new file is empty, so O_CREAT | O_RDWR is what every create needs.
-    create: handler('create', async (path: string, mode: number) => [0, await vfs<number>('create', path, mode, O_CREAT | O_RDWR)]),
+    create: handler('create', async (path: string, mode: number) => [0, await vfs<number>('create', path, mode, O_CREAT | O_RDWR, caller())]),
 
     read: handler('read', async (_path: string, fh: number, buf: Buffer, len: number, pos: number) => {
       const data = await vfs<Uint8Array>('read', fh, pos, len);
@@ -262,13 +286,33 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       await vfs('ftruncate', fh, size);
       return 0;
     }),
-    mkdir: forward('mkdir'),
+    // fallocate(2) (the patched fuse-native passes it): modes as Linux numbers them, through the handle.
+    fallocate: handler('fallocate', async (_path: string, fh: number, mode: number, offset: number, length: number) => {
+      await vfs('fallocate', fh, mode, offset, length);
+      return 0;
+    }),
+    mkdir: forwardOwned('mkdir'),
     rmdir: forward('rmdir'),
     unlink: forward('unlink'),
     rename: forward('rename'),
     link: forward('link'),
-    symlink: forward('symlink'),
+    symlink: forwardOwned('symlink'),
+    // FIFOs, sockets (bind(2) on a view) and devices; fuse-native passes the mode and dev_t as uint32, which
+    // holds every device number glibc's makedev encodes for majors below 4096.
+    mknod: forwardOwned('mknod'),
     readlink: handler('readlink', async (path: string) => [0, await vfs<string>('readlink', path)]),
+
+    // Extended attributes (fuse-native passes no size: its patched glue answers ERANGE for a buffer too small).
+    setxattr: handler('setxattr', async (path: string, name: string, value: Buffer, _position: number, flags: number) => {
+      // Copy out first: the value is libfuse's memory, detached once we answer.
+      const data = new Uint8Array(value.length);
+      data.set(value);
+      await vfs('setxattr', path, name, data, flags);
+      return 0;
+    }),
+    getxattr: handler('getxattr', async (path: string, name: string) => [0, Buffer.from(await vfs<Uint8Array>('getxattr', path, name))]),
+    listxattr: handler('listxattr', async (path: string) => [0, await vfs<string[]>('listxattr', path)]),
+    removexattr: forward('removexattr'),
 
     chmod: forward('chmod'),
     chown: forward('chown'),
@@ -278,7 +322,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     }),
   };
 
-  const fuse = new Fuse(mnt, ops as never, fuseOptions(`hvshare-${domain.name}`, options.cache ?? STRICT, { ...options, debug }));
+  const fuse: FuseInstance = new Fuse(mnt, ops as never, fuseOptions(`hvshare-${domain.name}`, options.cache ?? STRICT, { ...options, debug }));
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
 
   let unmounting: Promise<void> | null = null;

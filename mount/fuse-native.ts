@@ -7,6 +7,8 @@ import { createRequire } from 'node:module';
 import { cacheOptions, type CacheMode } from './cache-mode.js';
 
 export interface FuseInstance {
+  /** The uid and gid of the process whose request is being dispatched (patched fuse-native; read it synchronously). */
+  readonly caller?: { uid: number; gid: number };
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
 }
@@ -25,9 +27,20 @@ export const { UTIME_NOW, UTIME_OMIT } = Fuse as unknown as { UTIME_NOW?: number
  */
 export const PREFERRED_IO_SIZE = 128 << 10;
 
-/** fuse-native's constructor options for a mount named `name` (an fsname) in a cache mode. */
-export function fuseOptions(name: string, cache: CacheMode, o: { readOnly?: boolean; debug?: boolean; timeoutMs?: number } = {}) {
+/**
+ * fuse-native's constructor options for a mount named `name` (an fsname) in a cache mode. Every user of the host
+ * may use the view (allow_other) unless it is `private` (only the user who mounted it), and the host kernel checks
+ * modes and owners itself (default_permissions), as for a local filesystem.
+ */
+export function fuseOptions(
+  name: string,
+  cache: CacheMode,
+  o: { readOnly?: boolean; debug?: boolean; timeoutMs?: number; private?: boolean; devices?: boolean } = {},
+) {
   // Options fuse-native does not expose ride on fsname, which it forwards verbatim into `-o`.
-  const fsname = [name.replace(/[^A-Za-z0-9_.-]/g, '_'), 'big_writes', 'use_ino', ...cacheOptions(cache), ...(o.readOnly ? ['ro'] : [])];
-  return { fsname: fsname.join(','), subtype: 'hvshare', force: true, mkdir: true, autoUnmount: true, debug: !!o.debug, timeout: o.timeoutMs ?? 30_000 };
+  const fsname = [name.replace(/[^A-Za-z0-9_.-]/g, '_'), 'big_writes', 'use_ino', ...cacheOptions(cache), ...(o.readOnly ? ['ro'] : []), ...(o.devices ? ['dev'] : [])];
+  return {
+    fsname: fsname.join(','), subtype: 'hvshare', force: true, mkdir: true, autoUnmount: true, debug: !!o.debug, timeout: o.timeoutMs ?? 30_000,
+    allowOther: !o.private, defaultPermissions: true,
+  };
 }

@@ -1,5 +1,5 @@
 /**
- * postinstall: fuse-native with exact times (README, "Times through a view").
+ * postinstall: fuse-native with exact times and the requesting process's uid and gid (README, "Times through a view", "Who may use a view").
  *
  * Applies fuse-native-times.patch to the installed fuse-native and builds its addon from the patched source with
  * node-gyp. node-gyp-build loads build/Release before prebuilds/, so the prebuilt binary is never used again, and

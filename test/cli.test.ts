@@ -45,9 +45,9 @@ async function oldImage(image: string, version: number): Promise<void> {
   await dev.close();
 }
 
-test('fsck refuses volumes of formats 1 and 2 with exit 1, naming the image and saying what to do', async (t) => {
+test('fsck refuses volumes of formats 1, 2 and 3 with exit 1, naming the image and saying what to do', async (t) => {
   const dir = await tempDir(t, 'hvshare-cli-');
-  for (const version of [1, 2]) {
+  for (const version of [1, 2, 3]) {
     const image = join(dir, `old${version}.img`);
     await oldImage(image, version);
     const old = await hvshare('fsck', image);

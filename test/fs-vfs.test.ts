@@ -4,7 +4,9 @@ import { FileSystem } from '../fs/filesystem.js';
 import { fsck } from '../fs/fsck.js';
 import { LocalLockService } from '../fs/local-lock-service.js';
 import { BLOCK_SIZE, encodeSuperblock, Geometry, readSuperblock, sealBlock, BlockType, HEADER_SIZE } from '../fs/layout.js';
-import { O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../fs/vfs.js';
+import {
+  O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
+} from '../fs/vfs.js';
 import { bytes, errno, freshVolume, patternBytes, text } from './fs-helpers.js';
 
 test('files: create, write, read, append, truncate, attributes', async (t) => {
@@ -82,6 +84,15 @@ test('namespace errnos a POSIX user expects', async (t) => {
   const max = 'm'.repeat(255);
   await fs.release(await fs.create('/' + max, 0o644));
   t.true((await fs.readdir('/')).includes(max));
+  t.is(await errno(fs.mkdir('/' + 'é'.repeat(128), 0o755)), 'ENAMETOOLONG', 'NAME_MAX counts bytes, not characters');
+  // Nothing is counted from the root: a path of 20 names of 250 bytes (5020 bytes) works.
+  let deep = '';
+  for (let i = 0; i < 20; i++) {
+    deep += '/' + String(i).padStart(250, 'd');
+    await fs.mkdir(deep, 0o755);
+  }
+  await fs.release(await fs.create(deep + '/f', 0o644));
+  t.is((await fs.getattr(deep + '/f')).size, 0);
   t.is(await errno(fs.symlink('x'.repeat(5000), '/s')), 'ENAMETOOLONG');
   const dh = await fs.open('/d', O_RDONLY);
   t.is(await errno(fs.read(dh, 0, 1)), 'EISDIR');
@@ -493,5 +504,36 @@ test('ordered mode with data writes in flight: no write is still on its way when
   t.true(flushes > 0);
   t.is(flushesWithWritesOut, 0, 'a flush found writes still on their way');
   t.deepEqual((await fsck(dev)).errors, []);
+  await v.close();
+});
+
+test('mknod: devices with their number, FIFOs and sockets, owned by their creator; readdir types; fsck clean', async (t) => {
+  const v = await freshVolume();
+  const { fs } = v;
+  const tty = (4 << 8) | 1;
+  await fs.mknod('/tty', S_IFCHR | 0o620, tty, { uid: 5, gid: 6 });
+  await fs.mknod('/sda', S_IFBLK | 0o660, 8 << 8);
+  await fs.mknod('/fifo', S_IFIFO | 0o644, 99);
+  await fs.mknod('/sock', S_IFSOCK | 0o755, 0);
+  await fs.mknod('/plain', 0o600, 0);
+  const st = await fs.getattr('/tty');
+  t.deepEqual([st.mode, st.rdev, st.uid, st.gid, st.size, st.blocks, st.nlink], [S_IFCHR | 0o620, tty, 5, 6, 0, 0, 1]);
+  t.is((await fs.getattr('/sda')).rdev, 8 << 8);
+  t.is((await fs.getattr('/fifo')).rdev, 0, 'only devices keep a number');
+  t.is((await fs.getattr('/plain')).mode, S_IFREG | 0o600, 'no type bits: a regular file');
+  const listing = await fs.readdirEntries('/');
+  const typeOf = (name: string) => listing.types[listing.names.indexOf(name)];
+  t.deepEqual(['tty', 'sda', 'fifo', 'sock'].map(typeOf), [S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK]);
+  t.is(await errno(fs.mknod('/fifo', S_IFIFO | 0o644, 0)), 'EEXIST');
+  t.is(await errno(fs.mknod('/d', S_IFDIR | 0o755, 0)), 'EINVAL');
+  t.is(await errno(fs.mknod('/l', S_IFLNK | 0o777, 0)), 'EINVAL');
+  t.is(await errno(fs.mknod('/bad', 0o170000 | 0o644, 0)), 'EINVAL');
+  await fs.link('/tty', '/tty2');
+  await fs.rename('/sock', '/sock2');
+  await fs.unlink('/fifo');
+  await fs.sync();
+  const report = await fsck(v.dev);
+  t.deepEqual(report.errors, []);
+  t.is(report.stats.special, 3);
   await v.close();
 });

@@ -16,7 +16,8 @@ import {
   type Superblock,
 } from '../fs/layout.js';
 import { mkfs } from '../fs/mkfs.js';
-import { S_IFDIR, S_IFLNK, S_IFREG } from '../fs/vfs.js';
+import { encodeXattrs, spreadXattrList } from '../fs/xattr.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from '../fs/vfs.js';
 
 type Entry = [name: string, ino: number, type: EntryType];
 
@@ -232,7 +233,7 @@ test('a fresh volume is clean: one directory; the bitmaps, the root inode and it
   t.is(image.rootDirBlock, sb.rootIno + 1);
   const inUse = sb.groupCount + 2;
   t.deepEqual(report.stats, {
-    inodesInUse: 1, files: 0, directories: 1, symlinks: 0, orphans: 0,
+    inodesInUse: 1, files: 0, directories: 1, symlinks: 0, special: 0, orphans: 0,
     blocksInUse: inUse, freeBlocks: sb.totalBlocks - sb.groupStart - inUse, replayableJournals: 0,
   });
   t.is(g.dataBlockCount + sb.groupCount, report.stats.blocksInUse + report.stats.freeBlocks);
@@ -260,7 +261,7 @@ test('a hand-made tree is clean: subdirectory, a file with an indirect block, a 
   // open's block.
   const inUse = image.sb.groupCount + 2 + 4 + 1 + 15 + 1 + 1;
   t.deepEqual(report.stats, {
-    inodesInUse: 5, files: 2, directories: 2, symlinks: 1, orphans: 1,
+    inodesInUse: 5, files: 2, directories: 2, symlinks: 1, special: 0, orphans: 1,
     blocksInUse: inUse, freeBlocks: image.sb.totalBlocks - image.sb.groupStart - inUse, replayableJournals: 0,
   });
   t.is((await image.readInode(image.root)).nlink, 3);
@@ -350,11 +351,18 @@ test('a wrong link count', async (t) => {
   t.is(report.errors.length, 2, report.errors.join('\n'));
 });
 
-test('volumes of formats 1 and 2 are refused with one clear error each, saying what they lack', async (t) => {
+test('volumes of formats 1 to 5 are refused with one clear error each, saying what they lack', async (t) => {
   const image = await Image.make(t);
   await clean(t, image);
   const sb = await readSuperblock(image.dev);
-  for (const [version, lacks] of [[1, /one inode a block.*nanosecond/], [2, /\(this hvshare reads version 3: times to the nanosecond/]] as const) {
+  const cases = [
+    [1, /one inode a block.*nanosecond.*first use.*FIFOs.*extended attributes/],
+    [2, /\(this hvshare reads version 6: times to the nanosecond/],
+    [3, /version 6: allocation groups initialised on first use.*; devices, FIFOs and sockets; extended attributes\)/],
+    [4, /version 6: devices, FIFOs and sockets; extended attributes\)/],
+    [5, /version 6: extended attributes\)/],
+  ] as const;
+  for (const [version, lacks] of cases) {
     await image.write(0, encodeSuperblock({ ...sb, version }));
     const report = await image.fsck();
     t.false(report.ok);
@@ -424,4 +432,72 @@ test('sizes and counts: blocks past the end, a wrong block count, a bad indirect
   sealBlock(indirect, BlockType.Directory, f.indirect);
   await image.write(f.indirect, indirect);
   hasError(t, await image.fsck(), new RegExp(`^inode ${f.ino} \\(/f\\): indirect block: block ${f.indirect}: type Directory, expected Indirect$`));
+});
+
+test('special files: devices keep their number, a FIFO has none; none has blocks or a size; entry types match', async (t) => {
+  const image = await Image.make(t);
+  const special = async (name: string, mode: number, type: EntryType, rdev = 0) => {
+    const inode = emptyInode(await image.alloc(), mode, 7, { sec: 1, nsec: 0 });
+    inode.nlink = 1;
+    inode.rdev = rdev;
+    await image.writeInode(inode);
+    await image.addEntry(name, inode.ino, type);
+    return inode;
+  };
+  const tty = await special('tty', S_IFCHR | 0o620, EntryType.CharDevice, (4 << 8) | 1);
+  await special('sda', S_IFBLK | 0o660, EntryType.BlockDevice, 8 << 8);
+  const fifo = await special('fifo', S_IFIFO | 0o644, EntryType.Fifo);
+  await special('sock', S_IFSOCK | 0o755, EntryType.Socket);
+  t.is((await clean(t, image)).stats.special, 4);
+  t.is((await image.readInode(tty.ino)).rdev, (4 << 8) | 1);
+  await image.changeInode(fifo.ino, (inode) => (inode.rdev = 5));
+  hasError(t, await image.fsck(), new RegExp(`^inode ${fifo.ino} \\(/fifo\\): device number 5 on a file that is not a device$`));
+  await image.changeInode(fifo.ino, (inode) => {
+    inode.rdev = 0;
+    inode.size = 10;
+  });
+  hasError(t, await image.fsck(), new RegExp(`^inode ${fifo.ino} \\(/fifo\\): special file with size 10 and 0 blocks mapped \\(none expected\\)$`));
+  await image.changeInode(fifo.ino, (inode) => {
+    inode.size = 0;
+    inode.mode = S_IFSOCK | 0o644;
+  });
+  hasError(t, await image.fsck(), /\/fifo.* has type Fifo, .* is Socket$/);
+});
+
+test('extended attributes: a well-formed list and chain are clean; a bad name, a lost chain block, a bad length are not', async (t) => {
+  const image = await Image.make(t);
+  const f = await image.addFile('f');
+  /** Writes `attrs` into f's inode block, with `chain` as its chain blocks (sealed as Xattr blocks). */
+  const setList = async (attrs: [string, Uint8Array][], chain: number[] = []) => {
+    const block = await image.read(f.ino);
+    const blocks = chain.map((address) => {
+      const b = new Uint8Array(BLOCK_SIZE);
+      sealBlock(b, BlockType.Xattr, address);
+      return { address, block: b };
+    });
+    spreadXattrList(encodeXattrs(new Map(attrs)), block, blocks);
+    resealBlock(block);
+    await image.write(f.ino, block);
+    for (const { address, block: b } of blocks) {
+      resealBlock(b);
+      await image.write(address, b);
+    }
+  };
+  await setList([['user.a', new Uint8Array([1, 2])], ['system.posix_acl_access', new Uint8Array(30)]]);
+  await clean(t, image);
+  const chainBlock = await image.alloc();
+  await setList([['user.big', new Uint8Array(6000)]], [chainBlock]);
+  await clean(t, image);
+  await image.setBit(chainBlock, false);
+  hasError(t, await image.fsck(), new RegExp(`${chainBlock}`));
+  await image.setBit(chainBlock, true);
+  await setList([['bogus.a', new Uint8Array(1)]]);
+  await image.setBit(chainBlock, false);
+  hasError(t, await image.fsck(), new RegExp(`^inode ${f.ino} \\(/f\\): attribute "bogus.a": not a name of a known namespace$`));
+  await setList([['user.big', new Uint8Array(6000)]], [chainBlock]);
+  await image.setBit(chainBlock, true);
+  const sealedAsDirectory = await image.read(chainBlock);
+  sealBlock(sealedAsDirectory, BlockType.Directory, chainBlock);
+  await image.write(chainBlock, sealedAsDirectory);
+  hasError(t, await image.fsck(), new RegExp(`^inode ${f.ino} \\(/f\\): block ${chainBlock}: type Directory, expected Xattr$`));
 });

@@ -6,120 +6,18 @@
  * Not even spawn's `cwd` may point into a mount: libuv's fork path chdirs while the parent thread is held, the
  * chdir needs a FUSE answer from that thread, and both hang for good (found the hard way). Tools `cd` themselves.
  */
-import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
+import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, chown, link, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { DomainHandle } from '../hypervisor/toolstack.js';
-import { isMounted, mountDomain, type MountedView, type MountOptions } from '../mount/index.js';
-import { bootPlatform, MiB, tempDir } from './helpers/platform.js';
-import { formattedImage, fsckImage } from './helpers/volume.js';
+import { spawn } from 'node:child_process';
+import { isMounted, mountDomain } from '../mount/index.js';
+import { formattedImage } from './helpers/volume.js';
+import { mountedPlatform, ok, run, rw2, sh, shIn } from './helpers/fuse-mounts.js';
+import { MiB } from './helpers/platform.js';
 
 const FIO = ['/usr/bin/fio', '/usr/local/bin/fio'].find((p) => existsSync(p));
-
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Run a tool asynchronously; never throws on a non-zero exit (tests assert on the code). */
-function run(
-  command: string,
-  args: string[],
-  options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
-): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    // A tool that exits without reading its input closes the pipe first (EPIPE): its exit code tells the story.
-    child.stdin.on('error', () => {});
-    child.stdin.end(options.input ?? '');
-  });
-}
-
-const sh = (script: string, options: Parameters<typeof run>[2] = {}) => run('/bin/sh', ['-c', script], options);
-/** `script` run in `dir` (the shell changes directory itself; see the top of the file). */
-const shIn = (dir: string, script: string) => sh(`cd '${dir}' && ${script}`);
-
-/** Assert a zero exit and give stdout back. */
-async function ok(t: ExecutionContext, result: Promise<RunResult>, what: string): Promise<string> {
-  const r = await result;
-  t.is(r.code, 0, `${what} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
-
-interface DomainMount {
-  domain: DomainHandle;
-  view: MountedView;
-  /** The mount point. */
-  dir: string;
-}
-
-/**
- * A platform on a freshly formatted volume, with the requested domains booted and each mounted on the host.
- * Teardown (registered after the platform's, so it runs first) unmounts every view.
- */
-async function mountedPlatform(
-  t: ExecutionContext,
-  specs: { name: string; slot: number; readOnly?: boolean; mount?: MountOptions }[],
-  imageBytes = 96 * MiB,
-) {
-  const dir = await tempDir(t, 'hvshare-fuse-');
-  const image = await formattedImage(dir, imageBytes);
-  const platform = await bootPlatform(t, { volumes: [{ name: 'shared', path: image }] });
-  const views: MountedView[] = [];
-  t.teardown(async () => {
-    await Promise.all(views.map((v) => v.unmount().catch(() => {})));
-  });
-  const mounts: Record<string, DomainMount> = {};
-  for (const spec of specs) {
-    const domain = await platform.createDomain({
-      name: spec.name,
-      memoryBytes: 48 * MiB,
-      grants: [{ volume: 'shared', readOnly: !!spec.readOnly }],
-      filesystem: { slot: spec.slot },
-    });
-    const mnt = join(dir, `mnt-${spec.name}`);
-    const view = await mountDomain(domain, mnt, spec.mount ?? {});
-    views.push(view);
-    mounts[spec.name] = { domain, view, dir: mnt };
-  }
-  /** Unmount everything, check nothing is left in /proc/mounts, shut the platform down and fsck the image. */
-  const finish = async () => {
-    await Promise.all(views.map((v) => v.unmount()));
-    for (const v of views) t.false(await isMounted(v.mountpoint), `${v.mountpoint} left in /proc/mounts`);
-    await platform.shutdown();
-    const report = await fsckImage(image);
-    t.true(report.ok, `fsck after the run: ${report.errors.join('\n')}`);
-  };
-  /** One more view of a domain already booted here (a second mount, with its own options), unmounted by finish. */
-  const mountAgain = async (name: string, mount: MountOptions): Promise<string> => {
-    const mnt = join(dir, `mnt-${name}-${views.length}`);
-    views.push(await mountDomain(mounts[name]!.domain, mnt, mount));
-    return mnt;
-  };
-  return { dir, image, platform, mounts, finish, mountAgain };
-}
-
-const rw2 = [
-  { name: 'dom1', slot: 0 },
-  { name: 'dom2', slot: 1 },
-];
 
 test.serial('a random multi-MiB file copied into dom1 compares equal (cmp) read back through dom2', async (t) => {
   const { dir, mounts, finish } = await mountedPlatform(t, rw2);

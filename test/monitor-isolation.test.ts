@@ -166,3 +166,29 @@ test('a guest killed mid-I/O does not hurt the others, and the platform can boot
   await again.call({ kind: 'block-write', offset: 512 * 1024, data });
   t.true(Buffer.from(await again.call<Uint8Array>({ kind: 'block-read', offset: 512 * 1024, length: 4096 })).equals(data));
 });
+
+test('a backend error reaches the guest as EIO and the event log with its errno, inline and merged', async (t) => {
+  // A directory as a read-only volume: it opens, has a size (its 4 KiB block on ext4), and every pread fails
+  // with EISDIR, a real error from the kernel.
+  const dir = await tempDir(t);
+  const platform = await bootPlatform(t, { volumes: [{ name: 'odd', path: dir, readOnly: true }] });
+  const events: PlatformEvent[] = [];
+  platform.onEvent((e) => events.push(e));
+  const handle = await platform.createDomain({ name: 'reader', memoryBytes: 1 * MiB, grants: [{ volume: 'odd', readOnly: true }] }, { guest: false });
+  const raw = new RawGuest(handle.pages, platform.doorbell);
+  raw.submit({ id: 1, op: Op.VOLINFO });
+  const [info] = await raw.responses(1);
+  t.true(info.status === Status.OK && info.value > 1, `the directory has ${info.value} sectors`);
+  raw.submit({ id: 2, op: Op.READ, sector: 0, count: 1, memOffset: 0 });
+  t.deepEqual((await raw.responses(1)).map((r) => [r.id, r.status]), [[2, Status.EIO]]);
+  const reported = () => events.filter((e) => e.type === 'io-error' && e.domain === 'reader');
+  const deadline = Date.now() + 5000;
+  while (reported().length === 0 && Date.now() < deadline) await sleep(2);
+  t.regex(reported()[0]?.detail ?? '', /^read of 1 sector\(s\) at 0: EISDIR \(errno 21\)/);
+  // Two contiguous reads in one batch are one vectored transfer: both fail, and the event log is not flooded.
+  raw.submitBatch([{ id: 3, op: Op.READ, sector: 0, count: 1, memOffset: 0 }, { id: 4, op: Op.READ, sector: 1, count: 1, memOffset: 512 }]);
+  t.deepEqual((await raw.responses(2)).map((r) => [r.id, r.status]), [[3, Status.EIO], [4, Status.EIO]]);
+  t.is(platform.counters('reader').MERGED, 1);
+  t.is(platform.counters('reader').ERRORS, 3);
+  t.is(reported().length, 1, 'one event a second per domain; the next one counts the rest');
+});

@@ -122,8 +122,12 @@ test('duplicate domain names, ids, volume names and images are refused', (t) => 
 test('bad sizes and memory are named', (t) => {
   const cases: Array<[(x: any) => void, RegExp]> = [
     [(x) => (x.volumes[0].size = '256Q'), /^volumes\[0\]\.size: bad size "256Q"/],
-    [(x) => (x.volumes[0].size = '100K'), /^volumes\[0\]\.size: size 100K out of range/],
-    [(x) => (x.volumes[0].size = 2 * MiB + 512), /^volumes\[0\]\.size: size 2097664 is not a multiple/],
+    [(x) => (x.volumes[0].size = '100K'), /^volumes\[0\]\.size: size 100K is too small: 8 journal slots need at least 16916480 bytes \(17M\)$/],
+    // mkfs's layout is the measure: 16M passed a fixed 1M minimum, then failed at boot with ENOSPC.
+    [(x) => (x.volumes[0].size = '16M'), /^volumes\[0\]\.size: size 16M is too small: 8 journal slots need at least 16916480 bytes/],
+    [(x) => Object.assign(x.volumes[0], { size: '4M', slots: 2 }), /^volumes\[0\]\.size: size 4M is too small: 2 journal slots need at least 4284416 bytes \(5M\)$/],
+    [(x) => (x.volumes[0].size = '2T'), /^volumes\[0\]\.size: size 2T is larger than 1T/],
+    [(x) => (x.volumes[0].size = 32 * MiB + 512), /^volumes\[0\]\.size: size 33554944 is not a multiple/],
     [(x) => delete x.volumes[0].size, /^volumes\[0\]\.size: missing size/],
     [(x) => (x.domains[0].memory = '1.5M'), /^domains\[0\]\.memory: memory "1.5M" is not a whole number of MiB/],
     [(x) => (x.domains[0].memory = 0), /^domains\[0\]\.memory: bad memory \(MiB\) 0/],
@@ -150,7 +154,7 @@ test('journal slot collisions and out-of-range slots are refused', (t) => {
   t.regex(problemsOf(t, far)[0], /^domains\[1\]\.grants\[0\]\.slot: bad journal slot 2: expected a whole number from 0 to 1/);
   // The same slot number on two different volumes is fine.
   const two = sample();
-  two.volumes.push({ name: 'scratch', image: 'scratch.img', size: '16M' });
+  two.volumes.push({ name: 'scratch', image: 'scratch.img', size: '17M' });
   two.domains[1].grants.push({ volume: 'scratch', mode: 'rw', slot: 0 });
   t.notThrows(() => validatePlatform(two));
 });
@@ -182,7 +186,13 @@ test('unknown fields, bad modes and wrong shapes are named; all problems are rep
   t.is(problems.length, 3);
   t.regex(problemsOf(t, null)[0], /expected an object/);
   t.regex(problemsOf(t, { volumes: [], domains: [] }).join('\n'), /volumes: expected a non-empty array/);
-  t.regex(problemsOf(t, { ...sample(), domains: [{ ...sample().domains[0], grants: {} }] })[0], /domains\[0\]\.grants: expected an array/);
+  t.regex(problemsOf(t, { ...sample(), domains: [{ ...sample().domains[0], grants: {} }] })[0], /domains\[0\]\.grants: expected a non-empty array/);
+  // A domain without grants has no filesystem to boot: refused here, before anything is stored.
+  for (const grants of [[], undefined]) {
+    t.deepEqual(problemsOf(t, { ...sample(), domains: [{ ...sample().domains[0], grants }] }), [
+      'domains[0].grants: expected a non-empty array of grants (a domain mounts the volume of its first grant)',
+    ]);
+  }
 });
 
 test('platform.json: parse errors and file names appear in the message', async (t) => {
@@ -198,4 +208,15 @@ test('platform.json: parse errors and file names appear in the message', async (
   const err = await t.throwsAsync(loadPlatformFile(file), { instanceOf: PlatformConfigError });
   t.true(err!.message.includes(file), err!.message);
   t.true(err!.message.includes('domains[0].grants[0].volume: unknown volume "nope"'), err!.message);
+});
+
+test('revokeDeadlineMs: optional, kept when valid, and a bad one is named with its range', (t) => {
+  t.false('revokeDeadlineMs' in validatePlatform(sample()), 'absent: the monitor default applies');
+  const valid = validatePlatform({ ...sample(), revokeDeadlineMs: 2500 });
+  t.is(valid.revokeDeadlineMs, 2500);
+  t.deepEqual(validatePlatform(valid), valid, 'its own output is accepted unchanged');
+  for (const bad of [0, 999, 600_001, 1.5e3 + 0.5, '5s', null, -1]) {
+    const problems = problemsOf(t, { ...sample(), revokeDeadlineMs: bad });
+    t.deepEqual(problems, [`revokeDeadlineMs: bad revoke deadline (ms) ${JSON.stringify(bad)}: expected a whole number from 1000 to 600000`]);
+  }
 });

@@ -140,7 +140,7 @@ test('a changed config adds and drops domain records, but never a running domain
   store.addCounters('dom3', { requests: 5 });
   await store.putConfig({
     ...without3,
-    domains: [...without3.domains, { name: 'dom4', id: 4, memory: 32, grants: [] }],
+    domains: [...without3.domains, { name: 'dom4', id: 4, memory: 32, grants: [{ volume: 'shared', mode: 'ro', slot: 3 }] }],
   });
   t.deepEqual(store.listDomains().map((d) => d.name), ['dom1', 'dom2', 'dom4']);
   t.is(store.getDomain('dom3'), undefined);
@@ -203,6 +203,10 @@ test('counters accumulate in memory and reach the database only in flush batches
   t.is(writes, 1, 'one batch for every dirty domain');
   await store.flushCounters();
   t.is(writes, 1, 'nothing dirty, nothing written');
+  // What an idle platform's sampler adds every second.
+  store.addCounters('dom1', { requests: 0, bytesRead: 0 });
+  await store.flushCounters();
+  t.is(writes, 1, 'deltas of zero make nothing dirty');
   store.addCounters('dom3', { revocations: 2 });
   t.throws(() => store.addCounters('dom1', { nope: 1 } as any), { message: /unknown counter "nope"/ });
   t.throws(() => store.addCounters('dom1', { requests: NaN }), { message: /bad value/ });

@@ -2,17 +2,13 @@ import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { exited, hvshare, sh, startUp } from './helpers/cli.js';
+import { exited, fuseMountsUnder, hvshare, sh, startUp } from './helpers/cli.js';
 import { tempDir } from './helpers/platform.js';
+import type { PlatformCpu } from '../hypervisor/thread-cpu.js';
 
 async function written(state: string, domain: string): Promise<number> {
   const stat = JSON.parse((await hvshare('stat', '--state', state, '--json')).stdout) as { counters: Record<string, { bytesWritten: number }> };
   return stat.counters[domain]?.bytesWritten ?? 0;
-}
-
-async function fuseMountsUnder(root: string): Promise<string[]> {
-  const { stdout } = await sh('cat /proc/mounts');
-  return stdout.split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(root));
 }
 
 test('hvshare up: views, sharing, ps/stat/log, SIGKILL during writes, restart, fsck clean, fsynced files intact', async (t) => {
@@ -65,6 +61,10 @@ test('hvshare up: views, sharing, ps/stat/log, SIGKILL during writes, restart, f
     after = await written(state, 'dom2');
   }
   t.true(after >= before + 2 * 1024 * 1024, `dom2 bytesWritten went from ${before} to ${after}`);
+  const { cpu } = JSON.parse((await hvshare('stat', '--state', state, '--json')).stdout) as { cpu?: PlatformCpu };
+  t.deepEqual(Object.keys(cpu?.domains ?? {}).sort(), ['dom1', 'dom2', 'dom3'], 'CPU seconds per running domain');
+  t.true(cpu!.domains.dom2!.cpu > 0 && cpu!.main > 0, `booting, mounting and writing cost CPU: ${JSON.stringify(cpu)}`);
+  t.true(cpu!.monitor.sleep > 0 && cpu!.domains.dom2!.sleep > 0, `the monitor and the guests slept between requests: ${JSON.stringify(cpu)}`);
 
   second.child.kill('SIGTERM');
   t.is(await exited(second.child), 0);

@@ -27,9 +27,12 @@ export async function hvshare(...args: string[]) {
 export async function startUp(
   state: string,
   mountRoot: string,
-  env: NodeJS.ProcessEnv = process.env,
-): Promise<{ child: ChildProcess; lines: Record<string, unknown>[] }> {
-  const child = spawn('node', [HVSHARE, 'up', '--state', state, '--mount-root', mountRoot, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ child: ChildProcess; lines: Record<string, unknown>[]; stderr: () => string }> {
+  const child = spawn('node', [HVSHARE, 'up', '--state', state, '--mount-root', mountRoot, '--json'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   const lines: Record<string, unknown>[] = [];
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
@@ -42,11 +45,17 @@ export async function startUp(
     child.once('exit', (code) => reject(new Error(`hvshare up exited with ${code} before ready: ${stderr}`)));
   });
   await ready;
-  return { child, lines };
+  return { child, lines, stderr: () => stderr };
 }
 
 export async function exited(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
   const [code] = (await once(child, 'exit')) as [number | null];
   return code;
+}
+
+/** FUSE (and other) mounts under `root`, from /proc/mounts. */
+export async function fuseMountsUnder(root: string): Promise<string[]> {
+  const { stdout } = await sh('cat /proc/mounts');
+  return stdout.split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(root));
 }

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  Doorbell, Req, REVOKE_SLOT_WORDS, REVOKE_SLOTS, RevokeEntry, Ring, RING_HEADER_WORDS, RING_SLOTS, Rsp, SLOT_WORDS, Vic,
+  Doorbell, join64, readResponse, REVOKE_SLOT_WORDS, REVOKE_SLOTS, RevokeEntry, Ring, slotBase, Req, Vic, type ResponseSlot,
 } from '../../hypervisor/abi.js';
 import type { DomainPages } from '../../hypervisor/monitor.js';
 
@@ -50,7 +50,8 @@ export class RawGuest {
   submitBatch(rs: RawRequest[]): void {
     const w = this.ring;
     for (const r of rs) {
-      const base = RING_HEADER_WORDS + (this.prod % RING_SLOTS) * SLOT_WORDS;
+      // Word by word: a hostile guest writes whatever it likes into SECTOR_HI (the codec would join it first).
+      const base = slotBase(this.prod);
       w[base + Req.ID] = r.id;
       w[base + Req.OP] = r.op;
       w[base + Req.SECTOR_LO] = r.sector ?? 0;
@@ -101,16 +102,17 @@ export class RawGuest {
   }
 
   /** Wait until `n` responses arrived (or time out), and return them as {id, status}. */
-  async responses(n: number, timeoutMs = 5000): Promise<{ id: number; status: number; value: number }[]> {
+  async responses(n: number, timeoutMs = 5000): Promise<{ id: number; status: number; value: number; value64: number }[]> {
     const deadline = Date.now() + timeoutMs;
     while (((Atomics.load(this.ring, Ring.RSP_PROD) - this.cons) >>> 0) < n) {
       if (Date.now() > deadline) throw new Error(`only ${(Atomics.load(this.ring, Ring.RSP_PROD) - this.cons) >>> 0} of ${n} responses`);
       await sleep(1);
     }
     const out = [];
+    const rsp: ResponseSlot = { id: 0, status: 0, valueLo: 0, valueHi: 0, infoFlags: 0 };
     for (let i = 0; i < n; i++) {
-      const base = RING_HEADER_WORDS + (this.cons % RING_SLOTS) * SLOT_WORDS;
-      out.push({ id: this.ring[base + Rsp.ID], status: this.ring[base + Rsp.STATUS], value: this.ring[base + Rsp.VALUE_LO] >>> 0 });
+      readResponse(this.ring, this.cons, rsp);
+      out.push({ id: rsp.id, status: rsp.status, value: rsp.valueLo, value64: join64(rsp.valueLo, rsp.valueHi) });
       this.cons = (this.cons + 1) >>> 0;
     }
     return out;
