@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { PlatformClient } from '../bin/platform-client.js';
 import { exited, HVSHARE, hvshare, sh, startUp } from './helpers/cli.js';
 
 /**
@@ -337,4 +338,23 @@ test.serial('the control socket: only its owner may connect; garbage gets error 
   t.truthy(byId(6));
   const ps = await cli('ls', 'dom1:/');
   t.is(ps.code, 0, 'the platform still serves');
+});
+
+test.serial('diff compares extended attributes: the same through dom1 and dom3, a value planted wrong in dom2 found', async (t) => {
+  const made = await sh(`mkdir -p '${mnt}/dom1/xa/planted-x' && printf a > '${mnt}/dom1/xa/plain' && printf b > '${mnt}/dom1/xa/planted-x/f'`);
+  t.is(made.code, 0, made.stderr);
+  const client = await PlatformClient.connect(state);
+  t.teardown(() => client.close());
+  const vfs = client.vfs('dom1');
+  await vfs.setxattr('/xa/plain', 'user.origin', new TextEncoder().encode('dom1'), 0);
+  await vfs.setxattr('/xa/planted-x/f', 'user.origin', new TextEncoder().encode('dom1'), 0);
+  const same = await cli('diff', 'dom1', 'dom3', '/xa', '--json');
+  t.is(same.code, 0, same.stdout);
+  const planted = await cli('diff', 'dom1', 'dom2', '/xa', '--json');
+  t.is(planted.code, 1, planted.stderr);
+  const { differences } = JSON.parse(planted.stdout) as DiffJson;
+  t.deepEqual(differences.map((d) => `${d.path} ${d.field}`), ['/planted-x/f content', '/planted-x/f xattrs']);
+  t.is(differences[1].a, JSON.stringify([['user.origin', Buffer.from('dom1').toString('hex')]]));
+  const ignored = await cli('diff', 'dom1', 'dom2', '/xa', '--ignore', 'content,xattrs');
+  t.is(ignored.code, 0, ignored.stdout);
 });
