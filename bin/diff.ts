@@ -46,9 +46,10 @@ export function registerDiff(program: Command): void {
       'after',
       `
 Exit status: 0 when the two are the same, 1 when they differ, 2 on an error (the platform down, an unknown
-domain, a missing path). Times compared are files' modification times (to the nanosecond). Each file is
-compared as of one instant on each side (read again when it changed while read); the tree as a whole is not
-one instant: a file written during the diff may show as a difference (README, "hvshare diff").
+domain, a missing path). Times compared are files' modification times (to the nanosecond); extended attributes
+(ACLs included) only between two domains. Each file is compared as of one instant on each side (read again when
+it changed while read); the tree as a whole is not one instant: a file written during the diff may show as a
+difference (README, "hvshare diff").
 
 Examples:
   $ hvshare diff dom1 dom3                       every file, as the two domains see it

@@ -31,8 +31,8 @@ export interface TreeSource {
   /** A file's content, in chunks. */
   chunks(path: string): AsyncIterable<Uint8Array>;
   /**
-   * Extended attributes by name, for sources that have them. The volume's filesystem has none yet; when it does,
-   * a domain source answers here and `hvshare diff` compares them (hostTree leaves it out: node has no xattr call).
+   * Extended attributes by name, each value in hex, for sources that can read them: a domain's (`hvshare diff`
+   * compares them when both sides have them; hostTree has none, node has no xattr call).
    */
   xattrs?(path: string): Promise<Record<string, string>>;
 }
@@ -58,6 +58,11 @@ export function domainTree(domain: string, vfs: Vfs): TreeSource {
     list: async (path) => byName(await vfs.readdir(path)),
     readlink: (path) => vfs.readlink(path),
     chunks: (path) => domainFileChunks(vfs, path),
+    xattrs: async (path) => {
+      const names = (await vfs.listxattr(path)).sort();
+      const values = await Promise.all(names.map((name) => vfs.getxattr(path, name)));
+      return Object.fromEntries(names.map((name, i) => [name, Buffer.from(values[i]).toString('hex')]));
+    },
   };
 }
 

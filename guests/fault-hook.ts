@@ -1,7 +1,7 @@
 /**
  * A test-only fault: `HVSHARE_FAULT_CORRUPT_READS=dom2:planted` makes domain dom2's guest agent flip the first
- * byte of every read of a file whose path contains "planted" (several `domain:text` pairs may be given, separated
- * by commas). It stands for a domain whose view went wrong, so tests can show that `hvshare check` and
+ * byte of every read of a file whose path contains "planted", and of every extended attribute value read from
+ * such a path (several `domain:text` pairs may be given, separated by commas). It stands for a domain whose view went wrong, so tests can show that `hvshare check` and
  * `hvshare diff` see it. Unset (always, outside tests), the agent does nothing extra.
  */
 export class ReadCorruption {
@@ -23,6 +23,7 @@ export class ReadCorruption {
     if ((op === 'open' || op === 'create') && String(args[0]).includes(this.marker)) this.victims.add(result as number);
     else if (op === 'release') this.victims.delete(args[0] as number);
     else if (op === 'read' && this.victims.has(args[0] as number) && result instanceof Uint8Array && result.length > 0) result[0] ^= 0xff;
+    else if (op === 'getxattr' && String(args[0]).includes(this.marker) && result instanceof Uint8Array && result.length > 0) result[0] ^= 0xff;
     return result;
   }
 }

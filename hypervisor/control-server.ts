@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { rm } from 'node:fs/promises';
+import { chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { VFS_OPS } from '../guests/agent-protocol.js';
@@ -20,6 +20,9 @@ import { describeLock } from '../fs/lock-description.js';
 import type { StoredPlatform } from './platform-boot.js';
 import { resolveImagePath } from './platform-config.js';
 import type { DomainHandle } from './toolstack.js';
+
+/** The largest read one request may ask a domain for (the CLI reads 256 KiB or 1 MiB at a time). */
+const MAX_READ = 16 << 20;
 
 class ControlError extends Error {
   constructor(
@@ -54,6 +57,8 @@ export class ControlServer {
       server.once('error', reject);
       server.listen(path, () => resolve());
     });
+    // The channel reads and writes every domain's files: only the platform's owner may connect.
+    await chmod(path, 0o600);
     return control;
   }
 
@@ -71,10 +76,13 @@ export class ControlServer {
       } catch {
         return send({ id: -1, ok: false, code: 'EPROTO', message: 'a request must be one JSON object per line' });
       }
+      if (typeof request !== 'object' || request === null || !Number.isSafeInteger(request.id)) {
+        return send({ id: -1, ok: false, code: 'EPROTO', message: 'a request must be a JSON object with a numeric id' });
+      }
       handle(running, request, open).then(
         (result) => send({ id: request.id, ok: true, result: encodeWire(result) }),
-        (err: Error & { code?: string; detail?: string }) =>
-          send({ id: request.id, ok: false, code: err.code ?? 'EIO', message: err.detail ?? err.message }),
+        (err: Error & { code?: unknown; detail?: string }) =>
+          send({ id: request.id, ok: false, code: typeof err.code === 'string' ? err.code : 'EIO', message: err.detail ?? err.message }),
       );
     });
     socket.on('error', () => {});
@@ -146,7 +154,10 @@ async function handle(running: StoredPlatform, request: ControlRequest, open: Se
     case 'vfs': {
       if (!(VFS_OPS as readonly string[]).includes(request.op)) throw new ControlError('EPROTO', `no filesystem operation "${request.op}"`);
       if (!Array.isArray(request.args)) throw new ControlError('EPROTO', 'args must be an array');
-      const domain = findDomain(running, request.domain);
+      const domain = findDomain(running, String(request.domain));
+      if (request.op === 'read' && !(Number.isSafeInteger(request.args[2]) && (request.args[2] as number) <= MAX_READ)) {
+        throw new ControlError('EINVAL', `a read takes a length of at most ${MAX_READ} bytes`);
+      }
       const result = await domain.call({ kind: 'vfs', op: request.op, args: decodeWire(request.args) as unknown[] });
       if (request.op === 'open' || request.op === 'create') open.add(`${request.domain}\0${result as number}`);
       if (request.op === 'release') open.delete(`${request.domain}\0${request.args[0] as number}`);

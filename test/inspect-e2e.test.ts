@@ -1,11 +1,14 @@
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { PlatformClient } from '../bin/platform-client.js';
 import { exited, HVSHARE, hvshare, sh, startUp } from './helpers/cli.js';
 
 /**
@@ -300,4 +303,58 @@ test.serial('locks: bad input and the platform down exit 2', async (t) => {
   const down = await hvshare('locks', '--state', join(dir, 'no-platform'));
   t.is(down.code, 2);
   t.regex(down.stderr, /the platform is not running/);
+});
+
+test.serial('the control socket: only its owner may connect; garbage gets error replies and the platform carries on', async (t) => {
+  const path = join(state, 'control.sock');
+  t.is((await stat(path)).mode & 0o777, 0o600);
+  const socket = connect(path);
+  await once(socket, 'connect');
+  const replies: { id: number; ok: boolean; code?: string; message?: string }[] = [];
+  createInterface({ input: socket }).on('line', (l) => replies.push(JSON.parse(l) as (typeof replies)[number]));
+  const garbage = [
+    'not json',
+    'null',
+    '{"kind":"domains"}',
+    '{"id":1,"kind":"reboot"}',
+    '{"id":2,"kind":"vfs","domain":"dom1","op":"format","args":[]}',
+    '{"id":3,"kind":"vfs","domain":"dom1","op":"getattr","args":"/"}',
+    '{"id":4,"kind":"vfs","domain":"nobody","op":"getattr","args":["/"]}',
+    '{"id":5,"kind":"vfs","domain":"dom1","op":"read","args":[1,0,1e12]}',
+    '{"id":6,"kind":"vfs","domain":"dom1","op":"getattr","args":[42]}',
+  ];
+  socket.write(garbage.join('\n') + '\n');
+  for (let i = 0; i < 100 && replies.length < garbage.length; i++) await sleep(50);
+  socket.end();
+  t.is(replies.length, garbage.length, JSON.stringify(replies));
+  t.true(replies.every((r) => !r.ok), JSON.stringify(replies));
+  const byId = (id: number) => replies.find((r) => r.id === id);
+  t.is(replies.filter((r) => r.id === -1 && r.code === 'EPROTO').length, 3);
+  t.like(byId(1), { code: 'EPROTO', message: 'unknown request kind "reboot"' });
+  t.like(byId(2), { code: 'EPROTO', message: 'no filesystem operation "format"' });
+  t.like(byId(3), { code: 'EPROTO', message: 'args must be an array' });
+  t.like(byId(4), { code: 'ENODOM', message: 'no domain "nobody" (the platform runs dom1, dom2, dom3)' });
+  t.like(byId(5), { code: 'EINVAL' });
+  t.truthy(byId(6));
+  const ps = await cli('ls', 'dom1:/');
+  t.is(ps.code, 0, 'the platform still serves');
+});
+
+test.serial('diff compares extended attributes: the same through dom1 and dom3, a value planted wrong in dom2 found', async (t) => {
+  const made = await sh(`mkdir -p '${mnt}/dom1/xa/planted-x' && printf a > '${mnt}/dom1/xa/plain' && printf b > '${mnt}/dom1/xa/planted-x/f'`);
+  t.is(made.code, 0, made.stderr);
+  const client = await PlatformClient.connect(state);
+  t.teardown(() => client.close());
+  const vfs = client.vfs('dom1');
+  await vfs.setxattr('/xa/plain', 'user.origin', new TextEncoder().encode('dom1'), 0);
+  await vfs.setxattr('/xa/planted-x/f', 'user.origin', new TextEncoder().encode('dom1'), 0);
+  const same = await cli('diff', 'dom1', 'dom3', '/xa', '--json');
+  t.is(same.code, 0, same.stdout);
+  const planted = await cli('diff', 'dom1', 'dom2', '/xa', '--json');
+  t.is(planted.code, 1, planted.stderr);
+  const { differences } = JSON.parse(planted.stdout) as DiffJson;
+  t.deepEqual(differences.map((d) => `${d.path} ${d.field}`), ['/planted-x/f content', '/planted-x/f xattrs']);
+  t.is(differences[1].a, JSON.stringify([['user.origin', Buffer.from('dom1').toString('hex')]]));
+  const ignored = await cli('diff', 'dom1', 'dom2', '/xa', '--ignore', 'content,xattrs');
+  t.is(ignored.code, 0, ignored.stdout);
 });
