@@ -544,9 +544,15 @@ export class PlatformStore {
 
   /** The platform's CPU seconds per thread, for status.json (live only, not kept in the database). */
   setCpu(cpu: PlatformCpu): void {
-    if (JSON.stringify(cpu) === JSON.stringify(this.cpu)) return;
+    const before = this.cpu;
     this.cpu = cpu;
-    this.snapshotDirty = true;
+    // Rewritten for a tenth of a CPU second somewhere, or a domain come or gone; not for every tick the sampling
+    // itself costs, nor for sleeping time that grows whenever a thread wakes (an idle platform writes nothing).
+    const cpus = (c: PlatformCpu | undefined) => (c ? [c.main, c.monitor.cpu, c.io.cpu, ...Object.values(c.domains).map((d) => d.cpu)] : []);
+    const [a, b] = [cpus(before), cpus(cpu)];
+    const domainsChanged = Object.keys(before?.domains ?? {}).join() !== Object.keys(cpu.domains).join();
+    if (domainsChanged || b.some((x, i) => Math.abs(x - (a[i] ?? 0)) >= 0.1)) this.snapshotDirty = true;
+    else this.cpu = before;
   }
 
   /** A domain's counters including what is not flushed yet. */
