@@ -31,15 +31,21 @@ export interface KernelOptions {
   vic: SharedArrayBuffer;
   doorbell: SharedArrayBuffer;
   /**
-   * How long the idle loop may poll for a completion before it sleeps: twice what a wake-up costs on this host
-   * (the competitive rule for spin-then-block). A completion expected later than that is slept for at once, so
-   * polling never burns more CPU than the wake-up it saves.
+   * The idle loop's polling budget: twice what a wake-up costs on this host (the competitive rule for
+   * spin-then-block). It polls at least this long for a completion expected soon, and sleeps at once for one
+   * expected much later (see LATENCY_SHARE), so polling never burns a core through a long transfer.
    */
   spinMicros: number;
   /** Where the idle loop adds up its polling and sleeping (hypervisor/thread-cpu.ts). */
   clock?: ThreadClock;
 }
 
+/**
+ * A completion expected within this many polling budgets (eight wake-ups) is polled for, as long as it is
+ * expected: sleeping would add a wake-up, more than a tenth, to such a request's latency. One expected later is
+ * slept for at once (a large transfer, a request the monitor hands to its I/O threads): a wake-up is noise there.
+ */
+const LATENCY_SHARE = 4;
 /** Requests outstanding from which the idle loop sleeps at once instead of polling. */
 const DEEP_QUEUE = 8;
 
@@ -137,16 +143,16 @@ export class GuestKernel {
       }
       const busy = this.drivers.filter((d) => d.outstanding() > 0);
       const queued = busy.reduce((n, d) => n + d.outstanding(), 0);
-      // Poll only when the completion is expected within the polling budget (requests lately took about this
-      // long), and for no longer than the budget. With a deep queue, when the monitor says it hands over to its
+      // Poll only when the completion is expected soon (see LATENCY_SHARE; requests lately took about this long),
+      // and for about as long as it is expected. With a deep queue, when the monitor says it hands over to its
       // I/O threads or when busy domains and the monitor outnumber the cores, completions come in bunches and a
       // poll would take a core from the threads doing the copies: sleep at once, one wake-up per bunch.
       const crowded = Atomics.load(this.doorbell, Doorbell.BUSY_DOMAINS) + 1 > this.cores;
       const bunched = queued >= DEEP_QUEUE && (crowded || busy.some((d) => d.backendBusy()));
       const expected = busy.length > 0 ? Math.max(...busy.map((d) => d.typicalLatencyMicros())) * 1.5 : 0;
-      if (busy.length > 0 && !bunched && expected <= this.options.spinMicros) {
+      if (busy.length > 0 && !bunched && expected <= LATENCY_SHARE * this.options.spinMicros) {
         const from = performance.now();
-        const until = from + this.options.spinMicros / 1000;
+        const until = from + Math.max(this.options.spinMicros, expected) / 1000;
         let reaped = 0;
         let at = from;
         while (reaped === 0 && Atomics.load(this.vic, Vic.SEQ) === seq && (at = performance.now()) < until) {
