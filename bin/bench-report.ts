@@ -84,7 +84,12 @@ function barChart(chart: BarChart, top: number): { svg: string; height: number }
     const shown = row.label.length > LABEL_CHARS ? `${row.label.slice(0, keep)}…${row.label.slice(-keep)}` : row.label;
     out.push(`<text x="${LABEL_WIDTH - 8}" y="${y + rowHeight / 2}" text-anchor="end"><title>${escape(row.label)}</title>${escape(shown)}</text>`);
     row.values.forEach((v, s) => {
+      // Nothing to draw on a log scale for 0 (a latency a poll already under way saw): the value is written instead.
       if (v === null || !Number.isFinite(v)) return;
+      if (chart.log && v <= 0) {
+        out.push(`<text x="${x(base) + 4}" y="${y + s * (BAR + 2) + BAR - 1}" class="value">${num(v)}</text>`);
+        return;
+      }
       const from = Math.min(x(v), x(base));
       const width = Math.max(1, Math.abs(x(v) - x(base)));
       const by = y + s * (BAR + 2);
