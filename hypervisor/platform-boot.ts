@@ -14,7 +14,7 @@ import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from
 const RESTART_LIMIT = 3;
 const RESTART_WINDOW_MS = 60_000;
 import { Counter, type CounterName } from './domain-stats.js';
-import { addUse, type PlatformCpu, type ThreadUse } from './thread-cpu.js';
+import { addUse, type ThreadUse } from './thread-cpu.js';
 import type { LockSummary } from './control-protocol.js';
 
 export interface BootOptions {
@@ -248,12 +248,8 @@ export class StoredPlatform {
     }
   }
 
-  /** Time per thread since boot; a domain's includes the threads it ran on before it was restarted. */
-  cpu(): PlatformCpu {
-    return this.sampleCpu();
-  }
-
-  private sampleCpu(): PlatformCpu {
+  /** Time per thread since boot, for stat; a domain's includes the threads it ran on before it was restarted. */
+  private sampleCpu(): void {
     const now = this.platform.cpu();
     for (const [name, use] of Object.entries(now.domains)) {
       this.threadCpu.set(name, use);
@@ -261,7 +257,6 @@ export class StoredPlatform {
       if (before) now.domains[name] = addUse(use, before);
     }
     this.store.setCpu(now);
-    return now;
   }
 }
 
