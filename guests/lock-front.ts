@@ -1,6 +1,6 @@
 import {
-  LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, Line, Op, REQ_DIRTY, REQ_DOWNGRADE, REQ_TRY, REVOKE_SLOT_WORDS,
-  REVOKE_SLOTS, RevokeEntry, Status, statusName, u32Sub, Vic,
+  LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, Line, Op, readRevoke, REQ_DIRTY, REQ_DOWNGRADE, REQ_TRY,
+  REVOKE_SLOTS, Status, statusName, u32Sub, Vic,
 } from '../hypervisor/abi.js';
 import { IoError } from '../fs/block-device.js';
 import type { LockMode, LockService } from '../fs/lock-service.js';
@@ -109,9 +109,8 @@ class RevokeReader {
     if (u32Sub(prod, cons) > REVOKE_SLOTS) cons = (prod - REVOKE_SLOTS) >>> 0;
     const entries: Array<[number, number, LockMode]> = [];
     for (; cons !== prod; cons = (cons + 1) >>> 0) {
-      const base = Vic.REVOKE_RING + (cons % REVOKE_SLOTS) * REVOKE_SLOT_WORDS;
-      const wanted = this.vic[base + RevokeEntry.WANTED] === LOCK_SHARED ? 'shared' : 'exclusive';
-      entries.push([this.vic[base + RevokeEntry.VBD], this.vic[base + RevokeEntry.NAME] >>> 0, wanted]);
+      const { vbd, name, wanted } = readRevoke(this.vic, cons);
+      entries.push([vbd, name, wanted === LOCK_SHARED ? 'shared' : 'exclusive']);
     }
     // Room first (the handlers may take a while), then the monitor's backlog: it set REVOKE_WAITING before it
     // last looked at our index, so either it saw the room or we see the flag.

@@ -170,6 +170,32 @@ export const RevokeEntry = {
   WANTED: 2,
 } as const;
 
+/** A revoke entry's fields: the vbd, the lock name (unsigned) and the mode wanted (LOCK_SHARED or LOCK_EXCLUSIVE). */
+export interface RevokeSlot {
+  vbd: number;
+  name: number;
+  wanted: number;
+}
+
+/** The first word of revoke entry number `index` (a free-running u32) in the interrupt controller page. */
+function revokeBase(index: number): number {
+  return Vic.REVOKE_RING + ((index >>> 0) % REVOKE_SLOTS) * REVOKE_SLOT_WORDS;
+}
+
+/** The monitor's side of the revoke ring codec (the producer index is published by the caller). */
+export function writeRevoke(vic: Int32Array, index: number, entry: RevokeSlot): void {
+  const base = revokeBase(index);
+  vic[base + RevokeEntry.VBD] = entry.vbd;
+  vic[base + RevokeEntry.NAME] = entry.name | 0;
+  vic[base + RevokeEntry.WANTED] = entry.wanted;
+}
+
+/** The guest's side: entry number `index`, its name read unsigned. */
+export function readRevoke(vic: Int32Array, index: number): RevokeSlot {
+  const base = revokeBase(index);
+  return { vbd: vic[base + RevokeEntry.VBD]!, name: vic[base + RevokeEntry.NAME]! >>> 0, wanted: vic[base + RevokeEntry.WANTED]! };
+}
+
 /** Virtual interrupt lines. */
 export const Line = {
   /** Block responses are ready. */

@@ -1,4 +1,4 @@
-import { REVOKE_SLOT_WORDS, REVOKE_SLOTS, RevokeEntry, u32Sub, Vic } from './abi.js';
+import { REVOKE_SLOTS, u32Sub, Vic, writeRevoke } from './abi.js';
 
 /**
  * The monitor's side of a domain's virtual interrupt controller page: set a line pending, bump the sequence word
@@ -28,10 +28,7 @@ export class VirtualInterruptController {
   postRevoke(vbd: number, name: number, wanted: number): boolean {
     const prod = this.revokeProd;
     if (u32Sub(prod, Atomics.load(this.page, Vic.REVOKE_CONS) >>> 0) >= REVOKE_SLOTS) return false;
-    const base = Vic.REVOKE_RING + (prod % REVOKE_SLOTS) * REVOKE_SLOT_WORDS;
-    this.page[base + RevokeEntry.VBD] = vbd;
-    this.page[base + RevokeEntry.NAME] = name | 0;
-    this.page[base + RevokeEntry.WANTED] = wanted;
+    writeRevoke(this.page, prod, { vbd, name, wanted });
     this.revokeProd = (prod + 1) >>> 0;
     Atomics.store(this.page, Vic.REVOKE_PROD, this.revokeProd | 0);
     return true;

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  Doorbell, join64, readResponse, REVOKE_SLOT_WORDS, REVOKE_SLOTS, RevokeEntry, Ring, slotBase, Req, Vic, type ResponseSlot,
+  Doorbell, join64, readResponse, readRevoke, Ring, slotBase, Req, Vic, type ResponseSlot,
 } from '../../hypervisor/abi.js';
 import type { DomainPages } from '../../hypervisor/monitor.js';
 
@@ -80,8 +80,7 @@ export class RawGuest {
     let cons = Atomics.load(this.vic, Vic.REVOKE_CONS) >>> 0;
     const out: RawRevoke[] = [];
     for (; cons !== prod; cons = (cons + 1) >>> 0) {
-      const base = Vic.REVOKE_RING + (cons % REVOKE_SLOTS) * REVOKE_SLOT_WORDS;
-      out.push({ vbd: this.vic[base + RevokeEntry.VBD], name: this.vic[base + RevokeEntry.NAME] >>> 0, wanted: this.vic[base + RevokeEntry.WANTED] });
+      out.push(readRevoke(this.vic, cons));
     }
     Atomics.store(this.vic, Vic.REVOKE_CONS, cons | 0);
     if (Atomics.load(this.vic, Vic.REVOKE_WAITING) !== 0) this.ringDoorbell();
