@@ -7,7 +7,7 @@ import { measureRoundTrips, runBlockWorkload, type BlockWorkload, type RoundTrip
 import { Platform } from '../hypervisor/toolstack.js';
 import { median, withCpuCost } from './bench-stats.js';
 import { diagnose, snapshot, type PathDiagnostics } from './bench-block-diagnostics.js';
-import type { CpuSplit } from '../hypervisor/thread-cpu.js';
+import { mapSplit, type CpuSplit } from '../hypervisor/thread-cpu.js';
 
 export interface BlockBenchOptions {
   dir: string;
@@ -69,8 +69,6 @@ function medianSide(sides: Side[]): Side {
     ...(split ? { cpuSplitMsPerGiB: mapSplit((k) => of((x) => x.cpuSplitMsPerGiB![k])) } : {}),
   };
 }
-
-const mapSplit = (f: (k: keyof CpuSplit) => number): CpuSplit => ({ guests: f('guests'), monitor: f('monitor'), io: f('io'), main: f('main') });
 
 /** Runs one side of a case and adds what it cost in CPU per GiB (and, given the platform, by part). */
 async function measured(run: () => Promise<WorkloadResult[]>, platform?: Platform): Promise<Side> {

@@ -9,7 +9,8 @@ import { runFileWorkload, type FileWorkload, type FileWorkloadResult } from '../
 import { Platform, type DomainHandle } from '../hypervisor/toolstack.js';
 import { domainVfs } from '../hypervisor/domain-vfs.js';
 import { median, p99, withCpuCost, type CpuCost } from './bench-stats.js';
-import type { CpuSplit } from '../hypervisor/thread-cpu.js';
+import { sizeLabel } from './bench-block.js';
+import { mapSplit, type CpuSplit } from '../hypervisor/thread-cpu.js';
 
 export interface FileBenchOptions {
   dir: string;
@@ -38,6 +39,11 @@ export interface Visibility {
   medianUs: number;
   p99Us: number;
   samplesUs: number[];
+}
+
+/** A case as the table and the report name it, e.g. "write 64M file, 128K calls". */
+export function fileCaseLabel(c: FileCaseResult, fileBytes: number): string {
+  return `${c.op} ${sizeLabel(fileBytes)} file, ${sizeLabel(c.chunkBytes)} calls`;
 }
 
 export interface LatencyResult {
@@ -88,12 +94,7 @@ export async function benchFile(options: FileBenchOptions): Promise<{ cases: Fil
           overheadPct: (nativeMiBps / hypervisorMiBps - 1) * 100,
           nativeCpuMsPerGiB: of(nativeRuns, (m) => m.cpuMsPerGiB),
           hypervisorCpuMsPerGiB: of(guestRuns, (m) => m.cpuMsPerGiB),
-          hypervisorCpuSplitMsPerGiB: {
-            guests: of(guestRuns, (m) => m.split!.guests),
-            monitor: of(guestRuns, (m) => m.split!.monitor),
-            io: of(guestRuns, (m) => m.split!.io),
-            main: of(guestRuns, (m) => m.split!.main),
-          },
+          hypervisorCpuSplitMsPerGiB: mapSplit((part) => of(guestRuns, (m) => m.split![part])),
         });
       }
     }

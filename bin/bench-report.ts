@@ -6,9 +6,10 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { extname } from 'node:path';
-import { caseLabel, checkTargets, sizeLabel, type BlockBenchResult } from './bench-block.js';
-import type { FileCaseResult, LatencyResult } from './bench-file.js';
+import { caseLabel, checkTargets, type BlockBenchResult } from './bench-block.js';
+import { fileCaseLabel, type FileCaseResult, type LatencyResult } from './bench-file.js';
 import { COLUMN_LABELS, COLUMNS, type FuseBenchResult } from './bench-fuse.js';
+import { p99 } from './bench-stats.js';
 
 const WIDTH = 1000;
 const LABEL_WIDTH = 360;
@@ -86,13 +87,13 @@ function barChart(chart: BarChart, top: number): { svg: string; height: number }
     row.values.forEach((v, s) => {
       // Nothing to draw on a log scale for 0 (a latency a poll already under way saw): the value is written instead.
       if (v === null || !Number.isFinite(v)) return;
+      const by = y + s * (BAR + 2);
       if (chart.log && v <= 0) {
-        out.push(`<text x="${x(base) + 4}" y="${y + s * (BAR + 2) + BAR - 1}" class="value">${num(v)}</text>`);
+        out.push(`<text x="${x(base) + 4}" y="${by + BAR - 1}" class="value">${num(v)}</text>`);
         return;
       }
       const from = Math.min(x(v), x(base));
       const width = Math.max(1, Math.abs(x(v) - x(base)));
-      const by = y + s * (BAR + 2);
       out.push(
         `<rect class="bar" data-series="${escape(chart.series[s]!.name)}" data-label="${escape(row.label)}" data-value="${v}" ` +
           `x="${from.toFixed(1)}" y="${by}" width="${width.toFixed(1)}" height="${BAR}" fill="${colorOf(chart.series, s)}"/>`,
@@ -120,8 +121,7 @@ function cdfChart(chart: CdfChart, top: number): { svg: string; height: number }
   const height = 260;
   const plotTop = top + 44;
   const plotHeight = height - 80;
-  const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))] ?? 0;
-  const hi = Math.max(1, ...chart.curves.map((c) => p99(c.values)));
+  const hi = Math.max(1, ...chart.curves.map((c) => (c.values.length ? p99(c.values) : 0)));
   const x = (v: number) => LABEL_WIDTH + (Math.min(v, hi) / hi) * PLOT_WIDTH;
   const y = (share: number) => plotTop + plotHeight * (1 - share);
   const series = chart.curves.map((c) => ({ name: c.name }));
@@ -192,7 +192,7 @@ export function blockReport(result: BlockBenchResult): string {
 }
 
 export function fileReport(cases: FileCaseResult[], latency: LatencyResult, fileBytes: number): string {
-  const label = (c: FileCaseResult) => `${c.op} ${sizeLabel(fileBytes)} file, ${sizeLabel(c.chunkBytes)} calls`;
+  const label = (c: FileCaseResult) => fileCaseLabel(c, fileBytes);
   return renderReport('hvshare bench file: the filesystem in a guest against the same code natively', [
     {
       title: 'Throughput per case',

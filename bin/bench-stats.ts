@@ -1,4 +1,4 @@
-import { cpuSplit, processCpuMs, type CpuSplit } from '../hypervisor/thread-cpu.js';
+import { cpuSplit, mapSplit, processCpuMs, type CpuSplit } from '../hypervisor/thread-cpu.js';
 import type { Platform } from '../hypervisor/toolstack.js';
 
 /** The median of some measurements (the mean of the middle two for an even count). */
@@ -44,6 +44,6 @@ export async function withCpuCost<T>(run: () => Promise<T>, bytesOf: (result: T)
   return {
     result,
     cpuMsPerGiB: perGiB(cpuMs),
-    ...(split ? { split: { guests: perGiB(split.guests), monitor: perGiB(split.monitor), io: perGiB(split.io), main: perGiB(split.main) } } : {}),
+    ...(split ? { split: mapSplit((part) => perGiB(split[part])) } : {}),
   };
 }

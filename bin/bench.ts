@@ -1,8 +1,8 @@
 import { Command, Option } from 'commander';
 import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { benchBlock, blockCases, caseLabel, checkTargets, sizeLabel, type BlockBenchResult } from './bench-block.js';
-import { benchFile, type FileCaseResult, type LatencyResult } from './bench-file.js';
+import { benchBlock, blockCases, caseLabel, checkTargets, type BlockBenchResult } from './bench-block.js';
+import { benchFile, fileCaseLabel, type FileCaseResult, type LatencyResult } from './bench-file.js';
 import { benchFuse, COLUMN_LABELS, COLUMNS, GROUPS, type FuseBenchResult } from './bench-fuse.js';
 import { blockReport, fileReport, fuseReport, writeReport } from './bench-report.js';
 import { CliError, endProgress, parseIntOption, progressLine, table, withScratchDir } from './cli-support.js';
@@ -59,7 +59,7 @@ function printFile(cases: FileCaseResult[], latency: LatencyResult, fileBytes: n
     table(
       ['case', 'native MiB/s', 'guest MiB/s', 'overhead', 'native CPU ms/GiB', 'guest CPU ms/GiB', 'guest/monitor/io/main'],
       cases.map((c) => [
-        `${c.op} ${sizeLabel(fileBytes)} file, ${sizeLabel(c.chunkBytes)} calls`,
+        fileCaseLabel(c, fileBytes),
         fmt(c.nativeMiBps),
         fmt(c.hypervisorMiBps),
         `${c.overheadPct >= 0 ? '+' : ''}${fmt(c.overheadPct, 1)}%`,

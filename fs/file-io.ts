@@ -2,8 +2,8 @@
  * Reading and writing file contents. Data blocks bypass the metadata cache and the journal (ordered mode, as
  * ext3's default): they are written in place before the transaction that maps them commits, in runs as long as
  * the allocation is contiguous, so a large write is a few large device requests that the write does not wait
- * for (see track). Reads are served from the page
- * cache (valid under the inode's lock, see page-cache.ts) and fill it; writes update the pages it holds. A file
+ * for (see track). Reads are served from the page cache (valid under the inode's lock, see page-cache.ts) and
+ * fill it; writes update the pages it holds. A file
  * read sequentially is read ahead, 1 MiB past each read, so the device transfer overlaps the reader's round trip.
  *
  * The bytes of the last block past the end of file are not kept zero; whatever extends a file first zeroes them.

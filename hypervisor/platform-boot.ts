@@ -14,7 +14,7 @@ import { Platform, type DomainHandle, type DomainSpec, type PlatformEvent } from
 const RESTART_LIMIT = 3;
 const RESTART_WINDOW_MS = 60_000;
 import { Counter, type CounterName } from './domain-stats.js';
-import { addUse, type ThreadUse } from './thread-cpu.js';
+import { addUse, NO_USE, type ThreadUse } from './thread-cpu.js';
 import type { LockSummary } from './control-protocol.js';
 
 export interface BootOptions {
@@ -50,8 +50,9 @@ export class StoredPlatform {
   private readonly lastCounters = new Map<string, Record<CounterName, number>>();
   /** Per domain, the CPU seconds of the threads it ran on before its last restart, and of its current one. */
   private readonly cpuBefore = new Map<string, ThreadUse>();
-  private quietSamples = 0;
   private readonly threadCpu = new Map<string, ThreadUse>();
+  /** Samples in a row in which no counter moved (CPU is read once in ten of them). */
+  private quietSamples = 0;
   private stopping = false;
   private readonly handles = new Map<string, DomainHandle>();
   private readonly crashTimes = new Map<string, number[]>();
@@ -123,7 +124,7 @@ export class StoredPlatform {
     // A restarted domain's monitor counters start from zero again, and so does its new thread's CPU time.
     this.lastCounters.delete(spec.name);
     const gone = this.threadCpu.get(spec.name);
-    if (gone) this.cpuBefore.set(spec.name, addUse(this.cpuBefore.get(spec.name) ?? { cpu: 0, poll: 0, sleep: 0 }, gone));
+    if (gone) this.cpuBefore.set(spec.name, addUse(this.cpuBefore.get(spec.name) ?? NO_USE, gone));
     this.threadCpu.delete(spec.name);
     await this.store.setDomainState(spec.name, 'running', { threadId: handle.worker?.threadId });
     return handle;

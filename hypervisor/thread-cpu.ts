@@ -76,7 +76,7 @@ export function threadRounds(registry: SharedArrayBuffer, slot: number): ThreadR
 }
 
 /** The kernel's id of the calling thread (Linux names it in the /proc/thread-self link, "<pid>/task/<tid>"). */
-export function currentThreadId(): number {
+function currentThreadId(): number {
   const link = readlinkSync('/proc/thread-self');
   return Number(link.slice(link.lastIndexOf('/') + 1));
 }
@@ -91,37 +91,26 @@ export function registerThread(registry: SharedArrayBuffer | undefined, slot: nu
   Atomics.store(new Int32Array(registry, 0, SLOTS), slot, currentThreadId());
 }
 
-export function registeredThread(registry: SharedArrayBuffer, slot: number): number {
+function registeredThread(registry: SharedArrayBuffer, slot: number): number {
   return Atomics.load(new Int32Array(registry), slot);
 }
 
 /** /proc gives CPU time in ticks of USER_HZ, which Linux fixes at 100 for user space whatever the kernel's HZ. */
 const TICKS_PER_SECOND = 100;
 
-/** User + system CPU seconds of a /proc stat line: the fields after the command name, which may hold spaces. */
-function statCpuSeconds(stat: string, withChildren: boolean): number {
-  // After ") " come field 3 (state) onwards: utime is field 14, stime 15, cutime 16, cstime 17.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-  return (f[11] + f[12] + (withChildren ? f[13] + f[14] : 0)) / TICKS_PER_SECOND;
-}
-
 /** CPU seconds thread `tid` of this process has used so far; null once it is gone (or 0: not registered). */
 export function threadCpuSeconds(tid: number): number | null {
   if (tid <= 0) return null;
+  let stat: string;
   try {
-    return statCpuSeconds(readFileSync(`/proc/self/task/${tid}/stat`, 'latin1'), false);
+    stat = readFileSync(`/proc/self/task/${tid}/stat`, 'latin1');
   } catch {
     return null;
   }
-}
-
-/** CPU seconds of process `pid` and of the children it has waited for; null once it is gone. */
-export function processCpuSeconds(pid: number): number | null {
-  try {
-    return statCpuSeconds(readFileSync(`/proc/${pid}/stat`, 'latin1'), true);
-  } catch {
-    return null;
-  }
+  // The fields after the command name (which may hold spaces): from ") " on, field 3 (state) first; utime is
+  // field 14, stime 15.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / TICKS_PER_SECOND;
 }
 
 /** A thread's (or a group's) CPU seconds, and the seconds it spent polling for work and sleeping for it. */
@@ -147,6 +136,9 @@ export function threadUse(registry: SharedArrayBuffer, slot: number): ThreadUse 
   return { cpu: threadCpuSeconds(registeredThread(registry, slot)) ?? 0, ...pollAndSleep(registry, slot) };
 }
 
+/** Nothing used yet: what sums of ThreadUse start from. */
+export const NO_USE: Readonly<ThreadUse> = Object.freeze({ cpu: 0, poll: 0, sleep: 0 });
+
 export function addUse(a: ThreadUse, b: ThreadUse): ThreadUse {
   const sum = (x: number, y: number) => Math.round((x + y) * 1e6) / 1e6;
   return { cpu: sum(a.cpu, b.cpu), poll: sum(a.poll, b.poll), sleep: sum(a.sleep, b.sleep) };
@@ -165,6 +157,11 @@ export function cpuSplit(before: PlatformCpu, after: PlatformCpu): CpuSplit {
   let guests = 0;
   for (const [name, use] of Object.entries(after.domains)) guests += ms(before.domains[name]?.cpu ?? 0, use.cpu);
   return { guests, monitor: ms(before.monitor.cpu, after.monitor.cpu), io: ms(before.io.cpu, after.io.cpu), main: ms(before.main, after.main) };
+}
+
+/** A split whose every part is `f` of that part's name (scaling one, taking medians of several). */
+export function mapSplit(f: (part: keyof CpuSplit) => number): CpuSplit {
+  return { guests: f('guests'), monitor: f('monitor'), io: f('io'), main: f('main') };
 }
 
 /** The whole process's CPU milliseconds so far (every thread; microsecond resolution). */

@@ -4,7 +4,7 @@ import { DOORBELL_WORDS, Doorbell, RING_BYTES, VIC_WORDS } from './abi.js';
 import { createStatsBuffer, DomainStats, MAX_DOMAINS, type CounterName } from './domain-stats.js';
 import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
-import { addUse, createThreadRegistry, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
+import { addUse, createThreadRegistry, NO_USE, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
 import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
 import type { LockSummary } from './control-protocol.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
@@ -192,7 +192,7 @@ export class Platform {
 
   /** Time each thread of the platform has used since it started (CPU read from /proc now; 0 for one gone). */
   cpu(): PlatformCpu {
-    let io: ThreadUse = { cpu: 0, poll: 0, sleep: 0 };
+    let io: ThreadUse = NO_USE;
     for (let i = 0; i < MAX_IO_THREADS; i++) io = addUse(io, threadUse(this.threads, ThreadSlot.io(i)));
     const domains: Record<string, ThreadUse> = {};
     for (const d of this.domains.values()) if (d.worker && d.state !== 'dead') domains[d.name] = threadUse(this.threads, ThreadSlot.domain(d.id));
