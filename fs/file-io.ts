@@ -48,12 +48,13 @@ export class FileIo {
     private readonly pages: PageCache,
   ) {}
 
-  async read(inode: Inode, position: number, length: number): Promise<Uint8Array> {
-    if (position >= inode.size || length <= 0) return new Uint8Array(0);
+  /** Up to `length` bytes at `position`, in a new array or at the start of `into` (a view of it is returned). */
+  async read(inode: Inode, position: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
+    if (position >= inode.size || length <= 0) return into ? into.subarray(0, 0) : new Uint8Array(0);
     const end = Math.min(inode.size, position + length);
     const first = Math.floor(position / BLOCK_SIZE);
     const last = Math.ceil(end / BLOCK_SIZE);
-    const out = new Uint8Array(end - position);
+    const out = into ? into.subarray(0, end - position) : new Uint8Array(end - position);
     // Copies file block `fb` (a whole block's bytes) into its part of `out`.
     const place = (fb: number, block: Uint8Array) => {
       const from = Math.max(position, fb * BLOCK_SIZE);

@@ -755,7 +755,7 @@ export class FileSystem implements Vfs {
     });
   }
 
-  read(fh: number, position: number, length: number): Promise<Uint8Array> {
+  read(fh: number, position: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     return this.look(async () => {
       const handle = this.handle(fh);
       if ((handle.flags & O_ACCMODE) === O_WRONLY) throw new IoError('EBADF', 'file not open for reading');
@@ -764,7 +764,8 @@ export class FileSystem implements Vfs {
       }
       const inode = await this.handleInode(handle, 'shared');
       if (isDir(inode)) throw new IoError('EISDIR', 'is a directory');
-      return this.data.read(inode, position, length);
+      if (into && into.length < length) throw new IoError('EINVAL', `read of ${length} bytes into ${into.length}`);
+      return this.data.read(inode, position, length, into);
     });
   }
 

@@ -119,8 +119,11 @@ export interface Vfs {
   create(path: string, mode: number, flags?: number, owner?: Owner): Promise<number>;
   open(path: string, flags: number): Promise<number>;
   release(fh: number): Promise<void>;
-  /** Returns up to `length` bytes, fewer at end of file, in a new array the caller owns (it may be moved away). */
-  read(fh: number, position: number, length: number): Promise<Uint8Array>;
+  /**
+   * Returns up to `length` bytes, fewer at end of file, in a new array the caller owns (it may be moved away), or
+   * at the start of `into` when given (at least `length` long): then the result is a view of `into`.
+   */
+  read(fh: number, position: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   /**
    * Returns the number of bytes written (all of them unless an error is thrown). `dropSetId`: the writer is not
    * privileged, so set-user-ID (and set-group-ID with group execute) go, as Linux does on a write.

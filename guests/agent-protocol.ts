@@ -24,6 +24,10 @@ export type AgentRequest =
   | { kind: 'null-requests'; durationMs: number }
   | { kind: 'info' }
   | { kind: 'vfs'; op: VfsOp; args: unknown[] }
+  /** Vfs read into data window slot `slot` (guests/data-window.ts); the result is the number of bytes read. */
+  | { kind: 'read-window'; fh: number; position: number; length: number; slot: number }
+  /** Vfs write of the first `length` bytes of data window slot `slot`; the result is the number of bytes written. */
+  | { kind: 'write-window'; fh: number; position: number; length: number; slot: number; dropSetId: boolean }
   /** Commit the journal, close every handle and give the volume lock back. */
   | { kind: 'unmount' };
 

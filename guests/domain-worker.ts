@@ -11,6 +11,7 @@ import { IoError } from '../fs/block-device.js';
 import { copyOut } from '../fs/buffers.js';
 import { registerThread, ThreadClock } from '../hypervisor/thread-cpu.js';
 import { ReadCorruption } from './fault-hook.js';
+import { windowSlot } from './data-window.js';
 
 /** What the toolstack hands a new domain: its own shared pages and the monitor's doorbell, nothing else. */
 export interface DomainWorkerData {
@@ -25,6 +26,8 @@ export interface DomainWorkerData {
   filesystem?: { slot: number; volume: string };
   /** Where this kernel thread writes its id, so the toolstack can read its CPU time (hypervisor/thread-cpu.ts). */
   threads?: { registry: SharedArrayBuffer; slot: number };
+  /** The pages file data travels through between the host and this agent (guests/data-window.ts). */
+  window: SharedArrayBuffer;
 }
 
 const data = workerData as DomainWorkerData;
@@ -96,6 +99,16 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
       const result = await op.apply(fs, request.args);
       return fault ? (fault.observe(request.op, request.args, result) as AgentResult) : result;
     }
+    case 'read-window': {
+      const { fh, position, length } = request;
+      const target = windowSlot(data.window, request.slot, length);
+      const bytes = await mounted().read(fh, position, length, target);
+      fault?.observe('read', [fh], bytes);
+      if (bytes.buffer !== target.buffer) target.set(bytes);
+      return bytes.length;
+    }
+    case 'write-window':
+      return mounted().write(request.fh, request.position, windowSlot(data.window, request.slot, request.length), request.dropSetId);
     case 'unmount':
       await mounted().unmount();
       fs = null;

@@ -7,6 +7,7 @@ import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-
 import { addUse, createThreadRegistry, NO_USE, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
 import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
 import type { LockSummary } from './control-protocol.js';
+import { createDataWindow, windowSlot, WindowSlots, WINDOW_SLOT_BYTES } from '../guests/data-window.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
 import type { DomainWorkerData } from '../guests/domain-worker.js';
 import { IoError } from '../fs/block-device.js';
@@ -65,12 +66,16 @@ export class DomainHandle {
   private readonly calls = new Map<number, { resolve: (r: AgentResult) => void; reject: (e: Error) => void }>();
   state: 'booting' | 'running' | 'dead' = 'booting';
 
+  private readonly slots = new WindowSlots();
+
   constructor(
     readonly id: number,
     readonly name: string,
     readonly pages: DomainPages,
     readonly worker: Worker | undefined,
     readonly spec: DomainSpec,
+    /** The pages a file read's or write's bytes travel through (guests/data-window.ts). */
+    private readonly window: SharedArrayBuffer = createDataWindow(),
   ) {
     worker?.on('message', (message: AgentReply | DomainBooted) => {
       if ('booted' in message) return;
@@ -93,6 +98,43 @@ export class DomainHandle {
       this.calls.set(seq, { resolve: resolve as (r: AgentResult) => void, reject });
       this.worker!.postMessage({ seq, request } satisfies AgentMessage, transfer);
     });
+  }
+
+  /**
+   * Vfs read of up to `into.length` bytes of open file `fh` at `position`, placed at the start of `into`: through
+   * a data window slot when one is free (nothing allocated per call), else moved as a new buffer.
+   */
+  async readInto(fh: number, position: number, into: Uint8Array): Promise<number> {
+    const length = into.length;
+    const slot = length <= WINDOW_SLOT_BYTES ? this.slots.take() : undefined;
+    if (slot === undefined) {
+      const data = await this.call<Uint8Array>({ kind: 'vfs', op: 'read', args: [fh, position, length] });
+      into.set(data.subarray(0, length));
+      return Math.min(data.length, length);
+    }
+    try {
+      const n = await this.call<number>({ kind: 'read-window', fh, position, length, slot });
+      into.set(windowSlot(this.window, slot, n));
+      return n;
+    } finally {
+      this.slots.give(slot);
+    }
+  }
+
+  /** Vfs write of `data` to open file `fh` at `position`, through a data window slot when one is free. */
+  async writeFrom(fh: number, position: number, data: Uint8Array, dropSetId: boolean): Promise<number> {
+    const length = data.length;
+    const slot = length <= WINDOW_SLOT_BYTES ? this.slots.take() : undefined;
+    if (slot === undefined) {
+      const copy = new Uint8Array(data); // a copy (Buffer's slice() would be a view, and the transfer detach it)
+      return this.call<number>({ kind: 'vfs', op: 'write', args: [fh, position, copy, dropSetId] }, [copy.buffer]);
+    }
+    try {
+      windowSlot(this.window, slot, length).set(data);
+      return await this.call<number>({ kind: 'write-window', fh, position, length, slot, dropSetId });
+    } finally {
+      this.slots.give(slot);
+    }
   }
 
   /** @internal Called by the toolstack once it finished cleaning up after the domain's death. */
@@ -223,6 +265,7 @@ export class Platform {
       throw err;
     }
     let worker: Worker | undefined;
+    const window = createDataWindow();
     if (options.guest !== false) {
       const data: DomainWorkerData = {
         name: spec.name,
@@ -231,10 +274,11 @@ export class Platform {
         spinMicros: spinBudget(Number(process.env.HVSHARE_GUEST_WAKE_UP_US ?? this.wakeUp.asyncMicros)),
         filesystem: spec.filesystem && { ...spec.filesystem, volume: spec.grants[0]?.volume ?? '(none granted)' },
         threads: { registry: this.threads, slot: ThreadSlot.domain(id) },
+        window,
       };
       worker = new Worker(new URL('../guests/domain-worker.js', import.meta.url), { workerData: data });
     }
-    const handle = new DomainHandle(id, spec.name, pages, worker, spec);
+    const handle = new DomainHandle(id, spec.name, pages, worker, spec, window);
     this.domains.set(spec.name, handle);
     if (!worker) {
       handle.state = 'running';

@@ -244,22 +244,15 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // lookup, and the new file is empty, so O_CREAT | O_RDWR is what every create needs.
     create: handler('create', async (path: string, mode: number) => [0, await vfs<number>('create', path, mode, O_CREAT | O_RDWR, caller())]),
 
-    read: handler('read', async (_path: string, fh: number, buf: Buffer, len: number, pos: number) => {
-      const data = await vfs<Uint8Array>('read', fh, pos, len);
-      const n = Math.min(data.length, len);
-      // Into fuse-native's buffer before the callback: it is detached after.
-      buf.set(n === data.length ? data : data.subarray(0, n));
-      return n;
-    }),
+    // The bytes go through the domain's data window (guests/data-window.ts): copied in or out of fuse-native's
+    // buffer before the callback, which detaches it.
+    read: handler('read', (_path: string, fh: number, buf: Buffer, len: number, pos: number) => current.readInto(fh, pos, buf.subarray(0, len))),
 
-    write: handler('write', async (_path: string, fh: number, buf: Buffer, len: number, pos: number) => {
-      // Copy out now: the buffer is libfuse's memory and is detached once we answer.
-      const data = new Uint8Array(len);
-      data.set(buf.subarray(0, len));
-      // Written by anyone but root, the file loses set-user-ID (and set-group-ID if group-executable) as on Linux:
-      // libfuse 2.9 lets the kernel leave that to the filesystem under direct_io.
-      return await current.call<number>({ kind: 'vfs', op: 'write', args: [fh, pos, data, caller().uid !== 0] }, [data.buffer]);
-    }),
+    // Written by anyone but root, the file loses set-user-ID (and set-group-ID if group-executable) as on Linux:
+    // libfuse 2.9 lets the kernel leave that to the filesystem under direct_io.
+    write: handler('write', (_path: string, fh: number, buf: Buffer, len: number, pos: number) =>
+      current.writeFrom(fh, pos, buf.subarray(0, len), caller().uid !== 0),
+    ),
 
     // No flush handler: close(2) has nothing to do here (the guest filesystem has no write-back of its own to the
     // host, and release hands a shared file back). libfuse answers ENOSYS, after which the kernel never sends

@@ -152,3 +152,27 @@ test('a domain does not boot on a volume of an older format, and says which volu
   );
   t.regex(refused.message, /domain dom1 failed to boot: volume archive: .*format version 2 is no longer supported .*mkfs --force/);
 });
+
+test('file bytes through the data window: more requests in flight than it has slots, and larger than a slot, each lands where it belongs', async (t) => {
+  const { platform, boot } = await sharedPlatform(t);
+  const [dom1, dom2] = [await boot('dom1', 0), await boot('dom2', 1)];
+  const vfs1 = domainVfs(dom1);
+  // 40 chunks at once (the window has 16 slots), every fifth larger than a slot (moved the old way).
+  const chunks = Array.from({ length: 40 }, (_, i) => randomBytes(i % 5 === 4 ? 200_000 : 128 * 1024 - i));
+  const offsets = chunks.map((_, i) => i * 256 * 1024);
+  const fh = await vfs1.create('/window.bin', 0o644, O_RDWR | O_CREAT);
+  const written = await Promise.all(chunks.map((c, i) => dom1.writeFrom(fh, offsets[i]!, c, false)));
+  t.deepEqual(written, chunks.map((c) => c.length));
+  await vfs1.release(fh);
+  for (const reader of [dom1, dom2]) {
+    const rfh = await domainVfs(reader).open('/window.bin', O_RDONLY);
+    const into = chunks.map((c) => new Uint8Array(c.length + 7));
+    const read = await Promise.all(chunks.map((_, i) => reader.readInto(rfh, offsets[i]!, into[i]!)));
+    await domainVfs(reader).release(rfh);
+    const last = chunks.length - 1;
+    // The last chunk ends the file: a read past its end gets fewer bytes; the others read on into the gap's zeros.
+    t.is(read[last], chunks[last]!.length, `${reader.name}: the read at end of file is short`);
+    chunks.forEach((c, i) => t.true(Buffer.from(into[i]!.subarray(0, c.length)).equals(c), `${reader.name}: chunk ${i}`));
+  }
+  void platform;
+});
