@@ -32,7 +32,7 @@ import {
 } from './layout.js';
 import { LockClient, Restart } from './lock-client.js';
 import { groupLock, MOUNT_LOCK, RENAME_LOCK, slotLock } from './lock-names.js';
-import type { LockMode, LockService } from './lock-service.js';
+import { noticingGiveUps, type LockMode, type LockService } from './lock-service.js';
 import { OpQueue } from './op-queue.js';
 import { OrphanList } from './orphans.js';
 import { PageCache } from './page-cache.js';
@@ -60,6 +60,12 @@ export interface MountOptions {
   minHoldMs?: number;
   /** Clock (ms) for timestamps and lock hold times. */
   now?: () => number;
+  /**
+   * Called whenever what this instance answers may have changed: after every operation that changes the volume
+   * (done or failed), before any lock is given up or downgraded (another domain may change what it covers from
+   * then on), and at unmount. The guest agent counts these for the host's view (guests/change-count.ts).
+   */
+  onChange?: () => void;
 }
 
 const MAX_LINKS = 65000;
@@ -122,7 +128,7 @@ export class FileSystem implements Vfs {
     this.cache = new BlockCache(dev, Math.max(256, Math.floor(cacheBytes / 4 / BLOCK_SIZE)));
     this.pages = new PageCache(Math.floor((cacheBytes * 3) / 4 / BLOCK_SIZE));
     this.locks = new LockClient(
-      options.locks,
+      options.onChange ? noticingGiveUps(options.locks, options.onChange) : options.locks,
       {
         drop: (name) => {
           this.cache.dropOwner(name);
@@ -210,6 +216,7 @@ export class FileSystem implements Vfs {
   async unmount(): Promise<void> {
     await this.queue.run(async () => {
       if (!this.mounted) return;
+      this.options.onChange?.();
       this.tx?.stopTimer();
       this.handles.clear();
       this.openCounts.clear();
@@ -276,6 +283,8 @@ export class FileSystem implements Vfs {
         if (!(error instanceof IoError && error.code === 'ENOSPC' && this.allocator.pendingFrees > 0)) throw error;
         await this.tx!.commit();
         return this.attempts(fn, true);
+      } finally {
+        this.options.onChange?.();
       }
     });
   }

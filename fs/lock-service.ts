@@ -37,3 +37,27 @@ export interface LockService {
    */
   readonly epoch: number;
 }
+
+/**
+ * `service`, calling `before(name)` ahead of every unlock and downgrade: from then on another domain may change
+ * what the lock covers, so whoever kept answers derived under it must know first (the host's view, through
+ * FileSystem's onChange).
+ */
+export function noticingGiveUps(service: LockService, before: (name: number) => void): LockService {
+  return {
+    lock: (name, mode) => service.lock(name, mode),
+    tryLock: (name, mode) => service.tryLock(name, mode),
+    unlock: (name, dirty, held) => {
+      before(name);
+      return service.unlock(name, dirty, held);
+    },
+    downgrade: (name, dirty) => {
+      before(name);
+      return service.downgrade(name, dirty);
+    },
+    onRevoke: (handler) => service.onRevoke(handler),
+    get epoch() {
+      return service.epoch;
+    },
+  };
+}

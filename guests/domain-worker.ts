@@ -12,6 +12,7 @@ import { copyOut } from '../fs/buffers.js';
 import { registerThread, ThreadClock } from '../hypervisor/thread-cpu.js';
 import { ReadCorruption } from './fault-hook.js';
 import { windowSlot } from './data-window.js';
+import { ChangeCount } from './change-count.js';
 
 /** What the toolstack hands a new domain: its own shared pages and the monitor's doorbell, nothing else. */
 export interface DomainWorkerData {
@@ -28,6 +29,8 @@ export interface DomainWorkerData {
   threads?: { registry: SharedArrayBuffer; slot: number };
   /** The pages file data travels through between the host and this agent (guests/data-window.ts). */
   window: SharedArrayBuffer;
+  /** This domain's change count (guests/change-count.ts). */
+  changes: SharedArrayBuffer;
 }
 
 const data = workerData as DomainWorkerData;
@@ -40,6 +43,7 @@ const kernel = new GuestKernel({
   clock: new ThreadClock(data.threads?.registry, data.threads?.slot ?? -1),
 });
 const memory = new GuestMemory(data.memory);
+const changes = new ChangeCount(data.changes);
 kernel.start();
 const disk = await Blkfront.attach(kernel, memory, data.ring, 0);
 const locks = new LockFront(kernel, data.vic, disk);
@@ -51,6 +55,7 @@ let fs: FileSystem | null = data.filesystem
         locks,
         cacheBytes: data.memory.byteLength,
         minHoldMs: lockHoldMs(),
+        onChange: () => changes.add(),
       }).catch((error: Error) => {
         throw new Error(`volume ${data.filesystem!.volume}: ${error.message}`);
       }),
@@ -73,7 +78,9 @@ function mounted(): FileSystem {
 async function serve(request: AgentRequest): Promise<AgentResult> {
   switch (request.kind) {
     case 'block-workload':
-      return runBlockWorkload(disk, request.workload);
+      // It may write any block of the volume under the filesystem's feet.
+      changes.add();
+      return runBlockWorkload(disk, request.workload).finally(() => changes.add());
     case 'file-workload':
       return runFileWorkload(mounted(), request.workload);
     case 'block-read': {
@@ -86,7 +93,9 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
       }
     }
     case 'block-write':
+      changes.add();
       await disk.write(request.offset, request.data, { fua: request.fua });
+      changes.add();
       return null;
     case 'block-flush':
       await disk.flush();

@@ -7,6 +7,7 @@ import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-
 import { addUse, createThreadRegistry, NO_USE, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
 import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
 import type { LockSummary } from './control-protocol.js';
+import { ChangeCount } from '../guests/change-count.js';
 import { createDataWindow, windowSlot, WindowSlots, WINDOW_SLOT_BYTES } from '../guests/data-window.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
 import type { DomainWorkerData } from '../guests/domain-worker.js';
@@ -76,6 +77,8 @@ export class DomainHandle {
     readonly spec: DomainSpec,
     /** The pages a file read's or write's bytes travel through (guests/data-window.ts). */
     private readonly window: SharedArrayBuffer = createDataWindow(),
+    /** What the domain's answers are valid for (guests/change-count.ts). */
+    readonly changes = new ChangeCount(),
   ) {
     worker?.on('message', (message: AgentReply | DomainBooted) => {
       if ('booted' in message) return;
@@ -145,6 +148,8 @@ export class DomainHandle {
 
   /** The domain died: fail every call still waiting for it. */
   died(detail: string): void {
+    // Before its locks pass on: nothing it answered holds any longer.
+    this.changes.add();
     this.state = 'dead';
     for (const call of this.calls.values()) call.reject(new IoError('ESRCH', `domain ${this.name} died: ${detail}`));
     this.calls.clear();
@@ -266,6 +271,7 @@ export class Platform {
     }
     let worker: Worker | undefined;
     const window = createDataWindow();
+    const changes = new ChangeCount();
     if (options.guest !== false) {
       const data: DomainWorkerData = {
         name: spec.name,
@@ -275,10 +281,11 @@ export class Platform {
         filesystem: spec.filesystem && { ...spec.filesystem, volume: spec.grants[0]?.volume ?? '(none granted)' },
         threads: { registry: this.threads, slot: ThreadSlot.domain(id) },
         window,
+        changes: changes.buffer,
       };
       worker = new Worker(new URL('../guests/domain-worker.js', import.meta.url), { workerData: data });
     }
-    const handle = new DomainHandle(id, spec.name, pages, worker, spec, window);
+    const handle = new DomainHandle(id, spec.name, pages, worker, spec, window, changes);
     this.domains.set(spec.name, handle);
     if (!worker) {
       handle.state = 'running';

@@ -3,9 +3,10 @@
  *
  * Every FUSE request really goes through the domain: host kernel -> libfuse thread -> fuse-native -> this file's
  * handler (on the main thread) -> DomainHandle.call({kind: 'vfs', ...}) -> the domain's guest agent, which runs it
- * as a process in the guest kernel -> the guest's filesystem -> blkfront hypercalls -> the monitor. Nothing is
- * answered or cached here (no attribute or data cache in this process), so read-only grants, EROFS, ENOSPC, lock
- * revocations and the like are all decided inside the platform.
+ * as a process in the guest kernel -> the guest's filesystem -> blkfront hypercalls -> the monitor. Read-only
+ * grants, EROFS, ENOSPC, lock revocations and the like are all decided inside the platform. What is answered here:
+ * a lookup or stat the domain answered already while its change count has not moved since (answer-cache.ts: exact,
+ * in every mode), and in auto mode "no extended attributes" within the bound (noXattrsCache).
  *
  * FUSE options (fuse-native 2.2.6 / libfuse 2.9; see ../shared/NOTES-FUSE.md). The options fuse-native does
  * not expose are appended to `fsname` (fuse-native forwards `fsname=...` verbatim into the `-o` list):
@@ -48,6 +49,7 @@ import type { DomainHandle } from '../hypervisor/toolstack.js';
 import {
   O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec,
 } from '../fs/vfs.js';
+import { AnswerCache } from './answer-cache.js';
 import { STRICT, type CacheMode } from './cache-mode.js';
 import { allowOtherRefusal } from './fuse-conf.js';
 import { EIO, errnoFromName, errnoOf } from './errno.js';
@@ -82,6 +84,8 @@ export interface MountedView {
   rebind(domain: DomainHandle): void;
   /** Operations served and failed so far, by FUSE operation name. */
   readonly counters: { calls: Record<string, number>; errors: Record<string, number> };
+  /** Lookups and stats answered here, without a call into the domain (mount/answer-cache.ts). */
+  readonly answeredHere: number;
   /** Unmount (lazily, like `fusermount -uz`) and wait until the mount has left /proc/mounts. Idempotent. */
   unmount(): Promise<void>;
 }
@@ -210,11 +214,14 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     });
 
   const none = noXattrsCache(options.cache ?? STRICT);
+  const answers = new AnswerCache();
+  /** The domain said so and nothing changed since (any mode), or said so within the auto bound. */
+  const noXattrs = (path: string) => answers.hasNoXattrs(current, path) || none.has(path);
   const ops = {
     init: (cb: (code: number) => void) => cb(0),
 
     getattr: handler('getattr', async (path: string) => {
-      const st = await vfs<Stat>('getattr', path);
+      const st = await answers.getattr(current, path);
       none.saw(path, st);
       return [0, toFuseStat(st)];
     }),
@@ -222,7 +229,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // Existence through the domain; W_OK answers EROFS on a host-read-only view. Modes and owners are the host
     // kernel's to check (default_permissions), which then no longer asks this handler at all.
     access: handler('access', async (path: string, mode: number) => {
-      await vfs<Stat>('getattr', path);
+      await answers.getattr(current, path);
       if (options.readOnly && mode & W_OK) return errnoFromName('EROFS');
       return 0;
     }),
@@ -318,10 +325,10 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // ls -l asks two of these per entry (security.selinux, then system.posix_acl_access): in auto mode, one the
     // domain said a moment ago has none is answered here (see noXattrsCache).
     getxattr: handler('getxattr', async (path: string, name: string) => {
-      if (none.has(path)) return errnoFromName('ENODATA');
+      if (noXattrs(path)) return errnoFromName('ENODATA');
       return [0, Buffer.from(await vfs<Uint8Array>('getxattr', path, name))];
     }),
-    listxattr: handler('listxattr', async (path: string) => [0, none.has(path) ? [] : await vfs<string[]>('listxattr', path)]),
+    listxattr: handler('listxattr', async (path: string) => [0, noXattrs(path) ? [] : await vfs<string[]>('listxattr', path)]),
     removexattr: forward('removexattr'),
 
     chmod: forward('chmod'),
@@ -345,6 +352,9 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       current = next;
     },
     counters,
+    get answeredHere() {
+      return answers.hits;
+    },
     unmount() {
       unmounting ??= (async () => {
         await new Promise<void>((resolve) =>

@@ -156,6 +156,35 @@ test.serial('no stale host cache: dom1 sees what dom2 rewrote, also through a fi
   await finish();
 });
 
+test.serial('a strict view answers repeated stats itself, and still shows at once what the other domain and its own domain change', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  const view2 = mounts.dom2!.view;
+  const statOf = async (name: string) => (await run('stat', ['-c', '%a %s %i', join(m2, name)])).stdout.trim() || 'missing';
+  await ok(t, shIn(m1, 'echo one > f && mkdir d'), 'create in dom1');
+  t.regex(await statOf('f'), /^644 4 \d+$/);
+  const before = view2.answeredHere;
+  for (let i = 0; i < 3; i++) t.regex(await statOf('f'), /^644 4 \d+$/);
+  t.true(view2.answeredHere > before, 'stats with nothing changed are answered by the view itself');
+  // Every kind of change by the other domain shows through dom2's very next stat.
+  await ok(t, run('chmod', ['600', join(m1, 'f')]), 'chmod in dom1');
+  t.regex(await statOf('f'), /^600 4 /, 'a mode changed in dom1');
+  await ok(t, sh(`echo longer-now >> '${join(m1, 'f')}'`), 'append in dom1');
+  t.regex(await statOf('f'), /^600 15 /, 'a size changed in dom1');
+  t.is(await statOf('g'), 'missing');
+  t.is(await statOf('g'), 'missing');
+  await ok(t, run('mv', [join(m1, 'f'), join(m1, 'g')]), 'rename in dom1');
+  t.is(await statOf('f'), 'missing', 'a name renamed away in dom1');
+  t.regex(await statOf('g'), /^600 15 /, 'a name dom2 had found missing, created by a rename in dom1');
+  // And a change the domain makes itself, not through this view (the control socket's way in).
+  await mounts.dom2!.domain.call({ kind: 'vfs', op: 'chmod', args: ['/g', 0o640] });
+  t.regex(await statOf('g'), /^640 15 /, 'a mode changed inside dom2, not through its view');
+  await ok(t, run('rm', [join(m1, 'g')]), 'rm in dom1');
+  t.is(await statOf('g'), 'missing', 'a name removed in dom1');
+  await finish();
+});
+
 test.serial('readdir gives each entry its type and inode number: find -type and du stat nothing, st_blksize is 128 KiB', async (t) => {
   const { mounts, finish } = await mountedPlatform(t, rw2);
   const m1 = mounts.dom1!.dir;
