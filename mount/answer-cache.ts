@@ -1,54 +1,66 @@
 /**
- * What a view answers itself: a stat (or "no such file") the domain gave for a path, kept with the domain's
- * change count as it read before the question went out (guests/change-count.ts). While the count still reads the
- * same, nothing the domain would answer has changed: nothing changed in the domain, and it gave up no lock, so no
- * other domain can have changed what the answer was read under. A repeated lookup or stat (the kernel asks
- * several per path walk with zero timeouts: `ls -l` makes three lookups and two getxattr per entry) is then
- * answered on the host's main thread without a call into the domain, and a strict view stays exact.
+ * What a view answers itself: an answer the domain gave to a question that changes nothing (a stat, a directory
+ * listing, a symlink's target, an extended attribute or their list, or the error it gave instead: "no such file",
+ * "no such attribute"), kept with the domain's change count as it read before the question went out
+ * (guests/change-count.ts). While the count still reads the same, nothing the domain would answer has changed:
+ * nothing changed in the domain, and it gave up no lock, so no other domain can have changed what the answer was
+ * read under. A repeated question (with zero timeouts the kernel asks the same path again and again: `ls -l`
+ * makes three lookups and two getxattr per entry) is then answered on the host's main thread without a call into
+ * the domain, and a strict view stays exact.
  */
 import { IoError } from '../fs/block-device.js';
 import type { Stat } from '../fs/vfs.js';
+import type { AgentResult } from '../guests/agent-protocol.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
+
+/** The questions answered here, with the arguments that make them (a path first). */
+export type Question = 'getattr' | 'readdirEntries' | 'readlink' | 'getxattr' | 'listxattr';
 
 interface Answer {
   domain: DomainHandle;
   count: number;
-  /** null: the path names nothing. */
-  stat: Stat | null;
+  result?: AgentResult;
+  /** The errno the domain answered instead, with its message. */
+  error?: { code: string; message: string };
 }
 
-/** Paths remembered at most; past it the cache starts over (a walk over a huge tree). */
+/** Answers remembered at most; past it the cache starts over (a walk over a huge tree). */
 const MAX_ANSWERS = 100_000;
+/** Errors that are answers about the volume (not about the call): remembered like results. */
+const ANSWER_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'ENODATA', 'EINVAL', 'ENAMETOOLONG', 'ELOOP']);
 
 export class AnswerCache {
   private readonly answers = new Map<string, Answer>();
   /** Questions answered here, for tests and diagnostics. */
   hits = 0;
 
-  /** The stat of `path`: remembered while the domain's change count stands, else asked of `domain`. */
-  async getattr(domain: DomainHandle, path: string): Promise<Stat> {
+  /** `op` of `args` as `domain` answered it while its change count read as it reads now, or asked of it. */
+  async ask<T extends AgentResult>(domain: DomainHandle, op: Question, ...args: string[]): Promise<T> {
+    const key = `${op}\0${args.join('\0')}`;
     const count = domain.changes.read();
-    const known = this.answers.get(path);
+    const known = this.answers.get(key);
     if (known && known.count === count && known.domain === domain) {
       this.hits++;
-      if (!known.stat) throw new IoError('ENOENT', 'no such file or directory');
-      return known.stat;
+      if (known.error) throw new IoError(known.error.code, known.error.message);
+      return known.result as T;
     }
     if (this.answers.size >= MAX_ANSWERS) this.answers.clear();
     try {
-      const stat = await domain.call<Stat>({ kind: 'vfs', op: 'getattr', args: [path] });
-      this.answers.set(path, { domain, count, stat });
-      return stat;
+      const result = await domain.call<T>({ kind: 'vfs', op, args });
+      this.answers.set(key, { domain, count, result });
+      return result;
     } catch (error) {
-      if ((error as { code?: unknown }).code === 'ENOENT') this.answers.set(path, { domain, count, stat: null });
-      else this.answers.delete(path);
+      const { code, message } = error as { code?: unknown; message?: string };
+      if (typeof code === 'string' && ANSWER_ERRORS.has(code)) this.answers.set(key, { domain, count, error: { code, message: message ?? code } });
+      else this.answers.delete(key);
       throw error;
     }
   }
 
-  /** True when `path` is known, as of now, to have no extended attributes. */
+  /** True when `path` is known, as of now, to have no extended attributes (from its stat). */
   hasNoXattrs(domain: DomainHandle, path: string): boolean {
-    const known = this.answers.get(path);
-    return !!known?.stat && !known.stat.xattrs && known.count === domain.changes.read() && known.domain === domain;
+    const known = this.answers.get(`getattr\0${path}`);
+    const stat = known?.result as Stat | undefined;
+    return !!stat && !stat.xattrs && known!.count === domain.changes.read() && known!.domain === domain;
   }
 }

@@ -221,7 +221,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     init: (cb: (code: number) => void) => cb(0),
 
     getattr: handler('getattr', async (path: string) => {
-      const st = await answers.getattr(current, path);
+      const st = await answers.ask<Stat>(current, 'getattr', path);
       none.saw(path, st);
       return [0, toFuseStat(st)];
     }),
@@ -229,14 +229,14 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // Existence through the domain; W_OK answers EROFS on a host-read-only view. Modes and owners are the host
     // kernel's to check (default_permissions), which then no longer asks this handler at all.
     access: handler('access', async (path: string, mode: number) => {
-      await answers.getattr(current, path);
+      await answers.ask<Stat>(current, 'getattr', path);
       if (options.readOnly && mode & W_OK) return errnoFromName('EROFS');
       return 0;
     }),
 
     // With a stat per name, libfuse fills each entry's d_type and (use_ino) d_ino: find and du need no stat.
     readdir: handler('readdir', async (path: string) => {
-      const { names, inos, types } = await vfs<DirListing>('readdirEntries', path);
+      const { names, inos, types } = await answers.ask<DirListing>(current, 'readdirEntries', path);
       return [0, names, inos.map((ino, i) => ({ ino, mode: types[i] }))];
     }),
 
@@ -311,7 +311,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // FIFOs, sockets (bind(2) on a view) and devices; fuse-native passes the mode and dev_t as uint32, which
     // holds every device number glibc's makedev encodes for majors below 4096.
     mknod: forwardOwned('mknod'),
-    readlink: handler('readlink', async (path: string) => [0, await vfs<string>('readlink', path)]),
+    readlink: handler('readlink', async (path: string) => [0, await answers.ask<string>(current, 'readlink', path)]),
 
     // Extended attributes (fuse-native passes no size: its patched glue answers ERANGE for a buffer too small).
     setxattr: handler('setxattr', async (path: string, name: string, value: Buffer, _position: number, flags: number) => {
@@ -326,9 +326,9 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // domain said a moment ago has none is answered here (see noXattrsCache).
     getxattr: handler('getxattr', async (path: string, name: string) => {
       if (noXattrs(path)) return errnoFromName('ENODATA');
-      return [0, Buffer.from(await vfs<Uint8Array>('getxattr', path, name))];
+      return [0, Buffer.from(await answers.ask<Uint8Array>(current, 'getxattr', path, name))];
     }),
-    listxattr: handler('listxattr', async (path: string) => [0, noXattrs(path) ? [] : await vfs<string[]>('listxattr', path)]),
+    listxattr: handler('listxattr', async (path: string) => [0, noXattrs(path) ? [] : [...(await answers.ask<string[]>(current, 'listxattr', path))]]),
     removexattr: forward('removexattr'),
 
     chmod: forward('chmod'),

@@ -156,7 +156,7 @@ test.serial('no stale host cache: dom1 sees what dom2 rewrote, also through a fi
   await finish();
 });
 
-test.serial('a strict view answers repeated stats itself, and still shows at once what the other domain and its own domain change', async (t) => {
+test.serial('a strict view answers repeated stats, listings, links and xattrs itself, and still shows at once what the other domain and its own domain change', async (t) => {
   const { mounts, finish } = await mountedPlatform(t, rw2);
   const m1 = mounts.dom1!.dir;
   const m2 = mounts.dom2!.dir;
@@ -182,6 +182,21 @@ test.serial('a strict view answers repeated stats itself, and still shows at onc
   t.regex(await statOf('g'), /^640 15 /, 'a mode changed inside dom2, not through its view');
   await ok(t, run('rm', [join(m1, 'g')]), 'rm in dom1');
   t.is(await statOf('g'), 'missing', 'a name removed in dom1');
+  // Listings, symlink targets and extended attributes alike.
+  const list = async () => (await ok(t, run('ls', ['-A', join(m2, 'd')]), 'ls in dom2')).trim();
+  t.is(await list(), '');
+  t.is(await list(), '');
+  await ok(t, shIn(m1, 'touch d/new && ln -s one d/link'), 'create in dom1');
+  t.is(await list(), 'link\nnew', 'entries added in dom1');
+  t.is((await ok(t, run('readlink', [join(m2, 'd', 'link')]), 'readlink')).trim(), 'one');
+  await ok(t, shIn(m1, 'rm d/link && ln -s two d/link'), 'relink in dom1');
+  t.is((await ok(t, run('readlink', [join(m2, 'd', 'link')]), 'readlink')).trim(), 'two', 'a symlink replaced in dom1');
+  const attr = async () => (await run('getfattr', ['--only-values', '-n', 'user.k', join(m2, 'd', 'new')])).stdout;
+  t.is(await attr(), '');
+  await ok(t, run('setfattr', ['-n', 'user.k', '-v', 'v1', join(m1, 'd', 'new')]), 'setfattr in dom1');
+  t.is(await attr(), 'v1', 'an extended attribute set in dom1');
+  await ok(t, run('setfattr', ['-n', 'user.k', '-v', 'v2', join(m1, 'd', 'new')]), 'setfattr again in dom1');
+  t.is(await attr(), 'v2', 'an extended attribute changed in dom1');
   await finish();
 });
 
