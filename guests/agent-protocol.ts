@@ -24,6 +24,8 @@ export type AgentRequest =
   | { kind: 'null-requests'; durationMs: number }
   | { kind: 'info' }
   | { kind: 'vfs'; op: VfsOp; args: unknown[] }
+  /** Vfs getattr of each path, in order, as one process: a view's look ahead through a directory it listed. */
+  | { kind: 'getattr-many'; paths: string[] }
   /** Vfs read into data window slot `slot` (guests/data-window.ts); the result is the number of bytes read. */
   | { kind: 'read-window'; fh: number; position: number; length: number; slot: number }
   /** Vfs write of the first `length` bytes of data window slot `slot`; the result is the number of bytes written. */
@@ -43,7 +45,10 @@ export interface DomainInfo {
   processes: { pid: number; name: string }[];
 }
 
-export type AgentResult = WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | DirListing | string[] | string | number | null | void;
+/** Per path of a getattr-many, its stat or the error the domain answered instead. */
+export type StatOrError = Stat | { code: string; message: string };
+
+export type AgentResult = StatOrError[] | WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | DirListing | string[] | string | number | null | void;
 
 export type AgentMessage = { seq: number; request: AgentRequest };
 export type AgentReply = { seq: number; ok: true; result: AgentResult } | { seq: number; ok: false; code: string; message: string };

@@ -5,7 +5,7 @@ import { runFileWorkload } from './file-workload.js';
 import { GuestKernel } from './kernel.js';
 import { GuestMemory } from './guest-memory.js';
 import { LockFront } from './lock-front.js';
-import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type AgentResult, type DomainBooted } from './agent-protocol.js';
+import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type AgentResult, type DomainBooted, type StatOrError } from './agent-protocol.js';
 import { FileSystem } from '../fs/filesystem.js';
 import { IoError } from '../fs/block-device.js';
 import { copyOut } from '../fs/buffers.js';
@@ -107,6 +107,17 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
       const op = mounted()[request.op] as (...args: unknown[]) => Promise<AgentResult>;
       const result = await op.apply(fs, request.args);
       return fault ? (fault.observe(request.op, request.args, result) as AgentResult) : result;
+    }
+    case 'getattr-many': {
+      const answers: StatOrError[] = [];
+      for (const path of request.paths) {
+        answers.push(
+          await mounted()
+            .getattr(path)
+            .catch((err: Error & { code?: string }) => ({ code: err.code ?? 'EIO', message: err.message })),
+        );
+      }
+      return answers;
     }
     case 'read-window': {
       const { fh, position, length } = request;

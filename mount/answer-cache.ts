@@ -9,8 +9,8 @@
  * the domain, and a strict view stays exact.
  */
 import { IoError } from '../fs/block-device.js';
-import type { Stat } from '../fs/vfs.js';
-import type { AgentResult } from '../guests/agent-protocol.js';
+import { S_IFDIR, S_IFMT, type DirListing, type Stat } from '../fs/vfs.js';
+import type { AgentResult, StatOrError } from '../guests/agent-protocol.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
 
 /** The questions answered here, with the arguments that make them (a path first). */
@@ -26,6 +26,8 @@ interface Answer {
 
 /** Answers remembered at most; past it the cache starts over (a walk over a huge tree). */
 const MAX_ANSWERS = 100_000;
+/** Stats asked at once when a lookup in a directory just listed misses (as the kernel's statahead). */
+const LOOK_AHEAD = 32;
 /** Errors that are answers about the volume (not about the call): remembered like results. */
 const ANSWER_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'ENODATA', 'EINVAL', 'ENAMETOOLONG', 'ELOOP']);
 
@@ -45,16 +47,53 @@ export class AnswerCache {
       return known.result as T;
     }
     if (this.answers.size >= MAX_ANSWERS) this.answers.clear();
+    const ahead = op === 'getattr' ? this.lookAhead(domain, count, args[0]!) : [];
+    if (ahead.length > 1) {
+      const stats = await domain.call<StatOrError[]>({ kind: 'getattr-many', paths: ahead });
+      ahead.forEach((path, i) => this.remember(`getattr\0${path}`, domain, count, stats[i]!));
+      const mine = stats[0]!;
+      if ('code' in mine) throw new IoError(mine.code, mine.message);
+      return mine as T;
+    }
     try {
       const result = await domain.call<T>({ kind: 'vfs', op, args });
       this.answers.set(key, { domain, count, result });
       return result;
     } catch (error) {
-      const { code, message } = error as { code?: unknown; message?: string };
-      if (typeof code === 'string' && ANSWER_ERRORS.has(code)) this.answers.set(key, { domain, count, error: { code, message: message ?? code } });
-      else this.answers.delete(key);
+      this.remember(key, domain, count, error as { code?: string; message: string });
       throw error;
     }
+  }
+
+  private remember(key: string, domain: DomainHandle, count: number, answer: StatOrError | { code?: string; message: string }): void {
+    if (!('code' in answer)) this.answers.set(key, { domain, count, result: answer as Stat });
+    else if (typeof answer.code === 'string' && ANSWER_ERRORS.has(answer.code)) {
+      this.answers.set(key, { domain, count, error: { code: answer.code, message: answer.message } });
+    } else this.answers.delete(key);
+  }
+
+  /**
+   * The paths worth a stat now along with `path`: when its directory was just listed through this cache, the
+   * entries that follow it of the same kind (directories for a walk that descends, the rest for `ls -l` or `du`)
+   * and not known yet. Empty otherwise.
+   */
+  private lookAhead(domain: DomainHandle, count: number, path: string): string[] {
+    const slash = path.lastIndexOf('/');
+    const dir = slash <= 0 ? '/' : path.slice(0, slash);
+    const listed = this.answers.get(`readdirEntries\0${dir}`);
+    if (!listed?.result || listed.domain !== domain) return [];
+    const { names, types } = listed.result as DirListing;
+    const at = names.indexOf(path.slice(slash + 1));
+    if (at < 0) return [];
+    const isDir = (i: number) => (types[i]! & S_IFMT) === S_IFDIR;
+    const prefix = dir === '/' ? '/' : `${dir}/`;
+    const paths = [path];
+    for (let i = at + 1; i < names.length && paths.length < LOOK_AHEAD; i++) {
+      const next = prefix + names[i];
+      const known = this.answers.get(`getattr\0${next}`);
+      if (names[i] !== '..' && isDir(i) === isDir(at) && !(known && known.count === count && known.domain === domain)) paths.push(next);
+    }
+    return paths;
   }
 
   /** True when `path` is known, as of now, to have no extended attributes (from its stat). */
