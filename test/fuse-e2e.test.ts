@@ -182,6 +182,11 @@ test.serial('a strict view answers repeated stats, listings, links and xattrs it
   t.regex(await statOf('g'), /^640 15 /, 'a mode changed inside dom2, not through its view');
   await ok(t, run('rm', [join(m1, 'g')]), 'rm in dom1');
   t.is(await statOf('g'), 'missing', 'a name removed in dom1');
+  // Stats looked ahead through a listing are answers like any other: a change after them shows.
+  await ok(t, shIn(m1, 'mkdir e && for i in 1 2 3 4 5; do echo $i > e/f$i; done'), 'files in dom1');
+  await ok(t, run('ls', ['-l', join(m2, 'e')]), 'ls -l in dom2');
+  await ok(t, run('chmod', ['604', join(m1, 'e', 'f4')]), 'chmod in dom1');
+  t.regex(await statOf('e/f4'), /^604 2 /, 'a mode changed in dom1 after dom2 listed the directory');
   // Listings, symlink targets and extended attributes alike.
   const list = async () => (await ok(t, run('ls', ['-A', join(m2, 'd')]), 'ls in dom2')).trim();
   t.is(await list(), '');
