@@ -79,9 +79,9 @@ async function start(client: PlatformClient, opts: TraceOptions): Promise<{ doma
   try {
     return await client.request<'trace-start'>({ kind: 'trace-start', domains: opts.domain ?? null, ops: opts.ops });
   } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code === 'ENODOM') throw new CliError(`--domain: ${(err as Error).message}`, EXIT_ERROR);
-    if (code === 'EBUSY') throw new CliError(`${(err as Error).message}: one trace at a time`, EXIT_ERROR);
+    const { code, detail } = err as { code?: string; detail?: string };
+    if (code === 'ENODOM') throw new CliError(`--domain: ${detail}`, EXIT_ERROR);
+    if (code === 'EBUSY') throw new CliError(`${detail}: one trace at a time`, EXIT_ERROR);
     throw failure('trace', err);
   }
 }
@@ -107,6 +107,7 @@ The stages of one request (README, "Tracing a request"):
   virq      the monitor raised the domain's virtual interrupt (only when the guest was about to sleep)
   irq       the guest kernel's interrupt handler reaped it (absent when the idle loop's poll did)
   woken     the waiting process was woken
+For lock and unlock, sector is the lock's name and count its mode (1 shared, 2 exclusive).
 Each line gives the time of the first stage, then each stage in microseconds after the stage before it; '-' is a
 stage the request did not go through. The summary gives, per stage, the median and 99th percentile of that gap.
 Every thread stamps with one clock (the process's time origin plus its monotonic clock). The process is the guest

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TraceBatch, TraceRecord } from './control-protocol.js';
-import { TRACE_OPS, TRACE_SLOTS, TraceControl, TraceRing, traceOpName, type TraceOpName } from './trace-abi.js';
+import { Stage, TRACE_OPS, TRACE_SLOTS, TraceControl, TraceRing, traceOpName, type TraceOpName } from './trace-abi.js';
 import type { DomainHandle } from './toolstack.js';
 
 /** The most records one read hands out (the client reads again at once when it got this many). */
@@ -90,7 +90,7 @@ export class TraceSession {
     this.follow();
     const records: TraceRecord[] = [];
     for (const reader of this.readers.values()) this.lost += reader.drain(records, MAX_BATCH);
-    records.sort((a, b) => (a.stamps[1] ?? 0) - (b.stamps[1] ?? 0));
+    records.sort((a, b) => (a.stamps[Stage.POSTED] ?? 0) - (b.stamps[Stage.POSTED] ?? 0));
     const lost = this.lost;
     this.lost = 0;
     return { records, lost };
