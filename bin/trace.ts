@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TraceBatch, TraceRecord } from '../hypervisor/control-protocol.js';
-import { STAGE_NAMES, TRACE_OP_NAMES, type TraceOpName } from '../hypervisor/trace-abi.js';
+import { STAGE_NAMES, TRACE_OP_NAMES, TRACE_SLOTS, type TraceOpName } from '../hypervisor/trace-abi.js';
 import { statusName } from '../hypervisor/abi.js';
 import { CliError, DEFAULT_STATE_DIR, table } from './cli-support.js';
 import { EXIT_ERROR, failure, withPlatform, type PlatformClient, usageErrorsExit2 } from './platform-client.js';
@@ -144,8 +144,10 @@ Examples:
         const timer = opts.duration ? setTimeout(onSignal, opts.duration * 1000) : undefined;
         try {
           while (!stop.signal.aborted) {
-            emit(await client.request<'trace-read'>({ kind: 'trace-read' }));
-            await sleep(READ_EVERY_MS, undefined, { signal: stop.signal }).catch(() => {});
+            const batch = await client.request<'trace-read'>({ kind: 'trace-read' });
+            emit(batch);
+            // Falling behind (records lost, or a big batch): read again at once.
+            if (batch.lost === 0 && batch.records.length < TRACE_SLOTS / 4) await sleep(READ_EVERY_MS, undefined, { signal: stop.signal }).catch(() => {});
           }
           emit(await client.request<'trace-stop'>({ kind: 'trace-stop' }));
         } finally {
