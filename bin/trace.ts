@@ -10,7 +10,7 @@ import { stageGaps, TraceTally, type TraceSummary } from './trace-summary.js';
 interface TraceOptions {
   state: string;
   domain?: string[];
-  ops: TraceOpName[];
+  ops?: TraceOpName[];
   duration?: number;
   json?: boolean;
 }
@@ -77,7 +77,7 @@ function printSummary(summary: TraceSummary): void {
 /** Start tracing, with the errors a user can fix named after the option that caused them. */
 async function start(client: PlatformClient, opts: TraceOptions): Promise<{ domains: string[]; ops: TraceOpName[] }> {
   try {
-    return await client.request<'trace-start'>({ kind: 'trace-start', domains: opts.domain ?? null, ops: opts.ops });
+    return await client.request<'trace-start'>({ kind: 'trace-start', domains: opts.domain ?? null, ops: opts.ops ?? TRACE_OP_NAMES });
   } catch (err) {
     const { code, detail } = err as { code?: string; detail?: string };
     if (code === 'ENODOM') throw new CliError(`--domain: ${detail}`, EXIT_ERROR);
@@ -91,7 +91,7 @@ export function registerTrace(program: Command): void {
     .description('a live trace of each block request along its path: the guest process, the operation, sector and count, and when it passed each of nine stages; a summary of each stage at the end')
     .option('--state <dir>', 'the platform\'s state folder', DEFAULT_STATE_DIR)
     .option('--domain <names>', 'only these domains, comma-separated (default: all)', parseDomains)
-    .option('--ops <list>', `operations to trace, comma-separated: ${TRACE_OP_NAMES.join(',')} (lock covers unlock too)`, parseOps, [...TRACE_OP_NAMES])
+    .option('--ops <list>', `operations to trace, comma-separated: ${TRACE_OP_NAMES.join(',')} (lock covers unlock too; default: all)`, parseOps)
     .option('--duration <seconds>', 'stop after this long (default: at Ctrl-C)', parseDuration)
     .option('--json', 'one JSON object per line: {"type":"start"}, one {"type":"request"} per request, then {"type":"summary"}')
     .addHelpText(
@@ -105,7 +105,8 @@ The stages of one request (README, "Tracing a request"):
   backend   the backend finished the transfer (a flush done, a lock granted)
   response  the response was posted in the ring
   virq      the monitor raised the domain's virtual interrupt (only when the guest was about to sleep)
-  irq       the guest kernel's interrupt handler reaped it (absent when the idle loop's poll did)
+  irq       the guest kernel's interrupt handler reaped it (absent when the idle loop's poll did; one
+            interrupt reaps every response posted by then, so irq may follow another request's virq)
   woken     the waiting process was woken
 For lock and unlock, sector is the lock's name and count its mode (1 shared, 2 exclusive).
 Each line gives the time of the first stage, then each stage in microseconds after the stage before it; '-' is a
