@@ -93,7 +93,7 @@ export function registerTrace(program: Command): void {
     .option('--domain <names>', 'only these domains, comma-separated (default: all)', parseDomains)
     .option('--ops <list>', `operations to trace, comma-separated: ${TRACE_OP_NAMES.join(',')} (lock covers unlock too; default: all)`, parseOps)
     .option('--duration <seconds>', 'stop after this long (default: at Ctrl-C)', parseDuration)
-    .option('--json', 'one JSON object per line: {"type":"start"}, one {"type":"request"} per request, then {"type":"summary"}')
+    .option('--json', 'one JSON object per line: {"type":"start"}, one {"type":"request"} per request (stamps: the nine stages in microseconds since the epoch, null for one not gone through), then {"type":"summary"}')
     .addHelpText(
       'after',
       `
