@@ -1,5 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Blkfront } from './blkfront.js';
+import { callerName, TraceFront } from './trace-front.js';
 import { measureRoundTrips, runBlockWorkload } from './block-workload.js';
 import { runFileWorkload } from './file-workload.js';
 import { GuestKernel } from './kernel.js';
@@ -21,6 +22,9 @@ export interface DomainWorkerData {
   vic: SharedArrayBuffer;
   memory: SharedArrayBuffer;
   doorbell: SharedArrayBuffer;
+  /** The platform's trace control word and this domain's trace ring (hypervisor/trace-abi.ts). */
+  traceControl?: SharedArrayBuffer;
+  trace?: SharedArrayBuffer;
   /** The idle loop's polling budget (twice a measured wake-up, see hypervisor/wake-up-cost.ts). */
   spinMicros: number;
   /** Mount the shared-volume filesystem of vbd 0 at boot, with this journal slot; `volume` names it in errors. */
@@ -45,7 +49,8 @@ const kernel = new GuestKernel({
 const memory = new GuestMemory(data.memory);
 const changes = new ChangeCount(data.changes);
 kernel.start();
-const disk = await Blkfront.attach(kernel, memory, data.ring, 0);
+const trace = new TraceFront(data.traceControl, data.trace);
+const disk = await Blkfront.attach(kernel, memory, data.ring, 0, trace);
 const locks = new LockFront(kernel, data.vic, disk);
 let fs: FileSystem | null = data.filesystem
   ? await kernel.spawn('mount', () =>
@@ -157,7 +162,7 @@ function transferable(reply: AgentReply): ArrayBuffer[] {
 
 port.on('message', (message: AgentMessage) => {
   kernel
-    .spawn(message.request.kind, () => serve(message.request))
+    .spawn(message.request.kind, (process) => trace.runAs(process.pid, callerName(message.request), () => serve(message.request)))
     .then(
       (result): AgentReply => ({ seq: message.seq, ok: true, result }),
       (err: Error & { code?: string; detail?: string }): AgentReply => ({

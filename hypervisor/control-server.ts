@@ -20,6 +20,8 @@ import { describeLock } from '../fs/lock-description.js';
 import type { StoredPlatform } from './platform-boot.js';
 import { resolveImagePath } from './platform-config.js';
 import type { DomainHandle } from './toolstack.js';
+import { TRACE_OP_NAMES, type TraceOpName } from './trace-abi.js';
+import { TraceSession } from './trace-session.js';
 
 /** The largest read one request may ask a domain for (the CLI reads 256 KiB or 1 MiB at a time). */
 const MAX_READ = 16 << 20;
@@ -40,6 +42,8 @@ class ControlError extends Error {
  */
 export class ControlServer {
   private readonly sockets = new Set<Socket>();
+  /** The one trace running, and the connection it belongs to. */
+  private tracing: { session: TraceSession; socket: Socket } | null = null;
 
   private constructor(
     private readonly server: Server,
@@ -79,7 +83,7 @@ export class ControlServer {
       if (typeof request !== 'object' || request === null || !Number.isSafeInteger(request.id)) {
         return send({ id: -1, ok: false, code: 'EPROTO', message: 'a request must be a JSON object with a numeric id' });
       }
-      handle(running, request, open).then(
+      (isTraceRequest(request) ? this.trace(running, request, socket) : handle(running, request, open)).then(
         (result) => send({ id: request.id, ok: true, result: encodeWire(result) }),
         (err: Error & { code?: unknown; detail?: string }) =>
           send({ id: request.id, ok: false, code: typeof err.code === 'string' ? err.code : 'EIO', message: err.detail ?? err.message }),
@@ -88,6 +92,9 @@ export class ControlServer {
     socket.on('error', () => {});
     socket.on('close', () => {
       this.sockets.delete(socket);
+      // A trace whose client went away (killed, Ctrl-C) does not stay on.
+      if (this.tracing?.socket === socket) void this.tracing.session.stop();
+      if (this.tracing?.socket === socket) this.tracing = null;
       for (const key of open) {
         const [domain, fh] = key.split('\0');
         running
@@ -99,7 +106,34 @@ export class ControlServer {
     });
   }
 
+  /** trace-start, trace-read, trace-stop: one trace at a time, owned by the connection that started it. */
+  private async trace(running: StoredPlatform, request: TraceRequest, socket: Socket): Promise<unknown> {
+    const mine = this.tracing?.socket === socket ? this.tracing.session : null;
+    switch (request.kind) {
+      case 'trace-start': {
+        if (this.tracing) throw new ControlError('EBUSY', mine ? 'this connection is tracing already' : 'another hvshare trace is running on this platform');
+        const names = request.domains === null ? null : checkedList(request.domains, 'domains').map((name) => findDomain(running, name).name);
+        const ops = checkedList(request.ops, 'ops');
+        const unknown = ops.filter((op) => !(TRACE_OP_NAMES as string[]).includes(op));
+        if (ops.length === 0 || unknown.length > 0) {
+          throw new ControlError('EINVAL', `ops: ${unknown.length ? `unknown operation "${unknown[0]}"` : 'empty'} (one or more of ${TRACE_OP_NAMES.join(', ')})`);
+        }
+        const session = TraceSession.start(running.platform.traceControl, () => running.domains(), names, ops as TraceOpName[]);
+        this.tracing = { session, socket };
+        return { domains: session.names, ops: session.ops };
+      }
+      case 'trace-read':
+        if (!mine) throw new ControlError('EINVAL', 'this connection is not tracing (send trace-start first)');
+        return mine.read();
+      case 'trace-stop':
+        if (!mine) throw new ControlError('EINVAL', 'this connection is not tracing (send trace-start first)');
+        this.tracing = null;
+        return mine.stop();
+    }
+  }
+
   async close(): Promise<void> {
+    if (this.tracing) await this.tracing.session.stop();
     for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await rm(this.path, { force: true });
@@ -132,6 +166,18 @@ async function describeLocks(running: StoredPlatform, locks: LockSummary[]): Pro
     described.push({ ...lock, resource: sb ? describeLock(sb, lock.name) : `block ${lock.name}` });
   }
   return described;
+}
+
+type TraceRequest = Extract<ControlRequest, { kind: 'trace-start' | 'trace-read' | 'trace-stop' }>;
+
+function isTraceRequest(request: ControlRequest): request is TraceRequest {
+  return request.kind === 'trace-start' || request.kind === 'trace-read' || request.kind === 'trace-stop';
+}
+
+/** A request field that must be an array of strings. */
+function checkedList(value: unknown, field: string): string[] {
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new ControlError('EPROTO', `${field} must be an array of names`);
+  return value as string[];
 }
 
 function findDomain(running: StoredPlatform, name: string): DomainHandle {

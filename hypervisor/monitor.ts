@@ -22,6 +22,7 @@ import { LockTable, type Grant as LockGrant, type LockMode, type ReleaseResult }
 import type { LockSummary } from './control-protocol.js';
 import { summarizeLocks } from './lock-summary.js';
 import { parse, type BlockRequest, type ParserGrant, type RefusedRequest } from './request-parser.js';
+import { createTraceRing, Stage, TraceRing } from './trace-abi.js';
 import { VirtualInterruptController } from './virq.js';
 
 /** A volume the monitor serves, with its backend. */
@@ -42,6 +43,13 @@ export interface DomainPages {
   ring: SharedArrayBuffer;
   vic: SharedArrayBuffer;
   memory: SharedArrayBuffer;
+  /** Its trace ring (trace-abi.ts); a domain without one is never traced. */
+  trace?: SharedArrayBuffer;
+}
+
+/** The trace ring of a domain's pages (a private one, never traced, when the toolstack gave none). */
+export function traceRingOf(pages: DomainPages): TraceRing {
+  return new TraceRing(pages.trace ?? createTraceRing());
 }
 
 interface Domain {
@@ -50,6 +58,7 @@ interface Domain {
   ring: Int32Array;
   vic: VirtualInterruptController;
   memory: Uint8Array;
+  trace: TraceRing;
   grants: DomainGrant[];
   /** Private copy: never trusted from shared memory. (The response index lives in the pool's control buffer.) */
   reqCons: number;
@@ -232,6 +241,7 @@ export class Monitor {
       ring,
       vic: new VirtualInterruptController(pages.vic),
       memory: new Uint8Array(pages.memory),
+      trace: traceRingOf(pages),
       grants: table,
       reqCons: Atomics.load(ring, Ring.REQ_PROD) >>> 0,
       shut: false,
@@ -434,7 +444,10 @@ export class Monitor {
     const batch = this.batch;
     batch.length = 0;
     for (let n = 0; n < pending; n++) {
-      batch.push(parse(d.ring, d.reqCons, d.grants, d.memory.length));
+      const req = parse(d.ring, d.reqCons, d.grants, d.memory.length);
+      const traced = d.trace.recordOf(req.id);
+      if (traced !== 0) d.trace.stamp(traced, Stage.PICKED);
+      batch.push(req);
       d.reqCons = (d.reqCons + 1) >>> 0;
     }
     // Several domains busy: their guests sleep on deep queues and leave a core idle, so the reads of the second

@@ -5,6 +5,7 @@ import { createStatsBuffer, DomainStats, MAX_DOMAINS, type CounterName } from '.
 import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
 import { addUse, createThreadRegistry, NO_USE, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
+import { createTraceControl, createTraceRing } from './trace-abi.js';
 import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
 import type { LockSummary } from './control-protocol.js';
 import { ChangeCount } from '../guests/change-count.js';
@@ -180,6 +181,8 @@ export class DomainHandle {
  */
 export class Platform {
   readonly doorbell = new SharedArrayBuffer(DOORBELL_WORDS * 4);
+  /** The one "tracing on" word of the platform (trace-abi.ts), shared with every domain. */
+  readonly traceControl = createTraceControl();
   private readonly bell = new Int32Array(this.doorbell);
   private readonly statsBuffer = createStatsBuffer();
   readonly stats = new DomainStats(this.statsBuffer);
@@ -279,6 +282,7 @@ export class Platform {
       ring: new SharedArrayBuffer(RING_BYTES),
       vic: new SharedArrayBuffer(VIC_WORDS * 4),
       memory: new SharedArrayBuffer(spec.memoryBytes),
+      trace: createTraceRing(),
     };
     try {
       await this.command({ type: 'add-domain', seq: 0, id, name: spec.name, pages, grants });
@@ -294,6 +298,7 @@ export class Platform {
         name: spec.name,
         ...pages,
         doorbell: this.doorbell,
+        traceControl: this.traceControl,
         spinMicros: spinBudget(Number(process.env.HVSHARE_GUEST_WAKE_UP_US ?? this.wakeUp.asyncMicros)),
         filesystem: spec.filesystem && { ...spec.filesystem, volume: spec.grants[0]?.volume ?? '(none granted)' },
         threads: { registry: this.threads, slot: ThreadSlot.domain(id) },

@@ -1,15 +1,14 @@
 import test from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PlatformClient } from '../bin/platform-client.js';
-import { exited, HVSHARE, hvshare, sh, startUp } from './helpers/cli.js';
+import { downAndClean, exited, HVSHARE, hvshare, sh, upInScratch, type ScratchPlatform } from './helpers/cli.js';
 
 /**
  * The inspection commands against one running platform (`hvshare up`, default platform: dom1 and dom2 read-write,
@@ -19,22 +18,14 @@ import { exited, HVSHARE, hvshare, sh, startUp } from './helpers/cli.js';
 let dir = '';
 let state = '';
 let mnt = '';
-let up: ChildProcess | undefined;
+let up: ScratchPlatform | undefined;
 
 test.before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'hvshare-inspect-'));
-  state = join(dir, 'state');
-  mnt = join(dir, 'mnt');
-  up = (await startUp(state, mnt, { ...process.env, HVSHARE_FAULT_CORRUPT_READS: 'dom2:planted' })).child;
+  up = await upInScratch('hvshare-inspect-', { HVSHARE_FAULT_CORRUPT_READS: 'dom2:planted' });
+  ({ dir, state, mnt } = up);
 });
 
-test.after.always(async () => {
-  up?.kill('SIGTERM');
-  if (up) await exited(up);
-  const { stdout } = await sh('cat /proc/mounts');
-  for (const m of stdout.split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(mnt))) await sh(`fusermount -uz '${m}'`);
-  await rm(dir, { recursive: true, force: true });
-});
+test.after.always(() => up && downAndClean(up));
 
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 const cli = (...args: string[]) => hvshare(...args, '--state', state);

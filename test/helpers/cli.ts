@@ -1,6 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -58,4 +61,28 @@ export async function exited(child: ChildProcess): Promise<number | null> {
 export async function fuseMountsUnder(root: string): Promise<string[]> {
   const { stdout } = await sh('cat /proc/mounts');
   return stdout.split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(root));
+}
+
+/** `hvshare up` on the default platform in a scratch folder of its own, for one test file. */
+export interface ScratchPlatform {
+  dir: string;
+  state: string;
+  mnt: string;
+  child: ChildProcess;
+}
+
+/** Boots `hvshare up` in a new scratch folder (`prefix` names it), with `env` added to the environment. */
+export async function upInScratch(prefix: string, env: NodeJS.ProcessEnv = {}): Promise<ScratchPlatform> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const state = join(dir, 'state');
+  const mnt = join(dir, 'mnt');
+  return { dir, state, mnt, child: (await startUp(state, mnt, env)).child };
+}
+
+/** Stops it, detaches any mount it left, and removes its folder. */
+export async function downAndClean(platform: ScratchPlatform): Promise<void> {
+  platform.child.kill('SIGTERM');
+  await exited(platform.child);
+  for (const m of await fuseMountsUnder(platform.mnt)) await sh(`fusermount -uz '${m}'`);
+  await rm(platform.dir, { recursive: true, force: true });
 }
