@@ -244,10 +244,15 @@ class FencedDevice implements BlockDevice {
   async write(offset: number, src: Uint8Array, options?: WriteOptions) {
     if (this.fenced) throw new IoError('EIO', 'fenced');
     await this.inner.write(offset, src, options);
+    if (options?.fua) this.flushed();
   }
   async flush() {
     if (this.fenced) throw new IoError('EIO', 'fenced');
     await this.inner.flush();
+    this.flushed();
+  }
+  /** A FLUSH, or a FUA write (a flush for that write): counts towards the fence. */
+  private flushed() {
     if (this.flushesUntilFence > 0 && --this.flushesUntilFence === 0) this.fenced = true;
   }
   discard(offset: number, length: number) { return this.inner.discard(offset, length); }
@@ -269,7 +274,8 @@ test('a domain dying after its commit record: its journal is replayed before any
   const data = patternBytes(200_000, 5);
   await a.mkdir('/from-a', 0o755);
   await put(a, '/from-a/file', data);
-  // Die right after the commit record is durable: the blocks never reach home.
+  // Die right after the commit record is durable (the log and the record, each a FUA write): the blocks never
+  // reach home.
   fenced.flushesUntilFence = 2;
   t.is(await errno(a.sync()), 'EIO');
   const events: string[] = [];
