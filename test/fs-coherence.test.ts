@@ -194,6 +194,32 @@ test('sequential reads are read ahead; a write, here or in the other instance, i
   await s.close();
 });
 
+test('a small file opened for reading is read at open; its first read waits for that, and a change is never hidden by it', async (t) => {
+  const s = await twoInstances();
+  const first = patternBytes(20_000, 1);
+  await put(s.a, '/small', first);
+  const before = { ...s.b.cacheStats.data };
+  const fh = await s.b.open('/small', O_RDONLY);
+  t.is(s.b.cacheStats.data.dataReads, before.dataReads + 1, 'its blocks are asked for at open, in one request');
+  t.true(Buffer.from(await s.b.read(fh, 0, 1 << 20)).equals(first));
+  t.is(s.b.cacheStats.data.dataReads, before.dataReads + 1, 'the read asks the device for nothing more');
+  t.is(s.b.cacheStats.data.readAhead, before.readAhead + 5);
+  // The other instance rewrites it between this open and the read: the blocks read at open are not served.
+  const second = patternBytes(20_000, 2);
+  const again = await s.b.open('/small', O_RDONLY);
+  await put(s.a, '/small', second);
+  t.true(Buffer.from(await s.b.read(again, 0, 1 << 20)).equals(second));
+  await s.b.release(fh);
+  await s.b.release(again);
+  // A file too big for it is read as before: nothing at open.
+  await put(s.a, '/big', patternBytes(33 * 4096, 3));
+  const reads = s.b.cacheStats.data.dataReads;
+  const big = await s.b.open('/big', O_RDONLY);
+  t.is(s.b.cacheStats.data.dataReads, reads);
+  await s.b.release(big);
+  await s.close();
+});
+
 test('a reader that holds the lock keeps its cache; the generation tells it when to drop it', async (t) => {
   const s = await twoInstances();
   await put(s.a, '/f', patternBytes(10, 1));
