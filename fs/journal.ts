@@ -253,9 +253,11 @@ export class Journal {
       // Log and commit record go out together, each durable on completion (as jbd2's async commit): the record
       // carries a checksum of every logged copy, so a crash that persisted the record but not all copies reads
       // as torn and is dropped, never replayed.
+      // (Both are ready before either is posted, so they reach the monitor together and share its flush.)
+      const record = encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag, targets, crcs });
       await settleAll([
         this.dev.write(this.geometry.journalLog(this.slot) * BLOCK_SIZE, log, { fua: true }),
-        this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag, targets, crcs }), { fua: true }),
+        this.dev.write(headerAddress * BLOCK_SIZE, record, { fua: true }),
       ]);
       await writeHome(this.dev, targets, log, true);
       await this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag: 0, targets: [], crcs: [] }));
