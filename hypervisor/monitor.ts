@@ -486,6 +486,7 @@ export class Monitor {
     for (const backend of new Set(this.fuaOwed.map((w) => w.backend))) {
       try {
         backend.flush();
+        this.stats.add(d.id, Counter.FLUSHES);
       } catch (err) {
         failed.add(backend);
         this.backendError(d, 'flush after a FUA write', 0, 0, err);
