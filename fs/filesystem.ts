@@ -708,6 +708,7 @@ export class FileSystem implements Vfs {
         const inode = await this.path.resolvePath(path, true);
         if (writes && isDir(inode)) throw new IoError('EISDIR', `${path} is a directory`);
         if (writes && this.dev.readOnly) throw new IoError('EROFS', 'read-only volume');
+        if (access !== O_WRONLY && isRegular(inode)) await this.data.openAhead(inode);
         return this.openHandle(inode, flags);
       });
     }
