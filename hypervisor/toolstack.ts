@@ -62,12 +62,6 @@ export type PlatformEvent =
   | { type: 'domain-boot'; domain: string; detail: string }
   | { type: 'recovery'; domain: string; detail: string };
 
-/** Bytes a domain read into its data window, valid until `done()` gives the slot back. */
-export interface HeldRead {
-  bytes: Uint8Array;
-  done(): void;
-}
-
 /** A running domain as the toolstack sees it. */
 export class DomainHandle {
   private nextSeq = 1;
@@ -115,30 +109,19 @@ export class DomainHandle {
    * a data window slot when one is free (nothing allocated per call), else moved as a new buffer.
    */
   async readInto(fh: number, position: number, into: Uint8Array): Promise<number> {
-    const held = await this.readHeld(fh, position, into.length);
-    if (held) {
-      into.set(held.bytes);
-      held.done();
-      return held.bytes.length;
-    }
-    const data = await this.call<Uint8Array>({ kind: 'vfs', op: 'read', args: [fh, position, into.length] });
-    into.set(data.subarray(0, into.length));
-    return Math.min(data.length, into.length);
-  }
-
-  /**
-   * Vfs read into a data window slot the caller keeps until it calls `done()` (a view's read ahead); null when no
-   * slot is free or `length` exceeds one.
-   */
-  async readHeld(fh: number, position: number, length: number): Promise<HeldRead | null> {
+    const length = into.length;
     const slot = length <= WINDOW_SLOT_BYTES ? this.slots.take() : undefined;
-    if (slot === undefined) return null;
+    if (slot === undefined) {
+      const data = await this.call<Uint8Array>({ kind: 'vfs', op: 'read', args: [fh, position, length] });
+      into.set(data.subarray(0, length));
+      return Math.min(data.length, length);
+    }
     try {
       const n = await this.call<number>({ kind: 'read-window', fh, position, length, slot });
-      return { bytes: windowSlot(this.window, slot, n), done: () => this.slots.give(slot) };
-    } catch (error) {
+      into.set(windowSlot(this.window, slot, n));
+      return n;
+    } finally {
       this.slots.give(slot);
-      throw error;
     }
   }
 

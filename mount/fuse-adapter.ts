@@ -50,7 +50,6 @@ import {
   O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec,
 } from '../fs/vfs.js';
 import { AnswerCache } from './answer-cache.js';
-import { ReadAhead } from './read-ahead.js';
 import { STRICT, type CacheMode } from './cache-mode.js';
 import { allowOtherRefusal } from './fuse-conf.js';
 import { EIO, errnoFromName, errnoOf } from './errno.js';
@@ -87,8 +86,6 @@ export interface MountedView {
   readonly counters: { calls: Record<string, number>; errors: Record<string, number> };
   /** Lookups and stats answered here, without a call into the domain (mount/answer-cache.ts). */
   readonly answeredHere: number;
-  /** Reads answered from a chunk read ahead (mount/read-ahead.ts). */
-  readonly readAheadHits: number;
   /** Unmount (lazily, like `fusermount -uz`) and wait until the mount has left /proc/mounts. Idempotent. */
   unmount(): Promise<void>;
 }
@@ -218,7 +215,6 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
   const none = noXattrsCache(options.cache ?? STRICT);
   const answers = new AnswerCache();
-  const readAhead = new ReadAhead();
   /** The domain said so and nothing changed since (any mode), or said so within the auto bound. */
   const noXattrs = (path: string) => answers.hasNoXattrs(current, path) || none.has(path);
   const ops = {
@@ -257,7 +253,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
     // The bytes go through the domain's data window (guests/data-window.ts): copied in or out of fuse-native's
     // buffer before the callback, which detaches it.
-    read: handler('read', (_path: string, fh: number, buf: Buffer, len: number, pos: number) => readAhead.read(current, fh, pos, buf.subarray(0, len))),
+    read: handler('read', (_path: string, fh: number, buf: Buffer, len: number, pos: number) => current.readInto(fh, pos, buf.subarray(0, len))),
 
     // Written by anyone but root, the file loses set-user-ID (and set-group-ID if group-executable) as on Linux:
     // libfuse 2.9 lets the kernel leave that to the filesystem under direct_io.
@@ -270,7 +266,6 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // FLUSH again on this mount: one round trip less per close.
 
     release: handler('release', async (_path: string, fh: number) => {
-      readAhead.forget(fh);
       await vfs('release', fh);
       return 0;
     }),
@@ -359,9 +354,6 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     counters,
     get answeredHere() {
       return answers.hits;
-    },
-    get readAheadHits() {
-      return readAhead.hits;
     },
     unmount() {
       unmounting ??= (async () => {

@@ -205,51 +205,6 @@ test.serial('a strict view answers repeated stats, listings, links and xattrs it
   await finish();
 });
 
-test.serial('a strict view reads ahead for a sequential reader, and a chunk rewritten by the other domain meanwhile is read as rewritten', async (t) => {
-  const { dir, mounts, finish } = await mountedPlatform(t, rw2);
-  const m1 = mounts.dom1!.dir;
-  const m2 = mounts.dom2!.dir;
-  const chunk = 128 * 1024;
-  const source = join(dir, 'seq.bin');
-  const data = randomBytes(64 * chunk);
-  await writeFile(source, data);
-  await ok(t, run('cp', [source, join(m1, 'seq.bin')]), 'cp into dom1');
-  await ok(t, run('cmp', [source, join(m2, 'seq.bin')]), 'cmp through dom2');
-  t.true(mounts.dom2!.view.readAheadHits > 0, 'a sequential reader was served from chunks read ahead');
-  // A reader in dom2 reads chunks 0 and 1 (so chunk 2 is read ahead), waits, then reads chunk 2: dom1 rewrote it.
-  const reader = spawn(process.execPath, ['-e', `
-    const fs = require('node:fs');
-    const fd = fs.openSync(${JSON.stringify(join(m2, 'seq.bin'))}, 'r');
-    const buf = Buffer.alloc(${chunk});
-    fs.readSync(fd, buf, 0, ${chunk}, 0);
-    fs.readSync(fd, buf, 0, ${chunk}, ${chunk});
-    process.stdout.write('ready\\n');
-    process.stdin.once('data', () => {
-      fs.readSync(fd, buf, 0, ${chunk}, ${2 * chunk});
-      process.stdout.write(buf.subarray(0, 16).toString('hex') + '\\n');
-      process.exit(0);
-    });`], { stdio: ['pipe', 'pipe', 'inherit'] });
-  let out = '';
-  const lines: string[] = [];
-  const next = () => new Promise<string>((resolve) => {
-    const check = () => {
-      const at = out.indexOf('\n');
-      if (at < 0) return void reader.stdout.once('data', (d: Buffer) => ((out += d.toString()), check()));
-      lines.push(out.slice(0, at));
-      out = out.slice(at + 1);
-      resolve(lines.at(-1)!);
-    };
-    check();
-  });
-  t.is(await next(), 'ready');
-  const fresh = randomBytes(chunk);
-  await writeFile(join(dir, 'fresh.bin'), fresh);
-  await ok(t, run('dd', [`if=${join(dir, 'fresh.bin')}`, `of=${join(m1, 'seq.bin')}`, `bs=${chunk}`, 'seek=2', 'conv=notrunc', 'status=none']), 'dd in dom1');
-  reader.stdin.write('go\n');
-  t.is(await next(), fresh.subarray(0, 16).toString('hex'), 'the chunk read after the rewrite is the rewritten one');
-  await finish();
-});
-
 test.serial('readdir gives each entry its type and inode number: find -type and du stat nothing, st_blksize is 128 KiB', async (t) => {
   const { mounts, finish } = await mountedPlatform(t, rw2);
   const m1 = mounts.dom1!.dir;
