@@ -33,6 +33,7 @@ import {
 import { LockClient, Restart } from './lock-client.js';
 import { groupLock, MOUNT_LOCK, RENAME_LOCK, slotLock } from './lock-names.js';
 import type { LockMode, LockService } from './lock-service.js';
+import { CutRegistry, pinTree, type CutEnded, type CutHeld } from './consistent-cut.js';
 import { OpQueue } from './op-queue.js';
 import { OrphanList } from './orphans.js';
 import { PageCache } from './page-cache.js';
@@ -91,6 +92,7 @@ export class FileSystem implements Vfs {
   private readonly queue = new OpQueue();
   private readonly now: () => number;
   private readonly locks: LockClient;
+  private readonly cuts: CutRegistry;
   private readonly ownSlot: number;
   private tx: Transactions | null = null;
 
@@ -145,6 +147,7 @@ export class FileSystem implements Vfs {
       },
       { minHoldMs: options.minHoldMs, now: options.now },
     );
+    this.cuts = new CutRegistry((names) => this.locks.releaseCut(names), this.now);
     this.cache.hooks = { guard: (owner) => this.locks.guard(owner), changing: (owner) => this.locks.changing(owner) };
     this.ownSlot = slotLock(this.geometry, options.slot);
     const preferredGroup = Math.floor((options.slot * superblock.groupCount) / superblock.slotCount);
@@ -237,6 +240,30 @@ export class FileSystem implements Vfs {
       await this.tx?.commit();
       if (!this.dev.readOnly) await this.dev.flush();
     });
+  }
+
+  /**
+   * Holds a consistent cut of the tree at `path` (consistent-cut.ts): nothing in it changes, in any domain, until
+   * endCut or `maxHoldMs` after the walk began.
+   */
+  holdCut(path: string, maxHoldMs: number): Promise<CutHeld> {
+    return this.queue.run(async () => {
+      const started = this.now();
+      this.locks.joining = true;
+      try {
+        const { inodes, names } = await this.attempts(async () => {
+          const inodes = await pinTree(this.path, this.dirs, path);
+          return { inodes, names: await this.locks.holdForCut() };
+        }, false);
+        return this.cuts.hold(names, inodes, started, maxHoldMs);
+      } finally {
+        this.locks.joining = false;
+      }
+    });
+  }
+
+  endCut(id: number): CutEnded {
+    return this.cuts.end(id);
   }
 
   /** The mode this instance holds the lock of the inode `path` names in, for tests and diagnostics. */

@@ -1,5 +1,6 @@
 import type { BlockWorkload, RoundTripResult, WorkloadResult } from './block-workload.js';
 import type { FileWorkload, FileWorkloadResult } from './file-workload.js';
+import type { CutEnded, CutHeld } from '../fs/consistent-cut.js';
 import type { DirListing, Stat, StatFs, Vfs } from '../fs/vfs.js';
 
 /** The filesystem operations the agent runs for the host (the FUSE adapter, tests, scripts). */
@@ -24,6 +25,9 @@ export type AgentRequest =
   | { kind: 'null-requests'; durationMs: number }
   | { kind: 'info' }
   | { kind: 'vfs'; op: VfsOp; args: unknown[] }
+  /** Hold a consistent cut of the tree at `path` (fs/consistent-cut.ts) for at most `maxHoldMs`; `cut-end` releases it. */
+  | { kind: 'cut'; path: string; maxHoldMs: number }
+  | { kind: 'cut-end'; id: number }
   /** Commit the journal, close every handle and give the volume lock back. */
   | { kind: 'unmount' };
 
@@ -39,7 +43,7 @@ export interface DomainInfo {
   processes: { pid: number; name: string }[];
 }
 
-export type AgentResult = WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | DirListing | string[] | string | number | null | void;
+export type AgentResult = CutHeld | CutEnded | WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | DirListing | string[] | string | number | null | void;
 
 export type AgentMessage = { seq: number; request: AgentRequest };
 export type AgentReply = { seq: number; ok: true; result: AgentResult } | { seq: number; ok: false; code: string; message: string };

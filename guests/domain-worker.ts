@@ -96,6 +96,10 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
       const result = await op.apply(fs, request.args);
       return fault ? (fault.observe(request.op, request.args, result) as AgentResult) : result;
     }
+    case 'cut':
+      return mounted().holdCut(request.path, request.maxHoldMs);
+    case 'cut-end':
+      return mounted().endCut(request.id);
     case 'unmount':
       await mounted().unmount();
       fs = null;

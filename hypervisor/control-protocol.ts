@@ -1,3 +1,4 @@
+import type { CutEnded, CutHeld } from '../fs/consistent-cut.js';
 import type { AgentResult, VfsOp } from '../guests/agent-protocol.js';
 
 /**
@@ -37,13 +38,22 @@ export interface ControlResults {
   domains: DomainSummary[];
   vfs: AgentResult;
   locks: DescribedLock[];
+  cut: CutHeld & { maxHoldMs: number };
+  'cut-end': CutEnded;
 }
 
 export type ControlRequest =
   | { id: number; kind: 'domains' }
   /** A filesystem call run by the domain's guest agent, as the FUSE adapter makes them. */
   | { id: number; kind: 'vfs'; domain: string; op: VfsOp; args: unknown[] }
-  | { id: number; kind: 'locks' };
+  | { id: number; kind: 'locks' }
+  /**
+   * Hold a consistent cut of the tree at `path` in a domain: nothing in it changes, through any domain, until
+   * `cut-end` names it, the client disconnects, or `maxHoldMs` (default: half the fencing deadline, at most 5 s)
+   * ran out. The reply says the maximum hold in force.
+   */
+  | { id: number; kind: 'cut'; domain: string; path: string; maxHoldMs?: number }
+  | { id: number; kind: 'cut-end'; domain: string; cut: number };
 
 export type ControlKind = ControlRequest['kind'];
 

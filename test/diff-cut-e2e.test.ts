@@ -1,0 +1,141 @@
+import test from 'ava';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PlatformClient } from '../bin/platform-client.js';
+import { O_CREAT, O_TRUNC, O_WRONLY, S_IFREG, type Vfs } from '../fs/vfs.js';
+import { exited, hvshare, sh, startUp } from './helpers/cli.js';
+
+/**
+ * `hvshare diff` as one consistent cut, against a running platform (dom1 and dom2 read-write, dom3 read-only):
+ * writers rewrite files of the compared tree in a loop, through the control socket as any process would.
+ */
+let dir = '';
+let state = '';
+let mnt = '';
+let up: ChildProcess | undefined;
+let upStderr = () => '';
+
+test.before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'hvshare-cut-'));
+  state = join(dir, 'state');
+  mnt = join(dir, 'mnt');
+  const started = await startUp(state, mnt);
+  up = started.child;
+  upStderr = started.stderr;
+});
+
+test.after.always(async () => {
+  if (process.env.HVSHARE_TEST_DEBUG) console.error(upStderr());
+  up?.kill('SIGTERM');
+  if (up) await exited(up);
+  const { stdout } = await sh('cat /proc/mounts');
+  for (const m of stdout.split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(mnt))) await sh(`fusermount -uz '${m}'`);
+  await rm(dir, { recursive: true, force: true });
+});
+
+const cli = (...args: string[]) => hvshare(...args, '--state', state);
+
+/** Rewrites `files` of `folder` in `vfs` together, each pass with new content of a new size, until stopped. */
+function rewriter(vfs: Vfs, folder: string, files: string[]) {
+  let passes = 0;
+  let stopped = false;
+  let failure: unknown = null;
+  const rewrite = async (pass: number) => {
+    for (const name of files) {
+      const fh = await vfs.create(`${folder}/${name}`, S_IFREG | 0o644, O_CREAT | O_WRONLY | O_TRUNC);
+      try {
+        await vfs.write(fh, 0, new Uint8Array(1000 + (pass % 13) * 700).fill(pass & 0xff));
+        await vfs.fsync(fh, false);
+      } finally {
+        await vfs.release(fh);
+      }
+    }
+  };
+  const done = (async () => {
+    await vfs.mkdir(folder, 0o755).catch(() => {});
+    while (!stopped) {
+      await rewrite(passes + 1);
+      passes++;
+    }
+  })().catch((err) => {
+    failure = err;
+  });
+  return {
+    get passes() {
+      return passes;
+    },
+    async stop() {
+      stopped = true;
+      await done;
+      if (failure) throw failure;
+    },
+  };
+}
+
+interface DiffJson {
+  same: boolean;
+  differences: { path: string; field: string }[];
+  cut: { inodes: number; heldMs: number; maxHoldMs: number } | null;
+}
+
+test.serial('diff: a writer rewriting the tree in another domain never makes the two sides differ, and goes on after', async (t) => {
+  const client = await PlatformClient.connect(state);
+  t.teardown(() => client.close());
+  const writer = rewriter(client.vfs('dom1'), '/cut', ['a', 'b', 'c']);
+  t.teardown(() => writer.stop().catch(() => {}));
+  while (writer.passes < 3) await sleep(10);
+  for (let run = 0; run < 6; run++) {
+    const diff = await cli('diff', 'dom2', 'dom3', '/cut', '--json');
+    t.is(diff.code, 0, `run ${run}: ${diff.stdout}${diff.stderr}`);
+    const result = JSON.parse(diff.stdout) as DiffJson;
+    t.true(result.same);
+    t.is(result.cut?.inodes, 2 * 4, 'each side pinned /cut and its three files');
+    t.is(result.cut?.maxHoldMs, 5000);
+    // The writer is let through once the diff ended.
+    const after = writer.passes;
+    while (writer.passes <= after) await sleep(5);
+  }
+  await writer.stop();
+  t.true(writer.passes > 6);
+});
+
+test.serial('diff: a tree held past --max-hold is given up (exit 2) and the writers it held go on', async (t) => {
+  const client = await PlatformClient.connect(state);
+  t.teardown(() => client.close());
+  // The writer runs in dom2, one of the compared domains: its own rewrites wait for the cut, and its operations
+  // queue behind them, so the diff cannot end before the cut's maximum hold.
+  const writer = rewriter(client.vfs('dom2'), '/held', ['x', 'y']);
+  t.teardown(() => writer.stop().catch(() => {}));
+  while (writer.passes < 2) await sleep(10);
+  const diff = await cli('diff', 'dom2', 'dom3', '/held', '--max-hold', '400');
+  t.is(diff.code, 2, diff.stderr);
+  t.regex(diff.stderr, /hvshare: gave up: the comparison took longer than the cut may be held \(--max-hold 400 ms\)/);
+  const after = writer.passes;
+  while (writer.passes <= after + 1) await sleep(5);
+  await writer.stop();
+  // Nothing is held any more: the tree is compared as the same once the writer stopped.
+  const same = await cli('diff', 'dom2', 'dom3', '/held', '--max-hold', '400');
+  t.is(same.code, 0, same.stderr);
+});
+
+test.serial('diff: --max-hold bad values and --no-cut', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['--max-hold', '0'], /--max-hold: "0" is not a positive whole number of milliseconds/],
+    [['--max-hold', 'soon'], /--max-hold: "soon" is not a positive whole number/],
+    [['--max-hold', '50'], /--max-hold: maximum hold 50 ms: must be a whole number of ms from 100 to 5000 \(half the platform's revokeDeadlineMs, 10000 ms/],
+    [['--max-hold', '9000'], /--max-hold: maximum hold 9000 ms: must be .* to 5000/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await cli('diff', 'dom1', 'dom3', ...args);
+    t.is(r.code, 2, args.join(' '));
+    t.regex(r.stderr, message, args.join(' '));
+  }
+  const noCut = await cli('diff', 'dom1', 'dom3', '/', '--no-cut', '--json');
+  t.is(noCut.code, 0, noCut.stderr);
+  t.is((JSON.parse(noCut.stdout) as DiffJson).cut, null);
+  const text = await cli('diff', 'dom1', 'dom3');
+  t.regex(text.stderr, /; one cut, \d+ locks held \d+ ms\)/);
+});
