@@ -1,42 +1,17 @@
 import test from 'ava';
-import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PlatformClient } from '../bin/platform-client.js';
 import { O_CREAT, O_TRUNC, O_WRONLY, S_IFREG, type Vfs } from '../fs/vfs.js';
-import { exited, hvshare, sh, startUp } from './helpers/cli.js';
+import { testPlatform } from './helpers/cli.js';
 
 /**
  * `hvshare diff` as one consistent cut, against a running platform (dom1 and dom2 read-write, dom3 read-only):
  * writers rewrite files of the compared tree in a loop, through the control socket as any process would.
  */
-let dir = '';
-let state = '';
-let mnt = '';
-let up: ChildProcess | undefined;
-let upStderr = () => '';
-
-test.before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'hvshare-cut-'));
-  state = join(dir, 'state');
-  mnt = join(dir, 'mnt');
-  const started = await startUp(state, mnt);
-  up = started.child;
-  upStderr = started.stderr;
-});
-
-test.after.always(async () => {
-  if (process.env.HVSHARE_TEST_DEBUG) console.error(upStderr());
-  up?.kill('SIGTERM');
-  if (up) await exited(up);
-  const { stdout } = await sh('cat /proc/mounts');
-  for (const m of stdout.split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(mnt))) await sh(`fusermount -uz '${m}'`);
-  await rm(dir, { recursive: true, force: true });
-});
-
-const cli = (...args: string[]) => hvshare(...args, '--state', state);
+const platform = testPlatform('hvshare-cut-');
+const cli = platform.cli;
+test.before(() => platform.start());
+test.after.always(() => platform.stop());
 
 /** Rewrites `files` of `folder` in `vfs` together, each pass with new content of a new size, until stopped. */
 function rewriter(vfs: Vfs, folder: string, files: string[]) {
@@ -82,7 +57,7 @@ interface DiffJson {
 }
 
 test.serial('diff: a writer rewriting the tree in another domain never makes the two sides differ, and goes on after', async (t) => {
-  const client = await PlatformClient.connect(state);
+  const client = await PlatformClient.connect(platform.state);
   t.teardown(() => client.close());
   const writer = rewriter(client.vfs('dom1'), '/cut', ['a', 'b', 'c']);
   t.teardown(() => writer.stop().catch(() => {}));
@@ -103,7 +78,7 @@ test.serial('diff: a writer rewriting the tree in another domain never makes the
 });
 
 test.serial('diff: a tree held past --max-hold is given up (exit 2) and the writers it held go on', async (t) => {
-  const client = await PlatformClient.connect(state);
+  const client = await PlatformClient.connect(platform.state);
   t.teardown(() => client.close());
   // The writer runs in dom2, one of the compared domains: its own rewrites wait for the cut, and its operations
   // queue behind them, so the diff cannot end before the cut's maximum hold.
