@@ -266,6 +266,25 @@ export class FileSystem implements Vfs {
     return this.cuts.end(id);
   }
 
+  /**
+   * `fsck --repair` (fsck-repair.ts): links inode `ino`, in use but named by no directory, into the directory
+   * `dirPath` as `name` (a directory's ".." then names its new parent). Link counts are the repair's to set.
+   */
+  adoptLost(ino: number, dirPath: string, name: string): Promise<void> {
+    return this.change(async () => {
+      const dir = await this.path.resolvePath(dirPath, true, 'exclusive');
+      if (!isDir(dir)) throw new IoError('ENOTDIR', `${dirPath} is not a directory`);
+      const lost = await this.path.get(ino, 'exclusive');
+      await this.dirs.add(dir, encodeName(name), ino, entryTypeOf(lost.mode));
+      if (isDir(lost)) {
+        await this.dirs.retarget(lost, DOTDOT, dir.ino, EntryType.Directory);
+        dir.nlink++;
+      }
+      this.touch(dir);
+      await this.inodes.write(dir);
+    });
+  }
+
   /** The mode this instance holds the lock of the inode `path` names in, for tests and diagnostics. */
   async heldLock(path: string): Promise<LockMode | null> {
     const ino = await this.look(async () => (await this.path.resolvePath(path)).ino);
