@@ -75,7 +75,7 @@ export function registerCp(program: Command): void {
       `
 A side is a domain path when it starts with the name of one of the platform's domains and a colon (dom1:/a/b,
 dom1:b); anything else is a host path (write ./x:y for a host file whose name has a colon). A copy into a domain
-is fsynced there, file by file, before cp returns. Exit status 2 on an error.
+is durable there before cp returns (a tree: one fsync at its end, which commits the domain's journal). Exit status 2 on an error.
 
 With -R, SRC may be a directory: DST is created (or filled, if it is a directory that exists), as cp -R does, and
 permission bits, access and modification times are kept, symlinks copied as symlinks (never followed); owners

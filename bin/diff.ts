@@ -77,7 +77,7 @@ class Cuts {
   private expiredError(): CliError {
     return new CliError(
       `gave up: the comparison took longer than the cut may be held (--max-hold ${this.maxHoldMs} ms), and writers waiting for it were let ` +
-        'through; compare a smaller PATH, raise --max-hold (at most half the platform\'s revokeDeadlineMs), or use --no-cut',
+        'through; compare a smaller PATH, raise revokeDeadlineMs in platform.json (--max-hold may be four fifths of it), or use --no-cut',
       EXIT_ERROR,
     );
   }
@@ -113,7 +113,7 @@ export function registerDiff(program: Command): void {
     .option('--state <dir>', 'the platform\'s state folder', DEFAULT_STATE_DIR)
     .addOption(new Option('--checksum <kind>', `content checksum: ${CHECKSUM_KINDS.join(' or ')}`).argParser(parseChecksumKind).default('sha256'))
     .addOption(new Option('--ignore <fields>', `leave fields out, comma-separated: ${DIFF_FIELDS.join(', ')}`).argParser(parseIgnore).default([], 'none'))
-    .addOption(new Option('--max-hold <ms>', 'give up (exit 2) when the cut has been held this long; at most half the platform\'s revokeDeadlineMs').argParser(parseMaxHold).default(undefined, '5000, or half revokeDeadlineMs if less'))
+    .addOption(new Option('--max-hold <ms>', 'give up (exit 2) when the cut has been held this long; at most four fifths of the platform\'s revokeDeadlineMs').argParser(parseMaxHold).default(undefined, 'four fifths of revokeDeadlineMs: 8000'))
     .option('--no-cut', 'hold no locks: writers never wait, each file is still compared as of one instant, the tree is not')
     .option('--json', 'the differences as JSON')
     .addHelpText(
@@ -127,7 +127,7 @@ One consistent cut: before comparing anything, each domain side walks PATH and t
 every file, directory and symlink in it, and keeps them until the diff ends. Both sides then see the tree as it
 was at one instant. What that means for writers: a change to anything in the tree, through any domain (a view,
 hvshare cp, a program in a guest), waits until the diff ends; writes elsewhere do not wait. The wait is bounded
-by --max-hold (default 5 s): past it the locks go, the waiting writers go on, and diff exits 2 without a result.
+by --max-hold (default and most: four fifths of revokeDeadlineMs, 8 s by default): past it the locks go, the waiting writers go on, and diff exits 2 without a result.
 A diff whose compared domain is also writing into the tree waits for itself until then. With --no-cut no lock is
 held: each file is compared as of one instant (read again when it changed while read), the tree as a whole is
 not, so a file written during the diff may show as a difference (README, "hvshare diff").

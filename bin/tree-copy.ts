@@ -56,7 +56,8 @@ export async function copyTree(src: CopySource, from: string, sink: TreeSink, to
   const copy = async (path: string, dst: string, info: EntryInfo): Promise<void> => {
     switch (info.type) {
       case 'file':
-        summary.bytes += await onSink(dst, sink.writeFile(dst, info.perm, counted(path)));
+        summary.bytes += await onSink(dst, sink.writeFile(dst, info.perm, counted(path), sink.syncAll !== undefined));
+        lastFile = dst;
         await onSink(dst, sink.chmod(dst, info.perm));
         summary.files++;
         break;
@@ -87,8 +88,10 @@ export async function copyTree(src: CopySource, from: string, sink: TreeSink, to
     progress();
   };
 
+  let lastFile: string | null = null;
   try {
     await copy(from, to, await onSource(from, src.source.stat(from)));
+    if (lastFile !== null && sink.syncAll) await onSink(lastFile, sink.syncAll(lastFile));
   } finally {
     if (Date.now() - started >= PROGRESS_AFTER_MS) endProgress();
   }

@@ -1,6 +1,6 @@
 import { chmod, lstat, lutimes, mkdir, open, symlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { O_CREAT, O_TRUNC, O_WRONLY, S_IFREG, type Timespec, type Vfs } from '../fs/vfs.js';
+import { O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY, S_IFREG, type Timespec, type Vfs } from '../fs/vfs.js';
 import { childPath, type EntryType } from './tree-source.js';
 
 /**
@@ -13,8 +13,13 @@ export interface TreeSink {
   child(dir: string, name: string): string;
   /** The type of what is at `path`, null when nothing is. */
   typeOf(path: string): Promise<EntryType | null>;
-  /** Creates (with `perm`) or truncates a file, writes `chunks`, makes it durable; returns the bytes written. */
-  writeFile(path: string, perm: number, chunks: AsyncIterable<Uint8Array>): Promise<number>;
+  /**
+   * Creates (with `perm`) or truncates a file, writes `chunks`, and makes it durable unless `later` and the side
+   * has syncAll; returns the bytes written.
+   */
+  writeFile(path: string, perm: number, chunks: AsyncIterable<Uint8Array>, later?: boolean): Promise<number>;
+  /** Makes everything written so far durable at once, through the file `path` (a domain: one journal commit). */
+  syncAll?(path: string): Promise<void>;
   /** A new directory its owner may fill (its mode is set once it is filled). */
   mkdir(path: string): Promise<void>;
   symlink(target: string, path: string): Promise<void>;
@@ -39,16 +44,25 @@ export function domainSink(domain: string, vfs: Vfs): TreeSink {
         throw err;
       }
     },
-    writeFile: async (path, perm, chunks) => {
+    writeFile: async (path, perm, chunks, later = false) => {
       const fh = await vfs.create(path, S_IFREG | perm, O_CREAT | O_WRONLY | O_TRUNC);
       let position = 0;
       try {
         for await (const chunk of chunks) position += await vfs.write(fh, position, chunk);
-        await vfs.fsync(fh, false);
+        if (!later) await vfs.fsync(fh, false);
       } finally {
         await vfs.release(fh);
       }
       return position;
+    },
+    // A domain's fsync commits its journal, waits for every data write and flushes the image: all of it is durable.
+    syncAll: async (path) => {
+      const fh = await vfs.open(path, O_RDONLY);
+      try {
+        await vfs.fsync(fh, false);
+      } finally {
+        await vfs.release(fh);
+      }
     },
     mkdir: (path) => vfs.mkdir(path, 0o700),
     symlink: (target, path) => vfs.symlink(target, path),

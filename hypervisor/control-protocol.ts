@@ -49,7 +49,7 @@ export type ControlRequest =
   | { id: number; kind: 'locks' }
   /**
    * Hold a consistent cut of the tree at `path` in a domain: nothing in it changes, through any domain, until
-   * `cut-end` names it, the client disconnects, or `maxHoldMs` (default: half the fencing deadline, at most 5 s)
+   * `cut-end` names it, the client disconnects, or `maxHoldMs` (default and most: four fifths of the fencing deadline)
    * ran out. The reply says the maximum hold in force.
    */
   | { id: number; kind: 'cut'; domain: string; path: string; maxHoldMs?: number }

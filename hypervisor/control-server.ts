@@ -25,8 +25,6 @@ import { DEFAULT_REVOKE_DEADLINE_MS } from './monitor.js';
 
 /** The largest read one request may ask a domain for (the CLI reads 256 KiB or 1 MiB at a time). */
 const MAX_READ = 16 << 20;
-/** A cut's maximum hold when the client names none (and the fencing deadline allows it). */
-const DEFAULT_CUT_HOLD_MS = 5000;
 /** The shortest maximum hold a client may ask for. */
 const MIN_CUT_HOLD_MS = 100;
 
@@ -162,17 +160,18 @@ function findDomain(running: StoredPlatform, name: string): DomainHandle {
 }
 
 /**
- * A cut's maximum hold: what the client asked for, or the default; never more than half the fencing deadline
- * (revokeDeadlineMs), so that a writer's revoke waiting for the cut never gets the cut's domain fenced.
+ * A cut's maximum hold: what the client asked for, at most (and by default) four fifths of the fencing deadline
+ * (revokeDeadlineMs): a writer's revoke waiting for the cut is answered, when the cut lets go, with a fifth of the
+ * deadline to spare (at least 200 ms), so the cut never gets its domain fenced.
  */
 function cutHoldMs(running: StoredPlatform, asked: unknown): number {
   const deadline = running.config.revokeDeadlineMs ?? DEFAULT_REVOKE_DEADLINE_MS;
-  const limit = Math.floor(deadline / 2);
-  if (asked === undefined || asked === null) return Math.min(DEFAULT_CUT_HOLD_MS, limit);
+  const limit = Math.floor((deadline * 4) / 5);
+  if (asked === undefined || asked === null) return limit;
   if (!Number.isSafeInteger(asked) || (asked as number) < MIN_CUT_HOLD_MS || (asked as number) > limit) {
     throw new ControlError(
       'EINVAL',
-      `maximum hold ${String(asked)} ms: must be a whole number of ms from ${MIN_CUT_HOLD_MS} to ${limit} (half the platform's revokeDeadlineMs, ${deadline} ms, so a cut never gets its domain fenced)`,
+      `maximum hold ${String(asked)} ms: must be a whole number of ms from ${MIN_CUT_HOLD_MS} to ${limit} (four fifths of the platform's revokeDeadlineMs, ${deadline} ms, so a cut never gets its domain fenced)`,
     );
   }
   return asked as number;

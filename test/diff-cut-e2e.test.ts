@@ -68,7 +68,7 @@ test.serial('diff: a writer rewriting the tree in another domain never makes the
     const result = JSON.parse(diff.stdout) as DiffJson;
     t.true(result.same);
     t.is(result.cut?.inodes, 2 * 4, 'each side pinned /cut and its three files');
-    t.is(result.cut?.maxHoldMs, 5000);
+    t.is(result.cut?.maxHoldMs, 8000);
     // The writer is let through once the diff ended.
     const after = writer.passes;
     while (writer.passes <= after) await sleep(5);
@@ -100,8 +100,8 @@ test.serial('diff: --max-hold bad values and --no-cut', async (t) => {
   const cases: [string[], RegExp][] = [
     [['--max-hold', '0'], /--max-hold: "0" is not a positive whole number of milliseconds/],
     [['--max-hold', 'soon'], /--max-hold: "soon" is not a positive whole number/],
-    [['--max-hold', '50'], /--max-hold: maximum hold 50 ms: must be a whole number of ms from 100 to 5000 \(half the platform's revokeDeadlineMs, 10000 ms/],
-    [['--max-hold', '9000'], /--max-hold: maximum hold 9000 ms: must be .* to 5000/],
+    [['--max-hold', '50'], /--max-hold: maximum hold 50 ms: must be a whole number of ms from 100 to 8000 \(four fifths of the platform's revokeDeadlineMs, 10000 ms/],
+    [['--max-hold', '9000'], /--max-hold: maximum hold 9000 ms: must be .* to 8000/],
   ];
   for (const [args, message] of cases) {
     const r = await cli('diff', 'dom1', 'dom3', ...args);
