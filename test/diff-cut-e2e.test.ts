@@ -114,3 +114,37 @@ test.serial('diff: --max-hold bad values and --no-cut', async (t) => {
   const text = await cli('diff', 'dom1', 'dom3');
   t.regex(text.stderr, /; one cut, \d+ locks held \d+ ms\)/);
 });
+
+test('diff: cuts held to their maximum under the shortest fencing deadline (1 s) never get a domain fenced', async (t) => {
+  const grant = (slot: number, mode: string) => [{ volume: 'shared', mode, slot }];
+  const fast = testPlatform('hvshare-cut-fence-', {}, {
+    volumes: [{ name: 'shared', image: 'shared.img', size: 64 << 20, slots: 8 }],
+    domains: [
+      { name: 'dom1', id: 1, memory: 64, grants: grant(0, 'rw') },
+      { name: 'dom2', id: 2, memory: 64, grants: grant(1, 'rw') },
+      { name: 'dom3', id: 3, memory: 64, grants: grant(2, 'ro') },
+    ],
+    revokeDeadlineMs: 1000,
+  });
+  await fast.start();
+  t.teardown(() => fast.stop());
+  const client = await PlatformClient.connect(fast.state);
+  t.teardown(() => client.close());
+  // dom1's writer waits for the cuts of dom2 and dom3; dom2's own writer keeps the diff from ending before its hold.
+  const writers = [rewriter(client.vfs('dom1'), '/held', ['x']), rewriter(client.vfs('dom2'), '/held', ['y'])];
+  t.teardown(() => Promise.all(writers.map((w) => w.stop().catch(() => {}))));
+  while (writers.some((w) => w.passes < 1)) await sleep(10);
+  for (let run = 0; run < 3; run++) {
+    const diff = await fast.cli('diff', 'dom2', 'dom3', '/held');
+    t.is(diff.code, 2, diff.stderr);
+    t.regex(diff.stderr, /--max-hold 800 ms/);
+  }
+  for (const w of writers) await w.stop();
+  const log = await fast.cli('log', '--json');
+  t.is(log.code, 0, log.stderr);
+  t.regex(log.stdout, /"type":\s*"boot"/, 'the log names events by type');
+  t.false(/"type":\s*"(fence|crash)"/.test(log.stdout), log.stdout);
+  const ps = await fast.cli('ps', '--json');
+  t.regex(ps.stdout, /"boots":\s*1\b/);
+  t.notRegex(ps.stdout, /"boots":\s*[2-9]/);
+});

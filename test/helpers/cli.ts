@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -31,8 +31,9 @@ export async function startUp(
   state: string,
   mountRoot: string,
   env: NodeJS.ProcessEnv = {},
+  extraArgs: string[] = [],
 ): Promise<{ child: ChildProcess; lines: Record<string, unknown>[]; stderr: () => string }> {
-  const child = spawn('node', [HVSHARE, 'up', '--state', state, '--mount-root', mountRoot, '--json'], {
+  const child = spawn('node', [HVSHARE, 'up', '--state', state, '--mount-root', mountRoot, '--json', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -67,7 +68,7 @@ export async function fuseMountsUnder(root: string): Promise<string[]> {
  * `hvshare up --json` in a temp folder of its own, for the tests of one file: `start()` in test.before,
  * `stop()` in test.after.always (stops it, lazily unmounts any view left, removes the folder).
  */
-export function testPlatform(prefix: string, env: NodeJS.ProcessEnv = {}) {
+export function testPlatform(prefix: string, env: NodeJS.ProcessEnv = {}, config?: object) {
   let up: ChildProcess | undefined;
   const platform = {
     dir: '',
@@ -78,7 +79,12 @@ export function testPlatform(prefix: string, env: NodeJS.ProcessEnv = {}) {
       platform.dir = await mkdtemp(join(tmpdir(), prefix));
       platform.state = join(platform.dir, 'state');
       platform.mnt = join(platform.dir, 'mnt');
-      const started = await startUp(platform.state, platform.mnt, env);
+      const args: string[] = [];
+      if (config) {
+        await writeFile(join(platform.dir, 'platform.json'), JSON.stringify(config));
+        args.push('--config', join(platform.dir, 'platform.json'));
+      }
+      const started = await startUp(platform.state, platform.mnt, env, args);
       up = started.child;
       platform.upStderr = started.stderr;
     },
