@@ -4,7 +4,8 @@
  * holder's pid and what it is. A lock whose pid no longer runs was left by a process that was killed, and is
  * taken over. Node has no flock(2); an O_EXCL file is what it has, and tells a user which process holds it.
  */
-import { open, readFile, unlink } from 'node:fs/promises';
+import { open, readFile, realpath, unlink } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { IoError } from './block-device.js';
 
 interface LockRecord {
@@ -12,8 +13,13 @@ interface LockRecord {
   holder: string;
 }
 
-export function imageLockPath(image: string): string {
-  return `${image}.lock`;
+/**
+ * The lock file of `image`: beside the file the path leads to, so a relative path, a symlink or another spelling
+ * of the same image finds the same lock (an image not made yet: beside it in its real folder).
+ */
+export async function imageLockPath(image: string): Promise<string> {
+  const real = await realpath(image).catch(async () => join(await realpath(dirname(image)).catch(() => resolve(dirname(image))), basename(image)));
+  return `${real}.lock`;
 }
 
 /** True while a process `pid` runs (EPERM: it runs, as another user). */
@@ -30,7 +36,7 @@ export function processRuns(pid: number): boolean {
 export async function imageLockHolder(image: string): Promise<LockRecord | null> {
   let record: LockRecord;
   try {
-    record = JSON.parse(await readFile(imageLockPath(image), 'utf8')) as LockRecord;
+    record = JSON.parse(await readFile(await imageLockPath(image), 'utf8')) as LockRecord;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     // Being written this very moment, or garbage: taken over below only if its pid is gone.
@@ -49,7 +55,7 @@ export class ImageLock {
    * its pid and the lock file when a running process has it.
    */
   static async acquire(image: string, holder: string): Promise<ImageLock> {
-    const path = imageLockPath(image);
+    const path = await imageLockPath(image);
     for (let attempt = 0; ; attempt++) {
       try {
         const handle = await open(path, 'wx', 0o644);

@@ -4,7 +4,7 @@
  * clean and its data read back through a fresh mount.
  */
 import test, { type ExecutionContext } from 'ava';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlockDevice, WriteOptions } from '../fs/block-device.js';
 import { parseDirBlock } from '../fs/directory.js';
@@ -104,14 +104,7 @@ test('bitmaps that say free for blocks in use: marked in use again, the data rea
   const group = await withDevice(path, async (dev, g) => {
     const inode = decodeInode(await readBlock(dev, ino), HEADER_SIZE, ino);
     t.is(g.groupOf(inode.direct[1]), g.groupOf(ino));
-    for (const block of [ino, inode.direct[0], inode.direct[1]]) {
-      const address = g.blockBitmap(g.groupOf(block));
-      const bitmap = await readBlock(dev, address);
-      const bit = block - g.groupBase(g.groupOf(block));
-      bitmap[HEADER_SIZE + (bit >> 3)] &= ~(1 << (bit & 7));
-      resealBlock(bitmap);
-      await dev.write(address * BLOCK_SIZE, bitmap);
-    }
+    for (const block of [ino, inode.direct[0], inode.direct[1]]) await markBlock(dev, g, block, false);
     return g.groupOf(ino);
   });
   const before = await fsckImage(path);
@@ -125,24 +118,38 @@ test('bitmaps that say free for blocks in use: marked in use again, the data rea
   t.deepEqual(again.changes, []);
 });
 
-test('wrong link counts and a leaked block: set to the references, freed', async (t) => {
-  const path = await imageWithTree(t);
-  const { ino } = await readBack(path, '/d/f');
-  const root = await withDevice(path, async (dev, g) => {
+/** Sets or clears the bit of `block` in its group's bitmap, keeping the bitmap's checksum valid. */
+async function markBlock(dev: BlockDevice, g: Geometry, block: number, used: boolean): Promise<void> {
+  const address = g.blockBitmap(g.groupOf(block));
+  const bitmap = await readBlock(dev, address);
+  const bit = block - g.groupBase(g.groupOf(block));
+  if (used) bitmap[HEADER_SIZE + (bit >> 3)] |= 1 << (bit & 7);
+  else bitmap[HEADER_SIZE + (bit >> 3)] &= ~(1 << (bit & 7));
+  resealBlock(bitmap);
+  await dev.write(address * BLOCK_SIZE, bitmap);
+}
+
+/** Link counts of `ino` and the root made wrong, and the volume's last block (nobody's) marked in use. */
+async function damageCounts(path: string, ino: number): Promise<number> {
+  return withDevice(path, async (dev, g) => {
     const sb = await readSuperblock(dev);
     await changeInode(dev, ino, (inode) => (inode.nlink = 7));
     await changeInode(dev, sb.rootIno, (inode) => (inode.nlink = 9));
-    // A block nobody uses, marked in use.
-    const last = sb.totalBlocks - 1;
-    const address = g.blockBitmap(g.groupOf(last));
-    const bitmap = await readBlock(dev, address);
-    const bit = last - g.groupBase(g.groupOf(last));
-    bitmap[HEADER_SIZE + (bit >> 3)] |= 1 << (bit & 7);
-    resealBlock(bitmap);
-    await dev.write(address * BLOCK_SIZE, bitmap);
+    await markBlock(dev, g, sb.totalBlocks - 1, true);
     return sb.rootIno;
   });
+}
+
+test('wrong link counts and a leaked block: set to the references, freed; reported as text and as JSON', async (t) => {
+  const path = await imageWithTree(t);
+  const { ino } = await readBack(path, '/d/f');
+  const root = await damageCounts(path, ino);
   t.is((await fsckImage(path)).errors.length, 3);
+  const text = await hvshare('fsck', path, '--repair');
+  t.is(text.code, 1, text.stderr);
+  t.regex(text.stdout, new RegExp(`^fixed: inode ${ino}: link count 7 set to 2, the references the tree holds$`, 'm'));
+  t.regex(text.stdout, /: clean; .* \(3 change\(s\) made\)$/m);
+  await damageCounts(path, ino);
   const fixed = await repair(t, path);
   t.deepEqual(fixed.changes.sort(), [
     `group ${Math.floor((32 << 20) / BLOCK_SIZE / SMALL_FS.blocksPerGroup!) - 1}: bitmap corrected: 0 block(s) marked in use, 1 freed`,
@@ -253,13 +260,13 @@ test('an image in use is refused and left as it was; bad images and bad input ex
   await withDevice(path, (dev) => changeInode(dev, ino, (inode) => (inode.nlink = 5)));
   const image = await readFile(path);
   // A running platform's lock: this very process holds it.
-  await writeFile(imageLockPath(path), JSON.stringify({ pid: process.pid, holder: 'hvshare up --state x' }));
+  await writeFile(await imageLockPath(path), JSON.stringify({ pid: process.pid, holder: 'hvshare up --state x' }));
   const refused = await hvshare('fsck', path, '--repair');
   t.is(refused.code, 8);
   t.regex(refused.stderr, new RegExp(`fsck --repair .*: .* is in use by hvshare up --state x \\(pid ${process.pid}\\): lock file .*\\.lock \\(stop the platform first\\); nothing was changed`));
   t.true((await readFile(path)).equals(image));
   // A lock left by a process that is gone is taken over.
-  await writeFile(imageLockPath(path), JSON.stringify({ pid: 2 ** 22 + 1, holder: 'hvshare up' }));
+  await writeFile(await imageLockPath(path), JSON.stringify({ pid: 2 ** 22 + 1, holder: 'hvshare up' }));
   await repair(t, path, 1);
   const missing = await hvshare('fsck', `${path}.missing`, '--repair');
   t.is(missing.code, 8);
@@ -282,12 +289,18 @@ test('hvshare up holds its images: fsck --repair refuses one while it runs, and 
   t.is(refused.code, 8, refused.stdout);
   t.regex(refused.stderr, /is in use by hvshare up --state .* \(pid \d+\): lock file .*shared\.img\.lock \(stop the platform first\); nothing was changed/);
   t.true((await hvshare('fsck', image)).code === 0, 'a read-only check still runs');
+  // Another spelling of the same image finds the same lock.
+  const link = join(platform.dir, 'alias.img');
+  await symlink(image, link);
+  const viaLink = await hvshare('fsck', link, '--repair');
+  t.is(viaLink.code, 8);
+  t.regex(viaLink.stderr, /is in use by hvshare up/);
 
   const dir = await tempImage(0);
   t.teardown(() => dir.cleanup());
   const state = join(dir.dir, 'state');
   await mkdir(state);
-  await writeFile(imageLockPath(join(state, 'shared.img')), JSON.stringify({ pid: process.pid, holder: 'hvshare fsck --repair' }));
+  await writeFile(await imageLockPath(join(state, 'shared.img')), JSON.stringify({ pid: process.pid, holder: 'hvshare fsck --repair' }));
   const err = await startUp(state, join(dir.dir, 'mnt')).then(
     () => null,
     (e: Error) => e.message,
