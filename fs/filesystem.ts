@@ -33,6 +33,7 @@ import {
 import { LockClient, Restart } from './lock-client.js';
 import { groupLock, MOUNT_LOCK, RENAME_LOCK, slotLock } from './lock-names.js';
 import { noticingGiveUps, type LockMode, type LockService } from './lock-service.js';
+import { CutRegistry, pinTree, type CutEnded, type CutHeld } from './consistent-cut.js';
 import { OpQueue } from './op-queue.js';
 import { OrphanList } from './orphans.js';
 import { PageCache } from './page-cache.js';
@@ -97,6 +98,7 @@ export class FileSystem implements Vfs {
   private readonly queue = new OpQueue();
   private readonly now: () => number;
   private readonly locks: LockClient;
+  private readonly cuts: CutRegistry;
   private readonly ownSlot: number;
   private tx: Transactions | null = null;
 
@@ -151,6 +153,7 @@ export class FileSystem implements Vfs {
       },
       { minHoldMs: options.minHoldMs, now: options.now },
     );
+    this.cuts = new CutRegistry((names) => this.locks.releaseCut(names), this.now);
     this.cache.hooks = { guard: (owner) => this.locks.guard(owner), changing: (owner) => this.locks.changing(owner) };
     this.ownSlot = slotLock(this.geometry, options.slot);
     const preferredGroup = Math.floor((options.slot * superblock.groupCount) / superblock.slotCount);
@@ -243,6 +246,49 @@ export class FileSystem implements Vfs {
       this.checkUsable();
       await this.tx?.commit();
       if (!this.dev.readOnly) await this.dev.flush();
+    });
+  }
+
+  /**
+   * Holds a consistent cut of the tree at `path` (consistent-cut.ts): nothing in it changes, in any domain, until
+   * endCut or `maxHoldMs` after the walk began.
+   */
+  holdCut(path: string, maxHoldMs: number): Promise<CutHeld> {
+    return this.queue.run(async () => {
+      const started = this.now();
+      this.locks.joining = true;
+      try {
+        const { inodes, names } = await this.attempts(async () => {
+          const inodes = await pinTree(this.path, this.dirs, path);
+          return { inodes, names: await this.locks.holdForCut() };
+        }, false);
+        return this.cuts.hold(names, inodes, started, maxHoldMs);
+      } finally {
+        this.locks.joining = false;
+      }
+    });
+  }
+
+  endCut(id: number): CutEnded {
+    return this.cuts.end(id);
+  }
+
+  /**
+   * `fsck --repair` (fsck-repair.ts): links inode `ino`, in use but named by no directory, into the directory
+   * `dirPath` as `name` (a directory's ".." then names its new parent). Link counts are the repair's to set.
+   */
+  adoptLost(ino: number, dirPath: string, name: string): Promise<void> {
+    return this.change(async () => {
+      const dir = await this.path.resolvePath(dirPath, true, 'exclusive');
+      if (!isDir(dir)) throw new IoError('ENOTDIR', `${dirPath} is not a directory`);
+      const lost = await this.path.get(ino, 'exclusive');
+      await this.dirs.add(dir, encodeName(name), ino, entryTypeOf(lost.mode));
+      if (isDir(lost)) {
+        await this.dirs.retarget(lost, DOTDOT, dir.ino, EntryType.Directory);
+        dir.nlink++;
+      }
+      this.touch(dir);
+      await this.inodes.write(dir);
     });
   }
 

@@ -18,8 +18,11 @@ import type { LockMode } from '../hypervisor/abi.js';
 export type { LockMode };
 
 export interface LockService {
-  /** Resolves with the lock's generation once granted in `mode` (queues; conflicting holders are asked to give it back). */
-  lock(name: number, mode: LockMode): Promise<number>;
+  /**
+   * Resolves with the lock's generation once granted in `mode` (queues; conflicting holders are asked to give it
+   * back). `join`: a shared request granted alongside shared holders even when others wait (a consistent cut).
+   */
+  lock(name: number, mode: LockMode, join?: boolean): Promise<number>;
   /** Granted at once (the generation) or null; never queues, never revokes anyone. */
   tryLock(name: number, mode: LockMode): Promise<number | null>;
   /**
@@ -45,7 +48,7 @@ export interface LockService {
  */
 export function noticingGiveUps(service: LockService, before: (name: number) => void): LockService {
   return {
-    lock: (name, mode) => service.lock(name, mode),
+    lock: (name, mode, join) => service.lock(name, mode, join),
     tryLock: (name, mode) => service.tryLock(name, mode),
     unlock: (name, dirty, held) => {
       before(name);

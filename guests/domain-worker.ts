@@ -134,6 +134,10 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
     }
     case 'write-window':
       return mounted().write(request.fh, request.position, windowSlot(data.window, request.slot, request.length), request.dropSetId);
+    case 'cut':
+      return mounted().holdCut(request.path, request.maxHoldMs);
+    case 'cut-end':
+      return mounted().endCut(request.id);
     case 'unmount':
       await mounted().unmount();
       fs = null;

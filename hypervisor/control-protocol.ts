@@ -1,3 +1,4 @@
+import type { CutEnded, CutHeld } from '../fs/consistent-cut.js';
 import type { AgentResult, VfsOp } from '../guests/agent-protocol.js';
 import type { TraceOpName } from './trace-abi.js';
 
@@ -64,6 +65,8 @@ export interface ControlResults {
   'trace-start': { domains: string[]; ops: TraceOpName[] };
   'trace-read': TraceBatch;
   'trace-stop': TraceBatch;
+  cut: CutHeld & { maxHoldMs: number };
+  'cut-end': CutEnded;
 }
 
 export type ControlRequest =
@@ -77,7 +80,14 @@ export type ControlRequest =
    */
   | { id: number; kind: 'trace-start'; domains: string[] | null; ops: TraceOpName[] }
   | { id: number; kind: 'trace-read' }
-  | { id: number; kind: 'trace-stop' };
+  | { id: number; kind: 'trace-stop' }
+  /**
+   * Hold a consistent cut of the tree at `path` in a domain: nothing in it changes, through any domain, until
+   * `cut-end` names it, the client disconnects, or `maxHoldMs` (default and most: four fifths of the fencing deadline)
+   * ran out. The reply says the maximum hold in force.
+   */
+  | { id: number; kind: 'cut'; domain: string; path: string; maxHoldMs?: number }
+  | { id: number; kind: 'cut-end'; domain: string; cut: number };
 
 export type ControlKind = ControlRequest['kind'];
 

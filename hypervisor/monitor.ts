@@ -714,7 +714,7 @@ export class Monitor {
       this.granted(granted);
       return Status.OK;
     }
-    const { granted, revokes } = this.locks.request(d.id, lock, mode);
+    const { granted, revokes } = this.locks.request(d.id, lock, mode, req.join);
     this.applyLockResult({ grants: [], revokes });
     if (granted) {
       this.granted(granted);

@@ -1,3 +1,4 @@
+import { ImageLock } from '../fs/image-lock.js';
 import { stat } from 'node:fs/promises';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { dirtyJournalSlots, recoverJournals } from '../fs/journal.js';
@@ -57,6 +58,8 @@ export class StoredPlatform {
   private readonly handles = new Map<string, DomainHandle>();
   private readonly crashTimes = new Map<string, number[]>();
   private readonly restartListeners: ((domain: DomainHandle) => void)[] = [];
+  /** The images' advisory locks (fs/image-lock.ts): `fsck --repair` refuses an image while they are held. */
+  private imageLocks: ImageLock[] = [];
 
   private constructor(
     readonly store: PlatformStore,
@@ -73,6 +76,7 @@ export class StoredPlatform {
       void store.appendEvent(event);
     };
     let platform: Platform | undefined;
+    const imageLocks: ImageLock[] = [];
     try {
       const wanted = validatePlatform(options.config ?? store.getConfig() ?? defaultPlatform(store.stateDir));
       await checkConfigAgainstImages(store.stateDir, wanted);
@@ -80,12 +84,16 @@ export class StoredPlatform {
       for (const stale of await store.reapStale()) {
         log({ type: 'crash', domain: stale.name, detail: stale.reason ?? 'platform ended while the domain ran' });
       }
-      for (const volume of config.volumes) await prepareVolume(store.stateDir, volume, log);
+      for (const volume of config.volumes) {
+        imageLocks.push(await ImageLock.acquire(resolveImagePath(store.stateDir, volume), `hvshare up --state ${store.stateDir}`));
+        await prepareVolume(store.stateDir, volume, log);
+      }
       platform = await Platform.boot({
         volumes: config.volumes.map((v) => ({ name: v.name, path: resolveImagePath(store.stateDir, v) })),
         revokeDeadlineMs: config.revokeDeadlineMs,
       });
       const running = new StoredPlatform(store, platform, config, onEvent);
+      running.imageLocks = imageLocks;
       platform.onEvent((e) => running.record(e));
       const { blockingMicros, asyncMicros } = platform.wakeUp;
       log({
@@ -108,6 +116,7 @@ export class StoredPlatform {
       return running;
     } catch (err) {
       await platform?.shutdown().catch(() => {});
+      for (const lock of imageLocks) await lock.release();
       await store.close();
       throw err;
     }
@@ -194,6 +203,7 @@ export class StoredPlatform {
       this.log({ type: 'shutdown', domain: name, detail: reason });
     }
     this.log({ type: 'platform-down', detail: reason });
+    for (const lock of this.imageLocks) await lock.release();
     // Told to the caller only: the store cannot log its own close.
     await stopStep(deadline, 'platform store close', this.store.close());
   }

@@ -2,7 +2,7 @@ import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { downAndClean, exited, HVSHARE, hvshare, sh, upInScratch, type ScratchPlatform } from './helpers/cli.js';
+import { exited, HVSHARE, hvshare, sh, testPlatform } from './helpers/cli.js';
 import { STAGE_NAMES } from '../hypervisor/trace-abi.js';
 import type { TraceRecord } from '../hypervisor/control-protocol.js';
 import type { TraceSummary } from '../bin/trace-summary.js';
@@ -14,17 +14,17 @@ import type { TraceSummary } from '../bin/trace-summary.js';
  * (HVSHARE_MONITOR_SPIN=0, HVSHARE_GUEST_WAKE_UP_US=0): a lone request then takes the whole path, doorbell and
  * virtual interrupt included, which is what the test wants to see stamped.
  */
+const platform = testPlatform('hvshare-trace-', { HVSHARE_MONITOR_SPIN: '0', HVSHARE_GUEST_WAKE_UP_US: '0' });
 let dir = '';
 let state = '';
 let mnt = '';
-let up: ScratchPlatform | undefined;
 
 test.before(async () => {
-  up = await upInScratch('hvshare-trace-', { HVSHARE_MONITOR_SPIN: '0', HVSHARE_GUEST_WAKE_UP_US: '0' });
-  ({ dir, state, mnt } = up);
+  await platform.start();
+  ({ dir, state, mnt } = platform);
 });
 
-test.after.always(() => up && downAndClean(up));
+test.after.always(() => platform.stop());
 
 type RequestLine = TraceRecord & { type: 'request' };
 type SummaryLine = TraceSummary & { type: 'summary' };

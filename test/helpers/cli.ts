@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -31,8 +31,9 @@ export async function startUp(
   state: string,
   mountRoot: string,
   env: NodeJS.ProcessEnv = {},
+  extraArgs: string[] = [],
 ): Promise<{ child: ChildProcess; lines: Record<string, unknown>[]; stderr: () => string }> {
-  const child = spawn('node', [HVSHARE, 'up', '--state', state, '--mount-root', mountRoot, '--json'], {
+  const child = spawn('node', [HVSHARE, 'up', '--state', state, '--mount-root', mountRoot, '--json', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -63,26 +64,38 @@ export async function fuseMountsUnder(root: string): Promise<string[]> {
   return stdout.split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(root));
 }
 
-/** `hvshare up` on the default platform in a scratch folder of its own, for one test file. */
-export interface ScratchPlatform {
-  dir: string;
-  state: string;
-  mnt: string;
-  child: ChildProcess;
-}
-
-/** Boots `hvshare up` in a new scratch folder (`prefix` names it), with `env` added to the environment. */
-export async function upInScratch(prefix: string, env: NodeJS.ProcessEnv = {}): Promise<ScratchPlatform> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  const state = join(dir, 'state');
-  const mnt = join(dir, 'mnt');
-  return { dir, state, mnt, child: (await startUp(state, mnt, env)).child };
-}
-
-/** Stops it, detaches any mount it left, and removes its folder. */
-export async function downAndClean(platform: ScratchPlatform): Promise<void> {
-  platform.child.kill('SIGTERM');
-  await exited(platform.child);
-  for (const m of await fuseMountsUnder(platform.mnt)) await sh(`fusermount -uz '${m}'`);
-  await rm(platform.dir, { recursive: true, force: true });
+/**
+ * `hvshare up --json` in a temp folder of its own, for the tests of one file: `start()` in test.before,
+ * `stop()` in test.after.always (stops it, lazily unmounts any view left, removes the folder).
+ */
+export function testPlatform(prefix: string, env: NodeJS.ProcessEnv = {}, config?: object) {
+  let up: ChildProcess | undefined;
+  const platform = {
+    dir: '',
+    state: '',
+    mnt: '',
+    upStderr: () => '',
+    async start(): Promise<void> {
+      platform.dir = await mkdtemp(join(tmpdir(), prefix));
+      platform.state = join(platform.dir, 'state');
+      platform.mnt = join(platform.dir, 'mnt');
+      const args: string[] = [];
+      if (config) {
+        await writeFile(join(platform.dir, 'platform.json'), JSON.stringify(config));
+        args.push('--config', join(platform.dir, 'platform.json'));
+      }
+      const started = await startUp(platform.state, platform.mnt, env, args);
+      up = started.child;
+      platform.upStderr = started.stderr;
+    },
+    async stop(): Promise<void> {
+      up?.kill('SIGTERM');
+      if (up) await exited(up);
+      for (const m of await fuseMountsUnder(platform.mnt)) await sh(`fusermount -uz '${m}'`);
+      await rm(platform.dir, { recursive: true, force: true });
+    },
+    /** An hvshare command against this platform. */
+    cli: (...args: string[]) => hvshare(...args, '--state', platform.state),
+  };
+  return platform;
 }
