@@ -53,7 +53,7 @@ async function startTrace(...args: string[]): Promise<{ child: ChildProcess; lin
 
 test.serial('a 4 KiB read through a view: the request shows all nine stages, in order, and the summary each stage', async (t) => {
   // Written through dom1, so dom2 has none of it cached: its reads go down to the block device. Larger than what
-  // an open reads whole (fs/filesystem.ts), so the 4 KiB is read for the read call itself.
+  // an open reads whole (fs/file-io.ts, OPEN_AHEAD), so the 4 KiB is read for the read call itself.
   const files = [1, 2, 3, 4].map((n) => `${mnt}/dom1/traced-${n}`);
   const write = await sh(files.map((f) => `head -c 262144 /dev/urandom > '${f}'`).join(' && '));
   t.is(write.code, 0, write.stderr);
