@@ -205,6 +205,40 @@ test.serial('a strict view answers repeated stats, listings, links and xattrs it
   await finish();
 });
 
+test.serial('changes through a view show at once through it, also a write through a handle another domain renamed', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  const statOf = async (path: string) => (await run('stat', ['-c', '%a %s', path])).stdout.trim() || 'missing';
+  await ok(t, shIn(m2, 'echo a > keep && echo b > other && mkdir sub'), 'files in dom2');
+  t.is(await statOf(join(m2, 'other')), '644 2');
+  await ok(t, run('chmod', ['600', join(m2, 'other')]), 'chmod in dom2');
+  t.is(await statOf(join(m2, 'other')), '600 2', 'the changed file is asked again');
+  // Files created, written, renamed and removed through the view show as they are.
+  await ok(t, shIn(m2, 'echo hello > sub/n && mv sub/n sub/m && chmod 640 sub/m'), 'create, write, rename, chmod in dom2');
+  t.is(await statOf(join(m2, 'sub', 'n')), 'missing');
+  t.is(await statOf(join(m2, 'sub', 'm')), '640 6');
+  t.is((await ok(t, run('ls', [join(m2, 'sub')]), 'ls')).trim(), 'm');
+  // A handle opened through dom2's view on a file it created; dom1 renames the file; a write through the handle
+  // (libfuse still names the old path) must show under the new name.
+  const writer = spawn('/bin/bash', ['-c', `exec 3>>'${join(m2, 'w.txt')}'; echo ready; read line; printf 0123456789 >&3; echo done`], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  const waitFor = (text: string) => new Promise<void>((resolve) => {
+    const check = () => (out.includes(text) ? resolve() : writer.stdout.once('data', (d: Buffer) => ((out += d.toString()), check())));
+    check();
+  });
+  await waitFor('ready');
+  t.is(await statOf(join(m2, 'w.txt')), '644 0');
+  await ok(t, run('mv', [join(m1, 'w.txt'), join(m1, 'w2.txt')]), 'rename in dom1');
+  t.is(await statOf(join(m2, 'w2.txt')), '644 0');
+  t.is(await statOf(join(m2, 'w.txt')), 'missing');
+  writer.stdin.write('go\n');
+  await waitFor('done');
+  t.is(await statOf(join(m2, 'w2.txt')), '644 10', 'the write through the old handle shows under the new name');
+  t.is(await statOf(join(m1, 'w2.txt')), '644 10');
+  await finish();
+});
+
 test.serial('readdir gives each entry its type and inode number: find -type and du stat nothing, st_blksize is 128 KiB', async (t) => {
   const { mounts, finish } = await mountedPlatform(t, rw2);
   const m1 = mounts.dom1!.dir;
