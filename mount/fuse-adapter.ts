@@ -5,8 +5,9 @@
  * handler (on the main thread) -> DomainHandle.call({kind: 'vfs', ...}) -> the domain's guest agent, which runs it
  * as a process in the guest kernel -> the guest's filesystem -> blkfront hypercalls -> the monitor. Read-only
  * grants, EROFS, ENOSPC, lock revocations and the like are all decided inside the platform. What is answered here:
- * a lookup or stat the domain answered already while its change count has not moved since (answer-cache.ts: exact,
- * in every mode), and in auto mode "no extended attributes" within the bound (noXattrsCache).
+ * a question that changes nothing (a stat, a listing, a symlink target, an extended attribute) the domain answered
+ * already while its change count has not moved since (answer-cache.ts: exact, in every mode), and in auto mode
+ * "no extended attributes" within the bound (noXattrsCache).
  *
  * FUSE options (fuse-native 2.2.6 / libfuse 2.9; see ../shared/NOTES-FUSE.md). The options fuse-native does
  * not expose are appended to `fsname` (fuse-native forwards `fsname=...` verbatim into the `-o` list):
@@ -84,7 +85,7 @@ export interface MountedView {
   rebind(domain: DomainHandle): void;
   /** Operations served and failed so far, by FUSE operation name. */
   readonly counters: { calls: Record<string, number>; errors: Record<string, number> };
-  /** Lookups and stats answered here, without a call into the domain (mount/answer-cache.ts). */
+  /** Questions answered here, without a call into the domain (mount/answer-cache.ts). */
   readonly answeredHere: number;
   /** Unmount (lazily, like `fusermount -uz`) and wait until the mount has left /proc/mounts. Idempotent. */
   unmount(): Promise<void>;
@@ -322,8 +323,8 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       await vfs('setxattr', path, name, data, flags);
       return 0;
     }),
-    // ls -l asks two of these per entry (security.selinux, then system.posix_acl_access): in auto mode, one the
-    // domain said a moment ago has none is answered here (see noXattrsCache).
+    // ls -l asks two of these per entry (security.selinux, then system.posix_acl_access): a path whose stat says
+    // it has none is answered here while the domain's count stands, or in auto mode within the bound.
     getxattr: handler('getxattr', async (path: string, name: string) => {
       if (noXattrs(path)) return errnoFromName('ENODATA');
       return [0, Buffer.from(await answers.ask<Uint8Array>(current, 'getxattr', path, name))];
