@@ -15,15 +15,7 @@ import type { TraceSummary } from '../bin/trace-summary.js';
  * virtual interrupt included, which is what the test wants to see stamped.
  */
 const platform = testPlatform('hvshare-trace-', { HVSHARE_MONITOR_SPIN: '0', HVSHARE_GUEST_WAKE_UP_US: '0' });
-let dir = '';
-let state = '';
-let mnt = '';
-
-test.before(async () => {
-  await platform.start();
-  ({ dir, state, mnt } = platform);
-});
-
+test.before(() => platform.start());
 test.after.always(() => platform.stop());
 
 type RequestLine = TraceRecord & { type: 'request' };
@@ -31,11 +23,11 @@ type SummaryLine = TraceSummary & { type: 'summary' };
 /** The lines of `hvshare trace --json`. */
 type TraceLine = { type: 'start'; domains: string[]; ops: string[] } | RequestLine | SummaryLine;
 
-const cli = (...args: string[]) => hvshare(...args, '--state', state);
+const cli = platform.cli;
 
 /** `hvshare trace ... --json` running in the background: its lines as they come, resolved once it started. */
 async function startTrace(...args: string[]): Promise<{ child: ChildProcess; lines: TraceLine[]; stderr: () => string }> {
-  const child = spawn('node', [HVSHARE, 'trace', '--state', state, '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('node', [HVSHARE, 'trace', '--state', platform.state, '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: TraceLine[] = [];
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
@@ -54,14 +46,14 @@ async function startTrace(...args: string[]): Promise<{ child: ChildProcess; lin
 test.serial('a 4 KiB read through a view: the request shows all nine stages, in order, and the summary each stage', async (t) => {
   // Written through dom1, so dom2 has none of it cached: its reads go down to the block device. Larger than what
   // an open reads whole (fs/file-io.ts, OPEN_AHEAD), so the 4 KiB is read for the read call itself.
-  const files = [1, 2, 3, 4].map((n) => `${mnt}/dom1/traced-${n}`);
+  const files = [1, 2, 3, 4].map((n) => `${platform.mnt}/dom1/traced-${n}`);
   const write = await sh(files.map((f) => `head -c 262144 /dev/urandom > '${f}'`).join(' && '));
   t.is(write.code, 0, write.stderr);
 
   const trace = await startTrace('--domain', 'dom2', '--ops', 'read');
   t.like(trace.lines[0], { type: 'start', domains: ['dom2'], ops: ['read'] });
   for (let n = 1; n <= files.length; n++) {
-    const dd = await sh(`dd if='${mnt}/dom2/traced-${n}' of=/dev/null bs=4096 count=1 iflag=direct`);
+    const dd = await sh(`dd if='${platform.mnt}/dom2/traced-${n}' of=/dev/null bs=4096 count=1 iflag=direct`);
     t.is(dd.code, 0, dd.stderr);
   }
   trace.child.kill('SIGINT');
@@ -94,7 +86,7 @@ test.serial('a 4 KiB read through a view: the request shows all nine stages, in 
 });
 
 test.serial('text output: a header with the nine stages, one line per request, a summary table', async (t) => {
-  const child = spawn('node', [HVSHARE, 'trace', '--state', state, '--ops', 'read,write,flush,lock'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('node', [HVSHARE, 'trace', '--state', platform.state, '--ops', 'read,write,flush,lock'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   // The header comes once tracing is on.
   await new Promise<void>((resolve) =>
@@ -103,7 +95,7 @@ test.serial('text output: a header with the nine stages, one line per request, a
       if (stdout.includes('\n')) resolve();
     }),
   );
-  const io = await sh(`head -c 65536 /dev/urandom > '${mnt}/dom1/traced-text' && sync '${mnt}/dom1/traced-text' && cat '${mnt}/dom2/traced-text' > /dev/null`);
+  const io = await sh(`head -c 65536 /dev/urandom > '${platform.mnt}/dom1/traced-text' && sync '${platform.mnt}/dom1/traced-text' && cat '${platform.mnt}/dom2/traced-text' > /dev/null`);
   t.is(io.code, 0, io.stderr);
   child.kill('SIGINT');
   t.is(await exited(child), 0);
@@ -142,7 +134,7 @@ test('bad input: an unknown domain, bad --ops and --duration, the platform down:
     t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     t.regex(r.stderr, message);
   }
-  const down = await hvshare('trace', '--state', join(dir, 'no-platform'));
+  const down = await hvshare('trace', '--state', join(platform.dir, 'no-platform'));
   t.is(down.code, 2);
   t.regex(down.stderr, /the platform is not running: nothing listens on .*control\.sock/);
 });
