@@ -119,7 +119,7 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
         answers.push(
           await mounted()
             .getattr(path)
-            .catch((err: Error & { code?: string }) => ({ code: err.code ?? 'EIO', message: err.message })),
+            .catch(errorAnswer),
         );
       }
       return answers;
@@ -164,17 +164,17 @@ function transferable(reply: AgentReply): ArrayBuffer[] {
   return buffer instanceof ArrayBuffer && byteOffset === 0 && byteLength === buffer.byteLength && byteLength > 0 ? [buffer] : [];
 }
 
+/** What the host is told of a failed call: its errno name and what went wrong. */
+function errorAnswer(err: Error & { code?: string; detail?: string }): { code: string; message: string } {
+  return { code: err.code ?? 'EIO', message: err.detail ?? err.message };
+}
+
 port.on('message', (message: AgentMessage) => {
   kernel
     .spawn(message.request.kind, (process) => trace.runAs(process.pid, callerName(message.request), () => serve(message.request)))
     .then(
       (result): AgentReply => ({ seq: message.seq, ok: true, result }),
-      (err: Error & { code?: string; detail?: string }): AgentReply => ({
-        seq: message.seq,
-        ok: false,
-        code: err.code ?? 'EIO',
-        message: err.detail ?? err.message,
-      }),
+      (err: Error & { code?: string; detail?: string }): AgentReply => ({ seq: message.seq, ok: false, ...errorAnswer(err) }),
     )
     .then((reply) => port.postMessage(reply, transferable(reply)));
 });

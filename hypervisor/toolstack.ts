@@ -77,9 +77,9 @@ export class DomainHandle {
     readonly worker: Worker | undefined,
     readonly spec: DomainSpec,
     /** The pages a file read's or write's bytes travel through (guests/data-window.ts). */
-    private readonly window: SharedArrayBuffer = createDataWindow(),
+    private readonly window: SharedArrayBuffer,
     /** What the domain's answers are valid for (guests/change-count.ts). */
-    readonly changes = new ChangeCount(),
+    readonly changes: ChangeCount,
   ) {
     worker?.on('message', (message: AgentReply | DomainBooted) => {
       if ('booted' in message) return;
@@ -110,32 +110,43 @@ export class DomainHandle {
    */
   async readInto(fh: number, position: number, into: Uint8Array): Promise<number> {
     const length = into.length;
-    const slot = length <= WINDOW_SLOT_BYTES ? this.slots.take() : undefined;
-    if (slot === undefined) {
-      const data = await this.call<Uint8Array>({ kind: 'vfs', op: 'read', args: [fh, position, length] });
-      into.set(data.subarray(0, length));
-      return Math.min(data.length, length);
-    }
-    try {
-      const n = await this.call<number>({ kind: 'read-window', fh, position, length, slot });
-      into.set(windowSlot(this.window, slot, n));
-      return n;
-    } finally {
-      this.slots.give(slot);
-    }
+    return this.throughWindow(
+      length,
+      async (slot) => {
+        const n = await this.call<number>({ kind: 'read-window', fh, position, length, slot });
+        into.set(windowSlot(this.window, slot, n));
+        return n;
+      },
+      async () => {
+        const data = await this.call<Uint8Array>({ kind: 'vfs', op: 'read', args: [fh, position, length] });
+        into.set(data.subarray(0, length));
+        return Math.min(data.length, length);
+      },
+    );
   }
 
   /** Vfs write of `data` to open file `fh` at `position`, through a data window slot when one is free. */
-  async writeFrom(fh: number, position: number, data: Uint8Array, dropSetId: boolean): Promise<number> {
+  writeFrom(fh: number, position: number, data: Uint8Array, dropSetId: boolean): Promise<number> {
     const length = data.length;
+    return this.throughWindow(
+      length,
+      (slot) => {
+        windowSlot(this.window, slot, length).set(data);
+        return this.call<number>({ kind: 'write-window', fh, position, length, slot, dropSetId });
+      },
+      () => {
+        const copy = new Uint8Array(data); // a copy (Buffer's slice() would be a view, and the transfer detach it)
+        return this.call<number>({ kind: 'vfs', op: 'write', args: [fh, position, copy, dropSetId] }, [copy.buffer]);
+      },
+    );
+  }
+
+  /** `viaSlot` with a window slot held for it when `length` fits one and one is free, else `otherwise`. */
+  private async throughWindow<T>(length: number, viaSlot: (slot: number) => Promise<T>, otherwise: () => Promise<T>): Promise<T> {
     const slot = length <= WINDOW_SLOT_BYTES ? this.slots.take() : undefined;
-    if (slot === undefined) {
-      const copy = new Uint8Array(data); // a copy (Buffer's slice() would be a view, and the transfer detach it)
-      return this.call<number>({ kind: 'vfs', op: 'write', args: [fh, position, copy, dropSetId] }, [copy.buffer]);
-    }
+    if (slot === undefined) return otherwise();
     try {
-      windowSlot(this.window, slot, length).set(data);
-      return await this.call<number>({ kind: 'write-window', fh, position, length, slot, dropSetId });
+      return await viaSlot(slot);
     } finally {
       this.slots.give(slot);
     }
