@@ -33,8 +33,9 @@ const ANSWER_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'ENODATA', 'EINVAL', 'ENAMET
 
 export class AnswerCache {
   private readonly answers = new Map<string, Answer>();
-  /** Questions answered here, for tests and diagnostics. */
+  /** Questions answered here, and stats asked along with another (look ahead), for tests and diagnostics. */
   hits = 0;
+  askedAhead = 0;
 
   /** `op` of `args` as `domain` answered it while its change count read as it reads now, or asked of it. */
   async ask<T extends AgentResult>(domain: DomainHandle, op: Question, ...args: string[]): Promise<T> {
@@ -49,6 +50,7 @@ export class AnswerCache {
     if (this.answers.size >= MAX_ANSWERS) this.answers.clear();
     const ahead = op === 'getattr' ? this.lookAhead(domain, count, args[0]!) : [];
     if (ahead.length > 1) {
+      this.askedAhead += ahead.length - 1;
       const stats = await domain.call<StatOrError[]>({ kind: 'getattr-many', paths: ahead });
       ahead.forEach((path, i) => this.remember(`getattr\0${path}`, domain, count, stats[i]!));
       const mine = stats[0]!;
@@ -73,15 +75,17 @@ export class AnswerCache {
   }
 
   /**
-   * The paths worth a stat now along with `path`: when its directory was just listed through this cache, the
-   * entries that follow it of the same kind (directories for a walk that descends, the rest for `ls -l` or `du`)
-   * and not known yet. Empty otherwise.
+   * The paths worth a stat now along with `path`: when its directory was listed through this cache and nothing
+   * changed since, the entries that follow it of the same kind (directories for a walk that descends, the rest
+   * for `ls -l` or `du`) and not known yet. Empty otherwise: once the domain changed something, the listing names
+   * what may be gone, and the stats asked along would be lost at the next change anyway (`rm -rf` unlinks each
+   * name right after its lookup, so it would pay 32 stats per file).
    */
   private lookAhead(domain: DomainHandle, count: number, path: string): string[] {
     const slash = path.lastIndexOf('/');
     const dir = slash <= 0 ? '/' : path.slice(0, slash);
     const listed = this.answers.get(`readdirEntries\0${dir}`);
-    if (!listed?.result || listed.domain !== domain) return [];
+    if (!listed?.result || listed.domain !== domain || listed.count !== count) return [];
     const { names, types } = listed.result as DirListing;
     const at = names.indexOf(path.slice(slash + 1));
     if (at < 0) return [];

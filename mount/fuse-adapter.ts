@@ -87,6 +87,8 @@ export interface MountedView {
   readonly counters: { calls: Record<string, number>; errors: Record<string, number> };
   /** Questions answered here, without a call into the domain (mount/answer-cache.ts). */
   readonly answeredHere: number;
+  /** Stats asked of the domain along with a lookup, ahead of the lookups that will want them (answer-cache.ts). */
+  readonly askedAhead: number;
   /** Unmount (lazily, like `fusermount -uz`) and wait until the mount has left /proc/mounts. Idempotent. */
   unmount(): Promise<void>;
 }
@@ -355,6 +357,9 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     counters,
     get answeredHere() {
       return answers.hits;
+    },
+    get askedAhead() {
+      return answers.askedAhead;
     },
     unmount() {
       unmounting ??= (async () => {

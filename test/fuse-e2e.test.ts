@@ -205,6 +205,22 @@ test.serial('a strict view answers repeated stats, listings, links and xattrs it
   await finish();
 });
 
+test.serial('a view looks stats ahead through a listing only while nothing changed since: ls -l gets them in batches, rm -rf asks no batch per name', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const view2 = mounts.dom2!.view;
+  await ok(t, shIn(mounts.dom1!.dir, 'mkdir many && for i in $(seq 1 40); do echo $i > many/f$i; done'), 'files in dom1');
+  let before = view2.askedAhead;
+  await ok(t, run('ls', ['-l', join(mounts.dom2!.dir, 'many')]), 'ls -l in dom2');
+  t.true(view2.askedAhead - before >= 31, `ls -l asked stats ahead (${view2.askedAhead - before})`);
+  // rm -rf lists, then looks up and unlinks each name: after the first unlink the listing is out of date, and a
+  // batch asked per name would be thrown away by the next unlink.
+  before = view2.askedAhead;
+  await ok(t, run('rm', ['-rf', join(mounts.dom2!.dir, 'many')]), 'rm -rf in dom2');
+  t.true(view2.askedAhead - before <= 31, `at most one batch, before the first unlink (${view2.askedAhead - before})`);
+  t.not((await run('stat', [join(mounts.dom1!.dir, 'many')])).code, 0, 'gone for dom1 too');
+  await finish();
+});
+
 test.serial('changes through a view show at once through it, also a write through a handle another domain renamed', async (t) => {
   const { mounts, finish } = await mountedPlatform(t, rw2);
   const m1 = mounts.dom1!.dir;
