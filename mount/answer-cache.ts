@@ -6,7 +6,8 @@
  * nothing changed in the domain, and it gave up no lock, so no other domain can have changed what the answer was
  * read under. A repeated question (with zero timeouts the kernel asks the same path again and again: `ls -l`
  * makes three lookups and two getxattr per entry) is then answered on the host's main thread without a call into
- * the domain, and a strict view stays exact.
+ * the domain, and a strict view stays exact. Stats are answered the same way by the libfuse threads themselves
+ * (`NativeAnswers`), without a hop to the main thread.
  */
 import { constants } from 'node:os';
 import { IoError } from '../fs/block-device.js';
@@ -68,8 +69,8 @@ export class AnswerCache {
     }
     try {
       const result = await domain.call<T>({ kind: 'vfs', op, args });
-      this.answers.set(key, { domain, count, result });
-      if (op === 'getattr') this.native?.(domain, args[0]!, count, result as Stat, 0);
+      if (op === 'getattr') this.remember(op, args[0]!, domain, count, result as Stat);
+      else this.answers.set(key, { domain, count, result });
       return result;
     } catch (error) {
       if (op === 'getattr') this.remember(op, args[0]!, domain, count, error as { code?: string; message: string });
