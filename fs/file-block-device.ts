@@ -38,7 +38,7 @@ export class FileBlockDevice implements BlockDevice {
     this.checkWritable();
     checkRange(this, offset, src.length);
     if (options.barrier) {
-      const flush = this.flush().finally(() => {
+      const flush = this.handle.datasync().finally(() => {
         if (this.barrierFlush === flush) this.barrierFlush = null;
       });
       this.barrierFlush = flush;
