@@ -84,6 +84,7 @@ test('malformed descriptors parse into the status that refuses them', (t) => {
     ['buffer past the memory', parsed(Op.READ, 0, 8, MEMORY - 2048), Status.EFAULT],
     ['buffer offset near 4 GiB', parsed(Op.READ, 0, 8, -4096), Status.EFAULT],
     ['write on a read-only grant', parsed(Op.WRITE, 0, 1, 0, 1), Status.EROFS],
+    ['barrier write on a read-only grant', parsed(Op.WRITE, 0, 1, 0, 1, REQ_BARRIER), Status.EROFS],
     ['range checked before the grant', parsed(Op.WRITE, 2 ** 40, 1, 0, 1), Status.ERANGE],
     ['discard of nothing', parsed(Op.DISCARD, 0, 0), Status.EINVAL],
     ['discard crossing the end', parsed(Op.DISCARD, 2000, 49), Status.ERANGE],
