@@ -227,7 +227,11 @@ export class Monitor {
   addVolume(volume: Volume): void {
     if (this.volumes.has(volume.id)) throw new Error(`volume ${volume.id} already attached`);
     this.volumes.set(volume.id, volume);
+    this.volumeList = [...this.volumes.values()];
   }
+
+  /** The volumes as an array, for the hot loop (hasWork asks each whether held writes may go out). */
+  private volumeList: Volume[] = [];
 
   addDomain(id: number, name: string, pages: DomainPages, grants: Grant[]): void {
     if (this.domains.has(id)) throw new Error(`domain ${id} already exists`);
@@ -336,13 +340,13 @@ export class Monitor {
     for (const d of this.serving) {
       if (!d.shut && Atomics.load(d.ring, Ring.REQ_PROD) >>> 0 !== d.reqCons) return true;
     }
-    for (const v of this.volumes.values()) if (v.backend.ready) return true;
+    for (const v of this.volumeList) if (v.backend.ready) return true;
     return false;
   }
 
   /** Writes held behind a barrier whose flush completed go to the image (write-epochs.ts). */
   private progressHeldWrites(): void {
-    for (const v of this.volumes.values()) if (v.backend.ready) v.backend.progress!();
+    for (const v of this.volumeList) if (v.backend.ready) v.backend.progress!();
   }
 
   /** Drain every ring once; returns how many requests were served. */
