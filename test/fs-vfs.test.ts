@@ -485,9 +485,10 @@ test('ordered mode with data writes in flight: no write is still on its way when
   let flushesWithWritesOut = 0;
   let flushes = 0;
   // File data (the large writes here) lands late, so a commit that did not wait for it would flush with some out.
-  // A FUA write (the journal's log and commit record) is a flush for itself: no plain write may be out either.
+  // A FUA write is a flush for itself, and a barrier write (the journal's log, home and clear) one for what came
+  // before it: no plain write may be out either.
   dev.write = async (offset, data, options) => {
-    const plain = !options?.fua;
+    const plain = !options?.fua && !options?.barrier;
     if (!plain) {
       flushes++;
       if (plainInFlight > 0) flushesWithWritesOut++;
