@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { measureRoundTrips, runBlockWorkload, type BlockWorkload, type RoundTripResult, type WorkloadResult } from '../guests/block-workload.js';
 import { Platform } from '../hypervisor/toolstack.js';
+import type { SpinBudgets } from '../hypervisor/spin-policy.js';
 import { median, withCpuCost } from './bench-stats.js';
 import { diagnose, snapshot, type PathDiagnostics } from './bench-block-diagnostics.js';
 import { mapSplit, type CpuSplit } from '../hypervisor/thread-cpu.js';
@@ -101,6 +102,8 @@ export interface RoundTrip {
 export interface BlockBenchResult {
   cases: BlockCaseResult[];
   roundTrip: RoundTrip;
+  /** How long the platform's threads polled before sleeping, and why (decided from this host at boot). */
+  spin: SpinBudgets;
 }
 
 /**
@@ -166,7 +169,7 @@ export async function benchBlock(options: BlockBenchOptions): Promise<BlockBench
     const hypercall = await domains[0].call<RoundTripResult>({ kind: 'null-requests', durationMs: options.durationMs });
     const asyncCall = await measureRoundTrips(async () => {}, options.durationMs);
     options.onProgress?.(cases.length, cases.length, 'done');
-    return { cases: results, roundTrip: { hypercallMicros: hypercall.meanMicros, asyncCallMicros: asyncCall.meanMicros } };
+    return { cases: results, roundTrip: { hypercallMicros: hypercall.meanMicros, asyncCallMicros: asyncCall.meanMicros }, spin: platform.spin };
   } finally {
     await asyncDev.close();
     await platform.shutdown();

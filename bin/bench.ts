@@ -13,7 +13,7 @@ import { DEFAULT_AUTO_MS } from '../mount/index.js';
 const fmt = (n: number, digits = 0) => n.toFixed(digits);
 const splitLabel = (s: CpuSplit | undefined) => (s ? [s.guests, s.monitor, s.io, s.main].map((x) => fmt(x)).join('/') : '-');
 
-function printBlock({ cases: results, roundTrip }: BlockBenchResult): void {
+function printBlock({ cases: results, roundTrip, spin }: BlockBenchResult): void {
   const rows = results.map((r) => [
     caseLabel(r),
     fmt(r.nativeSync.mibPerSec),
@@ -48,6 +48,7 @@ function printBlock({ cases: results, roundTrip }: BlockBenchResult): void {
     `one request that moves no data (VOLINFO, queue depth 1): ${fmt(roundTrip.hypercallMicros, 2)} us; ` +
       `awaiting an async no-op on the host: ${fmt(roundTrip.asyncCallMicros, 2)} us`,
   );
+  console.log(`polling before sleep: monitor ${fmt(spin.monitorMicros, 1)} us, guest ${fmt(spin.guestMicros, 1)} us (${spin.reason})`);
   for (const c of checkTargets(results)) {
     if (c.worstPct === null) console.log(`n/a    ${c.target}: none of its cases ran`);
     else console.log(`${c.met ? 'met   ' : 'MISSED'} ${c.target}: worst ${fmt(c.worstPct, 1)}% (target <= ${c.limitPct}%)`);

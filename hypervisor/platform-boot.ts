@@ -95,12 +95,12 @@ export class StoredPlatform {
       const running = new StoredPlatform(store, platform, config, onEvent);
       running.imageLocks = imageLocks;
       platform.onEvent((e) => running.record(e));
-      const { blockingMicros, asyncMicros } = platform.wakeUp;
+      const { monitorMicros, guestMicros, reason } = platform.spin;
       log({
         type: 'platform-up',
         detail:
-          `${config.volumes.length} volume(s), ${config.domains.length} domain(s); a wake-up costs ` +
-          `${blockingMicros.toFixed(1)} µs (monitor) / ${asyncMicros.toFixed(1)} µs (guest), spin budgets twice that`,
+          `${config.volumes.length} volume(s), ${config.domains.length} domain(s); spin budgets ` +
+          `${monitorMicros.toFixed(1)} µs (monitor) / ${guestMicros.toFixed(1)} µs (guest): ${reason}`,
       });
       for (const domain of config.domains) {
         const first = domain.grants[0];

@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { DOORBELL_WORDS, Doorbell, RING_BYTES, VIC_WORDS } from './abi.js';
 import { createStatsBuffer, DomainStats, MAX_DOMAINS, type CounterName } from './domain-stats.js';
@@ -7,6 +8,7 @@ import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-
 import { addUse, createThreadRegistry, NO_USE, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
 import { createTraceControl, createTraceRing } from './trace-abi.js';
 import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
+import { spinBudget, spinBudgets, type SpinBudgets } from './spin-policy.js';
 import type { LockSummary } from './control-protocol.js';
 import { ChangeCount } from '../guests/change-count.js';
 import { createDataWindow, windowSlot, WindowSlots, WINDOW_SLOT_BYTES } from '../guests/data-window.js';
@@ -49,9 +51,6 @@ export interface PlatformOptions {
   /** How long a lock holder has to answer a revoke before the monitor fences it (default: the monitor's). */
   revokeDeadlineMs?: number;
 }
-
-/** A spin budget: twice a wake-up's cost (see wake-up-cost.ts), within sane bounds for a noisy measurement. */
-const spinBudget = (wakeUpMicros: number) => Math.min(200, Math.max(5, 2 * wakeUpMicros));
 
 /** Measured once per process: wake-ups cost what the host makes them cost, not what one platform's boot saw. */
 let wakeUpCost: Promise<WakeUpCost> | undefined;
@@ -193,16 +192,20 @@ export class Platform {
   private monitorExited = false;
   private readonly monitorExit: Promise<void>;
 
+  /** How long the monitor and the guests poll before they sleep, decided from this host (spin-policy.ts). */
+  readonly spin: SpinBudgets;
+
   private constructor(
     private readonly options: PlatformOptions,
     /** What a wake-up costs on this host: the spin budgets of the monitor and the guests come from it. */
     readonly wakeUp: WakeUpCost,
   ) {
+    this.spin = spinBudgets(wakeUp, availableParallelism());
     const envSpin = process.env.HVSHARE_MONITOR_SPIN;
     const data: MonitorWorkerData = {
       doorbell: this.doorbell,
       stats: this.statsBuffer,
-      spinMicros: options.monitorSpinMicros ?? (envSpin ? Number(envSpin) : spinBudget(wakeUp.blockingMicros)),
+      spinMicros: options.monitorSpinMicros ?? (envSpin ? Number(envSpin) : this.spin.monitorMicros),
       revokeDeadlineMs: options.revokeDeadlineMs,
       threads: this.threads,
     };
@@ -293,7 +296,7 @@ export class Platform {
         ...pages,
         doorbell: this.doorbell,
         traceControl: this.traceControl,
-        spinMicros: spinBudget(Number(process.env.HVSHARE_GUEST_WAKE_UP_US ?? this.wakeUp.asyncMicros)),
+        spinMicros: process.env.HVSHARE_GUEST_WAKE_UP_US ? spinBudget(Number(process.env.HVSHARE_GUEST_WAKE_UP_US), this.spin.cores) : this.spin.guestMicros,
         filesystem: spec.filesystem && { ...spec.filesystem, volume: spec.grants[0]?.volume ?? '(none granted)' },
         threads: { registry: this.threads, slot: ThreadSlot.domain(id) },
         window,
