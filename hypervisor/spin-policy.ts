@@ -43,3 +43,15 @@ export function spinBudgets(wakeUp: { blockingMicros: number; asyncMicros: numbe
       : `${cores} cores: poll up to twice a wake-up (${wakeUp.blockingMicros.toFixed(1)} µs monitor, ${wakeUp.asyncMicros.toFixed(1)} µs guest)`;
   return { cores, monitorMicros, guestMicros, reason };
 }
+
+/**
+ * A knob in microseconds from the environment (HVSHARE_MONITOR_SPIN, HVSHARE_GUEST_WAKE_UP_US): undefined when
+ * unset or empty; an error naming the variable for anything but a number of microseconds, 0 or more.
+ */
+export function microsFromEnvironment(name: string, env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const micros = Number(raw);
+  if (!Number.isFinite(micros) || micros < 0) throw new Error(`${name} must be a number of microseconds, 0 or more (got ${JSON.stringify(raw)})`);
+  return micros;
+}

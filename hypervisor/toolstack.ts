@@ -8,7 +8,7 @@ import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-
 import { addUse, createThreadRegistry, NO_USE, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
 import { createTraceControl, createTraceRing } from './trace-abi.js';
 import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
-import { spinBudget, spinBudgets, type SpinBudgets } from './spin-policy.js';
+import { microsFromEnvironment, spinBudget, spinBudgets, type SpinBudgets } from './spin-policy.js';
 import type { LockSummary } from './control-protocol.js';
 import { ChangeCount } from '../guests/change-count.js';
 import { createDataWindow, windowSlot, WindowSlots, WINDOW_SLOT_BYTES } from '../guests/data-window.js';
@@ -194,6 +194,8 @@ export class Platform {
 
   /** How long the monitor and the guests poll before they sleep, decided from this host (spin-policy.ts). */
   readonly spin: SpinBudgets;
+  /** HVSHARE_GUEST_WAKE_UP_US: a guest wake-up's cost to budget by instead of the measured one (README, knobs). */
+  private readonly guestWakeUp = microsFromEnvironment('HVSHARE_GUEST_WAKE_UP_US');
 
   private constructor(
     private readonly options: PlatformOptions,
@@ -201,11 +203,11 @@ export class Platform {
     readonly wakeUp: WakeUpCost,
   ) {
     this.spin = spinBudgets(wakeUp, availableParallelism());
-    const envSpin = process.env.HVSHARE_MONITOR_SPIN;
+    const envSpin = microsFromEnvironment('HVSHARE_MONITOR_SPIN');
     const data: MonitorWorkerData = {
       doorbell: this.doorbell,
       stats: this.statsBuffer,
-      spinMicros: options.monitorSpinMicros ?? (envSpin ? Number(envSpin) : this.spin.monitorMicros),
+      spinMicros: options.monitorSpinMicros ?? envSpin ?? this.spin.monitorMicros,
       revokeDeadlineMs: options.revokeDeadlineMs,
       threads: this.threads,
     };
@@ -296,7 +298,7 @@ export class Platform {
         ...pages,
         doorbell: this.doorbell,
         traceControl: this.traceControl,
-        spinMicros: process.env.HVSHARE_GUEST_WAKE_UP_US ? spinBudget(Number(process.env.HVSHARE_GUEST_WAKE_UP_US), this.spin.cores) : this.spin.guestMicros,
+        spinMicros: this.guestWakeUp === undefined ? this.spin.guestMicros : spinBudget(this.guestWakeUp, this.spin.cores),
         filesystem: spec.filesystem && { ...spec.filesystem, volume: spec.grants[0]?.volume ?? '(none granted)' },
         threads: { registry: this.threads, slot: ThreadSlot.domain(id) },
         window,

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { MAX_SPIN_MICROS, MIN_SPIN_MICROS, spinBudget, spinBudgets, type SpinBudgets } from '../hypervisor/spin-policy.js';
+import { MAX_SPIN_MICROS, microsFromEnvironment, MIN_SPIN_MICROS, spinBudget, spinBudgets, type SpinBudgets } from '../hypervisor/spin-policy.js';
 import { MiB, randomImage, tempDir } from './helpers/platform.js';
 
 const run = promisify(execFile);
@@ -47,4 +47,16 @@ test('a platform with every core of this host polls when the host has several', 
   if (spin.cores > 1) t.true(spin.monitorMicros >= MIN_SPIN_MICROS && spin.guestMicros >= MIN_SPIN_MICROS);
   else t.is(spin.monitorMicros, 0);
   t.true(intact);
+});
+
+test('the spin knobs from the environment: unset or empty means measured; anything but microseconds, 0 or more, is an error naming the variable', (t) => {
+  t.is(microsFromEnvironment('HVSHARE_MONITOR_SPIN', {}), undefined);
+  t.is(microsFromEnvironment('HVSHARE_MONITOR_SPIN', { HVSHARE_MONITOR_SPIN: '' }), undefined);
+  t.is(microsFromEnvironment('HVSHARE_MONITOR_SPIN', { HVSHARE_MONITOR_SPIN: '0' }), 0);
+  t.is(microsFromEnvironment('HVSHARE_GUEST_WAKE_UP_US', { HVSHARE_GUEST_WAKE_UP_US: '12.5' }), 12.5);
+  for (const bad of ['abc', '-1', 'Infinity', '5us']) {
+    t.throws(() => microsFromEnvironment('HVSHARE_GUEST_WAKE_UP_US', { HVSHARE_GUEST_WAKE_UP_US: bad }), {
+      message: new RegExp(`^HVSHARE_GUEST_WAKE_UP_US must be a number of microseconds, 0 or more \\(got "${bad}"\\)$`),
+    });
+  }
 });
