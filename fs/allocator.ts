@@ -10,8 +10,11 @@
  *
  * Blocks freed in the running transaction are not handed out again before it commits: file data is written in
  * place before the commit, and must never land in a block the last committed state still gives to another file.
+ * Blocks handed out in the running transaction are remembered too: the last committed state gives them to nobody,
+ * so file data may be rewritten in them in place (file-io.ts copies every other block on write).
  */
 import { IoError } from './block-device.js';
+import { CorruptionError } from './volume-errors.js';
 import type { BlockCache } from './block-cache.js';
 import { BlockType, checkBlockHeader, HEADER_SIZE, type Geometry } from './layout.js';
 
@@ -74,6 +77,9 @@ export { bitIsSet, setBit };
 
 export class Allocator {
   private readonly freedThisTx = new Set<number>();
+  private readonly allocatedThisTx = new Set<number>();
+  /** Blocks handed out by the running operation: forgotten if it fails (its bitmap change is undone). */
+  private allocatedThisOp: number[] = [];
 
   constructor(
     private readonly cache: BlockCache,
@@ -90,6 +96,22 @@ export class Allocator {
   /** The running transaction committed: blocks it freed may be reused. */
   transactionCommitted(): void {
     this.freedThisTx.clear();
+    this.allocatedThisTx.clear();
+  }
+
+  beginOp(): void {
+    this.allocatedThisOp = [];
+  }
+
+  /** The running operation ended; a failed one's allocations were undone and may go to anyone again. */
+  endOp(failed: boolean): void {
+    if (failed) for (const block of this.allocatedThisOp) this.allocatedThisTx.delete(block);
+    this.allocatedThisOp = [];
+  }
+
+  /** True when `block` was handed out by the running transaction (no committed pointer names it yet). */
+  allocatedUncommitted(block: number): boolean {
+    return this.allocatedThisTx.has(block);
   }
 
   /** One contiguous run of 1..max free blocks, as close after `goal` as possible (0: the preferred group). */
@@ -144,7 +166,7 @@ export class Allocator {
     const base = this.geometry.groupBase(group);
     const bitmap = await this.bitmap(group);
     // A bitmap that does not even mark itself used says nothing true about the blocks it covers.
-    if (!bitIsSet(bitmap, 0)) throw new IoError('EIO', `group ${group}: bitmap block ${base} marks itself free; not trusted (run hvshare fsck)`);
+    if (!bitIsSet(bitmap, 0)) throw new CorruptionError(`group ${group}: bitmap block ${base} marks itself free; not trusted (run hvshare fsck)`);
     let bit = from;
     while (bit < to) {
       if ((bit & 7) === 0 && bitmap[HEADER_SIZE + (bit >> 3)] === 0xff) {
@@ -159,7 +181,11 @@ export class Allocator {
       while (end < to && end - bit < max && !bitIsSet(bitmap, end) && !this.freedThisTx.has(base + end)) end++;
       const run = this.guarded({ start: base + bit, count: end - bit });
       const writable = await this.bitmap(group, true);
-      for (let b = bit; b < end; b++) setBit(writable, b, true);
+      for (let b = bit; b < end; b++) {
+        setBit(writable, b, true);
+        this.allocatedThisTx.add(base + b);
+        this.allocatedThisOp.push(base + b);
+      }
       return run;
     }
     return null;
@@ -169,21 +195,22 @@ export class Allocator {
   private guarded(run: Run): Run {
     const last = run.start + run.count - 1;
     if (run.count < 1 || !this.geometry.isDataBlock(run.start) || !this.geometry.isDataBlock(last) || this.geometry.groupOf(run.start) !== this.geometry.groupOf(last)) {
-      throw new IoError('EIO', `refusing to hand out blocks ${run.start}..${last}: metadata or outside the volume`);
+      throw new CorruptionError(`refusing to hand out blocks ${run.start}..${last}: metadata or outside the volume`);
     }
     return run;
   }
 
   /** Frees a block; its cached copy goes unless `forget` is false (a freed inode still written home). */
   async freeBlock(block: number, forget = true): Promise<void> {
-    if (!this.geometry.isDataBlock(block)) throw new IoError('EIO', `freeing block ${block} outside the data area`);
+    if (!this.geometry.isDataBlock(block)) throw new CorruptionError(`freeing block ${block} outside the data area`);
     const group = this.geometry.groupOf(block);
     if (!(await this.locks.acquire(group, true))) this.locks.restartWith(group);
     const bitmap = await this.bitmap(group, true);
     const bit = block - this.geometry.groupBase(group);
-    if (!bitIsSet(bitmap, bit)) throw new IoError('EIO', `block ${block} freed twice`);
+    if (!bitIsSet(bitmap, bit)) throw new CorruptionError(`block ${block} freed twice`);
     setBit(bitmap, bit, false);
     this.freedThisTx.add(block);
+    this.allocatedThisTx.delete(block);
     if (forget) this.cache.forget(block);
   }
 
