@@ -43,6 +43,12 @@ export const UNCONTENDED: GroupLocks = {
   name: (group) => group,
 };
 
+/** Where the groups a domain initialised are recorded (initialised-groups.ts; mkfs needs none). */
+export interface GroupRecords {
+  record(group: number): Promise<void>;
+  recordedBy(group: number): Promise<number | null>;
+}
+
 export interface Run {
   start: number;
   count: number;
@@ -86,7 +92,11 @@ export class Allocator {
     private readonly geometry: Geometry,
     readonly preferredGroup: number,
     private readonly locks: GroupLocks,
+    private readonly records: GroupRecords | null = null,
   ) {}
+
+  /** Lazily initialised groups whose hole of a bitmap was found recorded by no slot: never used. */
+  private readonly neverUsed = new Set<number>();
 
   /** Blocks freed by the running transaction, usable once it commits. */
   get pendingFrees(): number {
@@ -146,14 +156,26 @@ export class Allocator {
       const valid = await this.cache.getIf(address, BlockType.BlockBitmap, owner);
       if (valid && !write) return valid;
       if (!valid && (await this.uninitialised(group))) {
+        await this.checkNeverUsed(group, address);
         if (!write) return this.geometry.initialBitmap(group);
-        // First use of a lazily initialised group: its bitmap joins the running transaction.
+        // First use of a lazily initialised group: its bitmap joins the running transaction, and so does the record.
         const created = this.cache.create(address, BlockType.BlockBitmap, owner);
         created.set(this.geometry.initialBitmap(group));
+        await this.records?.record(group);
         return created;
       }
     }
     return write ? this.cache.getForWrite(address, BlockType.BlockBitmap, owner) : this.cache.get(address, BlockType.BlockBitmap, owner);
+  }
+
+  /** A hole of a bitmap in a group some slot recorded initialising is a used group's bitmap lost: corruption. */
+  private async checkNeverUsed(group: number, address: number): Promise<void> {
+    if (!this.records || this.neverUsed.has(group)) return;
+    const slot = await this.records.recordedBy(group);
+    if (slot !== null) {
+      throw new CorruptionError(`group ${group}: its bitmap block ${address} is a hole, but slot ${slot}'s domain initialised the group; not trusted (run hvshare fsck)`);
+    }
+    this.neverUsed.add(group);
   }
 
   /** True when the group's bitmap block is still the hole a lazy mkfs left. */

@@ -24,6 +24,7 @@ import { Allocator, type GroupLocks } from './allocator.js';
 import { BlockMap } from './block-map.js';
 import { Directories, DOTDOT, entryTypeOf, EntryType, modeOfEntryType } from './directory.js';
 import { FileIo } from './file-io.js';
+import { InitialisedGroups } from './initialised-groups.js';
 import { emptyInode, InodeStore, isDevice, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
 import { dirtyJournalSlots, Journal, recoverJournals } from './journal.js';
 import {
@@ -158,7 +159,14 @@ export class FileSystem implements Vfs {
     this.cache.hooks = { guard: (owner) => this.locks.guard(owner), changing: (owner) => this.locks.changing(owner) };
     this.ownSlot = slotLock(this.geometry, options.slot);
     const preferredGroup = Math.floor((options.slot * superblock.groupCount) / superblock.slotCount);
-    this.allocator = new Allocator(this.cache, this.geometry, preferredGroup, this.groupLocks());
+    const initialised = new InitialisedGroups(this.cache, this.geometry, options.slot, this.ownSlot);
+    this.allocator = new Allocator(this.cache, this.geometry, preferredGroup, this.groupLocks(), {
+      record: async (group) => {
+        await this.locks.need(this.ownSlot, 'exclusive');
+        await initialised.record(group);
+      },
+      recordedBy: (group) => initialised.recordedBy(group),
+    });
     this.inodes = new InodeStore(this.cache, this.geometry);
     this.xattrs = new XattrStore(this.cache, this.allocator);
     this.map = new BlockMap(this.cache, this.allocator, this.geometry);
@@ -208,7 +216,7 @@ export class FileSystem implements Vfs {
             if (this.mounted && !this.failure) await commit();
           }).catch(() => {}),
           () => this.options.locks.epoch,
-          () => this.data.settled(),
+          () => this.data.durable(),
         );
       }
     } finally {

@@ -35,6 +35,7 @@ import {
 } from './layout.js';
 import { MAX_VOLUME_BLOCKS } from './lock-names.js';
 import { decodeOrphans, ORPHAN_CAPACITY } from './orphans.js';
+import { recordsInitialised } from './initialised-groups.js';
 import { decodeName } from './path.js';
 
 export interface FsckProgress {
@@ -503,6 +504,15 @@ async function check(
   }
   for (const [ino, slot] of orphanOf) {
     if (!inodes.has(ino)) error(`slot ${slot}: orphan ${ino} is not an inode in use: ${notInodes.get(ino)}`);
+  }
+
+  // A hole of a bitmap in a group that a slot recorded initialising (initialised-groups.ts) is a used group's lost.
+  for (let slot = 0; slot < sb.slotCount && uninitialised.size > 0; slot++) {
+    const block = await reader.block(g.slotBlock(slot));
+    if (checkBlockHeader(block, BlockType.Slot, g.slotBlock(slot))) continue;
+    for (const group of uninitialised) {
+      if (recordsInitialised(block, group)) error(`group ${group}: bitmap block ${g.blockBitmap(group)} is a hole, but slot ${slot}'s domain initialised the group`);
+    }
   }
 
   // Pass 6: bitmaps against the blocks in use.

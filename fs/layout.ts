@@ -52,6 +52,13 @@ export enum BlockType {
   Xattr = 11,
 }
 
+/**
+ * A slot block: its orphan list (orphans.ts) in the first half; from SLOT_GROUPS_OFFSET one bit per group that
+ * the slot's domain initialised (initialised-groups.ts), for groups below SLOT_GROUPS_MAX.
+ */
+export const SLOT_GROUPS_OFFSET = 2048;
+export const SLOT_GROUPS_MAX = (4096 - SLOT_GROUPS_OFFSET) * 8;
+
 /** Bits a bitmap block holds after its header: the largest group, in blocks or inodes. */
 export const BITMAP_BITS = (BLOCK_SIZE - HEADER_SIZE) * 8;
 /** Bytes of an inode block that hold the inode record (after the header): 128, then the direct blocks' checksums. */
