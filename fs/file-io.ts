@@ -16,7 +16,7 @@
  */
 import { IoError, type BlockDevice } from './block-device.js';
 import type { BlockMap, MappedRun } from './block-map.js';
-import { crc32c } from './crc32c.js';
+import { crc32cPieces } from './crc32c.js';
 import type { Inode } from './inode.js';
 import { BLOCK_SIZE } from './layout.js';
 import { zero } from './buffers.js';
@@ -237,8 +237,7 @@ export class FileIo {
    */
   private async writeBlocks(inode: Inode, first: number, buffer: Uint8Array, end: number, goal: number, checkpoint: WriteCheckpoint, writes: Promise<void>[]): Promise<void> {
     const blocks = buffer.length / BLOCK_SIZE;
-    const crcs = new Array<number>(blocks);
-    for (let i = 0; i < blocks; i++) crcs[i] = crc32c(buffer.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE));
+    const crcs = crc32cPieces(buffer, BLOCK_SIZE, new Array<number>(blocks));
     for (let fb = first; fb < first + blocks; ) {
       await checkpoint();
       const from = fb - first;
@@ -327,8 +326,9 @@ export class FileIo {
 
   /** Checks each block of a mapped run, just read into `data`, against the crc its pointer carries. */
   private verify(inode: Inode, fb: number, run: MappedRun, data: Uint8Array): void {
+    const sums = crc32cPieces(data, BLOCK_SIZE, new Array<number>(run.count));
     for (let i = 0; i < run.count; i++) {
-      const actual = crc32c(data.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE));
+      const actual = sums[i];
       if (actual === run.crcs[i]) continue;
       if (this.lostWrites.has(run.phys + i)) {
         throw new IoError('EIO', `inode ${inode.ino}: file block ${fb + i} (volume block ${run.phys + i}) lost its data: the write to it failed`);
