@@ -13,6 +13,7 @@ import { registerLog } from './log.js';
 import { registerMkfs } from './mkfs.js';
 import { registerPs } from './ps.js';
 import { registerStat } from './stat.js';
+import { registerTrace } from './trace.js';
 import { registerUp } from './up.js';
 
 const program = new Command()
@@ -32,6 +33,7 @@ Examples:
   $ hvshare diff dom1 dom3                  compare two domains' views (exit 1 when they differ)
   $ hvshare check                           write, fsync, read back through every other domain, rename, unlink
   $ hvshare locks --watch                   the cluster locks: holders, waiters, hold times, revocations
+  $ hvshare trace --domain dom2 --ops read  each block request's path, stage by stage, with a summary
   $ hvshare mkfs vol.img --size 256M        make a volume image
   $ hvshare fsck state/shared.img           check it (exit 1 on any violation)
   $ hvshare bench block                     hypervisor path vs native I/O`,
@@ -49,6 +51,7 @@ registerCp(program);
 registerDiff(program);
 registerCheck(program);
 registerLocks(program);
+registerTrace(program);
 registerMkfs(program);
 registerFsck(program);
 registerBench(program);

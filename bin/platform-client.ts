@@ -39,7 +39,9 @@ export class PlatformClient {
   private closed: Error | undefined;
 
   private constructor(private readonly socket: Socket) {
-    createInterface({ input: socket }).on('line', (line) => {
+    const lines = createInterface({ input: socket });
+    lines.on('error', () => {});
+    lines.on('line', (line) => {
       const reply = JSON.parse(line) as ControlReply;
       const call = this.pending.get(reply.id);
       if (!call) return;

@@ -15,6 +15,7 @@ export interface EntryInfo {
   gid: number;
   size: number;
   nlink: number;
+  atime: Timespec;
   mtime: Timespec;
   /** Changes with every change of the entry: tells a reader that the entry changed while it was read. */
   ctime: Timespec;
@@ -45,7 +46,7 @@ function typeOf(mode: number): EntryType {
 }
 
 function infoOf(s: Stat): EntryInfo {
-  return { type: typeOf(s.mode), ino: s.ino, perm: s.mode & 0o7777, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink, mtime: s.mtime, ctime: s.ctime };
+  return { type: typeOf(s.mode), ino: s.ino, perm: s.mode & 0o7777, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink, atime: s.atime, mtime: s.mtime, ctime: s.ctime };
 }
 
 const byName = (names: string[]) => names.filter((n) => n !== '.' && n !== '..').sort();
@@ -89,8 +90,8 @@ export function hostTree(root: string): TreeSource {
     stat: async (path) => {
       const s = await lstat(at(path), { bigint: true });
       const mode = Number(s.mode);
-      const [mtime, ctime] = [timespecOf(s.mtimeNs), timespecOf(s.ctimeNs)];
-      return { type: typeOf(mode), ino: Number(s.ino), perm: mode & 0o7777, uid: Number(s.uid), gid: Number(s.gid), size: Number(s.size), nlink: Number(s.nlink), mtime, ctime };
+      const [atime, mtime, ctime] = [timespecOf(s.atimeNs), timespecOf(s.mtimeNs), timespecOf(s.ctimeNs)];
+      return { type: typeOf(mode), ino: Number(s.ino), perm: mode & 0o7777, uid: Number(s.uid), gid: Number(s.gid), size: Number(s.size), nlink: Number(s.nlink), atime, mtime, ctime };
     },
     list: async (path) => byName(await readdir(at(path))),
     readlink: (path) => readlink(at(path)),

@@ -7,10 +7,21 @@ import { StoredPlatform } from '../hypervisor/platform-boot.js';
 import { ControlServer } from '../hypervisor/control-server.js';
 import type { NewEvent } from '../hypervisor/platform-store.js';
 import { DEFAULT_AUTO_MS, formatCacheMode, mountDomain, mountPointProblem, parseCacheMode, type CacheMode, type MountedView } from '../mount/index.js';
-import { DEFAULT_STOP_STEP_MS, stopStep, stopStepMs, type StopDeadline } from '../hypervisor/stop-deadline.js';
+import { armStopWatchdog, DEFAULT_STOP_STEP_MS, stopStep, stopStepMs, type StopDeadline } from '../hypervisor/stop-deadline.js';
 import { CliError, DEFAULT_MOUNT_ROOT, DEFAULT_STATE_DIR } from './cli-support.js';
 
 const execFileAsync = promisify(execFile);
+
+/** How long past every deadline the watchdog waits for a stop whose main thread may be stuck. */
+const STUCK_GRACE_MS = 2000;
+
+/**
+ * HVSHARE_FAULT_STOP_STUCK=1 (tests only): the main thread blocks for good once a stop starts, as in a system
+ * call that never returns, so that only the watchdog can end the process.
+ */
+function stuckForTests(): void {
+  if (process.env.HVSHARE_FAULT_STOP_STUCK === '1') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+}
 
 /** A view whose unmount is late is detached from the tree at once; the kernel drops it when its last user goes. */
 function detachLazily(mountpoint: string): Promise<unknown> {
@@ -118,11 +129,18 @@ async function up(opts: UpOptions): Promise<void> {
     (stopping ??= (async () => {
       clearInterval(status);
       say(`${clearStatus()}stopping (${reason}): each step within ${deadline.stepMs} ms; a second Ctrl-C forces it`, { stopping: true, reason, stepMs: deadline.stepMs });
-      // A stop that outlives every deadline (something blocks what the deadlines race against) still ends.
+      // A stop that outlives every deadline (something blocks what the deadlines race against) still ends: by a
+      // timer here, or, when this thread is stuck and no timer of it can fire, killed by the watchdog's thread.
+      const everyDeadline = 8 * deadline.stepMs + 5000;
       setTimeout(() => {
         process.stderr.write('hvshare: stop: still not done after every deadline; exiting\n');
         process.exit(1);
-      }, 8 * deadline.stepMs + 5000).unref();
+      }, everyDeadline).unref();
+      armStopWatchdog(
+        everyDeadline + STUCK_GRACE_MS,
+        `${clearStatus()}hvshare: stop: the main thread is stuck (no deadline could fire for ${everyDeadline + STUCK_GRACE_MS} ms); killing the process (the next up replays the journals)\n`,
+      );
+      stuckForTests();
       await control.close();
       for (const view of views.reverse()) {
         await stopStep(deadline, `${view.mountpoint}: unmount`, view.unmount(), () => detachLazily(view.mountpoint));

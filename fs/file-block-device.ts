@@ -6,6 +6,9 @@ import { type BlockDevice, checkRange, IoError, type WriteOptions } from './bloc
  * benchmark's baseline for the hypervisor path.
  */
 export class FileBlockDevice implements BlockDevice {
+  /** The datasync the FUA writes completing now will share (started on the next turn of the event loop). */
+  private groupSync: Promise<void> | null = null;
+
   private constructor(
     private readonly handle: FileHandle,
     readonly sizeBytes: number,
@@ -37,7 +40,20 @@ export class FileBlockDevice implements BlockDevice {
       const { bytesWritten } = await this.handle.write(src, done, src.length - done, offset + done);
       done += bytesWritten;
     }
-    if (options.fua) await this.handle.datasync();
+    if (options.fua) await this.syncCompleted();
+  }
+
+  /**
+   * Makes every write completed so far durable, as FUA promises for the caller's: FUA writes that complete in the
+   * same turn of the event loop (a journal commit's log and record, its home runs) share one datasync, which
+   * starts after all of them completed.
+   */
+  private syncCompleted(): Promise<void> {
+    this.groupSync ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      this.groupSync = null;
+      return this.handle.datasync();
+    });
+    return this.groupSync;
   }
 
   async flush(): Promise<void> {

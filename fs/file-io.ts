@@ -37,6 +37,11 @@ interface Stream {
 const READ_AHEAD = 256;
 /** Files whose reads are followed. */
 const STREAMS_KEPT = 16;
+/**
+ * Files up to this many blocks opened for reading are read whole at open (128 KiB: one of libfuse's reads), so
+ * the transfer overlaps the open's reply and the reader's first request instead of following them.
+ */
+const OPEN_AHEAD = 32;
 
 /** Bytes of data writes on their way before a write waits for them (guest memory holds their buffers). */
 const MAX_IN_FLIGHT = 8 << 20;
@@ -104,6 +109,19 @@ export class FileIo {
     return out;
   }
 
+  /**
+   * A small file was opened for reading (OPEN_AHEAD): ask the device for its blocks now, as readahead (the first
+   * read waits for them instead of asking again). Nothing when its first block is cached or on its way.
+   */
+  async openAhead(inode: Inode): Promise<void> {
+    const fileBlocks = Math.ceil(inode.size / BLOCK_SIZE);
+    if (fileBlocks === 0 || fileBlocks > OPEN_AHEAD || fileBlocks * 2 > this.pages.capacityPages) return;
+    if (this.pages.has(inode.ino, 0) || this.streams.get(inode.ino)?.inflight.some((r) => r.from === 0)) return;
+    const { stream } = this.follow(inode.ino, 0, 0);
+    stream.ahead = fileBlocks;
+    await this.fetchAhead(inode, stream, 0, fileBlocks);
+  }
+
   /** Notes a read of blocks [first, last): the file's stream, telling whether it continues the previous read. */
   private follow(ino: number, first: number, last: number): { stream: Stream; sequential: boolean } {
     let stream = this.streams.get(ino);
@@ -128,18 +146,26 @@ export class FileIo {
     const end = Math.min(fileBlocks, from + READ_AHEAD);
     if (end - start < READ_AHEAD / 4) return;
     stream.ahead = end;
+    await this.fetchAhead(inode, stream, start, end);
+  }
+
+  /** Starts reading file blocks [start, end) into the page cache, on `stream`'s list of what is on its way. */
+  private async fetchAhead(inode: Inode, stream: Stream, start: number, end: number): Promise<void> {
     const ino = inode.ino;
     const epoch = this.pages.watch(ino);
     const buffer = this.dev.allocBuffer((end - start) * BLOCK_SIZE);
     const reads: Promise<void>[] = [];
+    let mapped = true;
     try {
       await this.issueReads(inode, start, end, buffer, reads);
     } catch {
-      // Let whatever was issued land, then give the buffer back; the reader will look the blocks up itself.
+      // Let whatever was issued land, then give the buffer back (nothing cached: some blocks were never read);
+      // the reader will look the blocks up itself and meet the error.
+      mapped = false;
     }
     const done = Promise.allSettled(reads)
       .then((results) => {
-        if (results.some((r) => r.status === 'rejected') || this.pages.epoch(ino) !== epoch) return;
+        if (!mapped || results.some((r) => r.status === 'rejected') || this.pages.epoch(ino) !== epoch) return;
         for (let fb = start; fb < end; fb++) {
           if (!this.pages.has(ino, fb)) this.pages.put(ino, fb, buffer.subarray((fb - start) * BLOCK_SIZE, (fb - start + 1) * BLOCK_SIZE));
         }

@@ -33,7 +33,8 @@ import {
 } from './layout.js';
 import { LockClient, Restart } from './lock-client.js';
 import { groupLock, MOUNT_LOCK, RENAME_LOCK, slotLock } from './lock-names.js';
-import type { LockMode, LockService } from './lock-service.js';
+import { noticingGiveUps, type LockMode, type LockService } from './lock-service.js';
+import { CutRegistry, pinTree, type CutEnded, type CutHeld } from './consistent-cut.js';
 import { OpQueue } from './op-queue.js';
 import { OrphanList } from './orphans.js';
 import { PageCache } from './page-cache.js';
@@ -67,6 +68,12 @@ export interface MountOptions {
   minHoldMs?: number;
   /** Clock (ms) for timestamps and lock hold times. */
   now?: () => number;
+  /**
+   * Called whenever what this instance answers may have changed: after every operation that changes the volume
+   * (done or failed), before any lock is given up or downgraded (another domain may change what it covers from
+   * then on), and at unmount. The guest agent counts these for the host's view (guests/change-count.ts).
+   */
+  onChange?: () => void;
 }
 
 const MAX_LINKS = 65000;
@@ -98,6 +105,7 @@ export class FileSystem implements Vfs {
   private readonly queue = new OpQueue();
   private readonly now: () => number;
   private readonly locks: LockClient;
+  private readonly cuts: CutRegistry;
   private readonly ownSlot: number;
   private tx: Transactions | null = null;
   private readonly volumeErrors: VolumeErrors;
@@ -133,7 +141,7 @@ export class FileSystem implements Vfs {
     this.cache = new BlockCache(dev, Math.max(256, Math.floor(cacheBytes / 4 / BLOCK_SIZE)));
     this.pages = new PageCache(Math.floor((cacheBytes * 3) / 4 / BLOCK_SIZE));
     this.locks = new LockClient(
-      options.locks,
+      options.onChange ? noticingGiveUps(options.locks, options.onChange) : options.locks,
       {
         drop: (name) => {
           this.cache.dropOwner(name);
@@ -156,6 +164,7 @@ export class FileSystem implements Vfs {
       },
       { minHoldMs: options.minHoldMs, now: options.now },
     );
+    this.cuts = new CutRegistry((names) => this.locks.releaseCut(names), this.now);
     this.cache.hooks = { guard: (owner) => this.locks.guard(owner), changing: (owner) => this.locks.changing(owner) };
     this.ownSlot = slotLock(this.geometry, options.slot);
     const preferredGroup = Math.floor((options.slot * superblock.groupCount) / superblock.slotCount);
@@ -228,6 +237,7 @@ export class FileSystem implements Vfs {
   async unmount(): Promise<void> {
     await this.queue.run(async () => {
       if (!this.mounted) return;
+      this.options.onChange?.();
       this.tx?.stopTimer();
       this.handles.clear();
       this.openCounts.clear();
@@ -254,6 +264,49 @@ export class FileSystem implements Vfs {
       this.checkUsable();
       await this.tx?.commit();
       if (!this.dev.readOnly) await this.dev.flush();
+    });
+  }
+
+  /**
+   * Holds a consistent cut of the tree at `path` (consistent-cut.ts): nothing in it changes, in any domain, until
+   * endCut or `maxHoldMs` after the walk began.
+   */
+  holdCut(path: string, maxHoldMs: number): Promise<CutHeld> {
+    return this.queue.run(async () => {
+      const started = this.now();
+      this.locks.joining = true;
+      try {
+        const { inodes, names } = await this.attempts(async () => {
+          const inodes = await pinTree(this.path, this.dirs, path);
+          return { inodes, names: await this.locks.holdForCut() };
+        }, false);
+        return this.cuts.hold(names, inodes, started, maxHoldMs);
+      } finally {
+        this.locks.joining = false;
+      }
+    });
+  }
+
+  endCut(id: number): CutEnded {
+    return this.cuts.end(id);
+  }
+
+  /**
+   * `fsck --repair` (fsck-repair.ts): links inode `ino`, in use but named by no directory, into the directory
+   * `dirPath` as `name` (a directory's ".." then names its new parent). Link counts are the repair's to set.
+   */
+  adoptLost(ino: number, dirPath: string, name: string): Promise<void> {
+    return this.change(async () => {
+      const dir = await this.path.resolvePath(dirPath, true, 'exclusive');
+      if (!isDir(dir)) throw new IoError('ENOTDIR', `${dirPath} is not a directory`);
+      const lost = await this.path.get(ino, 'exclusive');
+      await this.dirs.add(dir, encodeName(name), ino, entryTypeOf(lost.mode));
+      if (isDir(lost)) {
+        await this.dirs.retarget(lost, DOTDOT, dir.ino, EntryType.Directory);
+        dir.nlink++;
+      }
+      this.touch(dir);
+      await this.inodes.write(dir);
     });
   }
 
@@ -295,6 +348,8 @@ export class FileSystem implements Vfs {
         if (!(error instanceof IoError && error.code === 'ENOSPC' && this.allocator.pendingFrees > 0)) throw error;
         await this.tx!.commit();
         return this.attempts(fn, true);
+      } finally {
+        this.options.onChange?.();
       }
     });
   }
@@ -735,6 +790,7 @@ export class FileSystem implements Vfs {
         if (writes && isDir(inode)) throw new IoError('EISDIR', `${path} is a directory`);
         if (writes && this.dev.readOnly) throw new IoError('EROFS', 'read-only volume');
         if (writes) this.checkNoErrors();
+        if (access !== O_WRONLY && isRegular(inode)) await this.data.openAhead(inode);
         return this.openHandle(inode, flags);
       });
     }

@@ -44,8 +44,27 @@ export interface FsckProgress {
   total: number;
 }
 
+/** What the passes learnt of a volume whose superblock could be read, for `fsck --repair` (fsck-repair.ts). */
+export interface FsckFacts {
+  superblock: Superblock;
+  /** Every block in use, by the inode using it (an inode's own block maps to itself). */
+  owner: ReadonlyMap<number, number>;
+  /** The inodes in use reached from the root or an orphan list. */
+  inodes: ReadonlyMap<number, Inode>;
+  /** How many times the tree references each inode (entries, ".", ".."). */
+  refs: ReadonlyMap<number, number>;
+  /** Inodes on an orphan list, by slot. */
+  orphanOf: ReadonlyMap<number, number>;
+  /** Inodes in use found in leaked blocks: linked from nowhere. */
+  lost: number[];
+  /** Groups whose bitmap block failed its header or checksum. */
+  badBitmaps: number[];
+}
+
 export interface FsckOptions {
   onProgress?: (progress: FsckProgress) => void;
+  /** Called once the passes ran through (not when the superblock or root stopped them). */
+  onFacts?: (facts: FsckFacts) => void;
   /** Stop collecting after this many errors (default 100). */
   maxErrors?: number;
 }
@@ -516,6 +535,7 @@ async function check(
   }
 
   // Pass 6: bitmaps against the blocks in use.
+  const lostInodes: number[] = [];
   const groupsUsed = new Set([...owner.keys()].map((block) => g.groupOf(block)));
   for (let group = 0; group < sb.groupCount; group++) {
     progress('bitmaps', group, sb.groupCount);
@@ -548,6 +568,7 @@ async function check(
         }
       }
       leakStart = -1;
+      lostInodes.push(...lost);
       let among = '';
       if (lost.length > 0) {
         const named = lost.length > LOST_NAMED ? `${lost.slice(0, LOST_NAMED).join(', ')} and ${lost.length - LOST_NAMED} more` : lost.join(', ');
@@ -574,6 +595,8 @@ async function check(
     await leaked(base + size);
   }
   progress('bitmaps', sb.groupCount, sb.groupCount);
+  const badBitmaps = bitmapOk.flatMap((ok, group) => (ok ? [] : [group]));
+  options.onFacts?.({ superblock: sb, owner, inodes, refs, orphanOf, lost: lostInodes, badBitmaps });
   progress('done', 1, 1);
 }
 

@@ -4,15 +4,20 @@
  * On disk a slot has a header block (the commit record) and `journalBlocks` log blocks. The header holds
  * {seq, n, (target, crc32c)[n], checksum}; n > 0 with a valid checksum means "committed, maybe not yet home".
  *
- * Commit of a transaction:
- *   1. copy the blocks into the log (one contiguous write) and write the header (the commit record), together
- *   2. FLUSH (the commit point: the record checksums every logged copy, so a crash that persisted the record but
- *      not all copies reads as torn and the transaction is dropped, as with jbd2's async commit)
- *   3. write every block home (contiguous targets coalesced)     4. FLUSH
- *   5. write a clear header (n = 0)
- * The clear need not be flushed at once: the next commit's FLUSH (this domain's, or that of the next domain to
- * hold the lock) makes it durable before any later home write, and a stale header whose log blocks were since
- * overwritten fails its per-block checksums.
+ * Commit of a transaction, three device round trips (a lock handed to another domain waits for all three):
+ *   1. copy the blocks into the log (one contiguous write) and write the header (the commit record), together,
+ *      each with FUA (durable when it completes): the commit point. The record checksums every logged copy, so
+ *      a crash that persisted the record but not all copies reads as torn and the transaction is dropped, as
+ *      with jbd2's async commit; so the two need no order between them, and no FLUSH of their own.
+ *   2. write every block home (contiguous targets coalesced), each run with FUA when there are few of them
+ *      (HOME_FUA_RUNS), else plain writes and one FLUSH: either way home is durable before step 3 starts.
+ *   3. write a clear header (n = 0)
+ * (Before: log + header, FLUSH, home, FLUSH, clear: five round trips for the same two durability points. A FUA
+ * write is what a FLUSH after it would be, for that write, without a round trip of its own; the monitor answers
+ * the FUA writes of one batch after one flush of the image.)
+ * The clear need not be flushed at once: the next commit's FUA writes (this domain's, or those of the next
+ * domain to hold the lock) make it durable before any later home write, and a stale header whose log blocks
+ * were since overwritten fails its per-block checksums.
  *
  * Recovery (replayJournal) needs no filesystem knowledge beyond the superblock's geometry: if the header is valid
  * and every logged copy matches its checksum, copy the blocks home, FLUSH, clear, FLUSH. Anything else is an
@@ -81,20 +86,40 @@ export function decodeJournalHeader(block: Uint8Array, address: number): Journal
 }
 
 /**
- * Writes consecutive targets with one request each, all at once (one batch for the monitor, not a round trip per
- * run): `blocks[i]` lives at `buffer[i * BLOCK_SIZE]`. Every write is settled before it returns.
+ * Home runs up to which a commit writes each with FUA instead of plain writes and a FLUSH: the monitor answers the
+ * FUA writes of one batch after one flush, and a FLUSH costs a device round trip of its own; a transaction
+ * scattered over many runs may not reach the monitor in one batch, and takes the round trip.
  */
-async function writeHome(dev: BlockDevice, targets: number[], buffer: Uint8Array): Promise<void> {
-  const writes: Promise<void>[] = [];
+const HOME_FUA_RUNS = 4;
+
+/** The runs of consecutive targets: [first index, end index) pairs. */
+function homeRuns(targets: number[]): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
   let i = 0;
   while (i < targets.length) {
     let j = i + 1;
     while (j < targets.length && targets[j] === targets[j - 1] + 1) j++;
-    writes.push(dev.write(targets[i] * BLOCK_SIZE, buffer.subarray(i * BLOCK_SIZE, j * BLOCK_SIZE)));
+    runs.push([i, j]);
     i = j;
   }
+  return runs;
+}
+
+/** Waits for every write (one batch for the monitor, not a round trip each); the first failure is thrown. */
+async function settleAll(writes: Promise<void>[]): Promise<void> {
   const failed = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected');
   if (failed) throw (failed as PromiseRejectedResult).reason;
+}
+
+/**
+ * Writes consecutive targets with one request each, all at once: `blocks[i]` lives at `buffer[i * BLOCK_SIZE]`.
+ * With `durable`, they are durable when it returns (FUA writes, or a FLUSH after many runs); else only written.
+ */
+async function writeHome(dev: BlockDevice, targets: number[], buffer: Uint8Array, durable: boolean): Promise<void> {
+  const runs = homeRuns(targets);
+  const fua = durable && runs.length <= HOME_FUA_RUNS;
+  await settleAll(runs.map(([i, j]) => dev.write(targets[i] * BLOCK_SIZE, buffer.subarray(i * BLOCK_SIZE, j * BLOCK_SIZE), { fua })));
+  if (durable && !fua) await dev.flush();
 }
 
 export type JournalState =
@@ -168,7 +193,7 @@ export async function recoverJournals(dev: BlockDevice, slots: number[], sb?: Su
     .filter((l): l is Extract<Loaded, { kind: 'committed' }> => l.kind === 'committed')
     .sort((a, b) => a.header.tag - b.header.tag);
   for (const { header, log } of committed) {
-    await writeHome(dev, header.targets, log);
+    await writeHome(dev, header.targets, log, false);
     replayed += header.targets.length;
   }
   if (committed.length > 0) await dev.flush();
@@ -225,16 +250,16 @@ export class Journal {
       });
       const headerAddress = this.geometry.journalHeader(this.slot);
       this.seq++;
-      // Log and commit record go out together, with one flush (as jbd2's async commit): the record carries a
-      // checksum of every logged copy, so a crash that persisted the record but not all copies reads as torn
-      // and is dropped, never replayed.
-      await Promise.all([
-        this.dev.write(this.geometry.journalLog(this.slot) * BLOCK_SIZE, log),
-        this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag, targets, crcs })),
+      // Log and commit record go out together, each durable on completion (as jbd2's async commit): the record
+      // carries a checksum of every logged copy, so a crash that persisted the record but not all copies reads
+      // as torn and is dropped, never replayed.
+      // (Both are ready before either is posted, so they reach the monitor together and share its flush.)
+      const record = encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag, targets, crcs });
+      await settleAll([
+        this.dev.write(this.geometry.journalLog(this.slot) * BLOCK_SIZE, log, { fua: true }),
+        this.dev.write(headerAddress * BLOCK_SIZE, record, { fua: true }),
       ]);
-      await this.dev.flush();
-      await writeHome(this.dev, targets, log);
-      await this.dev.flush();
+      await writeHome(this.dev, targets, log, true);
       await this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag: 0, targets: [], crcs: [] }));
       this.stats.commits++;
       this.stats.blocksLogged += n;

@@ -38,8 +38,8 @@ export class LocalLockService {
   }
 
   /** @internal */
-  request(client: LocalLockClient, name: number, mode: LockMode): Promise<number> {
-    const { granted, revokes } = this.table.request(client.id, name, mode);
+  request(client: LocalLockClient, name: number, mode: LockMode, join = false): Promise<number> {
+    const { granted, revokes } = this.table.request(client.id, name, mode, join);
     this.sendRevokes(revokes);
     if (granted) {
       this.stats.grants++;
@@ -108,9 +108,9 @@ export class LocalLockClient implements LockService {
     readonly id: number,
   ) {}
 
-  lock(name: number, mode: LockMode): Promise<number> {
+  lock(name: number, mode: LockMode, join = false): Promise<number> {
     if (this.dead) return Promise.reject(new Error('lock client is dead'));
-    return this.service.request(this, name, mode);
+    return this.service.request(this, name, mode, join);
   }
 
   async tryLock(name: number, mode: LockMode): Promise<number | null> {

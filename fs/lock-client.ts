@@ -15,6 +15,10 @@
  * cycle), so a storm of renames converges instead of trading locks forever. A revoke of a lock pinned by an
  * operation that changes things waits for its end, which only waits for local I/O. Cross-directory moves of directories also take RENAME_LOCK (lock-names.ts).
  *
+ * A consistent cut (`hvshare diff`, consistent-cut.ts) keeps the shared locks an operation pinned after it ends
+ * (holdForCut): a revoke of one waits until releaseCut, an operation of this domain that wants one exclusively
+ * waits too (it may wait: it has changed nothing), and the cut's requests join other shared holders (REQ_JOIN).
+ *
  * Lock ping-pong: a revoke of a lock in use (pinned, or operations queued in this domain) less than `minHoldMs`
  * after it was granted waits until then; a lock nobody here is using goes at once, so a file handed from one
  * domain to another waits for nothing but the journal commit.
@@ -51,6 +55,8 @@ interface LockState {
   wantedAt: number;
   /** A request sent ahead of any operation (prefetch), until its grant is taken in. */
   prefetching: Promise<void> | null;
+  /** Consistent cuts holding it shared: revokes of it wait until they end. */
+  cuts: number;
 }
 
 interface Operation {
@@ -111,6 +117,10 @@ export class LockClient {
   private timerAt = Infinity;
   private readonly minHoldMs: number;
   private readonly now: () => number;
+  /** Operations waiting for a cut to end before they take a lock exclusively. */
+  private cutWaiters: (() => void)[] = [];
+  /** Set while a cut's walk runs: its shared requests join other shared holders (REQ_JOIN). */
+  joining = false;
   /** Counters for tests and diagnostics. */
   readonly stats = { grants: 0, revokes: 0, released: 0, downgraded: 0, drops: 0, restarts: 0, deferred: 0, prefetched: 0 };
 
@@ -175,6 +185,11 @@ export class LockClient {
     if (this.pinIfHeld(name, mode)) return;
     const op = this.running();
     const st = this.state(name);
+    if (mode === 'exclusive' && st.cuts > 0) {
+      if (op.changing) throw new Restart(name, mode);
+      while (st.cuts > 0) await this.waitClean(op, new Promise<void>((resolve) => this.cutWaiters.push(resolve)));
+      if (op.invalidated) throw new Restart(null, mode);
+    }
     if (st.prefetching && !op.changing) {
       // Its grant is on the way: wait for that instead of asking twice.
       await this.waitClean(op, st.prefetching);
@@ -211,6 +226,7 @@ export class LockClient {
   async tryPin(name: number, mode: LockMode): Promise<boolean> {
     const op = this.running();
     const st = this.state(name);
+    if (mode === 'exclusive' && st.cuts > 0) return false;
     if (!satisfies(st.held, mode)) {
       st.pending++;
       const generation = await this.service.tryLock(name, mode).finally(() => st.pending--);
@@ -247,7 +263,7 @@ export class LockClient {
       st.pending++;
       this.stats.prefetched++;
       const prefetching: Promise<void> = this.service
-        .lock(name, mode)
+        .lock(name, mode, this.joining && mode === 'shared')
         .then(
           (generation) => {
             st.pending--;
@@ -266,6 +282,45 @@ export class LockClient {
       st.prefetching = prefetching;
       this.prefetches.add(prefetching);
     }
+  }
+
+  /**
+   * A consistent cut: every lock the running operation pinned (but its journal slot) stays held shared after the
+   * operation ends, until releaseCut. One it holds exclusively is committed and downgraded first, so the other
+   * domain of the cut can join it. Returns the names kept.
+   */
+  async holdForCut(): Promise<number[]> {
+    const names = [...this.running().pins].filter((name) => !this.states.get(name)!.sticky);
+    for (const name of names) this.states.get(name)!.cuts++;
+    try {
+      for (const name of names) {
+        const st = this.states.get(name)!;
+        if (st.held !== 'exclusive') continue;
+        await this.hooks.writeBack(name);
+        const dirty = st.changed;
+        st.changed = false;
+        st.held = 'shared';
+        this.stats.downgraded++;
+        await this.service.downgrade(name, dirty);
+        if (dirty && st.generation !== null) st.generation++;
+      }
+    } catch (error) {
+      this.releaseCut(names);
+      throw error;
+    }
+    return names;
+  }
+
+  /** A cut ends: revokes of its locks are answered, operations waiting to change what they cover go on. */
+  releaseCut(names: readonly number[]): void {
+    for (const name of names) {
+      const st = this.states.get(name);
+      if (st && st.cuts > 0) st.cuts--;
+    }
+    const waiters = this.cutWaiters;
+    this.cutWaiters = [];
+    for (const wake of waiters) wake();
+    this.kick();
   }
 
   /** Keeps `name` until unmount (the instance's journal slot): revokes of it are not answered. */
@@ -334,7 +389,7 @@ export class LockClient {
   private state(name: number): LockState {
     let st = this.states.get(name);
     if (!st) {
-      st = { name, held: null, generation: null, changed: false, grantedAt: 0, revoke: null, pending: 0, arriving: false, sticky: false, wantedAt: -Infinity, prefetching: null };
+      st = { name, held: null, generation: null, changed: false, grantedAt: 0, revoke: null, pending: 0, arriving: false, sticky: false, wantedAt: -Infinity, prefetching: null, cuts: 0 };
       this.states.set(name, st);
     }
     return st;
@@ -342,7 +397,7 @@ export class LockClient {
 
   private requestLock(st: LockState, mode: LockMode): Promise<number> {
     st.pending++;
-    return this.service.lock(st.name, mode).then(
+    return this.service.lock(st.name, mode, this.joining && mode === 'shared').then(
       (generation) => {
         st.pending--;
         st.arriving = true;
@@ -440,7 +495,7 @@ export class LockClient {
         if (st.pending === 0 && !st.arriving) this.setRevoke(st, null);
         continue;
       }
-      if (st.sticky || st.arriving) continue;
+      if (st.sticky || st.arriving || st.cuts > 0) continue;
       const op = this.op;
       // An operation that runs (not waiting for a lock) may be changing things: answer after it.
       if (op && !op.waiting) return;

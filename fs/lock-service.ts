@@ -18,8 +18,11 @@ import type { LockMode } from '../hypervisor/abi.js';
 export type { LockMode };
 
 export interface LockService {
-  /** Resolves with the lock's generation once granted in `mode` (queues; conflicting holders are asked to give it back). */
-  lock(name: number, mode: LockMode): Promise<number>;
+  /**
+   * Resolves with the lock's generation once granted in `mode` (queues; conflicting holders are asked to give it
+   * back). `join`: a shared request granted alongside shared holders even when others wait (a consistent cut).
+   */
+  lock(name: number, mode: LockMode, join?: boolean): Promise<number>;
   /** Granted at once (the generation) or null; never queues, never revokes anyone. */
   tryLock(name: number, mode: LockMode): Promise<number | null>;
   /**
@@ -36,4 +39,28 @@ export interface LockService {
    * so journal records tagged with it are ordered across domains (fs/journal.ts).
    */
   readonly epoch: number;
+}
+
+/**
+ * `service`, calling `before(name)` ahead of every unlock and downgrade: from then on another domain may change
+ * what the lock covers, so whoever kept answers derived under it must know first (the host's view, through
+ * FileSystem's onChange).
+ */
+export function noticingGiveUps(service: LockService, before: (name: number) => void): LockService {
+  return {
+    lock: (name, mode, join) => service.lock(name, mode, join),
+    tryLock: (name, mode) => service.tryLock(name, mode),
+    unlock: (name, dirty, held) => {
+      before(name);
+      return service.unlock(name, dirty, held);
+    },
+    downgrade: (name, dirty) => {
+      before(name);
+      return service.downgrade(name, dirty);
+    },
+    onRevoke: (handler) => service.onRevoke(handler),
+    get epoch() {
+      return service.epoch;
+    },
+  };
 }

@@ -1,5 +1,6 @@
 import type { BlockWorkload, RoundTripResult, WorkloadResult } from './block-workload.js';
 import type { FileWorkload, FileWorkloadResult } from './file-workload.js';
+import type { CutEnded, CutHeld } from '../fs/consistent-cut.js';
 import type { DirListing, Stat, StatFs, Vfs } from '../fs/vfs.js';
 
 /** The filesystem operations the agent runs for the host (the FUSE adapter, tests, scripts). */
@@ -24,10 +25,15 @@ export type AgentRequest =
   | { kind: 'null-requests'; durationMs: number }
   | { kind: 'info' }
   | { kind: 'vfs'; op: VfsOp; args: unknown[] }
+  /** Vfs getattr of each path, in order, as one process: a view's look ahead through a directory it listed. */
+  | { kind: 'getattr-many'; paths: string[] }
   /** Vfs read into data window slot `slot` (guests/data-window.ts); the result is the number of bytes read. */
   | { kind: 'read-window'; fh: number; position: number; length: number; slot: number }
   /** Vfs write of the first `length` bytes of data window slot `slot`; the result is the number of bytes written. */
   | { kind: 'write-window'; fh: number; position: number; length: number; slot: number; dropSetId: boolean }
+  /** Hold a consistent cut of the tree at `path` (fs/consistent-cut.ts) for at most `maxHoldMs`; `cut-end` releases it. */
+  | { kind: 'cut'; path: string; maxHoldMs: number }
+  | { kind: 'cut-end'; id: number }
   /** Commit the journal, close every handle and give the volume lock back. */
   | { kind: 'unmount' };
 
@@ -43,7 +49,10 @@ export interface DomainInfo {
   processes: { pid: number; name: string }[];
 }
 
-export type AgentResult = WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | DirListing | string[] | string | number | null | void;
+/** Per path of a getattr-many, its stat or the error the domain answered instead. */
+export type StatOrError = Stat | { code: string; message: string };
+
+export type AgentResult = StatOrError[] | CutHeld | CutEnded | WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | DirListing | string[] | string | number | null | void;
 
 export type AgentMessage = { seq: number; request: AgentRequest };
 export type AgentReply = { seq: number; ok: true; result: AgentResult } | { seq: number; ok: false; code: string; message: string };

@@ -19,6 +19,7 @@ import {
 import { type BlockDevice, checkRange, IoError, type WriteOptions } from '../fs/block-device.js';
 import type { GuestKernel, PolledDriver } from './kernel.js';
 import type { GuestMemory } from './guest-memory.js';
+import { TraceFront } from './trace-front.js';
 import { WaitQueue } from './wait-queue.js';
 
 /** A completed request as the monitor answered it. */
@@ -78,6 +79,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
     private readonly memory: GuestMemory,
     ringBuffer: SharedArrayBuffer,
     readonly vbd: number,
+    private readonly trace: TraceFront,
   ) {
     this.ring = new Int32Array(ringBuffer);
     this.reqProd = Atomics.load(this.ring, Ring.REQ_PROD) >>> 0;
@@ -87,10 +89,10 @@ export class Blkfront implements BlockDevice, PolledDriver {
   }
 
   /** Connect to virtual block device `vbd` of this domain and learn its size and grant. */
-  static async attach(kernel: GuestKernel, memory: GuestMemory, ring: SharedArrayBuffer, vbd = 0): Promise<Blkfront> {
-    const front = new Blkfront(kernel, memory, ring, vbd);
+  static async attach(kernel: GuestKernel, memory: GuestMemory, ring: SharedArrayBuffer, vbd = 0, trace = new TraceFront()): Promise<Blkfront> {
+    const front = new Blkfront(kernel, memory, ring, vbd, trace);
     kernel.registerDriver(front);
-    kernel.onInterrupt(Line.BLKIF, () => front.poll());
+    kernel.onInterrupt(Line.BLKIF, () => front.poll(true));
     Object.assign(front, await front.volumeInfo());
     return front;
   }
@@ -147,15 +149,20 @@ export class Blkfront implements BlockDevice, PolledDriver {
     this.sectorOf[id] = sector;
     if (op === Op.LOCK) this.locksInFlight++;
     this.submittedAt[id] = performance.now();
+    const traced = this.trace.on() ? this.trace.posting(id, op, sector, count) : 0;
     Atomics.store(w, Ring.REQ_PROD, this.reqProd | 0);
-    if (needsNotify(Atomics.load(w, Ring.REQ_EVENT) >>> 0, this.reqProd, old)) this.kernel.notifyMonitor();
+    if (needsNotify(Atomics.load(w, Ring.REQ_EVENT) >>> 0, this.reqProd, old)) {
+      if (traced !== 0) this.trace.rang(traced);
+      this.kernel.notifyMonitor();
+    }
     return id;
   }
 
   /** The response being reaped (reused). */
   private readonly rsp: ResponseSlot = { id: 0, status: 0, valueLo: 0, valueHi: 0, infoFlags: 0 };
 
-  poll(): number {
+  /** Reap completions: from the BLKIF interrupt handler, or polled by the idle loop. */
+  poll(fromInterrupt = false): number {
     const w = this.ring;
     const prod = Atomics.load(w, Ring.RSP_PROD) >>> 0;
     let reaped = 0;
@@ -163,7 +170,9 @@ export class Blkfront implements BlockDevice, PolledDriver {
     while (this.rspCons !== prod) {
       const id = readResponse(w, this.rspCons, rsp).id;
       this.rspCons = (this.rspCons + 1) >>> 0;
+      const traced = this.trace.recordOf(id);
       if (!this.retire(id)) continue;
+      if (traced !== 0) this.trace.reaped(traced, fromInterrupt);
       reaped++;
       // A lock's wait is another domain's time, not the device's: it does not set how long to poll.
       if (this.opOf[id] !== Op.LOCK) this.latencyMicros += ((performance.now() - this.submittedAt[id]) * 1000 - this.latencyMicros) / 16;
@@ -177,6 +186,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
   /** Take request `id` out of flight; false when it was not in flight (a response the guest never asked for). */
   private retire(id: number): boolean {
     if (id < 0 || id >= RING_SLOTS || (!this.waiting[id] && !this.settle[id])) return false;
+    if (this.trace.recordOf(id) !== 0) this.trace.forget(id);
     this.freeIds.push(id);
     this.inFlight--;
     if (this.opOf[id] === Op.LOCK) this.locksInFlight--;

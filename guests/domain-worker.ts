@@ -1,11 +1,12 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Blkfront } from './blkfront.js';
+import { callerName, TraceFront } from './trace-front.js';
 import { measureRoundTrips, runBlockWorkload } from './block-workload.js';
 import { runFileWorkload } from './file-workload.js';
 import { GuestKernel } from './kernel.js';
 import { GuestMemory } from './guest-memory.js';
 import { LockFront } from './lock-front.js';
-import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type AgentResult, type DomainBooted } from './agent-protocol.js';
+import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type AgentResult, type DomainBooted, type StatOrError } from './agent-protocol.js';
 import { FileSystem } from '../fs/filesystem.js';
 import { IoError } from '../fs/block-device.js';
 import { copyOut } from '../fs/buffers.js';
@@ -13,6 +14,7 @@ import { registerThread, ThreadClock } from '../hypervisor/thread-cpu.js';
 import { ReadCorruption } from './fault-hook.js';
 import { windowSlot } from './data-window.js';
 import { VolumeErrorsFront } from './volume-errors-front.js';
+import { ChangeCount } from './change-count.js';
 
 /** What the toolstack hands a new domain: its own shared pages and the monitor's doorbell, nothing else. */
 export interface DomainWorkerData {
@@ -21,6 +23,9 @@ export interface DomainWorkerData {
   vic: SharedArrayBuffer;
   memory: SharedArrayBuffer;
   doorbell: SharedArrayBuffer;
+  /** The platform's trace control word and this domain's trace ring (hypervisor/trace-abi.ts). */
+  traceControl?: SharedArrayBuffer;
+  trace?: SharedArrayBuffer;
   /** The idle loop's polling budget (twice a measured wake-up, see hypervisor/wake-up-cost.ts). */
   spinMicros: number;
   /** Mount the shared-volume filesystem of vbd 0 at boot, with this journal slot; `volume` names it in errors. */
@@ -29,6 +34,8 @@ export interface DomainWorkerData {
   threads?: { registry: SharedArrayBuffer; slot: number };
   /** The pages file data travels through between the host and this agent (guests/data-window.ts). */
   window: SharedArrayBuffer;
+  /** This domain's change count (guests/change-count.ts). */
+  changes: SharedArrayBuffer;
 }
 
 const data = workerData as DomainWorkerData;
@@ -41,8 +48,10 @@ const kernel = new GuestKernel({
   clock: new ThreadClock(data.threads?.registry, data.threads?.slot ?? -1),
 });
 const memory = new GuestMemory(data.memory);
+const changes = new ChangeCount(data.changes);
 kernel.start();
-const disk = await Blkfront.attach(kernel, memory, data.ring, 0);
+const trace = new TraceFront(data.traceControl, data.trace);
+const disk = await Blkfront.attach(kernel, memory, data.ring, 0, trace);
 const locks = new LockFront(kernel, data.vic, disk);
 let fs: FileSystem | null = data.filesystem
   ? await kernel.spawn('mount', () =>
@@ -53,6 +62,7 @@ let fs: FileSystem | null = data.filesystem
         errors: new VolumeErrorsFront(data.ring, disk),
         cacheBytes: data.memory.byteLength,
         minHoldMs: lockHoldMs(),
+        onChange: () => changes.add(),
       }).catch((error: Error) => {
         throw new Error(`volume ${data.filesystem!.volume}: ${error.message}`);
       }),
@@ -75,7 +85,9 @@ function mounted(): FileSystem {
 async function serve(request: AgentRequest): Promise<AgentResult> {
   switch (request.kind) {
     case 'block-workload':
-      return runBlockWorkload(disk, request.workload);
+      // It may write any block of the volume under the filesystem's feet.
+      changes.add();
+      return runBlockWorkload(disk, request.workload).finally(() => changes.add());
     case 'file-workload':
       return runFileWorkload(mounted(), request.workload);
     case 'block-read': {
@@ -88,7 +100,9 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
       }
     }
     case 'block-write':
+      changes.add();
       await disk.write(request.offset, request.data, { fua: request.fua });
+      changes.add();
       return null;
     case 'block-flush':
       await disk.flush();
@@ -101,6 +115,17 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
       const result = await op.apply(fs, request.args);
       return fault ? (fault.observe(request.op, request.args, result) as AgentResult) : result;
     }
+    case 'getattr-many': {
+      const answers: StatOrError[] = [];
+      for (const path of request.paths) {
+        answers.push(
+          await mounted()
+            .getattr(path)
+            .catch(errorAnswer),
+        );
+      }
+      return answers;
+    }
     case 'read-window': {
       const { fh, position, length } = request;
       const target = windowSlot(data.window, request.slot, length);
@@ -111,6 +136,10 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
     }
     case 'write-window':
       return mounted().write(request.fh, request.position, windowSlot(data.window, request.slot, request.length), request.dropSetId);
+    case 'cut':
+      return mounted().holdCut(request.path, request.maxHoldMs);
+    case 'cut-end':
+      return mounted().endCut(request.id);
     case 'unmount':
       await mounted().unmount();
       fs = null;
@@ -137,17 +166,17 @@ function transferable(reply: AgentReply): ArrayBuffer[] {
   return buffer instanceof ArrayBuffer && byteOffset === 0 && byteLength === buffer.byteLength && byteLength > 0 ? [buffer] : [];
 }
 
+/** What the host is told of a failed call: its errno name and what went wrong. */
+function errorAnswer(err: Error & { code?: string; detail?: string }): { code: string; message: string } {
+  return { code: err.code ?? 'EIO', message: err.detail ?? err.message };
+}
+
 port.on('message', (message: AgentMessage) => {
   kernel
-    .spawn(message.request.kind, () => serve(message.request))
+    .spawn(message.request.kind, (process) => trace.runAs(process.pid, callerName(message.request), () => serve(message.request)))
     .then(
       (result): AgentReply => ({ seq: message.seq, ok: true, result }),
-      (err: Error & { code?: string; detail?: string }): AgentReply => ({
-        seq: message.seq,
-        ok: false,
-        code: err.code ?? 'EIO',
-        message: err.detail ?? err.message,
-      }),
+      (err: Error & { code?: string; detail?: string }): AgentReply => ({ seq: message.seq, ok: false, ...errorAnswer(err) }),
     )
     .then((reply) => port.postMessage(reply, transferable(reply)));
 });

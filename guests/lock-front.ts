@@ -1,5 +1,5 @@
 import {
-  LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, Line, Op, readRevoke, REQ_DIRTY, REQ_DOWNGRADE, REQ_TRY,
+  LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, Line, Op, readRevoke, REQ_DIRTY, REQ_DOWNGRADE, REQ_JOIN, REQ_TRY,
   REVOKE_SLOTS, Status, statusName, u32Sub, Vic,
 } from '../hypervisor/abi.js';
 import { IoError } from '../fs/block-device.js';
@@ -26,8 +26,8 @@ export class LockFront implements LockService {
     RevokeReader.of(kernel, vic).attach(ring.vbd, this);
   }
 
-  async lock(name: number, mode: LockMode): Promise<number> {
-    return (await this.request(name, mode, 0))!;
+  async lock(name: number, mode: LockMode, join = false): Promise<number> {
+    return (await this.request(name, mode, join ? REQ_JOIN : 0))!;
   }
 
   tryLock(name: number, mode: LockMode): Promise<number | null> {

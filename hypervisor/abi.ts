@@ -56,6 +56,12 @@ export const REQ_DIRTY = 2;
 export const REQ_TRY = 4;
 /** UNLOCK: exclusive -> shared instead of a release. */
 export const REQ_DOWNGRADE = 8;
+/**
+ * LOCK, shared only: join the shared holders even when others wait for the lock (a consistent cut, `hvshare diff`:
+ * the other domain of the cut holds it shared and keeps it until the cut ends, so waiting behind a writer that
+ * waits for that domain would never end). Queued as usual when someone holds the lock exclusively.
+ */
+export const REQ_JOIN = 16;
 
 /** Lock names are unsigned 32-bit numbers (fs/lock-names.ts: block addresses, and two volume-wide names). */
 export const LOCK_NAME_LIMIT = 2 ** 32;

@@ -1,8 +1,10 @@
+import type { CutEnded, CutHeld } from '../fs/consistent-cut.js';
 import type { AgentResult, VfsOp } from '../guests/agent-protocol.js';
+import type { TraceOpName } from './trace-abi.js';
 
 /**
  * The control channel of a running platform: `hvshare up` listens on a unix socket in its state folder, and the
- * inspection commands (`ls`, `cat`, `cp`, `diff`, `check`, `locks`) connect to it from any shell. One JSON object
+ * inspection commands (`ls`, `cat`, `cp`, `diff`, `check`, `locks`, `trace`) connect to it from any shell. One JSON object
  * per line each way; a request carries an id its reply repeats, so a client may have several in flight.
  * Byte arrays travel as `{ "bytes": "<base64>" }` (encodeWire/decodeWire).
  */
@@ -32,18 +34,60 @@ export interface DescribedLock extends LockSummary {
   resource: string;
 }
 
+/** One block request as `hvshare trace` reports it (hypervisor/trace-abi.ts has the stages). */
+export interface TraceRecord {
+  domain: string;
+  /** The guest process it was issued for (0: the guest kernel's own work, such as a journal commit)... */
+  pid: number;
+  /** ...and what it was doing: the guest agent's operation (`read`, `getattr`, ...), or `kernel`. */
+  caller: string;
+  /** read, write, flush, lock or unlock. */
+  op: string;
+  sector: number;
+  count: number;
+  /** The monitor's answer: 0 or a negative errno. */
+  status: number;
+  /** The nine stages (STAGE_NAMES) in microseconds since the epoch, one clock for all threads; null: did not happen. */
+  stamps: (number | null)[];
+}
+
+/** Records finished since the last read, and how many were overwritten before they could be read. */
+export interface TraceBatch {
+  records: TraceRecord[];
+  lost: number;
+}
+
 /** What each kind of request answers with. */
 export interface ControlResults {
   domains: DomainSummary[];
   vfs: AgentResult;
   locks: DescribedLock[];
+  'trace-start': { domains: string[]; ops: TraceOpName[] };
+  'trace-read': TraceBatch;
+  'trace-stop': TraceBatch;
+  cut: CutHeld & { maxHoldMs: number };
+  'cut-end': CutEnded;
 }
 
 export type ControlRequest =
   | { id: number; kind: 'domains' }
   /** A filesystem call run by the domain's guest agent, as the FUSE adapter makes them. */
   | { id: number; kind: 'vfs'; domain: string; op: VfsOp; args: unknown[] }
-  | { id: number; kind: 'locks' };
+  | { id: number; kind: 'locks' }
+  /**
+   * Switch tracing on for `ops` of `domains` (null: every domain). One trace at a time: it is this connection's
+   * until trace-stop, and stops when the connection closes.
+   */
+  | { id: number; kind: 'trace-start'; domains: string[] | null; ops: TraceOpName[] }
+  | { id: number; kind: 'trace-read' }
+  | { id: number; kind: 'trace-stop' }
+  /**
+   * Hold a consistent cut of the tree at `path` in a domain: nothing in it changes, through any domain, until
+   * `cut-end` names it, the client disconnects, or `maxHoldMs` (default and most: four fifths of the fencing deadline)
+   * ran out. The reply says the maximum hold in force.
+   */
+  | { id: number; kind: 'cut'; domain: string; path: string; maxHoldMs?: number }
+  | { id: number; kind: 'cut-end'; domain: string; cut: number };
 
 export type ControlKind = ControlRequest['kind'];
 

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { high32, join64, Line, low32, Ring, SECTOR, Status, needsNotify, writeResponse } from './abi.js';
 import type { BlockBackend } from './block-backend.js';
 import { MAX_DOMAINS } from './domain-stats.js';
+import { PART_MONITOR, Stage, type TraceRing } from './trace-abi.js';
 import { VirtualInterruptController } from './virq.js';
 
 /**
@@ -82,6 +83,8 @@ export interface PoolDomain {
   ring: Int32Array;
   vic: VirtualInterruptController;
   memory: Uint8Array;
+  /** The domain's trace ring (trace-abi.ts): stamps of the requests traced. */
+  trace: TraceRing;
 }
 
 /**
@@ -159,13 +162,20 @@ export class PoolControl {
     }
     const old = Atomics.load(w, lock + (Dom.RSP_PROD - Dom.RSP_LOCK)) >>> 0;
     const ring = d.ring;
+    const traced = d.trace.recordOf(id);
+    if (traced !== 0) d.trace.answered(traced, status);
     writeResponse(ring, old, id, status, lo, hi, flags);
     const prod = (old + 1) >>> 0;
     Atomics.store(w, lock + (Dom.RSP_PROD - Dom.RSP_LOCK), prod | 0);
+    if (traced !== 0) d.trace.stamp(traced, Stage.RESPONSE_POSTED);
     Atomics.store(ring, Ring.RSP_PROD, prod | 0);
     const notify = needsNotify(Atomics.load(ring, Ring.RSP_EVENT) >>> 0, prod, old);
     Atomics.store(w, lock, 0);
-    if (notify) d.vic.raise(Line.BLKIF);
+    if (notify) {
+      if (traced !== 0) d.trace.stamp(traced, Stage.VIRQ);
+      d.vic.raise(Line.BLKIF);
+    }
+    if (traced !== 0) d.trace.finish(traced, PART_MONITOR);
     return notify;
   }
 

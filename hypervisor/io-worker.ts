@@ -4,7 +4,7 @@ import { emptyJob, PoolControl, type PoolDomain } from './io-pool.js';
 import { RawImageBackend } from './raw-image-backend.js';
 import { VirtualInterruptController } from './virq.js';
 import { registerThread, ThreadClock, ThreadSlot } from './thread-cpu.js';
-import type { DomainPages } from './monitor.js';
+import { traceRingOf, type DomainPages } from './monitor.js';
 
 /** What the monitor tells its I/O threads (on a channel of their own; they read it between jobs). */
 export type IoWorkerCommand =
@@ -47,6 +47,7 @@ function control(): void {
           ring: new Int32Array(command.pages.ring),
           vic: new VirtualInterruptController(command.pages.vic),
           memory: new Uint8Array(command.pages.memory),
+          trace: traceRingOf(command.pages),
         });
         break;
       case 'remove-domain':

@@ -91,8 +91,11 @@ export class LockTable {
     return state;
   }
 
-  /** Asks for `name` in `mode`. Holding exclusive satisfies shared; holding shared may be upgraded. */
-  request(holder: HolderId, name: number, mode: LockMode): RequestResult {
+  /**
+   * Asks for `name` in `mode`. Holding exclusive satisfies shared; holding shared may be upgraded. `join` (shared
+   * only): granted alongside the shared holders even when others are queued (abi.ts REQ_JOIN).
+   */
+  request(holder: HolderId, name: number, mode: LockMode, join = false): RequestResult {
     const state = this.state(name);
     const held = state.holders.get(holder);
     if (held === 'exclusive' || held === mode) {
@@ -101,7 +104,7 @@ export class LockTable {
     if (state.waiters.some((w) => w.holder === holder)) {
       throw new Error(`holder ${holder} already waits for lock ${name}`);
     }
-    if (state.waiters.length === 0 && compatible(state, holder, mode)) {
+    if ((state.waiters.length === 0 || (join && mode === 'shared')) && compatible(state, holder, mode)) {
       hold(state, holder, mode);
       return { granted: { holder, name, mode, generation: state.generation, epoch: this.epoch }, revokes: [] };
     }

@@ -22,6 +22,7 @@ import { LockTable, type Grant as LockGrant, type LockMode, type ReleaseResult }
 import type { LockSummary } from './control-protocol.js';
 import { summarizeLocks } from './lock-summary.js';
 import { parse, type BlockRequest, type ParserGrant, type RefusedRequest } from './request-parser.js';
+import { createTraceRing, Stage, TraceRing } from './trace-abi.js';
 import { VirtualInterruptController } from './virq.js';
 
 /** A volume the monitor serves, with its backend. */
@@ -42,6 +43,13 @@ export interface DomainPages {
   ring: SharedArrayBuffer;
   vic: SharedArrayBuffer;
   memory: SharedArrayBuffer;
+  /** Its trace ring (trace-abi.ts); a domain without one is never traced. */
+  trace?: SharedArrayBuffer;
+}
+
+/** The trace ring of a domain's pages (a private one, never traced, when the toolstack gave none). */
+export function traceRingOf(pages: DomainPages): TraceRing {
+  return new TraceRing(pages.trace ?? createTraceRing());
 }
 
 interface Domain {
@@ -50,6 +58,7 @@ interface Domain {
   ring: Int32Array;
   vic: VirtualInterruptController;
   memory: Uint8Array;
+  trace: TraceRing;
   grants: DomainGrant[];
   /** Private copy: never trusted from shared memory. (The response index lives in the pool's control buffer.) */
   reqCons: number;
@@ -135,6 +144,8 @@ const nap = () => Atomics.wait(napWord, 0, 0, 0.02);
 const DEFERRED = 1;
 /** execute() result for a transfer handed to the I/O threads (whoever performs it answers). */
 const QUEUED = 2;
+/** execute() result for a FUA write done and not yet durable: answered by settleFua (see drainDomain). */
+const FUA_OWED = 3;
 /**
  * Reads at least this big go to the I/O threads when there is a backlog; smaller ones cost less inline (measured:
  * handing 64 KiB reads over made one domain's QD32 slower). Writes stay inline: pwrites to one image serialize on
@@ -242,6 +253,7 @@ export class Monitor {
       ring,
       vic: new VirtualInterruptController(pages.vic),
       memory: new Uint8Array(pages.memory),
+      trace: traceRingOf(pages),
       grants: table,
       reqCons: Atomics.load(ring, Ring.REQ_PROD) >>> 0,
       shut: false,
@@ -445,7 +457,10 @@ export class Monitor {
     const batch = this.batch;
     batch.length = 0;
     for (let n = 0; n < pending; n++) {
-      batch.push(parse(d.ring, d.reqCons, d.grants, d.memory.length));
+      const req = parse(d.ring, d.reqCons, d.grants, d.memory.length);
+      const traced = d.trace.recordOf(req.id);
+      if (traced !== 0) d.trace.stamp(traced, Stage.PICKED);
+      batch.push(req);
       d.reqCons = (d.reqCons + 1) >>> 0;
     }
     // Several domains busy: their guests sleep on deep queues and leave a core idle, so the reads of the second
@@ -455,6 +470,7 @@ export class Monitor {
     const split = this.ioThreads > 0 && this.busy > 1 && pending >= SPLIT_MIN_BATCH ? pending >> 1 : pending;
     for (let n = 0; n < pending; n++) {
       const req = batch[n];
+      if (this.fuaOwed.length > 0 && !fuaWrite(req)) this.settleFua(d);
       if (n >= split && offloadable(req)) {
         this.stats.add(d.id, Counter.REQUESTS);
         this.addToJob(d, d.grants[req.vbd].volume, req);
@@ -470,8 +486,9 @@ export class Monitor {
       // so several copies run at once. A lone request runs inline: no hand-off on the latency path.
       this.backlog = this.ioThreads > 0 && (n + 1 < pending || this.pool.queued() > 0 || (!last && this.othersBusy(d)));
       const status = this.execute(d, req);
-      if (status !== DEFERRED && status !== QUEUED) this.respond(d, req.id, status);
+      if (status !== DEFERRED && status !== QUEUED && status !== FUA_OWED) this.respond(d, req.id, status);
     }
+    if (this.fuaOwed.length > 0) this.settleFua(d);
     if (this.outgoing.count > 0) this.sendJob(d);
     if (this.ioThreads > 0 && (d.ring[Ring.BACKEND_BUSY] !== 0) !== this.handedOver) Atomics.store(d.ring, Ring.BACKEND_BUSY, this.handedOver ? 1 : 0);
     return pending;
@@ -479,6 +496,30 @@ export class Monitor {
 
   /** The batch being served (reused between passes). */
   private readonly batch: Request[] = [];
+
+  /**
+   * FUA writes of the batch being served that are written and not yet durable. Consecutive FUA writes of a batch
+   * (a journal commit's log and header, or its few home runs) share one flush of their backend: each is answered
+   * only after that flush, so each is durable when its completion arrives, as FUA promises, for one fdatasync.
+   */
+  private readonly fuaOwed: Array<{ id: number; backend: BlockBackend }> = [];
+
+  /** Flush the backends of the owed FUA writes (each once), then answer them. */
+  private settleFua(d: Domain): void {
+    const failed = new Set<BlockBackend>();
+    for (const backend of new Set(this.fuaOwed.map((w) => w.backend))) {
+      try {
+        backend.flush();
+        this.stats.add(d.id, Counter.FLUSHES);
+      } catch (err) {
+        failed.add(backend);
+        this.backendError(d, 'flush after a FUA write', 0, 0, err);
+      }
+    }
+    this.reply.lo = this.reply.hi = this.reply.flags = 0;
+    for (const { id, backend } of this.fuaOwed) this.respond(d, id, failed.has(backend) ? this.fail(d, Status.EIO) : Status.OK);
+    this.fuaOwed.length = 0;
+  }
 
   /**
    * How many requests from batch[first] on form one run to merge (1: none): valid reads or writes of the same
@@ -623,14 +664,15 @@ export class Monitor {
         const view = d.memory.subarray(req.memOffset, req.memOffset + bytes);
         try {
           if (req.op === Op.READ) backend.read(req.sector * SECTOR, view);
-          else {
-            backend.write(req.sector * SECTOR, view);
-            if (req.fua) backend.flush();
-          }
+          else backend.write(req.sector * SECTOR, view);
         } catch (err) {
           return this.fail(d, this.backendError(d, req.op === Op.READ ? 'read' : 'write', req.sector, req.count, err));
         }
         this.countTransfers(d, req.op, 1, bytes);
+        if (fuaWrite(req)) {
+          this.fuaOwed.push({ id: req.id, backend });
+          return FUA_OWED;
+        }
         return Status.OK;
       }
       case 'flush':
@@ -714,7 +756,7 @@ export class Monitor {
       this.granted(granted);
       return Status.OK;
     }
-    const { granted, revokes } = this.locks.request(d.id, lock, mode);
+    const { granted, revokes } = this.locks.request(d.id, lock, mode, req.join);
     this.applyLockResult({ grants: [], revokes });
     if (granted) {
       this.granted(granted);
@@ -881,6 +923,11 @@ export class Monitor {
 /** A run may merge this request: a read or write without FUA, smaller than what the I/O threads take. */
 function mergeable(req: Request): req is Transfer {
   return req.kind === 'transfer' && !req.fua && req.count * SECTOR < POOL_MIN_BYTES;
+}
+
+/** A write with FUA: durable before it is answered (see Monitor.settleFua). */
+function fuaWrite(req: Request): req is Transfer {
+  return req.kind === 'transfer' && req.op === Op.WRITE && req.fua;
 }
 
 /** A read the I/O threads take when a batch is split (see drainDomain). */

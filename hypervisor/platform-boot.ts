@@ -1,3 +1,4 @@
+import { ImageLock } from '../fs/image-lock.js';
 import { stat } from 'node:fs/promises';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { dirtyJournalSlots, recoverJournals } from '../fs/journal.js';
@@ -59,6 +60,8 @@ export class StoredPlatform {
   private readonly restartListeners: ((domain: DomainHandle) => void)[] = [];
   /** Volumes that turned read-only after a domain found corruption, and why (shown per domain by `hvshare ps`). */
   private readonly volumeErrors = new Map<string, string>();
+  /** The images' advisory locks (fs/image-lock.ts): `fsck --repair` refuses an image while they are held. */
+  private imageLocks: ImageLock[] = [];
 
   private constructor(
     readonly store: PlatformStore,
@@ -75,6 +78,7 @@ export class StoredPlatform {
       void store.appendEvent(event);
     };
     let platform: Platform | undefined;
+    const imageLocks: ImageLock[] = [];
     try {
       const wanted = validatePlatform(options.config ?? store.getConfig() ?? defaultPlatform(store.stateDir));
       await checkConfigAgainstImages(store.stateDir, wanted);
@@ -82,12 +86,16 @@ export class StoredPlatform {
       for (const stale of await store.reapStale()) {
         log({ type: 'crash', domain: stale.name, detail: stale.reason ?? 'platform ended while the domain ran' });
       }
-      for (const volume of config.volumes) await prepareVolume(store.stateDir, volume, log);
+      for (const volume of config.volumes) {
+        imageLocks.push(await ImageLock.acquire(resolveImagePath(store.stateDir, volume), `hvshare up --state ${store.stateDir}`));
+        await prepareVolume(store.stateDir, volume, log);
+      }
       platform = await Platform.boot({
         volumes: config.volumes.map((v) => ({ name: v.name, path: resolveImagePath(store.stateDir, v) })),
         revokeDeadlineMs: config.revokeDeadlineMs,
       });
       const running = new StoredPlatform(store, platform, config, onEvent);
+      running.imageLocks = imageLocks;
       platform.onEvent((e) => running.record(e));
       const { blockingMicros, asyncMicros } = platform.wakeUp;
       log({
@@ -110,6 +118,7 @@ export class StoredPlatform {
       return running;
     } catch (err) {
       await platform?.shutdown().catch(() => {});
+      for (const lock of imageLocks) await lock.release();
       await store.close();
       throw err;
     }
@@ -214,6 +223,7 @@ export class StoredPlatform {
       this.log({ type: 'shutdown', domain: name, detail: reason });
     }
     this.log({ type: 'platform-down', detail: reason });
+    for (const lock of this.imageLocks) await lock.release();
     // Told to the caller only: the store cannot log its own close.
     await stopStep(deadline, 'platform store close', this.store.close());
   }

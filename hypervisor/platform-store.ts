@@ -27,6 +27,7 @@ import { Level } from 'level';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { processRuns } from '../fs/image-lock.js';
 import { validatePlatform, type PlatformConfig } from './platform-config.js';
 import type { PlatformCpu } from './thread-cpu.js';
 
@@ -190,15 +191,6 @@ export function isLockedError(e: unknown): boolean {
     err = err.cause as typeof err;
   }
   return false;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
@@ -468,7 +460,7 @@ export class PlatformStore {
     const reaped: DomainRuntime[] = [];
     for (const rec of this.listDomains()) {
       if (rec.state !== 'running' || rec.pid === process.pid) continue;
-      if (rec.pid !== undefined && pidAlive(rec.pid)) continue;
+      if (rec.pid !== undefined && processRuns(rec.pid)) continue;
       reaped.push(
         await this.setDomainState(rec.name, 'crashed', { reason: `platform process ${rec.pid ?? '?'} ended while it ran` }),
       );
@@ -724,7 +716,7 @@ export async function readPlatformState(
       locked = true;
     }
     const snap = locked ? await readSnapshot(dir) : undefined;
-    if (snap && pidAlive(snap.pid)) return viewOfSnapshot(snap, q);
+    if (snap && processRuns(snap.pid)) return viewOfSnapshot(snap, q);
     if (Date.now() >= deadline) {
       throw new Error(`platform store in ${dir} is held by another process that has written no status snapshot`);
     }

@@ -8,6 +8,7 @@ import {
   REQ_DIRTY,
   REQ_DOWNGRADE,
   REQ_FUA,
+  REQ_JOIN,
   REQ_TRY,
   SECTOR,
   Status,
@@ -33,7 +34,7 @@ export type BlockRequest =
   | { kind: 'volinfo'; id: number; vbd: number }
   /** A report of corruption found on the vbd's volume: the reason is in `count` sectors at `memOffset`. */
   | { kind: 'volume-error'; id: number; vbd: number; count: number; memOffset: number }
-  | { kind: 'lock'; id: number; vbd: number; name: number; mode: LockMode; try: boolean }
+  | { kind: 'lock'; id: number; vbd: number; name: number; mode: LockMode; try: boolean; join: boolean }
   /** `released`: the mode given up, or undefined for whatever is held. */
   | { kind: 'unlock'; id: number; vbd: number; name: number; released: LockMode | undefined; dirty: boolean; downgrade: boolean };
 
@@ -88,7 +89,7 @@ export function parse(ring: Int32Array, index: number, grants: readonly ParserGr
       const mode = lockMode(slot.count);
       if (mode === undefined || slot.sector >= LOCK_NAME_LIMIT) return refuse(Status.EINVAL);
       if (mode === 'exclusive' && grant.readOnly) return refuse(Status.EROFS);
-      return { kind: 'lock', id, vbd, name: slot.sector, mode, try: (slot.flags & REQ_TRY) !== 0 };
+      return { kind: 'lock', id, vbd, name: slot.sector, mode, try: (slot.flags & REQ_TRY) !== 0, join: mode === 'shared' && (slot.flags & REQ_JOIN) !== 0 };
     }
     case Op.UNLOCK: {
       const released = slot.count === 0 ? undefined : lockMode(slot.count);

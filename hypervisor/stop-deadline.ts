@@ -1,3 +1,5 @@
+import { Worker } from 'node:worker_threads';
+
 /**
  * Deadlines for the steps of a stop (unmount, journal commit, worker exit, monitor exit, store close): a step that
  * does not finish in time is forced by its caller and logged, and a second Ctrl-C forces every step still waiting
@@ -60,4 +62,33 @@ export async function stopStep(
   deadline.onForced?.(`${what}: ${why}; forced`);
   if (forceIt) await within(forceIt().catch(() => {}), { stepMs: deadline.stepMs });
   return false;
+}
+
+/**
+ * The last resort of a stop, on a thread of its own: unless disarmed within `ms`, writes `message` to stderr and
+ * kills the process (SIGKILL). Every other deadline is a timer on the main thread, which cannot fire while that
+ * thread is stuck in a system call (once, a stop hung minutes in libuv's spawn of fusermount, reading a pipe the
+ * child never closed); this one can. What a killed stop leaves (journals not written home, locks not given back,
+ * views not unmounted) is what a power cut leaves: the next `up` replays it, and fusermount's auto-unmount
+ * detaches the views once the process is gone.
+ */
+export function armStopWatchdog(ms: number, message: string): { disarm(): void } {
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const watchdog = new Worker(
+    `const { workerData } = require('node:worker_threads');
+     const { writeSync } = require('node:fs');
+     if (Atomics.wait(workerData.flag, 0, 0, workerData.ms) === 'timed-out') {
+       writeSync(2, workerData.message);
+       process.kill(process.pid, 'SIGKILL');
+     }`,
+    { eval: true, workerData: { flag, ms, message } },
+  );
+  // Never what keeps the process alive.
+  watchdog.unref();
+  return {
+    disarm() {
+      Atomics.store(flag, 0, 1);
+      Atomics.notify(flag, 0);
+    },
+  };
 }

@@ -5,8 +5,10 @@ import { createStatsBuffer, DomainStats, MAX_DOMAINS, type CounterName } from '.
 import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
 import { addUse, createThreadRegistry, NO_USE, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
+import { createTraceControl, createTraceRing } from './trace-abi.js';
 import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
 import type { LockSummary } from './control-protocol.js';
+import { ChangeCount } from '../guests/change-count.js';
 import { createDataWindow, windowSlot, WindowSlots, WINDOW_SLOT_BYTES } from '../guests/data-window.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
 import type { DomainWorkerData } from '../guests/domain-worker.js';
@@ -75,7 +77,9 @@ export class DomainHandle {
     readonly worker: Worker | undefined,
     readonly spec: DomainSpec,
     /** The pages a file read's or write's bytes travel through (guests/data-window.ts). */
-    private readonly window: SharedArrayBuffer = createDataWindow(),
+    private readonly window: SharedArrayBuffer,
+    /** What the domain's answers are valid for (guests/change-count.ts). */
+    readonly changes: ChangeCount,
   ) {
     worker?.on('message', (message: AgentReply | DomainBooted) => {
       if ('booted' in message) return;
@@ -106,32 +110,43 @@ export class DomainHandle {
    */
   async readInto(fh: number, position: number, into: Uint8Array): Promise<number> {
     const length = into.length;
-    const slot = length <= WINDOW_SLOT_BYTES ? this.slots.take() : undefined;
-    if (slot === undefined) {
-      const data = await this.call<Uint8Array>({ kind: 'vfs', op: 'read', args: [fh, position, length] });
-      into.set(data.subarray(0, length));
-      return Math.min(data.length, length);
-    }
-    try {
-      const n = await this.call<number>({ kind: 'read-window', fh, position, length, slot });
-      into.set(windowSlot(this.window, slot, n));
-      return n;
-    } finally {
-      this.slots.give(slot);
-    }
+    return this.throughWindow(
+      length,
+      async (slot) => {
+        const n = await this.call<number>({ kind: 'read-window', fh, position, length, slot });
+        into.set(windowSlot(this.window, slot, n));
+        return n;
+      },
+      async () => {
+        const data = await this.call<Uint8Array>({ kind: 'vfs', op: 'read', args: [fh, position, length] });
+        into.set(data.subarray(0, length));
+        return Math.min(data.length, length);
+      },
+    );
   }
 
   /** Vfs write of `data` to open file `fh` at `position`, through a data window slot when one is free. */
-  async writeFrom(fh: number, position: number, data: Uint8Array, dropSetId: boolean): Promise<number> {
+  writeFrom(fh: number, position: number, data: Uint8Array, dropSetId: boolean): Promise<number> {
     const length = data.length;
+    return this.throughWindow(
+      length,
+      (slot) => {
+        windowSlot(this.window, slot, length).set(data);
+        return this.call<number>({ kind: 'write-window', fh, position, length, slot, dropSetId });
+      },
+      () => {
+        const copy = new Uint8Array(data); // a copy (Buffer's slice() would be a view, and the transfer detach it)
+        return this.call<number>({ kind: 'vfs', op: 'write', args: [fh, position, copy, dropSetId] }, [copy.buffer]);
+      },
+    );
+  }
+
+  /** `viaSlot` with a window slot held for it when `length` fits one and one is free, else `otherwise`. */
+  private async throughWindow<T>(length: number, viaSlot: (slot: number) => Promise<T>, otherwise: () => Promise<T>): Promise<T> {
     const slot = length <= WINDOW_SLOT_BYTES ? this.slots.take() : undefined;
-    if (slot === undefined) {
-      const copy = new Uint8Array(data); // a copy (Buffer's slice() would be a view, and the transfer detach it)
-      return this.call<number>({ kind: 'vfs', op: 'write', args: [fh, position, copy, dropSetId] }, [copy.buffer]);
-    }
+    if (slot === undefined) return otherwise();
     try {
-      windowSlot(this.window, slot, length).set(data);
-      return await this.call<number>({ kind: 'write-window', fh, position, length, slot, dropSetId });
+      return await viaSlot(slot);
     } finally {
       this.slots.give(slot);
     }
@@ -145,6 +160,8 @@ export class DomainHandle {
 
   /** The domain died: fail every call still waiting for it. */
   died(detail: string): void {
+    // Before its locks pass on: nothing it answered holds any longer.
+    this.changes.add();
     this.state = 'dead';
     for (const call of this.calls.values()) call.reject(new IoError('ESRCH', `domain ${this.name} died: ${detail}`));
     this.calls.clear();
@@ -158,6 +175,8 @@ export class DomainHandle {
  */
 export class Platform {
   readonly doorbell = new SharedArrayBuffer(DOORBELL_WORDS * 4);
+  /** The one "tracing on" word of the platform (trace-abi.ts), shared with every domain. */
+  readonly traceControl = createTraceControl();
   private readonly bell = new Int32Array(this.doorbell);
   private readonly statsBuffer = createStatsBuffer();
   readonly stats = new DomainStats(this.statsBuffer);
@@ -257,6 +276,7 @@ export class Platform {
       ring: new SharedArrayBuffer(RING_BYTES),
       vic: new SharedArrayBuffer(VIC_WORDS * 4),
       memory: new SharedArrayBuffer(spec.memoryBytes),
+      trace: createTraceRing(),
     };
     try {
       await this.command({ type: 'add-domain', seq: 0, id, name: spec.name, pages, grants });
@@ -266,19 +286,22 @@ export class Platform {
     }
     let worker: Worker | undefined;
     const window = createDataWindow();
+    const changes = new ChangeCount();
     if (options.guest !== false) {
       const data: DomainWorkerData = {
         name: spec.name,
         ...pages,
         doorbell: this.doorbell,
+        traceControl: this.traceControl,
         spinMicros: spinBudget(Number(process.env.HVSHARE_GUEST_WAKE_UP_US ?? this.wakeUp.asyncMicros)),
         filesystem: spec.filesystem && { ...spec.filesystem, volume: spec.grants[0]?.volume ?? '(none granted)' },
         threads: { registry: this.threads, slot: ThreadSlot.domain(id) },
         window,
+        changes: changes.buffer,
       };
       worker = new Worker(new URL('../guests/domain-worker.js', import.meta.url), { workerData: data });
     }
-    const handle = new DomainHandle(id, spec.name, pages, worker, spec, window);
+    const handle = new DomainHandle(id, spec.name, pages, worker, spec, window, changes);
     this.domains.set(spec.name, handle);
     if (!worker) {
       handle.state = 'running';

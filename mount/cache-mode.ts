@@ -3,10 +3,11 @@
  * are virtio-fs's (`cache=none|auto|always`); ours differ in what they promise, so the bound is stated here, in
  * `hvshare up --help` and in the README.
  *
- *  - `strict` (the default): never stale. Every lookup and stat asks the domain (zero entry, attribute and
+ *  - `strict` (the default): never stale. Every lookup and stat reaches the view (zero entry, attribute and
  *    negative timeouts), and every read(2) too (direct_io, no host page cache), so a view shows what a process in
  *    that domain would see at the same instant. The domain answers from its own caches while it holds the
- *    resource's cluster lock. MAP_SHARED mmap is refused (ENODEV): direct_io has no pages to share.
+ *    resource's cluster lock; the view answers a question again itself while the domain's change count shows
+ *    nothing changed (answer-cache.ts). MAP_SHARED mmap is refused (ENODEV): direct_io has no pages to share.
  *  - `auto[=MS]` (MS defaults to 1000): the host kernel may serve names, negative lookups and attributes for at
  *    most MS milliseconds after the domain gave them (and the view itself, that a file has no extended attributes). File data is close-to-open, as NFS's: each open drops the
  *    file's pages (libfuse 2.9 without `keep_cache`), and a file held open loses them when a revalidated size

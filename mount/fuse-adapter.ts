@@ -3,9 +3,11 @@
  *
  * Every FUSE request really goes through the domain: host kernel -> libfuse thread -> fuse-native -> this file's
  * handler (on the main thread) -> DomainHandle.call({kind: 'vfs', ...}) -> the domain's guest agent, which runs it
- * as a process in the guest kernel -> the guest's filesystem -> blkfront hypercalls -> the monitor. Nothing is
- * answered or cached here (no attribute or data cache in this process), so read-only grants, EROFS, ENOSPC, lock
- * revocations and the like are all decided inside the platform.
+ * as a process in the guest kernel -> the guest's filesystem -> blkfront hypercalls -> the monitor. Read-only
+ * grants, EROFS, ENOSPC, lock revocations and the like are all decided inside the platform. What is answered here:
+ * a question that changes nothing (a stat, a listing, a symlink target, an extended attribute) the domain answered
+ * already while its change count has not moved since (answer-cache.ts: exact, in every mode), and in auto mode
+ * "no extended attributes" within the bound (noXattrsCache).
  *
  * FUSE options (fuse-native 2.2.6 / libfuse 2.9; see ../shared/NOTES-FUSE.md). The options fuse-native does
  * not expose are appended to `fsname` (fuse-native forwards `fsname=...` verbatim into the `-o` list):
@@ -48,6 +50,7 @@ import type { DomainHandle } from '../hypervisor/toolstack.js';
 import {
   O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec,
 } from '../fs/vfs.js';
+import { AnswerCache } from './answer-cache.js';
 import { STRICT, type CacheMode } from './cache-mode.js';
 import { allowOtherRefusal } from './fuse-conf.js';
 import { EIO, errnoFromName, errnoOf } from './errno.js';
@@ -82,6 +85,10 @@ export interface MountedView {
   rebind(domain: DomainHandle): void;
   /** Operations served and failed so far, by FUSE operation name. */
   readonly counters: { calls: Record<string, number>; errors: Record<string, number> };
+  /** Questions answered here, without a call into the domain (mount/answer-cache.ts). */
+  readonly answeredHere: number;
+  /** Stats asked of the domain along with a lookup, ahead of the lookups that will want them (answer-cache.ts). */
+  readonly askedAhead: number;
   /** Unmount (lazily, like `fusermount -uz`) and wait until the mount has left /proc/mounts. Idempotent. */
   unmount(): Promise<void>;
 }
@@ -210,11 +217,14 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     });
 
   const none = noXattrsCache(options.cache ?? STRICT);
+  const answers = new AnswerCache();
+  /** The domain said so and nothing changed since (any mode), or said so within the auto bound. */
+  const noXattrs = (path: string) => answers.hasNoXattrs(current, path) || none.has(path);
   const ops = {
     init: (cb: (code: number) => void) => cb(0),
 
     getattr: handler('getattr', async (path: string) => {
-      const st = await vfs<Stat>('getattr', path);
+      const st = await answers.ask<Stat>(current, 'getattr', path);
       none.saw(path, st);
       return [0, toFuseStat(st)];
     }),
@@ -222,14 +232,14 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // Existence through the domain; W_OK answers EROFS on a host-read-only view. Modes and owners are the host
     // kernel's to check (default_permissions), which then no longer asks this handler at all.
     access: handler('access', async (path: string, mode: number) => {
-      await vfs<Stat>('getattr', path);
+      await answers.ask<Stat>(current, 'getattr', path);
       if (options.readOnly && mode & W_OK) return errnoFromName('EROFS');
       return 0;
     }),
 
     // With a stat per name, libfuse fills each entry's d_type and (use_ino) d_ino: find and du need no stat.
     readdir: handler('readdir', async (path: string) => {
-      const { names, inos, types } = await vfs<DirListing>('readdirEntries', path);
+      const { names, inos, types } = await answers.ask<DirListing>(current, 'readdirEntries', path);
       return [0, names, inos.map((ino, i) => ({ ino, mode: types[i] }))];
     }),
 
@@ -304,7 +314,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // FIFOs, sockets (bind(2) on a view) and devices; fuse-native passes the mode and dev_t as uint32, which
     // holds every device number glibc's makedev encodes for majors below 4096.
     mknod: forwardOwned('mknod'),
-    readlink: handler('readlink', async (path: string) => [0, await vfs<string>('readlink', path)]),
+    readlink: handler('readlink', async (path: string) => [0, await answers.ask<string>(current, 'readlink', path)]),
 
     // Extended attributes (fuse-native passes no size: its patched glue answers ERANGE for a buffer too small).
     setxattr: handler('setxattr', async (path: string, name: string, value: Buffer, _position: number, flags: number) => {
@@ -315,13 +325,13 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       await vfs('setxattr', path, name, data, flags);
       return 0;
     }),
-    // ls -l asks two of these per entry (security.selinux, then system.posix_acl_access): in auto mode, one the
-    // domain said a moment ago has none is answered here (see noXattrsCache).
+    // ls -l asks two of these per entry (security.selinux, then system.posix_acl_access): a path whose stat says
+    // it has none is answered here while the domain's count stands, or in auto mode within the bound.
     getxattr: handler('getxattr', async (path: string, name: string) => {
-      if (none.has(path)) return errnoFromName('ENODATA');
-      return [0, Buffer.from(await vfs<Uint8Array>('getxattr', path, name))];
+      if (noXattrs(path)) return errnoFromName('ENODATA');
+      return [0, Buffer.from(await answers.ask<Uint8Array>(current, 'getxattr', path, name))];
     }),
-    listxattr: handler('listxattr', async (path: string) => [0, none.has(path) ? [] : await vfs<string[]>('listxattr', path)]),
+    listxattr: handler('listxattr', async (path: string) => [0, noXattrs(path) ? [] : [...(await answers.ask<string[]>(current, 'listxattr', path))]]),
     removexattr: forward('removexattr'),
 
     chmod: forward('chmod'),
@@ -345,6 +355,12 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       current = next;
     },
     counters,
+    get answeredHere() {
+      return answers.hits;
+    },
+    get askedAhead() {
+      return answers.askedAhead;
+    },
     unmount() {
       unmounting ??= (async () => {
         await new Promise<void>((resolve) =>

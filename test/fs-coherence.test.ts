@@ -194,6 +194,32 @@ test('sequential reads are read ahead; a write, here or in the other instance, i
   await s.close();
 });
 
+test('a small file opened for reading is read at open; its first read waits for that, and a change is never hidden by it', async (t) => {
+  const s = await twoInstances();
+  const first = patternBytes(20_000, 1);
+  await put(s.a, '/small', first);
+  const before = { ...s.b.cacheStats.data };
+  const fh = await s.b.open('/small', O_RDONLY);
+  t.is(s.b.cacheStats.data.dataReads, before.dataReads + 1, 'its blocks are asked for at open, in one request');
+  t.true(Buffer.from(await s.b.read(fh, 0, 1 << 20)).equals(first));
+  t.is(s.b.cacheStats.data.dataReads, before.dataReads + 1, 'the read asks the device for nothing more');
+  t.is(s.b.cacheStats.data.readAhead, before.readAhead + 5);
+  // The other instance rewrites it between this open and the read: the blocks read at open are not served.
+  const second = patternBytes(20_000, 2);
+  const again = await s.b.open('/small', O_RDONLY);
+  await put(s.a, '/small', second);
+  t.true(Buffer.from(await s.b.read(again, 0, 1 << 20)).equals(second));
+  await s.b.release(fh);
+  await s.b.release(again);
+  // A file too big for it is read as before: nothing at open.
+  await put(s.a, '/big', patternBytes(33 * 4096, 3));
+  const reads = s.b.cacheStats.data.dataReads;
+  const big = await s.b.open('/big', O_RDONLY);
+  t.is(s.b.cacheStats.data.dataReads, reads);
+  await s.b.release(big);
+  await s.close();
+});
+
 test('a reader that holds the lock keeps its cache; the generation tells it when to drop it', async (t) => {
   const s = await twoInstances();
   await put(s.a, '/f', patternBytes(10, 1));
@@ -244,10 +270,15 @@ class FencedDevice implements BlockDevice {
   async write(offset: number, src: Uint8Array, options?: WriteOptions) {
     if (this.fenced) throw new IoError('EIO', 'fenced');
     await this.inner.write(offset, src, options);
+    if (options?.fua) this.flushed();
   }
   async flush() {
     if (this.fenced) throw new IoError('EIO', 'fenced');
     await this.inner.flush();
+    this.flushed();
+  }
+  /** A FLUSH, or a FUA write (a flush for that write): counts towards the fence. */
+  private flushed() {
     if (this.flushesUntilFence > 0 && --this.flushesUntilFence === 0) this.fenced = true;
   }
   discard(offset: number, length: number) { return this.inner.discard(offset, length); }
@@ -269,7 +300,8 @@ test('a domain dying after its commit record: its journal is replayed before any
   const data = patternBytes(200_000, 5);
   await a.mkdir('/from-a', 0o755);
   await put(a, '/from-a/file', data);
-  // Die right after the commit record is durable: the blocks never reach home.
+  // Die right after the commit record is durable (the log and the record, each a FUA write): the blocks never
+  // reach home.
   fenced.flushesUntilFence = 2;
   t.is(await errno(a.sync()), 'EIO');
   const events: string[] = [];

@@ -6,7 +6,8 @@ import { FileBlockDevice } from '../fs/file-block-device.js';
 import { mkfs, type MkfsOptions } from '../fs/mkfs.js';
 import { FileSystem } from '../fs/filesystem.js';
 import { LocalLockService } from '../fs/local-lock-service.js';
-import { IoError } from '../fs/block-device.js';
+import { IoError, type BlockDevice } from '../fs/block-device.js';
+import { BLOCK_SIZE } from '../fs/layout.js';
 import { rng } from '../bin/bench-stats.js';
 
 export interface TempImage {
@@ -71,4 +72,11 @@ export function patternBytes(length: number, seed: number): Uint8Array {
     if (i + 3 < length) out[i + 3] = v >>> 24;
   }
   return out;
+}
+
+/** One block of a device, by address. */
+export async function readBlock(dev: BlockDevice, address: number): Promise<Uint8Array> {
+  const block = new Uint8Array(BLOCK_SIZE);
+  await dev.read(address * BLOCK_SIZE, block);
+  return block;
 }

@@ -201,3 +201,17 @@ test('a release of shared overtaken by the grant of the holder\'s own upgrade ch
   t.is(table.request('c', 0, 'shared').granted, null);
   t.deepEqual(table.release('a', 0, false, 'exclusive').grants.map((g) => [g.holder, g.mode]), [['c', 'shared']]);
 });
+
+test('join: a shared request joins shared holders ahead of a queued writer (a cut), and queues behind an exclusive holder', (t) => {
+  const table = new LockTable();
+  table.request('cut-a', 7, 'shared');
+  t.is(table.request('writer', 7, 'exclusive').granted, null);
+  t.is(table.request('late', 7, 'shared').granted, null, 'without join it queues behind the writer');
+  t.is(table.request('cut-b', 7, 'shared', true).granted?.mode, 'shared', 'with join it shares with cut-a at once');
+  t.deepEqual(table.waiters(7).map((w) => w.holder), ['writer', 'late']);
+  table.release('cut-a', 7, false);
+  t.deepEqual(table.release('cut-b', 7, false).grants.map((g) => g.holder), ['writer']);
+  t.is(table.request('other', 7, 'shared', true).granted, null, 'an exclusive holder is never joined');
+  t.is(table.request('x', 8, 'exclusive', true).granted?.mode, 'exclusive', 'join means nothing to an exclusive request');
+  t.is(table.request('y', 8, 'exclusive', true).granted, null);
+});

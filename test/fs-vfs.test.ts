@@ -483,16 +483,25 @@ test('ordered mode with data writes in flight: no write is still on its way when
   const write = dev.write.bind(dev);
   const flush = dev.flush.bind(dev);
   let inFlight = 0;
+  let plainInFlight = 0;
   let flushesWithWritesOut = 0;
   let flushes = 0;
   // File data (the large writes here) lands late, so a commit that did not wait for it would flush with some out.
+  // A FUA write (the journal's log and commit record) is a flush for itself: no plain write may be out either.
   dev.write = async (offset, data, options) => {
+    const plain = !options?.fua;
+    if (!plain) {
+      flushes++;
+      if (plainInFlight > 0) flushesWithWritesOut++;
+    }
     inFlight++;
+    if (plain) plainInFlight++;
     try {
       await new Promise((r) => setTimeout(r, data.length >= 256 << 10 ? 30 : 1));
       return await write(offset, data, options);
     } finally {
       inFlight--;
+      if (plain) plainInFlight--;
     }
   };
   dev.flush = async () => {

@@ -156,6 +156,105 @@ test.serial('no stale host cache: dom1 sees what dom2 rewrote, also through a fi
   await finish();
 });
 
+test.serial('a strict view answers repeated stats, listings, links and xattrs itself, and still shows at once what the other domain and its own domain change', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  const view2 = mounts.dom2!.view;
+  const statOf = async (name: string) => (await run('stat', ['-c', '%a %s %i', join(m2, name)])).stdout.trim() || 'missing';
+  await ok(t, shIn(m1, 'echo one > f && mkdir d'), 'create in dom1');
+  t.regex(await statOf('f'), /^644 4 \d+$/);
+  const before = view2.answeredHere;
+  for (let i = 0; i < 3; i++) t.regex(await statOf('f'), /^644 4 \d+$/);
+  t.true(view2.answeredHere > before, 'stats with nothing changed are answered by the view itself');
+  // Every kind of change by the other domain shows through dom2's very next stat.
+  await ok(t, run('chmod', ['600', join(m1, 'f')]), 'chmod in dom1');
+  t.regex(await statOf('f'), /^600 4 /, 'a mode changed in dom1');
+  await ok(t, sh(`echo longer-now >> '${join(m1, 'f')}'`), 'append in dom1');
+  t.regex(await statOf('f'), /^600 15 /, 'a size changed in dom1');
+  t.is(await statOf('g'), 'missing');
+  t.is(await statOf('g'), 'missing');
+  await ok(t, run('mv', [join(m1, 'f'), join(m1, 'g')]), 'rename in dom1');
+  t.is(await statOf('f'), 'missing', 'a name renamed away in dom1');
+  t.regex(await statOf('g'), /^600 15 /, 'a name dom2 had found missing, created by a rename in dom1');
+  // And a change the domain makes itself, not through this view (the control socket's way in).
+  await mounts.dom2!.domain.call({ kind: 'vfs', op: 'chmod', args: ['/g', 0o640] });
+  t.regex(await statOf('g'), /^640 15 /, 'a mode changed inside dom2, not through its view');
+  await ok(t, run('rm', [join(m1, 'g')]), 'rm in dom1');
+  t.is(await statOf('g'), 'missing', 'a name removed in dom1');
+  // Stats looked ahead through a listing are answers like any other: a change after them shows.
+  await ok(t, shIn(m1, 'mkdir e && for i in 1 2 3 4 5; do echo $i > e/f$i; done'), 'files in dom1');
+  await ok(t, run('ls', ['-l', join(m2, 'e')]), 'ls -l in dom2');
+  await ok(t, run('chmod', ['604', join(m1, 'e', 'f4')]), 'chmod in dom1');
+  t.regex(await statOf('e/f4'), /^604 2 /, 'a mode changed in dom1 after dom2 listed the directory');
+  // Listings, symlink targets and extended attributes alike.
+  const list = async () => (await ok(t, run('ls', ['-A', join(m2, 'd')]), 'ls in dom2')).trim();
+  t.is(await list(), '');
+  t.is(await list(), '');
+  await ok(t, shIn(m1, 'touch d/new && ln -s one d/link'), 'create in dom1');
+  t.is(await list(), 'link\nnew', 'entries added in dom1');
+  t.is((await ok(t, run('readlink', [join(m2, 'd', 'link')]), 'readlink')).trim(), 'one');
+  await ok(t, shIn(m1, 'rm d/link && ln -s two d/link'), 'relink in dom1');
+  t.is((await ok(t, run('readlink', [join(m2, 'd', 'link')]), 'readlink')).trim(), 'two', 'a symlink replaced in dom1');
+  const attr = async () => (await run('getfattr', ['--only-values', '-n', 'user.k', join(m2, 'd', 'new')])).stdout;
+  t.is(await attr(), '');
+  await ok(t, run('setfattr', ['-n', 'user.k', '-v', 'v1', join(m1, 'd', 'new')]), 'setfattr in dom1');
+  t.is(await attr(), 'v1', 'an extended attribute set in dom1');
+  await ok(t, run('setfattr', ['-n', 'user.k', '-v', 'v2', join(m1, 'd', 'new')]), 'setfattr again in dom1');
+  t.is(await attr(), 'v2', 'an extended attribute changed in dom1');
+  await finish();
+});
+
+test.serial('a view looks stats ahead through a listing only while nothing changed since: ls -l gets them in batches, rm -rf asks no batch per name', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const view2 = mounts.dom2!.view;
+  await ok(t, shIn(mounts.dom1!.dir, 'mkdir many && for i in $(seq 1 40); do echo $i > many/f$i; done'), 'files in dom1');
+  let before = view2.askedAhead;
+  await ok(t, run('ls', ['-l', join(mounts.dom2!.dir, 'many')]), 'ls -l in dom2');
+  t.true(view2.askedAhead - before >= 31, `ls -l asked stats ahead (${view2.askedAhead - before})`);
+  // rm -rf lists, then looks up and unlinks each name: after the first unlink the listing is out of date, and a
+  // batch asked per name would be thrown away by the next unlink.
+  before = view2.askedAhead;
+  await ok(t, run('rm', ['-rf', join(mounts.dom2!.dir, 'many')]), 'rm -rf in dom2');
+  t.true(view2.askedAhead - before <= 31, `at most one batch, before the first unlink (${view2.askedAhead - before})`);
+  t.not((await run('stat', [join(mounts.dom1!.dir, 'many')])).code, 0, 'gone for dom1 too');
+  await finish();
+});
+
+test.serial('changes through a view show at once through it, also a write through a handle another domain renamed', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  const statOf = async (path: string) => (await run('stat', ['-c', '%a %s', path])).stdout.trim() || 'missing';
+  await ok(t, shIn(m2, 'echo a > keep && echo b > other && mkdir sub'), 'files in dom2');
+  t.is(await statOf(join(m2, 'other')), '644 2');
+  await ok(t, run('chmod', ['600', join(m2, 'other')]), 'chmod in dom2');
+  t.is(await statOf(join(m2, 'other')), '600 2', 'the changed file is asked again');
+  // Files created, written, renamed and removed through the view show as they are.
+  await ok(t, shIn(m2, 'echo hello > sub/n && mv sub/n sub/m && chmod 640 sub/m'), 'create, write, rename, chmod in dom2');
+  t.is(await statOf(join(m2, 'sub', 'n')), 'missing');
+  t.is(await statOf(join(m2, 'sub', 'm')), '640 6');
+  t.is((await ok(t, run('ls', [join(m2, 'sub')]), 'ls')).trim(), 'm');
+  // A handle opened through dom2's view on a file it created; dom1 renames the file; a write through the handle
+  // (libfuse still names the old path) must show under the new name.
+  const writer = spawn('/bin/bash', ['-c', `exec 3>>'${join(m2, 'w.txt')}'; echo ready; read line; printf 0123456789 >&3; echo done`], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  const waitFor = (text: string) => new Promise<void>((resolve) => {
+    const check = () => (out.includes(text) ? resolve() : writer.stdout.once('data', (d: Buffer) => ((out += d.toString()), check())));
+    check();
+  });
+  await waitFor('ready');
+  t.is(await statOf(join(m2, 'w.txt')), '644 0');
+  await ok(t, run('mv', [join(m1, 'w.txt'), join(m1, 'w2.txt')]), 'rename in dom1');
+  t.is(await statOf(join(m2, 'w2.txt')), '644 0');
+  t.is(await statOf(join(m2, 'w.txt')), 'missing');
+  writer.stdin.write('go\n');
+  await waitFor('done');
+  t.is(await statOf(join(m2, 'w2.txt')), '644 10', 'the write through the old handle shows under the new name');
+  t.is(await statOf(join(m1, 'w2.txt')), '644 10');
+  await finish();
+});
+
 test.serial('readdir gives each entry its type and inode number: find -type and du stat nothing, st_blksize is 128 KiB', async (t) => {
   const { mounts, finish } = await mountedPlatform(t, rw2);
   const m1 = mounts.dom1!.dir;

@@ -1,50 +1,33 @@
 import test from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PlatformClient } from '../bin/platform-client.js';
-import { exited, HVSHARE, hvshare, sh, startUp } from './helpers/cli.js';
+import { exited, HVSHARE, hvshare, sh, testPlatform } from './helpers/cli.js';
 
 /**
  * The inspection commands against one running platform (`hvshare up`, default platform: dom1 and dom2 read-write,
  * dom3 read-only), reached from other processes through its control socket. dom2 runs with the test-only read
  * fault for paths containing "planted" (guests/fault-hook.ts): the wrong view check and diff must find.
  */
-let dir = '';
-let state = '';
-let mnt = '';
-let up: ChildProcess | undefined;
-
-test.before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'hvshare-inspect-'));
-  state = join(dir, 'state');
-  mnt = join(dir, 'mnt');
-  up = (await startUp(state, mnt, { ...process.env, HVSHARE_FAULT_CORRUPT_READS: 'dom2:planted' })).child;
-});
-
-test.after.always(async () => {
-  up?.kill('SIGTERM');
-  if (up) await exited(up);
-  const { stdout } = await sh('cat /proc/mounts');
-  for (const m of stdout.split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(mnt))) await sh(`fusermount -uz '${m}'`);
-  await rm(dir, { recursive: true, force: true });
-});
+const platform = testPlatform('hvshare-inspect-', { HVSHARE_FAULT_CORRUPT_READS: 'dom2:planted' });
+test.before(() => platform.start());
+test.after.always(() => platform.stop());
 
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
-const cli = (...args: string[]) => hvshare(...args, '--state', state);
+const cli = platform.cli;
 
 test.serial('cp, ls and cat go through the domains: written by dom1, read back through dom2 and dom3', async (t) => {
   const data = randomBytes(700_000);
-  await writeFile(join(dir, 'orig.bin'), data);
-  const cp = await cli('cp', join(dir, 'orig.bin'), 'dom1:/copied.bin', '--json');
+  await writeFile(join(platform.dir, 'orig.bin'), data);
+  const cp = await cli('cp', join(platform.dir, 'orig.bin'), 'dom1:/copied.bin', '--json');
   t.is(cp.code, 0, cp.stderr);
-  t.deepEqual(JSON.parse(cp.stdout), { from: join(dir, 'orig.bin'), to: 'dom1:/copied.bin', bytes: data.length });
+  t.deepEqual(JSON.parse(cp.stdout), { from: join(platform.dir, 'orig.bin'), to: 'dom1:/copied.bin', bytes: data.length });
   t.is((await cli('cp', 'dom1:/copied.bin', 'dom2:/sub-copy.bin')).code, 0);
 
   const ls = await cli('ls', 'dom3:/', '--checksums', '--json');
@@ -57,18 +40,18 @@ test.serial('cp, ls and cat go through the domains: written by dom1, read back t
   const crc = await cli('ls', 'dom2:/copied.bin', '--checksums', 'crc32c');
   t.regex(crc.stdout, /^[0-9a-f]{8} {2}\/copied\.bin$/m);
 
-  const back = join(dir, 'back.bin');
-  t.is((await sh(`node '${HVSHARE}' cat dom3:/copied.bin --state '${state}' > '${back}'`)).code, 0);
+  const back = join(platform.dir, 'back.bin');
+  t.is((await sh(`node '${HVSHARE}' cat dom3:/copied.bin --state '${platform.state}' > '${back}'`)).code, 0);
   t.is(sha256(await readFile(back)), sha256(data));
-  const toHost = await cli('cp', 'dom2:/sub-copy.bin', dir);
+  const toHost = await cli('cp', 'dom2:/sub-copy.bin', platform.dir);
   t.is(toHost.code, 0, toHost.stderr);
-  t.is(sha256(await readFile(join(dir, 'sub-copy.bin'))), sha256(data));
+  t.is(sha256(await readFile(join(platform.dir, 'sub-copy.bin'))), sha256(data));
   // The mount shows the same file (the two paths agree).
-  t.is((await sh(`cmp '${join(dir, 'orig.bin')}' '${mnt}/dom2/copied.bin'`)).code, 0);
+  t.is((await sh(`cmp '${join(platform.dir, 'orig.bin')}' '${platform.mnt}/dom2/copied.bin'`)).code, 0);
 });
 
 test.serial('ls: -lR lists a tree with modes, owners, sizes, times and symlink targets', async (t) => {
-  const setup = await sh(`mkdir -p '${mnt}/dom1/tree/a/b' && printf hello > '${mnt}/dom1/tree/a/b/f' && chmod 640 '${mnt}/dom1/tree/a/b/f' && ln -s a/b/f '${mnt}/dom1/tree/link'`);
+  const setup = await sh(`mkdir -p '${platform.mnt}/dom1/tree/a/b' && printf hello > '${platform.mnt}/dom1/tree/a/b/f' && chmod 640 '${platform.mnt}/dom1/tree/a/b/f' && ln -s a/b/f '${platform.mnt}/dom1/tree/link'`);
   t.is(setup.code, 0, setup.stderr);
   const ls = await cli('ls', 'dom2:/tree', '-lR');
   t.is(ls.code, 0, ls.stderr);
@@ -86,9 +69,9 @@ test.serial('ls, cat, cp: bad input is refused with a message naming it, exit st
     [['ls', 'dom1:/missing'], /dom1:\/missing: no such file or directory \(ENOENT\)/],
     [['cat', 'dom2:/missing'], /dom2:\/missing: no such file or directory \(ENOENT\)/],
     [['cat', 'dom2:/tree'], /dom2:\/tree: is a directory \(EISDIR\)/],
-    [['cp', join(dir, 'orig.bin'), 'dom3:/x.bin'], /dom3:\/x\.bin: read-only file system \(EROFS\)/],
-    [['cp', 'dom1:/missing', join(dir, 'x')], /dom1:\/missing: no such file or directory \(ENOENT\)/],
-    [['cp', join(dir, 'no-such-host-file'), 'dom1:/x'], /no-such-host-file: no such file or directory \(ENOENT\)/],
+    [['cp', join(platform.dir, 'orig.bin'), 'dom3:/x.bin'], /dom3:\/x\.bin: read-only file system \(EROFS\)/],
+    [['cp', 'dom1:/missing', join(platform.dir, 'x')], /dom1:\/missing: no such file or directory \(ENOENT\)/],
+    [['cp', join(platform.dir, 'no-such-host-file'), 'dom1:/x'], /no-such-host-file: no such file or directory \(ENOENT\)/],
     [['ls', 'dom1', '--checksums', 'md5'], /--checksum must be one of sha256, crc32c, not "md5"/],
   ];
   for (const [args, message] of cases) {
@@ -99,7 +82,7 @@ test.serial('ls, cat, cp: bad input is refused with a message naming it, exit st
 });
 
 test('the platform down: every inspection command says so and exits 2', async (t) => {
-  const nowhere = join(dir, 'no-platform');
+  const nowhere = join(platform.dir, 'no-platform');
   for (const args of [['ls', 'dom1'], ['cat', 'dom1:/x'], ['cp', 'dom1:/x', 'dom2:/y']]) {
     const r = await hvshare(...args, '--state', nowhere);
     t.is(r.code, 2, args.join(' '));
@@ -114,7 +97,7 @@ interface DiffJson {
 }
 
 test.serial('diff: two domains agree; a difference planted in dom2 (its reads of /planted go wrong) is found', async (t) => {
-  const setup = await sh(`mkdir -p '${mnt}/dom1/planted/sub' && head -c 200000 /dev/urandom > '${mnt}/dom1/planted/sub/data' && printf x > '${mnt}/dom1/planted/small'`);
+  const setup = await sh(`mkdir -p '${platform.mnt}/dom1/planted/sub' && head -c 200000 /dev/urandom > '${platform.mnt}/dom1/planted/sub/data' && printf x > '${platform.mnt}/dom1/planted/small'`);
   t.is(setup.code, 0, setup.stderr);
   const clean = await cli('diff', 'dom1', 'dom3', '--json');
   t.is(clean.code, 0, clean.stdout + clean.stderr);
@@ -135,12 +118,12 @@ test.serial('diff: two domains agree; a difference planted in dom2 (its reads of
 });
 
 test.serial('diff: a domain against a host folder: the same after cp -a, then each change named', async (t) => {
-  const host = join(dir, 'host-tree');
-  const copy = await sh(`mkdir -p '${mnt}/dom1/cmp/d' && printf abc > '${mnt}/dom1/cmp/d/f' && printf keep > '${mnt}/dom1/cmp/g' && ln -s d/f '${mnt}/dom1/cmp/l' && cp -a '${mnt}/dom1/cmp' '${host}'`);
+  const host = join(platform.dir, 'host-tree');
+  const copy = await sh(`mkdir -p '${platform.mnt}/dom1/cmp/d' && printf abc > '${platform.mnt}/dom1/cmp/d/f' && printf keep > '${platform.mnt}/dom1/cmp/g' && ln -s d/f '${platform.mnt}/dom1/cmp/l' && cp -a '${platform.mnt}/dom1/cmp' '${host}'`);
   t.is(copy.code, 0, copy.stderr);
   const same = await cli('diff', 'dom2', host, '/cmp');
   t.is(same.code, 0, same.stdout + same.stderr);
-  t.regex(same.stderr, /same \(5 entries, 2 files' content compared by sha256\)/);
+  t.regex(same.stderr, /same \(5 entries, 2 files' content compared by sha256; one cut, 5 locks held \d+ ms\)/);
 
   const change = await sh(`printf abd > '${host}/d/f' && touch -d @0 '${host}/d/f' && chmod 600 '${host}/g' && touch '${host}/extra' && rm '${host}/l' && ln -s g '${host}/l'`);
   t.is(change.code, 0, change.stderr);
@@ -169,7 +152,7 @@ test.serial('diff: bad input and the platform down exit 2 with a message naming 
     t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     t.regex(r.stderr, message);
   }
-  const down = await hvshare('diff', 'dom1', 'dom2', '--state', join(dir, 'no-platform'));
+  const down = await hvshare('diff', 'dom1', 'dom2', '--state', join(platform.dir, 'no-platform'));
   t.is(down.code, 2);
   t.regex(down.stderr, /the platform is not running/);
 });
@@ -213,7 +196,7 @@ test.serial('check: a mismatch planted in dom2 (its reads of /planted... go wron
 });
 
 test.serial('check: interrupted, it stops and removes its probe folder', async (t) => {
-  const child = spawn('node', [HVSHARE, 'check', '--state', state, '--duration', '60', '--dir', '/interrupted-check', '--sizes', '64K,1M'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('node', [HVSHARE, 'check', '--state', platform.state, '--duration', '60', '--dir', '/interrupted-check', '--sizes', '64K,1M'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   for (let i = 0; i < 200 && (await probeFolders('dom3')).length === 0; i++) await sleep(50);
@@ -238,7 +221,7 @@ test.serial('check: bad input exits 2 naming it', async (t) => {
     t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     t.regex(r.stderr, message);
   }
-  const down = await hvshare('check', '--state', join(dir, 'no-platform'));
+  const down = await hvshare('check', '--state', join(platform.dir, 'no-platform'));
   t.is(down.code, 2);
   t.regex(down.stderr, /the platform is not running/);
 });
@@ -256,7 +239,7 @@ interface LockJson {
 const inodeOf = async (spec: string) => (JSON.parse((await cli('ls', spec, '--json')).stdout) as { ino: number }[])[0].ino;
 
 test.serial('locks: a file written by dom1 then read by dom2: its inode lock revoked from dom1, its generation bumped', async (t) => {
-  const write = await sh(`head -c 100000 /dev/urandom > '${mnt}/dom1/locked.bin'`);
+  const write = await sh(`head -c 100000 /dev/urandom > '${platform.mnt}/dom1/locked.bin'`);
   t.is(write.code, 0, write.stderr);
   const ino = await inodeOf('dom1:/locked.bin');
   const lockOf = async () => {
@@ -267,7 +250,7 @@ test.serial('locks: a file written by dom1 then read by dom2: its inode lock rev
   const before = (await lockOf()).lock;
   t.like(before, { volume: 'shared', resource: `inode ${ino}` });
   t.deepEqual(before!.holders.map((h) => `${h.domain}:${h.mode}`), ['dom1:exclusive'], 'the writer keeps its lock cached');
-  t.is((await sh(`cat '${mnt}/dom2/locked.bin' > /dev/null`)).code, 0);
+  t.is((await sh(`cat '${platform.mnt}/dom2/locked.bin' > /dev/null`)).code, 0);
   const { all, lock: after } = await lockOf();
   t.true(after!.revocations >= before!.revocations + 1, `revocations ${before!.revocations} -> ${after!.revocations}`);
   t.true(after!.generation >= before!.generation + 1, `generation ${before!.generation} -> ${after!.generation} (dom1 gave up a changed lock)`);
@@ -281,14 +264,14 @@ test.serial('locks: a file written by dom1 then read by dom2: its inode lock rev
 
 test.serial('locks --watch follows changes: a read through dom3 shows dom3 among the holders', async (t) => {
   const ino = await inodeOf('dom1:/locked.bin');
-  const child = spawn('node', [HVSHARE, 'locks', '--state', state, '--watch', '--json', '--interval', '100'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('node', [HVSHARE, 'locks', '--state', platform.state, '--watch', '--json', '--interval', '100'], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => child.kill('SIGKILL'));
   const lines: { locks: LockJson[] }[] = [];
   createInterface({ input: child.stdout }).on('line', (l) => lines.push(JSON.parse(l) as { locks: LockJson[] }));
   const dom3Holds = (s: { locks: LockJson[] }) => s.locks.some((l) => l.name === ino && l.holders.some((h) => h.domain === 'dom3'));
   for (let i = 0; i < 100 && lines.length === 0; i++) await sleep(50);
   t.false(dom3Holds(lines[0]), 'dom3 has not read it yet');
-  t.is((await sh(`cat '${mnt}/dom3/locked.bin' > /dev/null`)).code, 0);
+  t.is((await sh(`cat '${platform.mnt}/dom3/locked.bin' > /dev/null`)).code, 0);
   for (let i = 0; i < 100 && !lines.some(dom3Holds); i++) await sleep(50);
   t.true(lines.some(dom3Holds), JSON.stringify(lines.at(-1)));
 });
@@ -300,13 +283,13 @@ test.serial('locks: bad input and the platform down exit 2', async (t) => {
   const interval = await cli('locks', '--watch', '--interval', '5');
   t.is(interval.code, 2);
   t.regex(interval.stderr, /--interval takes milliseconds, at least 50, not "5"/);
-  const down = await hvshare('locks', '--state', join(dir, 'no-platform'));
+  const down = await hvshare('locks', '--state', join(platform.dir, 'no-platform'));
   t.is(down.code, 2);
   t.regex(down.stderr, /the platform is not running/);
 });
 
 test.serial('the control socket: only its owner may connect; garbage gets error replies and the platform carries on', async (t) => {
-  const path = join(state, 'control.sock');
+  const path = join(platform.state, 'control.sock');
   t.is((await stat(path)).mode & 0o777, 0o600);
   const socket = connect(path);
   await once(socket, 'connect');
@@ -341,9 +324,9 @@ test.serial('the control socket: only its owner may connect; garbage gets error 
 });
 
 test.serial('diff compares extended attributes: the same through dom1 and dom3, a value planted wrong in dom2 found', async (t) => {
-  const made = await sh(`mkdir -p '${mnt}/dom1/xa/planted-x' && printf a > '${mnt}/dom1/xa/plain' && printf b > '${mnt}/dom1/xa/planted-x/f'`);
+  const made = await sh(`mkdir -p '${platform.mnt}/dom1/xa/planted-x' && printf a > '${platform.mnt}/dom1/xa/plain' && printf b > '${platform.mnt}/dom1/xa/planted-x/f'`);
   t.is(made.code, 0, made.stderr);
-  const client = await PlatformClient.connect(state);
+  const client = await PlatformClient.connect(platform.state);
   t.teardown(() => client.close());
   const vfs = client.vfs('dom1');
   await vfs.setxattr('/xa/plain', 'user.origin', new TextEncoder().encode('dom1'), 0);

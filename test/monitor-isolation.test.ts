@@ -113,6 +113,23 @@ test('contiguous requests of one batch are merged into one transfer; a bad one i
   t.is(platform.counters('hostile').MERGED, 2 + 1 + 7);
 });
 
+test('FUA writes of one batch share one flush, each answered once it is durable; what follows them sees them', async (t) => {
+  const { platform, raw } = await setup(t);
+  const FUA = 1;
+  const data = Array.from({ length: 3 }, () => randomBytes(4096));
+  data.forEach((d, i) => raw.memory.set(d, i * 4096));
+  const flushes = platform.counters('hostile').FLUSHES;
+  // Three FUA writes (not contiguous: none merges), then a read of the first into other memory.
+  raw.submitBatch([
+    ...data.map((_, i) => ({ id: i, op: Op.WRITE, sector: 400 + 16 * i, count: 8, memOffset: i * 4096, flags: FUA })),
+    { id: 3, op: Op.READ, sector: 400, count: 8, memOffset: 64 * 1024 },
+  ]);
+  const answered = await raw.responses(4);
+  t.deepEqual(answered.map((r) => [r.id, r.status]).sort(), [[0, Status.OK], [1, Status.OK], [2, Status.OK], [3, Status.OK]]);
+  t.true(Buffer.from(raw.memory.subarray(64 * 1024, 68 * 1024)).equals(data[0]));
+  t.is(platform.counters('hostile').FLUSHES - flushes, 1, 'one flush for the three FUA writes');
+});
+
 test('the monitor honours the event index: a guest that asks for its interrupt at the 16th of 32 responses gets one', async (t) => {
   // What the guest kernel's batched sleep relies on (one interrupt per half queue, not one per completion).
   const { platform, raw } = await setup(t);

@@ -9,14 +9,9 @@ import { mountCheck } from '../fs/mount-check.js';
 import { hvshare, sh } from './helpers/cli.js';
 import { MiB, tempDir } from './helpers/platform.js';
 import { fsckImage, formattedImage } from './helpers/volume.js';
+import { readBlock } from './fs-helpers.js';
 
 type Damage = (dev: FileBlockDevice, g: Geometry) => Promise<void>;
-
-async function readBlock(dev: FileBlockDevice, block: number): Promise<Uint8Array> {
-  const data = new Uint8Array(BLOCK_SIZE);
-  await dev.read(block * BLOCK_SIZE, data);
-  return data;
-}
 
 /** Changes a block's body and seals it again: the damage passes every checksum. */
 async function rewrite(dev: FileBlockDevice, block: number, change: (data: Uint8Array) => void): Promise<void> {

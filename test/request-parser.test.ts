@@ -7,7 +7,7 @@
 import test from 'ava';
 import {
   high32, join64, LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, low32, MAX_SECTORS_PER_REQUEST, Op, readRequest, readResponse,
-  REQ_DIRTY, REQ_DOWNGRADE, REQ_FUA, REQ_TRY, Req, RING_BYTES, RING_SLOTS, slotBase, Status, writeRequest, writeResponse,
+  REQ_DIRTY, REQ_DOWNGRADE, REQ_FUA, REQ_JOIN, REQ_TRY, Req, RING_BYTES, RING_SLOTS, slotBase, Status, writeRequest, writeResponse,
 } from '../hypervisor/abi.js';
 import { parse, type ParserGrant } from '../hypervisor/request-parser.js';
 
@@ -61,8 +61,10 @@ test('well-formed descriptors parse into typed requests', (t) => {
   t.deepEqual(parsed(Op.FLUSH, 0, 0, 0, 1), { kind: 'flush', id: 7, vbd: 1 });
   t.deepEqual(parsed(Op.DISCARD, 8, 2040), { kind: 'discard', id: 7, vbd: 0, sector: 8, count: 2040 });
   t.deepEqual(parsed(Op.VOLINFO, 0, 0, 0, 1), { kind: 'volinfo', id: 7, vbd: 1 });
-  t.deepEqual(parsed(Op.LOCK, LOCK_NAME_LIMIT - 1, LOCK_EXCLUSIVE, 0, 0, REQ_TRY), { kind: 'lock', id: 7, vbd: 0, name: LOCK_NAME_LIMIT - 1, mode: 'exclusive', try: true });
-  t.deepEqual(parsed(Op.LOCK, 5, LOCK_SHARED, 0, 1), { kind: 'lock', id: 7, vbd: 1, name: 5, mode: 'shared', try: false });
+  t.deepEqual(parsed(Op.LOCK, LOCK_NAME_LIMIT - 1, LOCK_EXCLUSIVE, 0, 0, REQ_TRY), { kind: 'lock', id: 7, vbd: 0, name: LOCK_NAME_LIMIT - 1, mode: 'exclusive', try: true, join: false });
+  t.deepEqual(parsed(Op.LOCK, 5, LOCK_SHARED, 0, 1), { kind: 'lock', id: 7, vbd: 1, name: 5, mode: 'shared', try: false, join: false });
+  t.deepEqual(parsed(Op.LOCK, 5, LOCK_SHARED, 0, 1, REQ_JOIN), { kind: 'lock', id: 7, vbd: 1, name: 5, mode: 'shared', try: false, join: true });
+  t.like(parsed(Op.LOCK, 5, LOCK_EXCLUSIVE, 0, 0, REQ_JOIN), { mode: 'exclusive', join: false }, 'join is for shared requests only');
   t.deepEqual(parsed(Op.UNLOCK, 5, 0, 0, 0, REQ_DIRTY), { kind: 'unlock', id: 7, vbd: 0, name: 5, released: undefined, dirty: true, downgrade: false });
   t.deepEqual(parsed(Op.UNLOCK, 5, LOCK_EXCLUSIVE, 0, 0, REQ_DOWNGRADE), { kind: 'unlock', id: 7, vbd: 0, name: 5, released: 'exclusive', dirty: false, downgrade: true });
 });

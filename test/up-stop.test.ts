@@ -117,3 +117,26 @@ test('a step past its deadline is forced and logged; a second signal forces the 
   t.is(await exited(next.child), 0, next.stderr());
   await fsckClean(t, state);
 });
+
+test('a stop whose main thread is stuck still ends: the watchdog thread kills the process after every deadline; the next up recovers', async (t) => {
+  const { children, dirs } = setUp(t);
+  const { state, mnt } = await dirs();
+  // The fault blocks the main thread once the stop starts, so no timer of it (the deadlines') can ever fire.
+  const stuck = await startUp(state, mnt, { HVSHARE_STOP_STEP_MS: '100', HVSHARE_FAULT_STOP_STUCK: '1' });
+  children.push(stuck.child);
+  const wrote = await sh(`echo before > '${mnt}/dom1/before.txt' && sync '${mnt}/dom1/before.txt'`);
+  t.is(wrote.code, 0, wrote.stderr);
+  stuck.child.kill('SIGTERM');
+  await exited(stuck.child);
+  t.is(stuck.child.signalCode, 'SIGKILL', stuck.stderr());
+  t.regex(stuck.stderr(), /hvshare: stop: the main thread is stuck \(no deadline could fire for \d+ ms\); killing the process/);
+  t.deepEqual(await mountsLeft(mnt), []);
+
+  const next = await startUp(state, mnt);
+  children.push(next.child);
+  const read = await sh(`cat '${mnt}/dom2/before.txt'`);
+  t.is(read.stdout, 'before\n', read.stderr);
+  next.child.kill('SIGINT');
+  t.is(await exited(next.child), 0, next.stderr());
+  await fsckClean(t, state);
+});

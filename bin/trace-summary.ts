@@ -1,0 +1,70 @@
+import type { TraceRecord } from '../hypervisor/control-protocol.js';
+import { STAGE_NAMES, type StageName } from '../hypervisor/trace-abi.js';
+import { median, p99 } from './bench-stats.js';
+
+/**
+ * One stage across the requests traced: how long after the stage before it (the latest earlier stage the request
+ * went through) it came, in microseconds. The first stage (the filesystem call) has no stage before it.
+ */
+export interface StageSummary {
+  stage: StageName;
+  /** Requests that went through this stage (a doorbell or an interrupt happens only when the other side slept). */
+  requests: number;
+  p50Us: number | null;
+  p99Us: number | null;
+}
+
+export interface TraceSummary {
+  requests: number;
+  lost: number;
+  stages: StageSummary[];
+  /** From the first stage a request has (the filesystem call, or the posting of the kernel's own) to its wake-up. */
+  total: { requests: number; p50Us: number | null; p99Us: number | null };
+}
+
+/** Microseconds from each present stage to the one before it (null for a stage that did not happen, and for the first). */
+export function stageGaps(stamps: (number | null)[]): (number | null)[] {
+  let previous: number | null = null;
+  return stamps.map((at) => {
+    if (at === null) return null;
+    const gap = previous === null ? null : at - previous;
+    previous = at;
+    return gap;
+  });
+}
+
+function percentiles(values: number[]): { p50Us: number | null; p99Us: number | null } {
+  return values.length ? { p50Us: median(values), p99Us: p99(values) } : { p50Us: null, p99Us: null };
+}
+
+/** Adds requests up as they arrive (keeping only the gaps, not the records), and summarizes them at the end. */
+export class TraceTally {
+  private readonly gaps = STAGE_NAMES.map((): number[] => []);
+  private readonly seen = STAGE_NAMES.map(() => 0);
+  private readonly totals: number[] = [];
+  private requests = 0;
+  private lost = 0;
+
+  add(record: TraceRecord): void {
+    this.requests++;
+    stageGaps(record.stamps).forEach((gap, i) => {
+      if (record.stamps[i] !== null) this.seen[i]++;
+      if (gap !== null) this.gaps[i].push(gap);
+    });
+    const present = record.stamps.filter((s): s is number => s !== null);
+    if (present.length > 1) this.totals.push(present[present.length - 1] - present[0]);
+  }
+
+  addLost(n: number): void {
+    this.lost += n;
+  }
+
+  summary(): TraceSummary {
+    return {
+      requests: this.requests,
+      lost: this.lost,
+      stages: STAGE_NAMES.map((stage, i) => ({ stage, requests: this.seen[i], ...percentiles(this.gaps[i]) })),
+      total: { requests: this.totals.length, ...percentiles(this.totals) },
+    };
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * What a view answers itself: an answer the domain gave to a question that changes nothing (a stat, a directory
+ * listing, a symlink's target, an extended attribute or their list, or the error it gave instead: "no such file",
+ * "no such attribute"), kept with the domain's change count as it read before the question went out
+ * (guests/change-count.ts). While the count still reads the same, nothing the domain would answer has changed:
+ * nothing changed in the domain, and it gave up no lock, so no other domain can have changed what the answer was
+ * read under. A repeated question (with zero timeouts the kernel asks the same path again and again: `ls -l`
+ * makes three lookups and two getxattr per entry) is then answered on the host's main thread without a call into
+ * the domain, and a strict view stays exact.
+ */
+import { IoError } from '../fs/block-device.js';
+import { S_IFDIR, S_IFMT, type DirListing, type Stat } from '../fs/vfs.js';
+import type { AgentResult, StatOrError } from '../guests/agent-protocol.js';
+import type { DomainHandle } from '../hypervisor/toolstack.js';
+
+/** The questions answered here, with the arguments that make them (a path first). */
+export type Question = 'getattr' | 'readdirEntries' | 'readlink' | 'getxattr' | 'listxattr';
+
+interface Answer {
+  domain: DomainHandle;
+  count: number;
+  result?: AgentResult;
+  /** The errno the domain answered instead, with its message. */
+  error?: { code: string; message: string };
+}
+
+/** Answers remembered at most; past it the cache starts over (a walk over a huge tree). */
+const MAX_ANSWERS = 100_000;
+/** Stats asked at once when a lookup in a directory just listed misses (as the kernel's statahead). */
+const LOOK_AHEAD = 32;
+/** Errors that are answers about the volume (not about the call): remembered like results. */
+const ANSWER_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'ENODATA', 'EINVAL', 'ENAMETOOLONG', 'ELOOP']);
+
+export class AnswerCache {
+  private readonly answers = new Map<string, Answer>();
+  /** Questions answered here, and stats asked along with another (look ahead), for tests and diagnostics. */
+  hits = 0;
+  askedAhead = 0;
+
+  /** `op` of `args` as `domain` answered it while its change count read as it reads now, or asked of it. */
+  async ask<T extends AgentResult>(domain: DomainHandle, op: Question, ...args: string[]): Promise<T> {
+    const key = `${op}\0${args.join('\0')}`;
+    const count = domain.changes.read();
+    const known = this.answers.get(key);
+    if (known && known.count === count && known.domain === domain) {
+      this.hits++;
+      if (known.error) throw new IoError(known.error.code, known.error.message);
+      return known.result as T;
+    }
+    if (this.answers.size >= MAX_ANSWERS) this.answers.clear();
+    const ahead = op === 'getattr' ? this.lookAhead(domain, count, args[0]!) : [];
+    if (ahead.length > 1) {
+      this.askedAhead += ahead.length - 1;
+      const stats = await domain.call<StatOrError[]>({ kind: 'getattr-many', paths: ahead });
+      ahead.forEach((path, i) => this.remember(`getattr\0${path}`, domain, count, stats[i]!));
+      const mine = stats[0]!;
+      if ('code' in mine) throw new IoError(mine.code, mine.message);
+      return mine as T;
+    }
+    try {
+      const result = await domain.call<T>({ kind: 'vfs', op, args });
+      this.answers.set(key, { domain, count, result });
+      return result;
+    } catch (error) {
+      this.remember(key, domain, count, error as { code?: string; message: string });
+      throw error;
+    }
+  }
+
+  private remember(key: string, domain: DomainHandle, count: number, answer: StatOrError | { code?: string; message: string }): void {
+    if (!('code' in answer)) this.answers.set(key, { domain, count, result: answer as Stat });
+    else if (typeof answer.code === 'string' && ANSWER_ERRORS.has(answer.code)) {
+      this.answers.set(key, { domain, count, error: { code: answer.code, message: answer.message } });
+    } else this.answers.delete(key);
+  }
+
+  /**
+   * The paths worth a stat now along with `path`: when its directory was listed through this cache and nothing
+   * changed since, the entries that follow it of the same kind (directories for a walk that descends, the rest
+   * for `ls -l` or `du`) and not known yet. Empty otherwise: once the domain changed something, the listing names
+   * what may be gone, and the stats asked along would be lost at the next change anyway (`rm -rf` unlinks each
+   * name right after its lookup, so it would pay 32 stats per file).
+   */
+  private lookAhead(domain: DomainHandle, count: number, path: string): string[] {
+    const slash = path.lastIndexOf('/');
+    const dir = slash <= 0 ? '/' : path.slice(0, slash);
+    const listed = this.answers.get(`readdirEntries\0${dir}`);
+    if (!listed?.result || listed.domain !== domain || listed.count !== count) return [];
+    const { names, types } = listed.result as DirListing;
+    const at = names.indexOf(path.slice(slash + 1));
+    if (at < 0) return [];
+    const isDir = (i: number) => (types[i]! & S_IFMT) === S_IFDIR;
+    const prefix = dir === '/' ? '/' : `${dir}/`;
+    const paths = [path];
+    for (let i = at + 1; i < names.length && paths.length < LOOK_AHEAD; i++) {
+      const next = prefix + names[i];
+      const known = this.answers.get(`getattr\0${next}`);
+      if (names[i] !== '..' && isDir(i) === isDir(at) && !(known && known.count === count && known.domain === domain)) paths.push(next);
+    }
+    return paths;
+  }
+
+  /** True when `path` is known, as of now, to have no extended attributes (from its stat). */
+  hasNoXattrs(domain: DomainHandle, path: string): boolean {
+    const known = this.answers.get(`getattr\0${path}`);
+    const stat = known?.result as Stat | undefined;
+    return !!stat && !stat.xattrs && known!.count === domain.changes.read() && known!.domain === domain;
+  }
+}
