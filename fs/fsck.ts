@@ -639,7 +639,7 @@ async function checkDataChecksums(
     const run = await reader.range(summed[i].block, n);
     for (let j = 0; j < n; j++) {
       const { fb, block, crc } = summed[i + j];
-      const actual = crc32c(run.subarray(j * BLOCK_SIZE, (j + 1) * BLOCK_SIZE));
+      const actual = crc32c(run, 0, j * BLOCK_SIZE, BLOCK_SIZE);
       if (actual !== crc) {
         error(`${label}: data checksum mismatch in file block ${fb} (block ${block}): the pointer says crc32c ${hex8(crc)}, the block has ${hex8(actual)}`);
       }

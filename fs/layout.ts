@@ -82,7 +82,7 @@ export function view(block: Uint8Array): DataView {
 }
 
 function blockChecksum(block: Uint8Array): number {
-  return crc32c(block.subarray(HEADER_SIZE), crc32c(block.subarray(0, 12)));
+  return crc32c(block, crc32c(block, 0, 0, 12), HEADER_SIZE);
 }
 
 /** Fills in the header of a metadata block and seals it with its checksum. */
