@@ -8,6 +8,7 @@
  * makes three lookups and two getxattr per entry) is then answered on the host's main thread without a call into
  * the domain, and a strict view stays exact.
  */
+import { constants } from 'node:os';
 import { IoError } from '../fs/block-device.js';
 import { S_IFDIR, S_IFMT, type DirListing, type Stat } from '../fs/vfs.js';
 import type { AgentResult, StatOrError } from '../guests/agent-protocol.js';
@@ -31,11 +32,19 @@ const LOOK_AHEAD = 32;
 /** Errors that are answers about the volume (not about the call): remembered like results. */
 const ANSWER_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'ENODATA', 'EINVAL', 'ENAMETOOLONG', 'ELOOP']);
 
+/**
+ * Where the stats (and the errors that are answers) are also kept to be answered without the main thread: the
+ * patched fuse-native's libfuse threads, which check the same count (mount/fuse-native.ts, answersCount).
+ */
+export type NativeAnswers = (domain: DomainHandle, path: string, count: number, stat: Stat | null, errno: number) => void;
+
 export class AnswerCache {
   private readonly answers = new Map<string, Answer>();
   /** Questions answered here, and stats asked along with another (look ahead), for tests and diagnostics. */
   hits = 0;
   askedAhead = 0;
+
+  constructor(private readonly native?: NativeAnswers) {}
 
   /** `op` of `args` as `domain` answered it while its change count read as it reads now, or asked of it. */
   async ask<T extends AgentResult>(domain: DomainHandle, op: Question, ...args: string[]): Promise<T> {
@@ -52,7 +61,7 @@ export class AnswerCache {
     if (ahead.length > 1) {
       this.askedAhead += ahead.length - 1;
       const stats = await domain.call<StatOrError[]>({ kind: 'getattr-many', paths: ahead });
-      ahead.forEach((path, i) => this.remember(`getattr\0${path}`, domain, count, stats[i]!));
+      ahead.forEach((path, i) => this.remember('getattr', path, domain, count, stats[i]!));
       const mine = stats[0]!;
       if ('code' in mine) throw new IoError(mine.code, mine.message);
       return mine as T;
@@ -60,18 +69,34 @@ export class AnswerCache {
     try {
       const result = await domain.call<T>({ kind: 'vfs', op, args });
       this.answers.set(key, { domain, count, result });
+      if (op === 'getattr') this.native?.(domain, args[0]!, count, result as Stat, 0);
       return result;
     } catch (error) {
-      this.remember(key, domain, count, error as { code?: string; message: string });
+      if (op === 'getattr') this.remember(op, args[0]!, domain, count, error as { code?: string; message: string });
+      else this.forgetOrKeepError(key, domain, count, error as { code?: string; message: string });
       throw error;
     }
   }
 
-  private remember(key: string, domain: DomainHandle, count: number, answer: StatOrError | { code?: string; message: string }): void {
-    if (!('code' in answer)) this.answers.set(key, { domain, count, result: answer as Stat });
-    else if (typeof answer.code === 'string' && ANSWER_ERRORS.has(answer.code)) {
-      this.answers.set(key, { domain, count, error: { code: answer.code, message: answer.message } });
-    } else this.answers.delete(key);
+  /** A stat (or the error answered instead) of `path`, here and where the libfuse threads answer (`native`). */
+  private remember(op: 'getattr', path: string, domain: DomainHandle, count: number, answer: StatOrError | { code?: string; message: string }): void {
+    const key = `${op}\0${path}`;
+    if (!('code' in answer)) {
+      this.answers.set(key, { domain, count, result: answer as Stat });
+      this.native?.(domain, path, count, answer as Stat, 0);
+    } else if (this.forgetOrKeepError(key, domain, count, answer)) {
+      this.native?.(domain, path, count, null, constants.errno[answer.code as keyof typeof constants.errno]);
+    }
+  }
+
+  /** Keeps an error that is an answer about the volume (true), or forgets what was known for `key`. */
+  private forgetOrKeepError(key: string, domain: DomainHandle, count: number, error: { code?: string; message: string }): error is { code: string; message: string } {
+    if (typeof error.code === 'string' && ANSWER_ERRORS.has(error.code) && error.code in constants.errno) {
+      this.answers.set(key, { domain, count, error: { code: error.code, message: error.message } });
+      return true;
+    }
+    this.answers.delete(key);
+    return false;
   }
 
   /**

@@ -87,6 +87,8 @@ export interface MountedView {
   readonly counters: { calls: Record<string, number>; errors: Record<string, number> };
   /** Questions answered here, without a call into the domain (mount/answer-cache.ts). */
   readonly answeredHere: number;
+  /** Of those, the ones answered on the libfuse threads, without a hop to the main thread (fuse-native.ts). */
+  readonly answeredOffMainThread: number;
   /** Stats asked of the domain along with a lookup, ahead of the lookups that will want them (answer-cache.ts). */
   readonly askedAhead: number;
   /** Unmount (lazily, like `fusermount -uz`) and wait until the mount has left /proc/mounts. Idempotent. */
@@ -113,6 +115,9 @@ export async function mountedPaths(): Promise<string[]> {
 export async function isMounted(mountpoint: string): Promise<boolean> {
   return (await mountedPaths()).includes(resolvePath(mountpoint));
 }
+
+/** The word of a domain's change count, as the libfuse threads read it. */
+const changeWord = (domain: DomainHandle) => new Int32Array(domain.changes.buffer, 0, 1);
 
 function toFuseStat(s: Stat) {
   return {
@@ -217,7 +222,11 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     });
 
   const none = noXattrsCache(options.cache ?? STRICT);
-  const answers = new AnswerCache();
+  // Stats are also answered on the libfuse threads while the count stands (fuse-native.ts, answersCount): a
+  // lookup or stat answered there costs no hop to this thread. Only the domain served now is answered for.
+  const answers = new AnswerCache((from, path, count, stat, errno) => {
+    if (from === current) fuse.answer(path, count, stat ? toFuseStat(stat) : null, errno, !!stat && !stat.xattrs);
+  });
   /** The domain said so and nothing changed since (any mode), or said so within the auto bound. */
   const noXattrs = (path: string) => answers.hasNoXattrs(current, path) || none.has(path);
   const ops = {
@@ -344,6 +353,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
   const fuse: FuseInstance = new Fuse(mnt, ops as never, fuseOptions(`hvshare-${domain.name}`, options.cache ?? STRICT, { ...options, debug }));
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+  fuse.answersCount(changeWord(domain));
 
   let unmounting: Promise<void> | null = null;
   return {
@@ -353,10 +363,14 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     },
     rebind(next: DomainHandle) {
       current = next;
+      fuse.answersCount(changeWord(next));
     },
     counters,
     get answeredHere() {
-      return answers.hits;
+      return answers.hits + fuse.answeredNatively;
+    },
+    get answeredOffMainThread() {
+      return fuse.answeredNatively;
     },
     get askedAhead() {
       return answers.askedAhead;

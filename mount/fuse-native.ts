@@ -11,6 +11,15 @@ export interface FuseInstance {
   readonly caller?: { uid: number; gid: number };
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
+  /**
+   * Answers the patched fuse-native gives on its libfuse threads, without this thread: getattr's stat or errno,
+   * and "none" to getxattr and listxattr when the stat said so, for a path, while the change count in `word` (the
+   * first word of an Int32Array over shared memory) reads `count`. A new word forgets every answer.
+   */
+  answersCount(word: Int32Array): void;
+  answer(path: string, count: number, stat: Record<string, unknown> | null, errno: number, noXattrs: boolean): void;
+  /** Requests answered on the libfuse threads so far. */
+  readonly answeredNatively: number;
 }
 export interface FuseConstructor {
   new (mountpoint: string, ops: Record<string, (...args: never[]) => void>, options: Record<string, unknown>): FuseInstance;

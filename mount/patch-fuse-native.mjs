@@ -1,5 +1,7 @@
 /**
- * postinstall: fuse-native with exact times and the requesting process's uid and gid (README, "Times through a view", "Who may use a view").
+ * postinstall: fuse-native with exact times, the requesting process's uid and gid, and stats answered on the libfuse
+ * threads while the view's change count stands (README, "Times through a view", "Who may use a view", "What one
+ * view request costs").
  *
  * Applies fuse-native-times.patch to the installed fuse-native and builds its addon from the patched source with
  * node-gyp. node-gyp-build loads build/Release before prebuilds/, so the prebuilt binary is never used again, and
@@ -102,5 +104,5 @@ if (!built) {
 const loaded = createRequire(join(pkgDir, 'index.js'))('node-gyp-build').resolve(pkgDir);
 if (loaded !== addon) fail(`fuse-native would load ${loaded}, not the addon built from the patched source (${addon}).`);
 const Fuse = require('fuse-native');
-if (typeof Fuse.UTIME_NOW !== 'number') fail('fuse-native loaded without the patch in place.');
-console.error(`hvshare: fuse-native ${version} patched for exact times (${applied} hunks applied now), addon ${built ? 'already built' : 'built'} from source`);
+if (typeof Fuse.UTIME_NOW !== 'number' || typeof Fuse.prototype.answer !== 'function') fail('fuse-native loaded without the patch in place.');
+console.error(`hvshare: fuse-native ${version} patched (${applied} hunks applied now), addon ${built ? 'already built' : 'built'} from source`);

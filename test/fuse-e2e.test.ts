@@ -165,8 +165,10 @@ test.serial('a strict view answers repeated stats, listings, links and xattrs it
   await ok(t, shIn(m1, 'echo one > f && mkdir d'), 'create in dom1');
   t.regex(await statOf('f'), /^644 4 \d+$/);
   const before = view2.answeredHere;
+  const offMain = view2.answeredOffMainThread;
   for (let i = 0; i < 3; i++) t.regex(await statOf('f'), /^644 4 \d+$/);
   t.true(view2.answeredHere > before, 'stats with nothing changed are answered by the view itself');
+  t.true(view2.answeredOffMainThread > offMain, 'on the libfuse threads, without a hop to the main thread');
   // Every kind of change by the other domain shows through dom2's very next stat.
   await ok(t, run('chmod', ['600', join(m1, 'f')]), 'chmod in dom1');
   t.regex(await statOf('f'), /^600 4 /, 'a mode changed in dom1');
