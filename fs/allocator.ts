@@ -16,6 +16,7 @@
 import { IoError } from './block-device.js';
 import { CorruptionError } from './volume-errors.js';
 import type { BlockCache } from './block-cache.js';
+import { BlockSet } from './block-set.js';
 import { BlockType, checkBlockHeader, HEADER_SIZE, type Geometry } from './layout.js';
 
 /** Bitmaps statfs reads at once. */
@@ -82,10 +83,10 @@ export function countClearBits(bitmap: Uint8Array, bits: number): number {
 export { bitIsSet, setBit };
 
 export class Allocator {
-  private readonly freedThisTx = new Set<number>();
-  private readonly allocatedThisTx = new Set<number>();
-  /** Blocks handed out by the running operation: forgotten if it fails (its bitmap change is undone). */
-  private allocatedThisOp: number[] = [];
+  private readonly freedThisTx = new BlockSet();
+  private readonly allocatedThisTx = new BlockSet();
+  /** Runs handed out by the running operation: forgotten if it fails (its bitmap change is undone). */
+  private allocatedThisOp: Run[] = [];
 
   constructor(
     private readonly cache: BlockCache,
@@ -115,7 +116,7 @@ export class Allocator {
 
   /** The running operation ended; a failed one's allocations were undone and may go to anyone again. */
   endOp(failed: boolean): void {
-    if (failed) for (const block of this.allocatedThisOp) this.allocatedThisTx.delete(block);
+    if (failed) for (const run of this.allocatedThisOp) this.allocatedThisTx.delete(run.start, run.count);
     this.allocatedThisOp = [];
   }
 
@@ -203,11 +204,9 @@ export class Allocator {
       while (end < to && end - bit < max && !bitIsSet(bitmap, end) && !this.freedThisTx.has(base + end)) end++;
       const run = this.guarded({ start: base + bit, count: end - bit });
       const writable = await this.bitmap(group, true);
-      for (let b = bit; b < end; b++) {
-        setBit(writable, b, true);
-        this.allocatedThisTx.add(base + b);
-        this.allocatedThisOp.push(base + b);
-      }
+      for (let b = bit; b < end; b++) setBit(writable, b, true);
+      this.allocatedThisTx.add(run.start, run.count);
+      this.allocatedThisOp.push(run);
       return run;
     }
     return null;

@@ -154,7 +154,7 @@ export class BlockMap {
     const mapped = await this.lookupRun(inode, fb, max);
     if (mapped.phys !== 0) return { ...mapped, fresh: false };
     const run = await this.allocate(inode, fb, mapped.count, goal);
-    for (let i = 0; i < run.count; i++) await this.setEntry(inode, fb + i, run.start + i, 0);
+    await this.setEntries(inode, fb, run.start, run.count, () => 0);
     return { phys: run.start, count: run.count, crcs: [], fresh: true };
   }
 
@@ -171,13 +171,13 @@ export class BlockMap {
     let count = 1;
     if (mapped.phys !== 0 && uncommitted(0)) {
       while (count < mapped.count && uncommitted(count)) count++;
-      for (let i = 0; i < count; i++) await this.setEntry(inode, fb + i, mapped.phys + i, crcOf(i));
+      await this.setEntries(inode, fb, mapped.phys, count, crcOf);
       return { phys: mapped.phys, count };
     }
     if (mapped.phys !== 0) while (count < mapped.count && !uncommitted(count)) count++;
     else count = mapped.count;
     const run = await this.allocate(inode, fb, count, goal);
-    for (let i = 0; i < run.count; i++) await this.setEntry(inode, fb + i, run.start + i, crcOf(i));
+    await this.setEntries(inode, fb, run.start, run.count, crcOf);
     if (mapped.phys !== 0) {
       // The copies replace the old blocks, which the last commit still names: freed, reusable after the next.
       for (let i = 0; i < run.count; i++) await this.allocator.freeBlock(mapped.phys + i);
@@ -203,29 +203,52 @@ export class BlockMap {
 
   /** Points file block `fb` at `phys` (0: a hole) with data checksum `crc`, adding indirect blocks as needed. */
   private async setEntry(inode: Inode, fb: number, phys: number, crc: number): Promise<void> {
-    if (fb < SINGLE_START) {
-      inode.direct[fb] = phys;
-      inode.directCrc[fb] = crc;
-      return;
-    }
-    if (fb < DOUBLE_START) {
-      if (!inode.indirect) inode.indirect = await this.newIndirect(inode, phys + 1);
-      await this.writeEntryIn(inode, inode.indirect, fb - SINGLE_START, phys, crc);
-      return;
-    }
-    const k = fb - DOUBLE_START;
-    const a = Math.floor(k / EPB);
-    if (!inode.doubleIndirect) inode.doubleIndirect = await this.newIndirect(inode, phys + 1);
-    let leaf = await this.leafAddress(inode, a);
-    if (!leaf) {
-      leaf = await this.newIndirect(inode, phys + 1);
-      writePointer(await this.cache.getForWrite(inode.doubleIndirect, BlockType.Indirect, inode.ino), a, leaf);
-    }
-    await this.writeEntryIn(inode, leaf, k % EPB, phys, crc);
+    await this.setEntries(inode, fb, phys, 1, () => crc);
   }
 
-  private async writeEntryIn(inode: Inode, address: number, index: number, phys: number, crc: number): Promise<void> {
-    writeEntry(await this.cache.getForWrite(this.checked(inode, address, 'an indirect pointer'), BlockType.Indirect, inode.ino), index, phys, crc);
+  /**
+   * Points file blocks [fb, fb + count) at blocks phys, phys + 1, ... (phys 0: holes) with data checksums
+   * `crcOf(i)`, adding indirect blocks as needed: each indirect block is looked up once for the entries it holds.
+   */
+  private async setEntries(inode: Inode, fb: number, phys: number, count: number, crcOf: (i: number) => number): Promise<void> {
+    const target = (i: number) => (phys === 0 ? 0 : phys + i);
+    let i = 0;
+    for (; i < count && fb + i < SINGLE_START; i++) {
+      inode.direct[fb + i] = target(i);
+      inode.directCrc[fb + i] = crcOf(i);
+    }
+    while (i < count) {
+      const { block, index } = await this.entriesForWrite(inode, fb + i, target(i));
+      const n = Math.min(count - i, EPB - index);
+      for (let j = 0; j < n; j++) writeEntry(block, index + j, target(i + j), crcOf(i + j));
+      i += n;
+    }
+  }
+
+  /** The indirect block (writable) holding the entry of file block `fb` (past the direct ones), made if missing. */
+  private async entriesForWrite(inode: Inode, fb: number, goal: number): Promise<{ block: Uint8Array; index: number }> {
+    let address: number;
+    let index: number;
+    if (fb < DOUBLE_START) {
+      if (!inode.indirect) inode.indirect = await this.newIndirect(inode, goal + 1);
+      address = inode.indirect;
+      index = fb - SINGLE_START;
+    } else {
+      const k = fb - DOUBLE_START;
+      const a = Math.floor(k / EPB);
+      if (!inode.doubleIndirect) inode.doubleIndirect = await this.newIndirect(inode, goal + 1);
+      address = await this.leafAddress(inode, a);
+      if (!address) {
+        address = await this.newIndirect(inode, goal + 1);
+        writePointer(await this.cache.getForWrite(inode.doubleIndirect, BlockType.Indirect, inode.ino), a, address);
+      }
+      index = k % EPB;
+    }
+    return { block: await this.indirectForWrite(inode, address), index };
+  }
+
+  private async indirectForWrite(inode: Inode, address: number): Promise<Uint8Array> {
+    return this.cache.getForWrite(this.checked(inode, address, 'an indirect pointer'), BlockType.Indirect, inode.ino);
   }
 
   /** Frees file block `fb` if it is mapped (a hole from now on; its pointer blocks stay). Changes `inode` in memory. */
@@ -280,7 +303,7 @@ export class BlockMap {
       const block = (await this.indirectBlock(inode, address, 'an indirect pointer'))!;
       const phys = this.checked(inode, readPointer(block, 2 * i), `file block ${segment + i}`);
       if (!phys) continue;
-      await this.writeEntryIn(inode, address, i, 0, 0);
+      writeEntry(await this.indirectForWrite(inode, address), i, 0, 0);
       await this.release(inode, phys, segment + i, checkpoint);
     }
   }
