@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 /** What the addon exports (fs/native/crc32c.c). */
 interface NativeCrc32c {
   crc32c(data: Uint8Array, crc?: number, offset?: number, length?: number): number;
-  crc32cPieces(data: Uint8Array, size: number, out: number[]): number[];
+  crc32cPieces(data: Uint8Array, size: number, out: Uint32Array): Uint32Array;
   hardware(): boolean;
 }
 
@@ -37,10 +37,10 @@ export function crc32c(data: Uint8Array, crc = 0, offset = 0, length = data.leng
 }
 
 /**
- * The crc32c of each `size`-byte piece of `data` (the last may be shorter), into `out` from index 0: one call
- * for a run of file blocks.
+ * The crc32c of each `size`-byte piece of `data` (the last may be shorter), into `out` from index 0 (as many
+ * slots as pieces): one call for a run of file blocks, no number object per piece.
  */
-export function crc32cPieces(data: Uint8Array, size: number, out: number[]): number[] {
+export function crc32cPieces(data: Uint8Array, size: number, out: Uint32Array): Uint32Array {
   if (native) return native.crc32cPieces(data, size, out);
   return crc32cPiecesJs(data, size, out);
 }
@@ -82,7 +82,7 @@ export function crc32cJs(data: Uint8Array, crc = 0): number {
 }
 
 /** crc32cPieces in JavaScript: one view over all the pieces when they are whole 16-byte multiples, aligned. */
-export function crc32cPiecesJs(data: Uint8Array, size: number, out: number[]): number[] {
+export function crc32cPiecesJs(data: Uint8Array, size: number, out: Uint32Array): Uint32Array {
   if (!LITTLE_ENDIAN || (data.byteOffset & 3) !== 0 || size % 16 !== 0 || data.length % size !== 0) {
     for (let at = 0, k = 0; at < data.length; at += size, k++) out[k] = crc32cJs(data.subarray(at, at + size));
     return out;

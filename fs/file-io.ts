@@ -263,7 +263,7 @@ export class FileIo {
    */
   private async writeBlocks(inode: Inode, first: number, buffer: Uint8Array, end: number, goal: number, checkpoint: WriteCheckpoint, writes: Promise<void>[]): Promise<void> {
     const blocks = buffer.length / BLOCK_SIZE;
-    const crcs = crc32cPieces(buffer, BLOCK_SIZE, new Array<number>(blocks));
+    const crcs = crc32cPieces(buffer, BLOCK_SIZE, new Uint32Array(blocks));
     for (let fb = first; fb < first + blocks; ) {
       await checkpoint();
       const from = fb - first;
@@ -352,7 +352,7 @@ export class FileIo {
 
   /** Checks each block of a mapped run, just read into `data`, against the crc its pointer carries. */
   private verify(inode: Inode, fb: number, run: MappedRun, data: Uint8Array): void {
-    const sums = crc32cPieces(data, BLOCK_SIZE, new Array<number>(run.count));
+    const sums = crc32cPieces(data, BLOCK_SIZE, new Uint32Array(run.count));
     for (let i = 0; i < run.count; i++) {
       const actual = sums[i];
       if (actual === run.crcs[i]) continue;

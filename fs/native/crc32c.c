@@ -1,7 +1,7 @@
 /*
  * crc32c(data, crc = 0, offset = 0, length = data.length - offset) for fs/crc32c.ts: CRC-32C (Castagnoli, reflected
  * polynomial 0x82F63B78) of data[offset, offset + length) continuing `crc`, and crc32cPieces(data, size, out) filling
- * out[k] with the CRC of each `size`-byte piece. On x86-64 with SSE4.2 (checked at run time with cpuid) the crc32
+ * out[k] (a Uint32Array) with the CRC of each `size`-byte piece. On x86-64 with SSE4.2 (checked at run time with cpuid) the crc32
  * instruction sums three interleaved streams over large runs, joined by shifting each partial CRC over the bytes
  * that follow it; elsewhere a slice-by-8 table. An N-API module without global state besides tables built once, so
  * it loads in every worker thread.
@@ -180,13 +180,24 @@ static napi_value js_crc32c_pieces(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "crc32cPieces: size must be a positive integer");
     return NULL;
   }
-  uint32_t k = 0;
-  for (size_t at = 0; at < length; at += size, k++) {
-    size_t n = length - at < size ? length - at : size;
-    napi_value value;
-    napi_create_uint32(env, crc_run(0, data + at, n), &value);
-    napi_set_element(env, argv[2], k, value);
+  bool is_typed = false;
+  napi_is_typedarray(env, argv[2], &is_typed);
+  napi_typedarray_type type = napi_int8_array;
+  size_t slots = 0;
+  void *out = NULL;
+  if (is_typed) napi_get_typedarray_info(env, argv[2], &type, &slots, &out, NULL, NULL);
+  if (type != napi_uint32_array) {
+    napi_throw_type_error(env, NULL, "crc32cPieces: out must be a Uint32Array");
+    return NULL;
   }
+  size_t pieces = (length + size - 1) / size;
+  if (slots < pieces) {
+    napi_throw_range_error(env, NULL, "crc32cPieces: out has fewer slots than data has pieces");
+    return NULL;
+  }
+  /* Written straight into the caller's array: no number object per piece. */
+  uint32_t *sums = out;
+  for (size_t at = 0, k = 0; at < length; at += size, k++) sums[k] = crc_run(0, data + at, length - at < size ? length - at : size);
   return argv[2];
 }
 
