@@ -33,7 +33,10 @@ export class Transactions {
     private readonly schedule: (commit: () => Promise<void>) => void,
     /** The tag of the next record: the lock service's change epoch as this instance last saw it (journal.ts). */
     private readonly tag: () => number,
-    /** Waits for the file data written so far to reach the device (ordered mode: data before the commit). */
+    /**
+     * Waits for the file data written so far to be durable (ordered mode: data before the commit record that names
+     * it and its checksums). The one place this order is kept: FileIo.durable, a FLUSH today, a barrier later.
+     */
     private readonly dataSettled: () => Promise<void>,
   ) {}
 
