@@ -6,7 +6,8 @@
  * nothing changed in the domain, and it gave up no lock, so no other domain can have changed what the answer was
  * read under. A repeated question (with zero timeouts the kernel asks the same path again and again: `ls -l`
  * makes three lookups and two getxattr per entry) is then answered on the host's main thread without a call into
- * the domain, and a strict view stays exact.
+ * the domain, and a strict view stays exact. Stats and listings are answered the same way by the libfuse threads
+ * themselves (`NativeAnswers`), without a hop to the main thread.
  */
 import { constants } from 'node:os';
 import { IoError } from '../fs/block-device.js';
@@ -33,10 +34,13 @@ const LOOK_AHEAD = 32;
 const ANSWER_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'ENODATA', 'EINVAL', 'ENAMETOOLONG', 'ELOOP']);
 
 /**
- * Where the stats (and the errors that are answers) are also kept to be answered without the main thread: the
- * patched fuse-native's libfuse threads, which check the same count (mount/fuse-native.ts, answersCount).
+ * Where stats (and the errors that are answers) and directory listings are also kept to be answered without the
+ * main thread: the patched fuse-native's libfuse threads, which check the same count (mount/fuse-native.ts).
  */
-export type NativeAnswers = (domain: DomainHandle, path: string, count: number, stat: Stat | null, errno: number) => void;
+export interface NativeAnswers {
+  stat(domain: DomainHandle, path: string, count: number, stat: Stat | null, errno: number): void;
+  listing(domain: DomainHandle, path: string, count: number, listing: DirListing): void;
+}
 
 export class AnswerCache {
   private readonly answers = new Map<string, Answer>();
@@ -68,8 +72,9 @@ export class AnswerCache {
     }
     try {
       const result = await domain.call<T>({ kind: 'vfs', op, args });
-      this.answers.set(key, { domain, count, result });
-      if (op === 'getattr') this.native?.(domain, args[0]!, count, result as Stat, 0);
+      if (op === 'getattr') this.remember(op, args[0]!, domain, count, result as Stat);
+      else this.answers.set(key, { domain, count, result });
+      if (op === 'readdirEntries') this.native?.listing(domain, args[0]!, count, result as DirListing);
       return result;
     } catch (error) {
       if (op === 'getattr') this.remember(op, args[0]!, domain, count, error as { code?: string; message: string });
@@ -83,9 +88,9 @@ export class AnswerCache {
     const key = `${op}\0${path}`;
     if (!('code' in answer)) {
       this.answers.set(key, { domain, count, result: answer as Stat });
-      this.native?.(domain, path, count, answer as Stat, 0);
+      this.native?.stat(domain, path, count, answer as Stat, 0);
     } else if (this.forgetOrKeepError(key, domain, count, answer)) {
-      this.native?.(domain, path, count, null, constants.errno[answer.code as keyof typeof constants.errno]);
+      this.native?.stat(domain, path, count, null, constants.errno[answer.code as keyof typeof constants.errno]);
     }
   }
 

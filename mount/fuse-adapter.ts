@@ -222,10 +222,15 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     });
 
   const none = noXattrsCache(options.cache ?? STRICT);
-  // Stats are also answered on the libfuse threads while the count stands (fuse-native.ts, answersCount): a
-  // lookup or stat answered there costs no hop to this thread. Only the domain served now is answered for.
-  const answers = new AnswerCache((from, path, count, stat, errno) => {
-    if (from === current) fuse.answer(path, count, stat ? toFuseStat(stat) : null, errno, !!stat && !stat.xattrs);
+  // Stats and listings are also answered on the libfuse threads while the count stands (fuse-native.ts): a lookup,
+  // stat or readdir answered there costs no hop to this thread. Only the domain served now is answered for.
+  const answers = new AnswerCache({
+    stat(from, path, count, stat, errno) {
+      if (from === current) fuse.answer(path, count, stat ? toFuseStat(stat) : null, errno, !!stat && !stat.xattrs);
+    },
+    listing(from, path, count, { names, inos, types }) {
+      if (from === current) fuse.answerListing(path, count, names, inos, types);
+    },
   });
   /** The domain said so and nothing changed since (any mode), or said so within the auto bound. */
   const noXattrs = (path: string) => answers.hasNoXattrs(current, path) || none.has(path);

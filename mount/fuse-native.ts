@@ -13,11 +13,13 @@ export interface FuseInstance {
   unmount(cb: (err: Error | null) => void): void;
   /**
    * Answers the patched fuse-native gives on its libfuse threads, without this thread: getattr's stat or errno,
-   * and "none" to getxattr and listxattr when the stat said so, for a path, while the change count in `word` (the
+   * and "none" to getxattr and listxattr when the stat said so, for a path (and readdir's entries, below), while the change count in `word` (the
    * first word of an Int32Array over shared memory) reads `count`. A new word forgets every answer.
    */
   answersCount(word: Int32Array): void;
   answer(path: string, count: number, stat: Record<string, unknown> | null, errno: number, noXattrs: boolean): void;
+  /** A directory's entries (names, inode numbers, S_IFMT bits), answered to readdir the same way. */
+  answerListing(path: string, count: number, names: string[], inos: number[], modes: number[]): void;
   /** Requests answered on the libfuse threads so far. */
   readonly answeredNatively: number;
 }

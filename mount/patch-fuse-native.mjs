@@ -104,5 +104,5 @@ if (!built) {
 const loaded = createRequire(join(pkgDir, 'index.js'))('node-gyp-build').resolve(pkgDir);
 if (loaded !== addon) fail(`fuse-native would load ${loaded}, not the addon built from the patched source (${addon}).`);
 const Fuse = require('fuse-native');
-if (typeof Fuse.UTIME_NOW !== 'number' || typeof Fuse.prototype.answer !== 'function') fail('fuse-native loaded without the patch in place.');
+if (typeof Fuse.UTIME_NOW !== 'number' || typeof Fuse.prototype.answerListing !== 'function') fail('fuse-native loaded without the patch in place.');
 console.error(`hvshare: fuse-native ${version} patched (${applied} hunks applied now), addon ${built ? 'already built' : 'built'} from source`);

@@ -192,7 +192,9 @@ test.serial('a strict view answers repeated stats, listings, links and xattrs it
   // Listings, symlink targets and extended attributes alike.
   const list = async () => (await ok(t, run('ls', ['-A', join(m2, 'd')]), 'ls in dom2')).trim();
   t.is(await list(), '');
+  const readdirs = view2.counters.calls.readdir;
   t.is(await list(), '');
+  t.is(view2.counters.calls.readdir, readdirs, 'a listing repeated is answered on the libfuse threads, not by a handler');
   await ok(t, shIn(m1, 'touch d/new && ln -s one d/link'), 'create in dom1');
   t.is(await list(), 'link\nnew', 'entries added in dom1');
   t.is((await ok(t, run('readlink', [join(m2, 'd', 'link')]), 'readlink')).trim(), 'one');
