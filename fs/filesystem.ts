@@ -949,7 +949,8 @@ export class FileSystem implements Vfs {
       await this.tx!.commit();
       await this.data.settled();
       this.data.reportWriteError(ino);
-      await this.dev.flush();
+      // The commit made its blocks durable, and the data before them (FileIo.durable): flush only for data since.
+      await this.data.durable();
     });
   }
 
