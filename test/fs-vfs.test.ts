@@ -522,6 +522,30 @@ test('ordered mode with data writes in flight: no write is still on its way when
   await v.close();
 });
 
+test('fsync flushes once for the data its commit names, and after the commit only for data landed since', async (t) => {
+  const v = await freshVolume();
+  const { fs, dev } = v;
+  const flush = dev.flush.bind(dev);
+  let flushes = 0;
+  dev.flush = async () => {
+    flushes++;
+    return flush();
+  };
+  const fh = await fs.create('/f', 0o644);
+  await fs.write(fh, 0, patternBytes(8192, 1));
+  await fs.fsync(fh, false);
+  t.is(flushes, 1, 'data before the commit record; the commit\'s own writes are FUA; nothing landed after it');
+  flushes = 0;
+  await fs.fsync(fh, false);
+  t.is(flushes, 0, 'nothing new: nothing to flush');
+  // A rewrite of a block the running transaction allocated changes its checksum: a commit, with a flush before it.
+  await fs.write(fh, 0, patternBytes(100, 2));
+  await fs.fsync(fh, false);
+  t.is(flushes, 1);
+  await fs.release(fh);
+  await v.close();
+});
+
 test('mknod: devices with their number, FIFOs and sockets, owned by their creator; readdir types; fsck clean', async (t) => {
   const v = await freshVolume();
   const { fs } = v;
