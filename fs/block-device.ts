@@ -21,6 +21,12 @@ export interface BlockDeviceInfo {
 export interface WriteOptions {
   /** Force unit access: the write is durable on the backend before it completes. */
   fua?: boolean;
+  /**
+   * A barrier: every write completed before this one is durable before this one is (ordering without waiting:
+   * the monitor answers at once and holds it until its flush of the image completed; a native device flushes
+   * first). Only FLUSH or FUA make anything durable by the time they complete.
+   */
+  barrier?: boolean;
 }
 
 export interface BlockDevice extends BlockDeviceInfo {

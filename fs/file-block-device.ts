@@ -8,6 +8,8 @@ import { type BlockDevice, checkRange, IoError, type WriteOptions } from './bloc
 export class FileBlockDevice implements BlockDevice {
   /** The datasync the FUA writes completing now will share (started on the next turn of the event loop). */
   private groupSync: Promise<void> | null = null;
+  /** The flush a barrier write started: every write issued after the barrier waits for it, as the monitor does. */
+  private barrierFlush: Promise<void> | null = null;
 
   private constructor(
     private readonly handle: FileHandle,
@@ -35,6 +37,13 @@ export class FileBlockDevice implements BlockDevice {
   async write(offset: number, src: Uint8Array, options: WriteOptions = {}): Promise<void> {
     this.checkWritable();
     checkRange(this, offset, src.length);
+    if (options.barrier) {
+      const flush = this.handle.datasync().finally(() => {
+        if (this.barrierFlush === flush) this.barrierFlush = null;
+      });
+      this.barrierFlush = flush;
+    }
+    if (this.barrierFlush) await this.barrierFlush;
     let done = 0;
     while (done < src.length) {
       const { bytesWritten } = await this.handle.write(src, done, src.length - done, offset + done);

@@ -59,8 +59,6 @@ export class FileIo {
    * one is the lost write's EIO, not corruption (until the block is written again).
    */
   private readonly lostWrites = new Set<number>();
-  /** A data write landed since durable() last flushed the device. */
-  private unflushed = false;
 
   constructor(
     private readonly dev: BlockDevice,
@@ -293,9 +291,6 @@ export class FileIo {
     const bytes = count * BLOCK_SIZE;
     this.inFlightBytes += bytes;
     const landed: Promise<void> = write
-      .then(() => {
-        this.unflushed = true;
-      })
       .catch((error: unknown) => {
         if (!this.writeErrors.has(ino)) this.writeErrors.set(ino, error instanceof Error ? error : new Error(String(error)));
         for (let i = 0; i < count; i++) this.lostWrites.add(phys + i);
@@ -312,24 +307,6 @@ export class FileIo {
   /** Resolves once every data write issued so far has landed, failed or not (fsync asks for failures). */
   async settled(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.all(this.inFlight);
-  }
-
-  /**
-   * Every data write issued so far has landed and is durable: what a commit needs before its record is written.
-   * The journal writes its log and commit record in one go and flushes after them, so data that merely landed
-   * could be lost by a crash while the record that points at it (with its checksum) survives: the old data
-   * would then read as corrupt. So the device is flushed first when data landed since the last such flush.
-   * (The commit's own FUA writes do not order this: the monitor's fdatasync after them covers the data too, but a
-   * power cut before it ends may keep the record's block and not the data's; the page cache writes back in no
-   * order.) This is the one place the order is kept: a write barrier (a FLUSH before the record's batch, without a
-   * round trip of its own) can replace the flush here. One flush per commit that follows data writes: one per
-   * 64 MiB written and fsynced by `bench file`.
-   */
-  async durable(): Promise<void> {
-    await this.settled();
-    if (!this.unflushed) return;
-    this.unflushed = false;
-    await this.dev.flush();
   }
 
   /** Throws EIO, once, if a data write of file `ino` failed since the last call (fsync's report, as Linux gives it). */

@@ -225,7 +225,7 @@ export class FileSystem implements Vfs {
             if (this.mounted && !this.failure) await commit();
           }).catch(() => {}),
           () => this.options.locks.epoch,
-          () => this.data.durable(),
+          () => this.data.settled(),
         );
       }
     } finally {
@@ -949,8 +949,7 @@ export class FileSystem implements Vfs {
       await this.tx!.commit();
       await this.data.settled();
       this.data.reportWriteError(ino);
-      // The commit made its blocks durable, and the data before them (FileIo.durable): flush only for data since.
-      await this.data.durable();
+      await this.dev.flush();
     });
   }
 

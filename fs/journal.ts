@@ -4,29 +4,30 @@
  * On disk a slot has a header block (the commit record) and `journalBlocks` log blocks. The header holds
  * {seq, n, (target, crc32c)[n], checksum}; n > 0 with a valid checksum means "committed, maybe not yet home".
  *
- * Commit of a transaction, three device round trips (a lock handed to another domain waits for all three):
- *   1. copy the blocks into the log (one contiguous write) and write the header (the commit record), together,
- *      each with FUA (durable when it completes): the commit point. The record checksums every logged copy, so
- *      a crash that persisted the record but not all copies reads as torn and the transaction is dropped, as
- *      with jbd2's async commit; so the two need no order between them, and no FLUSH of their own.
- *   2. write every block home (contiguous targets coalesced), each run with FUA when there are few of them
- *      (HOME_FUA_RUNS), else plain writes and one FLUSH: either way home is durable before step 3 starts.
- *   3. write a clear header (n = 0)
- * (Before: log + header, FLUSH, home, FLUSH, clear: five round trips for the same two durability points. A FUA
- * write is what a FLUSH after it would be, for that write, without a round trip of its own; the monitor answers
- * the FUA writes of one batch after one flush of the image.)
- * The clear need not be flushed at once: the next commit's FUA writes (this domain's, or those of the next
- * domain to hold the lock) make it durable before any later home write, and a stale header whose log blocks
- * were since overwritten fails its per-block checksums.
+ * Commit of a transaction, three device round trips, none waiting for durability (barrier writes, see
+ * WriteOptions.barrier: the monitor answers them at once and keeps them, and every write after them, from the
+ * image until everything written before is durable; ordering without waiting, as Linux's old barriers):
+ *   1. copy the blocks into the log (one contiguous write, a barrier: the file data written before, ordered
+ *      mode, and the previous clear are durable first) and write the header (the commit record) with it: the
+ *      commit point. The record checksums every logged copy, so a crash that persisted the record but not all
+ *      copies reads as torn and the transaction is dropped, as with jbd2's async commit; so the two need no
+ *      order between them.
+ *   2. write every block home (contiguous targets coalesced), behind a barrier: the record is durable first.
+ *   3. write a clear header (n = 0), behind a barrier: home is durable first.
+ * A crash keeps a prefix of these steps' writes (plus any part of the last one reached), so replay finds either
+ * no record, a torn one, or a committed one whose home writes it repeats. The commit is durable once a FLUSH
+ * (fsync, sync, unmount) completes after it. (Before: log + header with FUA, home with FUA, clear: each step
+ * waited for an fdatasync of the image, and a lock passed to another domain only after both.)
  *
  * Recovery (replayJournal) needs no filesystem knowledge beyond the superblock's geometry: if the header is valid
  * and every logged copy matches its checksum, copy the blocks home, FLUSH, clear, FLUSH. Anything else is an
  * uncommitted transaction and is dropped. Replay is idempotent, so a crash during replay is harmless.
  *
  * Several journals, one block. Each domain commits into its own journal, and a block is covered by one cluster
- * lock, given up only after the commit wrote the block home and cleared the log. But the clear is not flushed:
- * until the next FLUSH (anyone's: the next holder's commit starts with one) a crash may keep the old holder's
- * record while the new holder's record of the same block also reached the disk. So every record carries a tag,
+ * lock, given up only after the commit wrote the block home and cleared the log. (With barriers the next holder's
+ * record lands in a later epoch than the old holder's clear, so the clear is durable first; on a device without
+ * them) a crash may keep the old holder's record while the new holder's record of the same block also reached
+ * the disk. So every record carries a tag,
  * the lock service's change epoch as last seen by the committing domain (LockService.epoch): the epoch grows
  * with every release of a changed lock, and the new holder saw it grow before it could change the block, so of
  * two records of one block the later has the larger tag. recoverJournals replays the records of all the slots it
@@ -85,13 +86,6 @@ export function decodeJournalHeader(block: Uint8Array, address: number): Journal
   return { seq: v.getFloat64(16, true), slot: v.getUint32(28, true), tag: v.getFloat64(32, true), targets, crcs };
 }
 
-/**
- * Home runs up to which a commit writes each with FUA instead of plain writes and a FLUSH: the monitor answers the
- * FUA writes of one batch after one flush, and a FLUSH costs a device round trip of its own; a transaction
- * scattered over many runs may not reach the monitor in one batch, and takes the round trip.
- */
-const HOME_FUA_RUNS = 4;
-
 /** The runs of consecutive targets: [first index, end index) pairs. */
 function homeRuns(targets: number[]): Array<[number, number]> {
   const runs: Array<[number, number]> = [];
@@ -113,13 +107,12 @@ async function settleAll(writes: Promise<void>[]): Promise<void> {
 
 /**
  * Writes consecutive targets with one request each, all at once: `blocks[i]` lives at `buffer[i * BLOCK_SIZE]`.
- * With `durable`, they are durable when it returns (FUA writes, or a FLUSH after many runs); else only written.
+ * With `barrier`, everything completed before is durable before any of them (the first run is a barrier write,
+ * the others are issued after it).
  */
-async function writeHome(dev: BlockDevice, targets: number[], buffer: Uint8Array, durable: boolean): Promise<void> {
+async function writeHome(dev: BlockDevice, targets: number[], buffer: Uint8Array, barrier: boolean): Promise<void> {
   const runs = homeRuns(targets);
-  const fua = durable && runs.length <= HOME_FUA_RUNS;
-  await settleAll(runs.map(([i, j]) => dev.write(targets[i] * BLOCK_SIZE, buffer.subarray(i * BLOCK_SIZE, j * BLOCK_SIZE), { fua })));
-  if (durable && !fua) await dev.flush();
+  await settleAll(runs.map(([i, j], run) => dev.write(targets[i] * BLOCK_SIZE, buffer.subarray(i * BLOCK_SIZE, j * BLOCK_SIZE), { barrier: barrier && run === 0 })));
 }
 
 export type JournalState =
@@ -250,17 +243,19 @@ export class Journal {
       });
       const headerAddress = this.geometry.journalHeader(this.slot);
       this.seq++;
-      // Log and commit record go out together, each durable on completion (as jbd2's async commit): the record
+      // Log and commit record go out together behind one barrier (the data written before them, ordered mode,
+      // and the previous clear are durable first), in no order between them (as jbd2's async commit): the record
       // carries a checksum of every logged copy, so a crash that persisted the record but not all copies reads
-      // as torn and is dropped, never replayed.
-      // (Both are ready before either is posted, so they reach the monitor together and share its flush.)
+      // as torn and is dropped, never replayed. Then home behind a barrier, then the clear behind a barrier.
+      // Nothing waits for durability (fsync, sync and unmount FLUSH after the commit), so a lock passes on at once.
       const record = encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag, targets, crcs });
       await settleAll([
-        this.dev.write(this.geometry.journalLog(this.slot) * BLOCK_SIZE, log, { fua: true }),
-        this.dev.write(headerAddress * BLOCK_SIZE, record, { fua: true }),
+        this.dev.write(this.geometry.journalLog(this.slot) * BLOCK_SIZE, log, { barrier: true }),
+        this.dev.write(headerAddress * BLOCK_SIZE, record),
       ]);
       await writeHome(this.dev, targets, log, true);
-      await this.dev.write(headerAddress * BLOCK_SIZE, encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag: 0, targets: [], crcs: [] }));
+      const clear = encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag: 0, targets: [], crcs: [] });
+      await this.dev.write(headerAddress * BLOCK_SIZE, clear, { barrier: true });
       this.stats.commits++;
       this.stats.blocksLogged += n;
     } finally {

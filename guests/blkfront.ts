@@ -5,6 +5,7 @@ import {
   MAX_SECTORS_PER_REQUEST,
   Op,
   readResponse,
+  REQ_BARRIER,
   REQ_FUA,
   Ring,
   RING_SLOTS,
@@ -248,7 +249,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.transfer(Op.WRITE, offset, src, options.fua ? REQ_FUA : 0);
+    return this.transfer(Op.WRITE, offset, src, (options.fua ? REQ_FUA : 0) | (options.barrier ? REQ_BARRIER : 0));
   }
 
   async flush(): Promise<void> {

@@ -62,6 +62,12 @@ export const REQ_DOWNGRADE = 8;
  * waits for that domain would never end). Queued as usual when someone holds the lock exclusively.
  */
 export const REQ_JOIN = 16;
+/**
+ * WRITE: a barrier (as Linux's old REQ_HARDBARRIER, or a SCSI ordered tag): every write completed before it is
+ * durable before this one reaches the backend. It does not wait for that: it may complete at once, and a crash
+ * may lose it and later writes (not earlier ones once it is durable) until a FLUSH or FUA write completes.
+ */
+export const REQ_BARRIER = 32;
 
 /** Lock names are unsigned 32-bit numbers (fs/lock-names.ts: block addresses, and two volume-wide names). */
 export const LOCK_NAME_LIMIT = 2 ** 32;

@@ -11,6 +11,14 @@ export interface BlockBackend {
   /** One transfer into several buffers, back to back from `position` (merged requests). */
   readv(position: number, into: Uint8Array[]): void;
   writev(position: number, from: Uint8Array[]): void;
+  /** A write after a barrier: every write completed before it is durable before it reaches the image. */
+  writeBarrier(position: number, from: Uint8Array): void;
+  /** Ordered backends (write-epochs.ts): true while writes wait in memory for a flush. */
+  readonly holding?: boolean;
+  /** Ordered backends: true when held writes may go to the image now (progress() writes them). */
+  readonly ready?: boolean;
+  /** Ordered backends: writes the held writes whose flush completed; true when it wrote any. */
+  progress?(): boolean;
   /** Make every completed write durable (fdatasync). */
   flush(): void;
   discard(position: number, length: number): void;

@@ -8,6 +8,8 @@ import type { IoWorkerCommand, IoWorkerData } from './io-worker.js';
 import { Monitor, type MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
 import { RawImageBackend } from './raw-image-backend.js';
+import { BackgroundFlush } from './background-flush.js';
+import { WriteEpochs } from './write-epochs.js';
 import { MAX_IO_THREADS, registerThread, ThreadClock, ThreadSlot } from './thread-cpu.js';
 
 /**
@@ -29,7 +31,7 @@ const monitor = new Monitor(new DomainStats(data.stats), (event: MonitorEvent) =
   ioThreads,
   revokeDeadlineMs: data.revokeDeadlineMs,
 });
-const backends = new Map<number, RawImageBackend>();
+const backends = new Map<number, WriteEpochs>();
 const ioPorts: MessagePort[] = [];
 for (let i = 0; i < ioThreads; i++) {
   const channel = new MessageChannel();
@@ -49,7 +51,9 @@ function control(command: MonitorCommand): MonitorReply | void {
     case 'locks':
       return { type: 'locks', seq: command.seq, locks: monitor.lockSummaries() };
     case 'add-volume': {
-      const backend = new RawImageBackend(command.path, command.readOnly);
+      // A writable image gets ordered barriers without waiting (write-epochs.ts), flushed by a thread of its own.
+      const image = new RawImageBackend(command.path, command.readOnly);
+      const backend = new WriteEpochs(image, image.readOnly ? undefined : new BackgroundFlush(command.path, data.doorbell));
       backends.set(command.id, backend);
       monitor.addVolume({ id: command.id, name: command.name, backend });
       tellIo({ type: 'add-volume', id: command.id, path: command.path, readOnly: command.readOnly });

@@ -237,7 +237,11 @@ export class Monitor {
   addVolume(volume: Volume): void {
     if (this.volumes.has(volume.id)) throw new Error(`volume ${volume.id} already attached`);
     this.volumes.set(volume.id, volume);
+    this.volumeList = [...this.volumes.values()];
   }
+
+  /** The volumes as an array, for the hot loop (hasWork asks each whether held writes may go out). */
+  private volumeList: Volume[] = [];
 
   addDomain(id: number, name: string, pages: DomainPages, grants: Grant[]): void {
     if (this.domains.has(id)) throw new Error(`domain ${id} already exists`);
@@ -278,6 +282,8 @@ export class Monitor {
     // once none is in flight, nothing touches the domain's pages any more.
     this.serving = this.serving.filter((x) => x !== d);
     while (this.pool.inFlight(id) > 0) if (!this.runQueued()) nap();
+    // Its writes held behind barriers go to the image first: the toolstack replays its journal on the image.
+    for (const g of d.grants) if (g.volume.backend.holding) g.volume.backend.flush();
     this.foldPoolCounters();
     this.domains.delete(id);
     this.forgetRevokesTo(d);
@@ -345,11 +351,18 @@ export class Monitor {
     for (const d of this.serving) {
       if (!d.shut && Atomics.load(d.ring, Ring.REQ_PROD) >>> 0 !== d.reqCons) return true;
     }
+    for (const v of this.volumeList) if (v.backend.ready) return true;
     return false;
+  }
+
+  /** Writes held behind a barrier whose flush completed go to the image (write-epochs.ts). */
+  private progressHeldWrites(): void {
+    for (const v of this.volumeList) if (v.backend.ready) v.backend.progress!();
   }
 
   /** Drain every ring once; returns how many requests were served. */
   drain(): number {
+    this.progressHeldWrites();
     let served = 0;
     const serving = this.serving;
     for (let i = 0; i < serving.length; i++) {
@@ -471,7 +484,7 @@ export class Monitor {
     for (let n = 0; n < pending; n++) {
       const req = batch[n];
       if (this.fuaOwed.length > 0 && !fuaWrite(req)) this.settleFua(d);
-      if (n >= split && offloadable(req)) {
+      if (n >= split && offloadable(req) && !heldBy(d, req)) {
         this.stats.add(d.id, Counter.REQUESTS);
         this.addToJob(d, d.grants[req.vbd].volume, req);
         continue;
@@ -654,7 +667,7 @@ export class Monitor {
     switch (req.kind) {
       case 'transfer': {
         const bytes = req.count * SECTOR;
-        if (this.backlog && req.op === Op.READ && bytes >= (this.busy > 1 ? POOL_MIN_BYTES_SHARED : POOL_MIN_BYTES)) {
+        if (this.backlog && req.op === Op.READ && !backend.holding && bytes >= (this.busy > 1 ? POOL_MIN_BYTES_SHARED : POOL_MIN_BYTES)) {
           // Alone in its job, so that several of them are copied at once.
           if (this.outgoing.count > 0) this.sendJob(d);
           this.addToJob(d, grant.volume, req);
@@ -664,6 +677,7 @@ export class Monitor {
         const view = d.memory.subarray(req.memOffset, req.memOffset + bytes);
         try {
           if (req.op === Op.READ) backend.read(req.sector * SECTOR, view);
+          else if (req.barrier) backend.writeBarrier(req.sector * SECTOR, view);
           else backend.write(req.sector * SECTOR, view);
         } catch (err) {
           return this.fail(d, this.backendError(d, req.op === Op.READ ? 'read' : 'write', req.sector, req.count, err));
@@ -922,7 +936,7 @@ export class Monitor {
 
 /** A run may merge this request: a read or write without FUA, smaller than what the I/O threads take. */
 function mergeable(req: Request): req is Transfer {
-  return req.kind === 'transfer' && !req.fua && req.count * SECTOR < POOL_MIN_BYTES;
+  return req.kind === 'transfer' && !req.fua && !req.barrier && req.count * SECTOR < POOL_MIN_BYTES;
 }
 
 /** A write with FUA: durable before it is answered (see Monitor.settleFua). */
@@ -931,6 +945,11 @@ function fuaWrite(req: Request): req is Transfer {
 }
 
 /** A read the I/O threads take when a batch is split (see drainDomain). */
+/** True while the volume `req` reaches holds writes in the monitor's memory: its reads must see them. */
+function heldBy(d: Domain, req: Transfer): boolean {
+  return d.grants[req.vbd].volume.backend.holding === true;
+}
+
 function offloadable(req: Request): req is Transfer {
   return req.kind === 'transfer' && req.op === Op.READ && req.count * SECTOR >= POOL_MIN_BYTES_SHARED;
 }

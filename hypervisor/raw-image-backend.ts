@@ -40,6 +40,11 @@ export class RawImageBackend implements BlockBackend {
     if (done < byteLength(from)) eachRest(position, from, done, (at, view) => this.write(at, view));
   }
 
+  writeBarrier(position: number, from: Uint8Array): void {
+    this.flush();
+    this.write(position, from);
+  }
+
   flush(): void {
     fdatasyncSync(this.fd);
   }

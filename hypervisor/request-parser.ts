@@ -7,6 +7,7 @@ import {
   readRequest,
   REQ_DIRTY,
   REQ_DOWNGRADE,
+  REQ_BARRIER,
   REQ_FUA,
   REQ_JOIN,
   REQ_TRY,
@@ -28,7 +29,7 @@ export interface ParserGrant {
  * service's to check. `vbd` names an entry that exists in the domain's grant table.
  */
 export type BlockRequest =
-  | { kind: 'transfer'; id: number; vbd: number; op: typeof Op.READ | typeof Op.WRITE; sector: number; count: number; memOffset: number; fua: boolean }
+  | { kind: 'transfer'; id: number; vbd: number; op: typeof Op.READ | typeof Op.WRITE; sector: number; count: number; memOffset: number; fua: boolean; barrier: boolean }
   | { kind: 'flush'; id: number; vbd: number }
   | { kind: 'discard'; id: number; vbd: number; sector: number; count: number }
   | { kind: 'volinfo'; id: number; vbd: number }
@@ -50,7 +51,7 @@ export interface RefusedRequest {
  * index `index` once through the ABI's codec and returns a typed request or the status that refuses it. Every
  * path the monitor serves a request by (inline, merged into a vectored run, handed to the I/O threads, the lock
  * service) takes what this returns, so no rule is written twice. Checks, in order: the vbd exists; the op is
- * known; a transfer's count is 1..MAX_SECTORS_PER_REQUEST (EINVAL), its sectors inside the volume (ERANGE), its
+ * known; a transfer's count (a write may carry REQ_FUA and REQ_BARRIER) is 1..MAX_SECTORS_PER_REQUEST (EINVAL), its sectors inside the volume (ERANGE), its
  * buffer inside the domain's memory (EFAULT), and a write needs a read-write grant (EROFS); a discard's range
  * likewise; a lock's name is below LOCK_NAME_LIMIT and its mode known (EINVAL), and exclusive needs a
  * read-write grant (EROFS: a read-only domain may never keep writers out); a volume error report's reason is one
@@ -68,7 +69,7 @@ export function parse(ring: Int32Array, index: number, grants: readonly ParserGr
       const status = checkRange(slot.sector, slot.count, MAX_SECTORS_PER_REQUEST, grant) ?? checkBuffer(slot.memOffset, slot.count, memoryBytes);
       if (status !== undefined) return refuse(status);
       if (slot.op === Op.WRITE && grant.readOnly) return refuse(Status.EROFS);
-      return { kind: 'transfer', id, vbd, op: slot.op, sector: slot.sector, count: slot.count, memOffset: slot.memOffset, fua: (slot.flags & REQ_FUA) !== 0 };
+      return { kind: 'transfer', id, vbd, op: slot.op, sector: slot.sector, count: slot.count, memOffset: slot.memOffset, fua: (slot.flags & REQ_FUA) !== 0, barrier: slot.op === Op.WRITE && (slot.flags & REQ_BARRIER) !== 0 };
     }
     case Op.FLUSH:
       return { kind: 'flush', id, vbd };

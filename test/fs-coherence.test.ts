@@ -268,6 +268,7 @@ class FencedDevice implements BlockDevice {
   get readOnly() { return this.inner.readOnly; }
   read(offset: number, dst: Uint8Array) { return this.inner.read(offset, dst); }
   async write(offset: number, src: Uint8Array, options?: WriteOptions) {
+    if (options?.barrier) this.flushed();
     if (this.fenced) throw new IoError('EIO', 'fenced');
     await this.inner.write(offset, src, options);
     if (options?.fua) this.flushed();
@@ -277,7 +278,7 @@ class FencedDevice implements BlockDevice {
     await this.inner.flush();
     this.flushed();
   }
-  /** A FLUSH, or a FUA write (a flush for that write): counts towards the fence. */
+  /** A FLUSH, a barrier write (a flush before it) or a FUA write (one after it): counts towards the fence. */
   private flushed() {
     if (this.flushesUntilFence > 0 && --this.flushesUntilFence === 0) this.fenced = true;
   }
@@ -300,8 +301,8 @@ test('a domain dying after its commit record: its journal is replayed before any
   const data = patternBytes(200_000, 5);
   await a.mkdir('/from-a', 0o755);
   await put(a, '/from-a/file', data);
-  // Die right after the commit record is durable (the log and the record, each a FUA write): the blocks never
-  // reach home.
+  // Die right after the commit record is written (the log, a barrier write, and the record): the home writes,
+  // the next barrier, are refused, so the blocks never reach home.
   fenced.flushesUntilFence = 2;
   t.is(await errno(a.sync()), 'EIO');
   const events: string[] = [];

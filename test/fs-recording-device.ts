@@ -23,6 +23,9 @@ export class RecordingBlockDevice implements BlockDevice {
     return this.inner.read(offset, dst);
   }
   async write(offset: number, src: Uint8Array, options: WriteOptions = {}): Promise<void> {
+    // A barrier: everything recorded so far (completed) is durable before this write or any later one lands,
+    // which is what the monitor's epochs (hypervisor/write-epochs.ts) give the image.
+    if (options.barrier) this.log.push({ kind: 'flush' });
     await this.inner.write(offset, src, options);
     this.log.push({ kind: 'write', offset, data: src.slice() });
     if (options.fua) this.log.push({ kind: 'flush' });

@@ -7,7 +7,7 @@
 import test from 'ava';
 import {
   high32, join64, LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, low32, MAX_SECTORS_PER_REQUEST, Op, readRequest, readResponse,
-  REQ_DIRTY, REQ_DOWNGRADE, REQ_FUA, REQ_JOIN, REQ_TRY, Req, RING_BYTES, RING_SLOTS, slotBase, Status, writeRequest, writeResponse,
+  REQ_BARRIER, REQ_DIRTY, REQ_DOWNGRADE, REQ_FUA, REQ_JOIN, REQ_TRY, Req, RING_BYTES, RING_SLOTS, slotBase, Status, writeRequest, writeResponse,
 } from '../hypervisor/abi.js';
 import { parse, type ParserGrant } from '../hypervisor/request-parser.js';
 
@@ -55,9 +55,11 @@ test('slot arithmetic: free-running indices wrap onto RING_SLOTS slots, requests
 });
 
 test('well-formed descriptors parse into typed requests', (t) => {
-  t.deepEqual(parsed(Op.READ, 2040, 8, MEMORY - 4096), { kind: 'transfer', id: 7, vbd: 0, op: Op.READ, sector: 2040, count: 8, memOffset: MEMORY - 4096, fua: false });
-  t.deepEqual(parsed(Op.WRITE, 0, 1, 0, 0, REQ_FUA), { kind: 'transfer', id: 7, vbd: 0, op: Op.WRITE, sector: 0, count: 1, memOffset: 0, fua: true });
-  t.deepEqual(parsed(Op.READ, 2 ** 40 - 8, 8, 0, 1), { kind: 'transfer', id: 7, vbd: 1, op: Op.READ, sector: 2 ** 40 - 8, count: 8, memOffset: 0, fua: false });
+  t.deepEqual(parsed(Op.READ, 2040, 8, MEMORY - 4096), { kind: 'transfer', id: 7, vbd: 0, op: Op.READ, sector: 2040, count: 8, memOffset: MEMORY - 4096, fua: false, barrier: false });
+  t.deepEqual(parsed(Op.WRITE, 0, 1, 0, 0, REQ_FUA), { kind: 'transfer', id: 7, vbd: 0, op: Op.WRITE, sector: 0, count: 1, memOffset: 0, fua: true, barrier: false });
+  t.like(parsed(Op.WRITE, 0, 1, 0, 0, REQ_BARRIER), { op: Op.WRITE, fua: false, barrier: true });
+  t.like(parsed(Op.READ, 0, 1, 0, 0, REQ_BARRIER), { op: Op.READ, barrier: false }, 'a barrier orders writes only');
+  t.deepEqual(parsed(Op.READ, 2 ** 40 - 8, 8, 0, 1), { kind: 'transfer', id: 7, vbd: 1, op: Op.READ, sector: 2 ** 40 - 8, count: 8, memOffset: 0, fua: false, barrier: false });
   t.deepEqual(parsed(Op.FLUSH, 0, 0, 0, 1), { kind: 'flush', id: 7, vbd: 1 });
   t.deepEqual(parsed(Op.DISCARD, 8, 2040), { kind: 'discard', id: 7, vbd: 0, sector: 8, count: 2040 });
   t.deepEqual(parsed(Op.VOLINFO, 0, 0, 0, 1), { kind: 'volinfo', id: 7, vbd: 1 });
@@ -82,6 +84,7 @@ test('malformed descriptors parse into the status that refuses them', (t) => {
     ['buffer past the memory', parsed(Op.READ, 0, 8, MEMORY - 2048), Status.EFAULT],
     ['buffer offset near 4 GiB', parsed(Op.READ, 0, 8, -4096), Status.EFAULT],
     ['write on a read-only grant', parsed(Op.WRITE, 0, 1, 0, 1), Status.EROFS],
+    ['barrier write on a read-only grant', parsed(Op.WRITE, 0, 1, 0, 1, REQ_BARRIER), Status.EROFS],
     ['range checked before the grant', parsed(Op.WRITE, 2 ** 40, 1, 0, 1), Status.ERANGE],
     ['discard of nothing', parsed(Op.DISCARD, 0, 0), Status.EINVAL],
     ['discard crossing the end', parsed(Op.DISCARD, 2000, 49), Status.ERANGE],
