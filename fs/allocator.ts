@@ -10,9 +10,13 @@
  *
  * Blocks freed in the running transaction are not handed out again before it commits: file data is written in
  * place before the commit, and must never land in a block the last committed state still gives to another file.
+ * Blocks handed out in the running transaction are remembered too: the last committed state gives them to nobody,
+ * so file data may be rewritten in them in place (file-io.ts copies every other block on write).
  */
 import { IoError } from './block-device.js';
+import { CorruptionError } from './volume-errors.js';
 import type { BlockCache } from './block-cache.js';
+import { BlockSet } from './block-set.js';
 import { BlockType, checkBlockHeader, HEADER_SIZE, type Geometry } from './layout.js';
 
 /** Bitmaps statfs reads at once. */
@@ -39,6 +43,12 @@ export const UNCONTENDED: GroupLocks = {
   },
   name: (group) => group,
 };
+
+/** Where the groups a domain initialised are recorded (initialised-groups.ts; mkfs needs none). */
+export interface GroupRecords {
+  record(group: number): Promise<void>;
+  recordedBy(group: number): Promise<number | null>;
+}
 
 export interface Run {
   start: number;
@@ -73,14 +83,21 @@ export function countClearBits(bitmap: Uint8Array, bits: number): number {
 export { bitIsSet, setBit };
 
 export class Allocator {
-  private readonly freedThisTx = new Set<number>();
+  private readonly freedThisTx = new BlockSet();
+  private readonly allocatedThisTx = new BlockSet();
+  /** Runs handed out by the running operation: forgotten if it fails (its bitmap change is undone). */
+  private allocatedThisOp: Run[] = [];
 
   constructor(
     private readonly cache: BlockCache,
     private readonly geometry: Geometry,
     readonly preferredGroup: number,
     private readonly locks: GroupLocks,
+    private readonly records: GroupRecords | null = null,
   ) {}
+
+  /** Lazily initialised groups whose hole of a bitmap was found recorded by no slot: never used. */
+  private readonly neverUsed = new Set<number>();
 
   /** Blocks freed by the running transaction, usable once it commits. */
   get pendingFrees(): number {
@@ -90,6 +107,22 @@ export class Allocator {
   /** The running transaction committed: blocks it freed may be reused. */
   transactionCommitted(): void {
     this.freedThisTx.clear();
+    this.allocatedThisTx.clear();
+  }
+
+  beginOp(): void {
+    this.allocatedThisOp = [];
+  }
+
+  /** The running operation ended; a failed one's allocations were undone and may go to anyone again. */
+  endOp(failed: boolean): void {
+    if (failed) for (const run of this.allocatedThisOp) this.allocatedThisTx.delete(run.start, run.count);
+    this.allocatedThisOp = [];
+  }
+
+  /** True when `block` was handed out by the running transaction (no committed pointer names it yet). */
+  allocatedUncommitted(block: number): boolean {
+    return this.allocatedThisTx.has(block);
   }
 
   /** One contiguous run of 1..max free blocks, as close after `goal` as possible (0: the preferred group). */
@@ -124,14 +157,26 @@ export class Allocator {
       const valid = await this.cache.getIf(address, BlockType.BlockBitmap, owner);
       if (valid && !write) return valid;
       if (!valid && (await this.uninitialised(group))) {
+        await this.checkNeverUsed(group, address);
         if (!write) return this.geometry.initialBitmap(group);
-        // First use of a lazily initialised group: its bitmap joins the running transaction.
+        // First use of a lazily initialised group: its bitmap joins the running transaction, and so does the record.
         const created = this.cache.create(address, BlockType.BlockBitmap, owner);
         created.set(this.geometry.initialBitmap(group));
+        await this.records?.record(group);
         return created;
       }
     }
     return write ? this.cache.getForWrite(address, BlockType.BlockBitmap, owner) : this.cache.get(address, BlockType.BlockBitmap, owner);
+  }
+
+  /** A hole of a bitmap in a group some slot recorded initialising is a used group's bitmap lost: corruption. */
+  private async checkNeverUsed(group: number, address: number): Promise<void> {
+    if (!this.records || this.neverUsed.has(group)) return;
+    const slot = await this.records.recordedBy(group);
+    if (slot !== null) {
+      throw new CorruptionError(`group ${group}: its bitmap block ${address} is a hole, but slot ${slot}'s domain initialised the group; not trusted (run hvshare fsck)`);
+    }
+    this.neverUsed.add(group);
   }
 
   /** True when the group's bitmap block is still the hole a lazy mkfs left. */
@@ -144,7 +189,7 @@ export class Allocator {
     const base = this.geometry.groupBase(group);
     const bitmap = await this.bitmap(group);
     // A bitmap that does not even mark itself used says nothing true about the blocks it covers.
-    if (!bitIsSet(bitmap, 0)) throw new IoError('EIO', `group ${group}: bitmap block ${base} marks itself free; not trusted (run hvshare fsck)`);
+    if (!bitIsSet(bitmap, 0)) throw new CorruptionError(`group ${group}: bitmap block ${base} marks itself free; not trusted (run hvshare fsck)`);
     let bit = from;
     while (bit < to) {
       if ((bit & 7) === 0 && bitmap[HEADER_SIZE + (bit >> 3)] === 0xff) {
@@ -160,6 +205,8 @@ export class Allocator {
       const run = this.guarded({ start: base + bit, count: end - bit });
       const writable = await this.bitmap(group, true);
       for (let b = bit; b < end; b++) setBit(writable, b, true);
+      this.allocatedThisTx.add(run.start, run.count);
+      this.allocatedThisOp.push(run);
       return run;
     }
     return null;
@@ -169,21 +216,22 @@ export class Allocator {
   private guarded(run: Run): Run {
     const last = run.start + run.count - 1;
     if (run.count < 1 || !this.geometry.isDataBlock(run.start) || !this.geometry.isDataBlock(last) || this.geometry.groupOf(run.start) !== this.geometry.groupOf(last)) {
-      throw new IoError('EIO', `refusing to hand out blocks ${run.start}..${last}: metadata or outside the volume`);
+      throw new CorruptionError(`refusing to hand out blocks ${run.start}..${last}: metadata or outside the volume`);
     }
     return run;
   }
 
   /** Frees a block; its cached copy goes unless `forget` is false (a freed inode still written home). */
   async freeBlock(block: number, forget = true): Promise<void> {
-    if (!this.geometry.isDataBlock(block)) throw new IoError('EIO', `freeing block ${block} outside the data area`);
+    if (!this.geometry.isDataBlock(block)) throw new CorruptionError(`freeing block ${block} outside the data area`);
     const group = this.geometry.groupOf(block);
     if (!(await this.locks.acquire(group, true))) this.locks.restartWith(group);
     const bitmap = await this.bitmap(group, true);
     const bit = block - this.geometry.groupBase(group);
-    if (!bitIsSet(bitmap, bit)) throw new IoError('EIO', `block ${block} freed twice`);
+    if (!bitIsSet(bitmap, bit)) throw new CorruptionError(`block ${block} freed twice`);
     setBit(bitmap, bit, false);
     this.freedThisTx.add(block);
+    this.allocatedThisTx.delete(block);
     if (forget) this.cache.forget(block);
   }
 

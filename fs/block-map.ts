@@ -1,26 +1,48 @@
 /**
- * Maps a file's block numbers to volume blocks: 12 direct pointers in the inode, one indirect block
- * (POINTERS_PER_BLOCK pointers) and one double-indirect block, enough for files of about 4 GiB.
- * A zero pointer is a hole (reads as zeros). Indirect blocks are metadata (journaled, checksummed).
+ * Maps a file's block numbers to volume blocks: 12 direct pointers in the inode, one indirect block of entries
+ * and one double indirect block of pointers to such blocks, enough for files of about 2 GiB. A zero pointer is a
+ * hole (reads as zeros). Indirect blocks are metadata (journaled, checksummed).
+ *
+ * Since format 7 the pointer to a file data block carries the crc32c of the block's data, as ZFS's block pointer
+ * does: a direct pointer's in the inode (directCrc), the others' beside them in an indirect block, as (block, crc)
+ * entries. The checksum is thus covered by the lock of the inode whose data it describes and changes in the same
+ * transaction as the pointer. Directory and symlink blocks have headers and checksums of their own; their
+ * entries' crc is 0.
+ *
+ * Writing file data (mapForWrite) never overwrites a block a committed pointer names: such a block is copied on
+ * write, to a block allocated by the running transaction, and freed (not reused before the commit, allocator.ts).
+ * So whatever point a crash cuts, each committed pointer names a block that still holds the data its crc was
+ * taken of. Blocks allocated by the running transaction are rewritten in place (no committed pointer names them).
+ *
+ * Every pointer is range-checked before it is followed: one into metadata or outside the data area is corruption.
  */
 import { IoError } from './block-device.js';
 import type { BlockCache } from './block-cache.js';
 import type { Allocator } from './allocator.js';
 import type { Inode } from './inode.js';
-import { BlockType, DIRECT_POINTERS, HEADER_SIZE, MAX_FILE_BLOCKS, POINTERS_PER_BLOCK as PPB } from './layout.js';
+import { BlockType, DIRECT_POINTERS, ENTRIES_PER_BLOCK as EPB, HEADER_SIZE, MAX_FILE_BLOCKS, POINTERS_PER_BLOCK as PPB, type Geometry } from './layout.js';
+import { CorruptionError } from './volume-errors.js';
 
 const SINGLE_START = DIRECT_POINTERS;
-const DOUBLE_START = DIRECT_POINTERS + PPB;
+const DOUBLE_START = DIRECT_POINTERS + EPB;
 
 export interface MappedRun {
   /** First volume block, or 0 for a hole. */
   phys: number;
   count: number;
+  /** The crc32c of each block of a mapped run (empty for a hole). */
+  crcs: number[];
 }
 
+/** The u32 at word `index` after the block header (a pointer, or one half of an entry). */
 export function readPointer(block: Uint8Array, index: number): number {
   const at = HEADER_SIZE + index * 4;
   return (block[at] | (block[at + 1] << 8) | (block[at + 2] << 16) | (block[at + 3] << 24)) >>> 0;
+}
+
+/** Entry `index` of an indirect block that maps file blocks: the block and the crc32c of its data. */
+export function readEntry(block: Uint8Array, index: number): { block: number; crc: number } {
+  return { block: readPointer(block, 2 * index), crc: readPointer(block, 2 * index + 1) };
 }
 
 function writePointer(block: Uint8Array, index: number, value: number): void {
@@ -31,81 +53,145 @@ function writePointer(block: Uint8Array, index: number, value: number): void {
   block[at + 3] = value >>> 24;
 }
 
+function writeEntry(block: Uint8Array, index: number, phys: number, crc: number): void {
+  writePointer(block, 2 * index, phys);
+  writePointer(block, 2 * index + 1, crc);
+}
+
 /** Called after each freed block with the lowest file block freed so far; may commit. */
 export type TruncateCheckpoint = (lowestFreed: number) => Promise<void>;
+
+/** A view of the entries that map `fb` and the blocks after it (see pointersFor). */
+interface Entries {
+  get: (i: number) => number;
+  crc: (i: number) => number;
+  index: number;
+  limit: number;
+}
 
 export class BlockMap {
   constructor(
     private readonly cache: BlockCache,
     private readonly allocator: Allocator,
+    private readonly geometry: Geometry,
   ) {}
 
-  private async pointerIn(inode: Inode, address: number, index: number): Promise<number> {
-    if (address === 0) return 0;
-    return readPointer(await this.cache.get(address, BlockType.Indirect, inode.ino), index);
+  /** `pointer` (non-zero), or CorruptionError when it leads into metadata or outside the volume. */
+  private checked(inode: Inode, pointer: number, what: string): number {
+    if (pointer !== 0 && !this.geometry.isDataBlock(pointer)) {
+      throw new CorruptionError(`inode ${inode.ino}: ${what} points at block ${pointer}, outside the data area`);
+    }
+    return pointer;
+  }
+
+  /** The indirect block at `address` (0: none), checked before it is followed. */
+  private async indirectBlock(inode: Inode, address: number, what: string): Promise<Uint8Array | null> {
+    if (address === 0) return null;
+    return this.cache.get(this.checked(inode, address, what), BlockType.Indirect, inode.ino);
+  }
+
+  /** The leaf indirect block that maps file blocks from DOUBLE_START + a * EPB (0: none yet). */
+  private async leafAddress(inode: Inode, a: number): Promise<number> {
+    const top = await this.indirectBlock(inode, inode.doubleIndirect, 'its double indirect pointer');
+    return top ? this.checked(inode, readPointer(top, a), `entry ${a} of its double indirect block`) : 0;
   }
 
   /** The volume block holding file block `fb`, or 0. */
   async lookup(inode: Inode, fb: number): Promise<number> {
-    if (fb < SINGLE_START) return inode.direct[fb];
-    if (fb < DOUBLE_START) return this.pointerIn(inode, inode.indirect, fb - SINGLE_START);
     if (fb >= MAX_FILE_BLOCKS) return 0;
-    const k = fb - DOUBLE_START;
-    return this.pointerIn(inode, await this.pointerIn(inode, inode.doubleIndirect, Math.floor(k / PPB)), k % PPB);
+    const entries = await this.pointersFor(inode, fb);
+    return entries.limit ? this.checked(inode, entries.get(entries.index), `file block ${fb}`) : 0;
   }
 
   /**
-   * The pointers that map `fb` and the blocks after it: an array-like view of one pointer block (or the inode's
+   * The entries that map `fb` and the blocks after it: an array-like view of one indirect block (or the inode's
    * direct pointers) with the index of `fb` in it and how many of the following file blocks it covers.
    */
-  private async pointersFor(inode: Inode, fb: number): Promise<{ get: (i: number) => number; index: number; limit: number }> {
-    if (fb < SINGLE_START) return { get: (i) => inode.direct[i], index: fb, limit: DIRECT_POINTERS };
-    const none = { get: () => 0, index: 0, limit: 0 };
-    let address: number;
+  private async pointersFor(inode: Inode, fb: number): Promise<Entries> {
+    if (fb < SINGLE_START) return { get: (i) => inode.direct[i], crc: (i) => inode.directCrc[i], index: fb, limit: DIRECT_POINTERS };
+    let block: Uint8Array | null;
     let index: number;
     if (fb < DOUBLE_START) {
-      address = inode.indirect;
+      block = await this.indirectBlock(inode, inode.indirect, 'its indirect pointer');
       index = fb - SINGLE_START;
     } else {
       const k = fb - DOUBLE_START;
-      address = await this.pointerIn(inode, inode.doubleIndirect, Math.floor(k / PPB));
-      index = k % PPB;
+      const a = Math.floor(k / EPB);
+      block = await this.indirectBlock(inode, await this.leafAddress(inode, a), `entry ${a} of its double indirect block`);
+      index = k % EPB;
     }
-    if (!address) return { ...none, index, limit: PPB };
-    const block = await this.cache.get(address, BlockType.Indirect, inode.ino);
-    return { get: (i) => readPointer(block, i), index, limit: PPB };
+    if (!block) return { get: () => 0, crc: () => 0, index, limit: EPB };
+    const b = block;
+    return { get: (i) => readPointer(b, 2 * i), crc: (i) => readPointer(b, 2 * i + 1), index, limit: EPB };
   }
 
-  /** The run starting at `fb` (at most `max` blocks): contiguous volume blocks, or a hole. */
+  /** The run starting at `fb` (at most `max` blocks): contiguous volume blocks with their crcs, or a hole. */
   async lookupRun(inode: Inode, fb: number, max: number): Promise<MappedRun> {
-    if (fb >= MAX_FILE_BLOCKS) return { phys: 0, count: max };
+    if (fb >= MAX_FILE_BLOCKS) return { phys: 0, count: max, crcs: [] };
     let phys = -1;
     let count = 0;
+    const crcs: number[] = [];
     while (count < max && fb + count < MAX_FILE_BLOCKS) {
       const source = await this.pointersFor(inode, fb + count);
       for (let i = source.index; i < source.limit && count < max; i++) {
         const next = source.get(i);
-        if (phys === -1) phys = next;
-        else if (phys === 0 ? next !== 0 : next !== phys + count) return { phys, count };
+        if (phys === -1) phys = this.checked(inode, next, `file block ${fb}`);
+        else if (phys === 0 ? next !== 0 : next !== phys + count) return { phys, count, crcs };
+        if (phys !== 0) crcs.push(source.crc(i));
         count++;
       }
     }
-    return { phys: Math.max(phys, 0), count: Math.max(count, 1) };
+    return { phys: Math.max(phys, 0), count: Math.max(count, 1), crcs };
   }
 
   /**
    * Makes sure the first blocks of [fb, fb + max) are mapped and returns the first run: already mapped blocks,
-   * or freshly allocated ones (`fresh`: their contents are garbage until written). Changes `inode` in memory.
+   * or freshly allocated ones (`fresh`: their contents are garbage until written). Changes `inode` in memory. For
+   * metadata blocks of the file (directory, symlink); file data goes through mapForWrite.
    */
   async ensureRun(inode: Inode, fb: number, max: number, goal: number): Promise<MappedRun & { fresh: boolean }> {
     if (fb + max > MAX_FILE_BLOCKS) throw new IoError('EFBIG', 'file too large');
     const mapped = await this.lookupRun(inode, fb, max);
     if (mapped.phys !== 0) return { ...mapped, fresh: false };
+    const run = await this.allocate(inode, fb, mapped.count, goal);
+    await this.setEntries(inode, fb, run.start, run.count, () => 0);
+    return { phys: run.start, count: run.count, crcs: [], fresh: true };
+  }
+
+  /**
+   * The blocks file data for [fb, fb + max) is to be written to, first run only, with the map already naming
+   * them and `crcOf(i)` (the checksum of the data of file block fb + i): blocks the running transaction allocated
+   * (rewritten in place), or new ones in place of a hole or of blocks a committed pointer names (copy on write:
+   * the old blocks are freed). Changes `inode` in memory.
+   */
+  async mapForWrite(inode: Inode, fb: number, max: number, goal: number, crcOf: (i: number) => number): Promise<{ phys: number; count: number }> {
+    if (fb + max > MAX_FILE_BLOCKS) throw new IoError('EFBIG', 'file too large');
+    const mapped = await this.lookupRun(inode, fb, max);
+    const uncommitted = (i: number) => this.allocator.allocatedUncommitted(mapped.phys + i);
+    let count = 1;
+    if (mapped.phys !== 0 && uncommitted(0)) {
+      while (count < mapped.count && uncommitted(count)) count++;
+      await this.setEntries(inode, fb, mapped.phys, count, crcOf);
+      return { phys: mapped.phys, count };
+    }
+    if (mapped.phys !== 0) while (count < mapped.count && !uncommitted(count)) count++;
+    else count = mapped.count;
+    const run = await this.allocate(inode, fb, count, goal);
+    await this.setEntries(inode, fb, run.start, run.count, crcOf);
+    if (mapped.phys !== 0) {
+      // The copies replace the old blocks, which the last commit still names: freed, reusable after the next.
+      for (let i = 0; i < run.count; i++) await this.allocator.freeBlock(mapped.phys + i);
+      inode.blocks -= run.count;
+    }
+    return { phys: run.start, count: run.count };
+  }
+
+  /** A run of 1..count new blocks for file blocks from `fb`, after the block before it if it can (else `goal`). */
+  private async allocate(inode: Inode, fb: number, count: number, goal: number) {
     const before = fb > 0 ? await this.lookup(inode, fb - 1) : 0;
-    const run = await this.allocator.allocBlocks(before ? before + 1 : goal, mapped.count);
+    const run = await this.allocator.allocBlocks(before ? before + 1 : goal, count);
     inode.blocks += run.count;
-    for (let i = 0; i < run.count; i++) await this.setPointer(inode, fb + i, run.start + i);
-    return { phys: run.start, count: run.count, fresh: true };
+    return run;
   }
 
   private async newIndirect(inode: Inode, goal: number): Promise<number> {
@@ -115,31 +201,61 @@ export class BlockMap {
     return start;
   }
 
-  private async setPointer(inode: Inode, fb: number, phys: number): Promise<void> {
-    if (fb < SINGLE_START) {
-      inode.direct[fb] = phys;
-      return;
+  /** Points file block `fb` at `phys` (0: a hole) with data checksum `crc`, adding indirect blocks as needed. */
+  private async setEntry(inode: Inode, fb: number, phys: number, crc: number): Promise<void> {
+    await this.setEntries(inode, fb, phys, 1, () => crc);
+  }
+
+  /**
+   * Points file blocks [fb, fb + count) at blocks phys, phys + 1, ... (phys 0: holes) with data checksums
+   * `crcOf(i)`, adding indirect blocks as needed: each indirect block is looked up once for the entries it holds.
+   */
+  private async setEntries(inode: Inode, fb: number, phys: number, count: number, crcOf: (i: number) => number): Promise<void> {
+    const target = (i: number) => (phys === 0 ? 0 : phys + i);
+    let i = 0;
+    for (; i < count && fb + i < SINGLE_START; i++) {
+      inode.direct[fb + i] = target(i);
+      inode.directCrc[fb + i] = crcOf(i);
     }
+    while (i < count) {
+      const { block, index } = await this.entriesForWrite(inode, fb + i, target(i));
+      const n = Math.min(count - i, EPB - index);
+      for (let j = 0; j < n; j++) writeEntry(block, index + j, target(i + j), crcOf(i + j));
+      i += n;
+    }
+  }
+
+  /** The indirect block (writable) holding the entry of file block `fb` (past the direct ones), made if missing. */
+  private async entriesForWrite(inode: Inode, fb: number, goal: number): Promise<{ block: Uint8Array; index: number }> {
+    let address: number;
+    let index: number;
     if (fb < DOUBLE_START) {
-      if (!inode.indirect) inode.indirect = await this.newIndirect(inode, phys + 1);
-      writePointer(await this.cache.getForWrite(inode.indirect, BlockType.Indirect, inode.ino), fb - SINGLE_START, phys);
-      return;
+      if (!inode.indirect) inode.indirect = await this.newIndirect(inode, goal + 1);
+      address = inode.indirect;
+      index = fb - SINGLE_START;
+    } else {
+      const k = fb - DOUBLE_START;
+      const a = Math.floor(k / EPB);
+      if (!inode.doubleIndirect) inode.doubleIndirect = await this.newIndirect(inode, goal + 1);
+      address = await this.leafAddress(inode, a);
+      if (!address) {
+        address = await this.newIndirect(inode, goal + 1);
+        writePointer(await this.cache.getForWrite(inode.doubleIndirect, BlockType.Indirect, inode.ino), a, address);
+      }
+      index = k % EPB;
     }
-    const k = fb - DOUBLE_START;
-    if (!inode.doubleIndirect) inode.doubleIndirect = await this.newIndirect(inode, phys + 1);
-    let leaf = await this.pointerIn(inode, inode.doubleIndirect, Math.floor(k / PPB));
-    if (!leaf) {
-      leaf = await this.newIndirect(inode, phys + 1);
-      writePointer(await this.cache.getForWrite(inode.doubleIndirect, BlockType.Indirect, inode.ino), Math.floor(k / PPB), leaf);
-    }
-    writePointer(await this.cache.getForWrite(leaf, BlockType.Indirect, inode.ino), k % PPB, phys);
+    return { block: await this.indirectForWrite(inode, address), index };
+  }
+
+  private async indirectForWrite(inode: Inode, address: number): Promise<Uint8Array> {
+    return this.cache.getForWrite(this.checked(inode, address, 'an indirect pointer'), BlockType.Indirect, inode.ino);
   }
 
   /** Frees file block `fb` if it is mapped (a hole from now on; its pointer blocks stay). Changes `inode` in memory. */
   async unmap(inode: Inode, fb: number): Promise<boolean> {
     const phys = await this.lookup(inode, fb);
     if (!phys) return false;
-    await this.setPointer(inode, fb, 0);
+    await this.setEntry(inode, fb, 0, 0);
     await this.allocator.freeBlock(phys);
     inode.blocks--;
     return true;
@@ -149,9 +265,9 @@ export class BlockMap {
   async truncate(inode: Inode, keep: number, checkpoint: TruncateCheckpoint): Promise<void> {
     if (inode.doubleIndirect) {
       for (let a = PPB - 1; a >= 0; a--) {
-        const segment = DOUBLE_START + a * PPB;
-        if (segment + PPB <= keep) break;
-        const leaf = await this.pointerIn(inode, inode.doubleIndirect, a);
+        const segment = DOUBLE_START + a * EPB;
+        if (segment + EPB <= keep) break;
+        const leaf = await this.leafAddress(inode, a);
         if (!leaf) continue;
         await this.freeFromIndirect(inode, leaf, segment, keep, checkpoint);
         if (segment >= keep) {
@@ -160,7 +276,7 @@ export class BlockMap {
         }
       }
       if (DOUBLE_START >= keep) {
-        const dind = inode.doubleIndirect;
+        const dind = this.checked(inode, inode.doubleIndirect, 'its double indirect pointer');
         inode.doubleIndirect = 0;
         await this.release(inode, dind, DOUBLE_START, checkpoint);
       }
@@ -168,24 +284,26 @@ export class BlockMap {
     if (inode.indirect && DOUBLE_START > keep) {
       await this.freeFromIndirect(inode, inode.indirect, SINGLE_START, keep, checkpoint);
       if (SINGLE_START >= keep) {
-        const ind = inode.indirect;
+        const ind = this.checked(inode, inode.indirect, 'its indirect pointer');
         inode.indirect = 0;
         await this.release(inode, ind, SINGLE_START, checkpoint);
       }
     }
     for (let i = DIRECT_POINTERS - 1; i >= keep; i--) {
-      const phys = inode.direct[i];
+      const phys = this.checked(inode, inode.direct[i], `file block ${i}`);
       if (!phys) continue;
       inode.direct[i] = 0;
+      inode.directCrc[i] = 0;
       await this.release(inode, phys, i, checkpoint);
     }
   }
 
   private async freeFromIndirect(inode: Inode, address: number, segment: number, keep: number, checkpoint: TruncateCheckpoint): Promise<void> {
-    for (let i = PPB - 1; i >= 0 && segment + i >= keep; i--) {
-      const phys = await this.pointerIn(inode, address, i);
+    for (let i = EPB - 1; i >= 0 && segment + i >= keep; i--) {
+      const block = (await this.indirectBlock(inode, address, 'an indirect pointer'))!;
+      const phys = this.checked(inode, readPointer(block, 2 * i), `file block ${segment + i}`);
       if (!phys) continue;
-      writePointer(await this.cache.getForWrite(address, BlockType.Indirect, inode.ino), i, 0);
+      writeEntry(await this.indirectForWrite(inode, address), i, 0, 0);
       await this.release(inode, phys, segment + i, checkpoint);
     }
   }

@@ -7,13 +7,21 @@
  * read sequentially is read ahead, 1 MiB past each read, so the device transfer overlaps the reader's round trip.
  *
  * The bytes of the last block past the end of file are not kept zero; whatever extends a file first zeroes them.
+ *
+ * Every block is checksummed (crc32c, kept next to its pointer: block-map.ts) when it is written and verified when
+ * it is read from the device, whichever path reads it (a read, a read ahead, the old contents of a block written in
+ * part): a mismatch is a CorruptionError (EIO), and the page is not cached. A block a committed pointer names is
+ * never overwritten: a write goes to a block of the running transaction (block-map.ts, mapForWrite), so a crash
+ * between the data write and the commit leaves the old data under the old checksum.
  */
 import { IoError, type BlockDevice } from './block-device.js';
-import type { BlockMap } from './block-map.js';
+import type { BlockMap, MappedRun } from './block-map.js';
+import { crc32cPieces } from './crc32c.js';
 import type { Inode } from './inode.js';
 import { BLOCK_SIZE } from './layout.js';
 import { zero } from './buffers.js';
 import type { PageCache } from './page-cache.js';
+import { CorruptionError } from './volume-errors.js';
 
 /** Lets a long write commit between runs: called with the file consistent in memory (size covers all mapped). */
 export type WriteCheckpoint = () => Promise<void>;
@@ -46,6 +54,11 @@ export class FileIo {
   private inFlightBytes = 0;
   /** Per file, the first data write that failed since its last fsync (as Linux keeps it per mapping). */
   private readonly writeErrors = new Map<number, Error>();
+  /**
+   * Volume blocks whose data write failed: their pointers carry the checksum of data they never got, so a read of
+   * one is the lost write's EIO, not corruption (until the block is written again).
+   */
+  private readonly lostWrites = new Set<number>();
 
   constructor(
     private readonly dev: BlockDevice,
@@ -140,14 +153,17 @@ export class FileIo {
     const epoch = this.pages.watch(ino);
     const buffer = this.dev.allocBuffer((end - start) * BLOCK_SIZE);
     const reads: Promise<void>[] = [];
+    let mapped = true;
     try {
       await this.issueReads(inode, start, end, buffer, reads);
     } catch {
-      // Let whatever was issued land, then give the buffer back; the reader will look the blocks up itself.
+      // Let whatever was issued land, then give the buffer back (nothing cached: some blocks were never read);
+      // the reader will look the blocks up itself and meet the error.
+      mapped = false;
     }
     const done = Promise.allSettled(reads)
       .then((results) => {
-        if (results.some((r) => r.status === 'rejected') || this.pages.epoch(ino) !== epoch) return;
+        if (!mapped || results.some((r) => r.status === 'rejected') || this.pages.epoch(ino) !== epoch) return;
         for (let fb = start; fb < end; fb++) {
           if (!this.pages.has(ino, fb)) this.pages.put(ino, fb, buffer.subarray((fb - start) * BLOCK_SIZE, (fb - start + 1) * BLOCK_SIZE));
         }
@@ -184,7 +200,8 @@ export class FileIo {
       const run = await this.map.lookupRun(inode, fb, last - fb);
       const slice = buffer.subarray((fb - first) * BLOCK_SIZE, (fb - first + run.count) * BLOCK_SIZE);
       if (run.phys) {
-        reads.push(this.dev.read(run.phys * BLOCK_SIZE, slice));
+        const at = fb;
+        reads.push(this.dev.read(run.phys * BLOCK_SIZE, slice).then(() => this.verify(inode, at, run, slice)));
         this.stats.dataReads++;
       } else {
         zero(slice);
@@ -194,21 +211,19 @@ export class FileIo {
   }
 
   /** Zeroes the bytes of the last block past the end of file, before the file grows over them. */
-  async zeroTail(inode: Inode): Promise<void> {
+  async zeroTail(inode: Inode, goal: number, checkpoint: WriteCheckpoint): Promise<void> {
     const within = inode.size % BLOCK_SIZE;
     if (within === 0) return;
     const fb = Math.floor(inode.size / BLOCK_SIZE);
-    const phys = await this.map.lookup(inode, fb);
-    if (!phys) return;
-    await this.settled();
-    const block = this.dev.allocBuffer(BLOCK_SIZE);
+    if (!(await this.map.lookup(inode, fb))) return;
+    const buffer = this.dev.allocBuffer(BLOCK_SIZE);
+    const writes: Promise<void>[] = [];
     try {
-      await this.dev.read(phys * BLOCK_SIZE, block);
-      zero(block, within);
-      await this.dev.write(phys * BLOCK_SIZE, block);
-      this.pages.update(inode.ino, fb, block);
+      await this.readPartial(inode, fb, buffer, 0, true);
+      zero(buffer, within);
+      await this.writeBlocks(inode, fb, buffer, inode.size, goal, checkpoint, writes);
     } finally {
-      this.dev.freeBuffer(block);
+      void Promise.all(writes).then(() => this.dev.freeBuffer(buffer));
     }
   }
 
@@ -218,7 +233,7 @@ export class FileIo {
    */
   async write(inode: Inode, position: number, data: Uint8Array, goal: number, checkpoint: WriteCheckpoint): Promise<void> {
     if (data.length === 0) return;
-    if (position > inode.size) await this.zeroTail(inode);
+    if (position > inode.size) await this.zeroTail(inode, goal, checkpoint);
     const end = position + data.length;
     const first = Math.floor(position / BLOCK_SIZE);
     const last = Math.ceil(end / BLOCK_SIZE);
@@ -231,24 +246,38 @@ export class FileIo {
         await this.readPartial(inode, last - 1, buffer, (last - 1 - first) * BLOCK_SIZE, end % BLOCK_SIZE !== 0);
       }
       buffer.set(data, position - first * BLOCK_SIZE);
-      for (let fb = first; fb < last; ) {
-        await checkpoint();
-        const run = await this.map.ensureRun(inode, fb, last - fb, goal);
-        const at = (fb - first) * BLOCK_SIZE;
-        // Tracked at once: a checkpoint before the next run may commit, and must find this run's data in flight.
-        writes.push(this.track(inode.ino, this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE)), run.count * BLOCK_SIZE));
-        this.stats.dataWrites++;
-        for (let i = 0; i < run.count; i++) {
-          this.pages.update(inode.ino, fb + i, buffer.subarray(at + i * BLOCK_SIZE, at + (i + 1) * BLOCK_SIZE));
-        }
-        fb += run.count;
-        inode.size = Math.max(inode.size, Math.min(end, fb * BLOCK_SIZE));
-      }
+      await this.writeBlocks(inode, first, buffer, end, goal, checkpoint, writes);
     } finally {
       // The buffer is the device's until every run issued from it has landed (tracked promises never reject).
       void Promise.all(writes).then(() => this.dev.freeBuffer(buffer));
     }
     if (this.inFlightBytes > MAX_IN_FLIGHT) await this.settled();
+  }
+
+  /**
+   * Writes `buffer` (whole blocks) as file blocks from `first` on, run by run, each to blocks the map names with
+   * the blocks' checksums (copies of committed blocks: block-map.ts); grows inode.size up to `end`. Each run's
+   * write is pushed on `writes` when issued (the buffer is the device's until all have landed).
+   */
+  private async writeBlocks(inode: Inode, first: number, buffer: Uint8Array, end: number, goal: number, checkpoint: WriteCheckpoint, writes: Promise<void>[]): Promise<void> {
+    const blocks = buffer.length / BLOCK_SIZE;
+    const crcs = crc32cPieces(buffer, BLOCK_SIZE, new Uint32Array(blocks));
+    for (let fb = first; fb < first + blocks; ) {
+      await checkpoint();
+      const from = fb - first;
+      const run = await this.map.mapForWrite(inode, fb, first + blocks - fb, goal, (i) => crcs[from + i]);
+      const at = from * BLOCK_SIZE;
+      // Tracked at once: a checkpoint before the next run may commit, and must find this run's data in flight.
+      for (let i = 0; i < run.count; i++) this.lostWrites.delete(run.phys + i);
+      const write = this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE));
+      writes.push(this.track(inode.ino, write, run.phys, run.count));
+      this.stats.dataWrites++;
+      for (let i = 0; i < run.count; i++) {
+        this.pages.update(inode.ino, fb + i, buffer.subarray(at + i * BLOCK_SIZE, at + (i + 1) * BLOCK_SIZE));
+      }
+      fb += run.count;
+      inode.size = Math.max(inode.size, Math.min(end, fb * BLOCK_SIZE));
+    }
   }
 
   /**
@@ -258,11 +287,13 @@ export class FileIo {
    * Resolves when the write has landed, failed or not. A failure is kept for the file's next fsync, and the file's
    * cached pages go: they hold bytes the device may not, and reads must show what the device has.
    */
-  private track(ino: number, write: Promise<void>, bytes: number): Promise<void> {
+  private track(ino: number, write: Promise<void>, phys: number, count: number): Promise<void> {
+    const bytes = count * BLOCK_SIZE;
     this.inFlightBytes += bytes;
     const landed: Promise<void> = write
       .catch((error: unknown) => {
         if (!this.writeErrors.has(ino)) this.writeErrors.set(ino, error instanceof Error ? error : new Error(String(error)));
+        for (let i = 0; i < count; i++) this.lostWrites.add(phys + i);
         this.pages.drop(ino);
       })
       .finally(() => {
@@ -290,7 +321,7 @@ export class FileIo {
     this.writeErrors.delete(ino);
   }
 
-  /** Reads file block `fb` into `buffer` at `at` when only part of it is overwritten and it exists. */
+  /** Reads file block `fb` into `buffer` at `at` (verified; a hole as zeros) when only part of it is overwritten. */
   private async readPartial(inode: Inode, fb: number, buffer: Uint8Array, at: number, partial: boolean): Promise<void> {
     if (!partial) return;
     const page = this.pages.get(inode.ino, fb);
@@ -298,8 +329,24 @@ export class FileIo {
       buffer.set(page, at);
       return;
     }
-    const phys = await this.map.lookup(inode, fb);
-    await this.settled();
-    if (phys) await this.dev.read(phys * BLOCK_SIZE, buffer.subarray(at, at + BLOCK_SIZE));
+    await this.readBlocks(inode, fb, fb + 1, (_, data) => buffer.set(data, at));
+  }
+
+  /** Checks each block of a mapped run, just read into `data`, against the crc its pointer carries. */
+  private verify(inode: Inode, fb: number, run: MappedRun, data: Uint8Array): void {
+    const sums = crc32cPieces(data, BLOCK_SIZE, new Uint32Array(run.count));
+    for (let i = 0; i < run.count; i++) {
+      const actual = sums[i];
+      if (actual === run.crcs[i]) continue;
+      if (this.lostWrites.has(run.phys + i)) {
+        throw new IoError('EIO', `inode ${inode.ino}: file block ${fb + i} (volume block ${run.phys + i}) lost its data: the write to it failed`);
+      }
+      throw new CorruptionError(
+        `inode ${inode.ino}: data checksum mismatch in file block ${fb + i} (volume block ${run.phys + i}): ` +
+          `the pointer says crc32c ${hex(run.crcs[i])}, the block has ${hex(actual)}`,
+      );
+    }
   }
 }
+
+const hex = (n: number) => n.toString(16).padStart(8, '0');

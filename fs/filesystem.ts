@@ -24,6 +24,7 @@ import { Allocator, type GroupLocks } from './allocator.js';
 import { BlockMap } from './block-map.js';
 import { Directories, DOTDOT, entryTypeOf, EntryType, modeOfEntryType } from './directory.js';
 import { FileIo } from './file-io.js';
+import { InitialisedGroups } from './initialised-groups.js';
 import { emptyInode, InodeStore, isDevice, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
 import { dirtyJournalSlots, Journal, recoverJournals } from './journal.js';
 import {
@@ -48,11 +49,17 @@ import { checkTimeChange, timespecFromMs } from './timespec.js';
 import { XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, xattrNameProblem, type Xattrs } from './xattr.js';
 import { XattrStore } from './xattr-store.js';
 import { ACL_ACCESS, ACL_DEFAULT, aclMode, chmodAcl } from './posix-acl.js';
+import { CorruptionError, LocalVolumeErrors, readOnlyBecause, type VolumeErrors } from './volume-errors.js';
 
 export interface MountOptions {
   /** This instance's journal slot (0 .. slotCount-1); two live instances must never share one. */
   slot: number;
   locks: LockService;
+  /**
+   * The volume's errors state, shared by every instance on the volume (volume-errors.ts): corruption this instance
+   * finds is reported there, and none of them changes the volume once it is set. Default: this instance's own.
+   */
+  errors?: VolumeErrors;
   /** Memory for caches: a quarter for metadata blocks, the rest for file pages (default 64 MiB). */
   cacheBytes?: number;
   /** Commit a running transaction at most this long after it started; 0 = only on fsync, revoke, full, unmount. */
@@ -101,6 +108,9 @@ export class FileSystem implements Vfs {
   private readonly cuts: CutRegistry;
   private readonly ownSlot: number;
   private tx: Transactions | null = null;
+  private readonly volumeErrors: VolumeErrors;
+  /** Set once this instance reported corruption (one report is enough: the volume is read-only from then on). */
+  private reportedCorruption = false;
 
   private readonly handles = new Map<number, Handle>();
   private readonly openCounts = new Map<number, number>();
@@ -125,6 +135,7 @@ export class FileSystem implements Vfs {
   ) {
     this.slot = options.slot;
     this.now = options.now ?? Date.now;
+    this.volumeErrors = options.errors ?? new LocalVolumeErrors();
     this.geometry = new Geometry(superblock);
     const cacheBytes = options.cacheBytes ?? 64 << 20;
     this.cache = new BlockCache(dev, Math.max(256, Math.floor(cacheBytes / 4 / BLOCK_SIZE)));
@@ -157,10 +168,17 @@ export class FileSystem implements Vfs {
     this.cache.hooks = { guard: (owner) => this.locks.guard(owner), changing: (owner) => this.locks.changing(owner) };
     this.ownSlot = slotLock(this.geometry, options.slot);
     const preferredGroup = Math.floor((options.slot * superblock.groupCount) / superblock.slotCount);
-    this.allocator = new Allocator(this.cache, this.geometry, preferredGroup, this.groupLocks());
+    const initialised = new InitialisedGroups(this.cache, this.geometry, options.slot, this.ownSlot);
+    this.allocator = new Allocator(this.cache, this.geometry, preferredGroup, this.groupLocks(), {
+      record: async (group) => {
+        await this.locks.need(this.ownSlot, 'exclusive');
+        await initialised.record(group);
+      },
+      recordedBy: (group) => initialised.recordedBy(group),
+    });
     this.inodes = new InodeStore(this.cache, this.geometry);
     this.xattrs = new XattrStore(this.cache, this.allocator);
-    this.map = new BlockMap(this.cache, this.allocator);
+    this.map = new BlockMap(this.cache, this.allocator, this.geometry);
     this.dirs = new Directories(this.cache, this.map);
     this.data = new FileIo(dev, this.map, this.pages);
     this.orphans = new OrphanList(this.cache, this.geometry, options.slot, this.ownSlot);
@@ -225,7 +243,7 @@ export class FileSystem implements Vfs {
       this.openCounts.clear();
       try {
         if (!this.failure && this.tx) {
-          await this.attempts(() => this.reclaimOrphans(), true);
+          if (!this.volumeErrors.reason) await this.attempts(() => this.reclaimOrphans(), true);
           await this.tx.commit();
           await this.data.settled();
           await this.dev.flush();
@@ -322,6 +340,7 @@ export class FileSystem implements Vfs {
         this.checkUsable();
         throw new IoError('EROFS', 'read-only volume');
       }
+      this.checkNoErrors();
       try {
         return await this.attempts(fn, true);
       } catch (error) {
@@ -335,6 +354,19 @@ export class FileSystem implements Vfs {
     });
   }
 
+  /** EROFS once the volume has errors (found by this instance or another one sharing the volume). */
+  private checkNoErrors(): void {
+    const reason = this.volumeErrors.reason;
+    if (reason) throw readOnlyBecause(reason);
+  }
+
+  /** Corruption an operation ran into: the volume turns read-only for every instance (reported once). */
+  private async reportCorruption(error: CorruptionError): Promise<void> {
+    if (this.reportedCorruption) return;
+    this.reportedCorruption = true;
+    await this.volumeErrors.report(error.detail).catch(() => {});
+  }
+
   /** Runs `fn` until it ends without having to start over (see lock-client.ts). */
   private async attempts<T>(fn: () => Promise<T>, changes: boolean): Promise<T> {
     let wanted: Map<number, LockMode> | undefined;
@@ -345,15 +377,18 @@ export class FileSystem implements Vfs {
       let restart: Restart;
       try {
         this.locks.beginOp();
+        this.allocator.beginOp();
         if (wanted) await this.locks.takeFirst(wanted);
         const result = await fn();
         failed = false;
         return result;
       } catch (error) {
+        if (error instanceof CorruptionError) await this.reportCorruption(error);
         if (!(error instanceof Restart)) throw error;
         restart = error;
       } finally {
         wanted = this.locks.endOp();
+        this.allocator.endOp(failed);
         // A failed attempt's blocks go back to the allocator: its writes must land before anyone reuses them.
         if (failed && this.dataWritten.size > 0) await this.data.settled();
         if (failed) for (const ino of this.dataWritten) this.pages.drop(ino);
@@ -451,7 +486,7 @@ export class FileSystem implements Vfs {
   private async truncateBlocks(inode: Inode, size: number): Promise<void> {
     this.pages.drop(inode.ino, Math.floor(Math.min(size, inode.size) / BLOCK_SIZE));
     if (size > inode.size) {
-      await this.data.zeroTail(inode);
+      await this.data.zeroTail(inode, this.dataGoal(inode), () => this.tx!.checkpoint(() => this.inodes.write(inode)));
       inode.size = size;
       return;
     }
@@ -754,6 +789,7 @@ export class FileSystem implements Vfs {
         const inode = await this.path.resolvePath(path, true);
         if (writes && isDir(inode)) throw new IoError('EISDIR', `${path} is a directory`);
         if (writes && this.dev.readOnly) throw new IoError('EROFS', 'read-only volume');
+        if (writes) this.checkNoErrors();
         if (access !== O_WRONLY && isRegular(inode)) await this.data.openAhead(inode);
         return this.openHandle(inode, flags);
       });

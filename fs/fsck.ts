@@ -22,7 +22,8 @@
  */
 import { IoError, type BlockDevice } from './block-device.js';
 import { bitIsSet } from './allocator.js';
-import { readPointer } from './block-map.js';
+import { readEntry, readPointer } from './block-map.js';
+import { crc32c } from './crc32c.js';
 import { DOT, DOTDOT, entryTypeOf, EntryType, parseDirBlock, sameName } from './directory.js';
 import { decodeInode, isDevice, isDir, isRegular, isSpecial, isSymlink, legalMode, type Inode } from './inode.js';
 import { isValidTimespec } from './timespec.js';
@@ -30,10 +31,11 @@ import { chainBlockProblem, chainBlocksFor, decodeXattrs, gatherXattrList } from
 import { decodeJournalHeader, inspectJournal, transactionCapacity } from './journal.js';
 import {
   BITMAP_BITS, BLOCK_SIZE, BlockType, checkBlockHeader, decodeSuperblock, DIRECT_POINTERS, Geometry, HEADER_SIZE,
-  MAX_FILE_SIZE, POINTERS_PER_BLOCK, SYMLINK_CHUNK, SYMLINK_MAX, symlinkBlocks, view, type Superblock,
+  ENTRIES_PER_BLOCK, MAX_FILE_SIZE, POINTERS_PER_BLOCK, SYMLINK_CHUNK, SYMLINK_MAX, symlinkBlocks, view, type Superblock,
 } from './layout.js';
 import { MAX_VOLUME_BLOCKS } from './lock-names.js';
 import { decodeOrphans, ORPHAN_CAPACITY } from './orphans.js';
+import { recordsInitialised } from './initialised-groups.js';
 import { decodeName } from './path.js';
 
 export interface FsckProgress {
@@ -523,6 +525,15 @@ async function check(
     if (!inodes.has(ino)) error(`slot ${slot}: orphan ${ino} is not an inode in use: ${notInodes.get(ino)}`);
   }
 
+  // A hole of a bitmap in a group that a slot recorded initialising (initialised-groups.ts) is a used group's lost.
+  for (let slot = 0; slot < sb.slotCount && uninitialised.size > 0; slot++) {
+    const block = await reader.block(g.slotBlock(slot));
+    if (checkBlockHeader(block, BlockType.Slot, g.slotBlock(slot))) continue;
+    for (const group of uninitialised) {
+      if (recordsInitialised(block, group)) error(`group ${group}: bitmap block ${g.blockBitmap(group)} is a hole, but slot ${slot}'s domain initialised the group`);
+    }
+  }
+
   // Pass 6: bitmaps against the blocks in use.
   const lostInodes: number[] = [];
   const groupsUsed = new Set([...owner.keys()].map((block) => g.groupOf(block)));
@@ -612,6 +623,33 @@ async function checkXattrs(
   else if (got.chain.length !== chainBlocksFor(got.list.length)) error(`${label}: attribute chain of ${got.chain.length} blocks for ${got.list.length} bytes`);
 }
 
+/** Blocks of a file's contiguous run read at once to check their data checksums. */
+const SUM_READ_BLOCKS = 256;
+
+/** Every block of `summed` (a regular file's, in file order) read and checked against its pointer's crc32c. */
+async function checkDataChecksums(
+  reader: Reader,
+  summed: { fb: number; block: number; crc: number }[],
+  label: string,
+  error: (message: string) => void,
+): Promise<void> {
+  for (let i = 0; i < summed.length; ) {
+    let n = 1;
+    while (i + n < summed.length && n < SUM_READ_BLOCKS && summed[i + n].block === summed[i].block + n) n++;
+    const run = await reader.range(summed[i].block, n);
+    for (let j = 0; j < n; j++) {
+      const { fb, block, crc } = summed[i + j];
+      const actual = crc32c(run, 0, j * BLOCK_SIZE, BLOCK_SIZE);
+      if (actual !== crc) {
+        error(`${label}: data checksum mismatch in file block ${fb} (block ${block}): the pointer says crc32c ${hex8(crc)}, the block has ${hex8(actual)}`);
+      }
+    }
+    i += n;
+  }
+}
+
+const hex8 = (n: number) => n.toString(16).padStart(8, '0');
+
 async function checkInodeBlocks(
   reader: Reader,
   inode: Inode,
@@ -633,11 +671,14 @@ async function checkInodeBlocks(
   let pointers = 0;
   let complete = true;
   let pastEnd = -1;
-  const data = (fb: number, block: number) => {
+  // A regular file's blocks with the crc32c their pointers carry, checked against their data after the walk.
+  const summed: { fb: number; block: number; crc: number }[] = [];
+  const data = (fb: number, block: number, crc = 0) => {
     if (!block) return;
     pointers++;
     if (fb >= sizeBlocks && pastEnd < 0) pastEnd = fb;
     const ok = claim(block, ino, `file block ${fb}`);
+    if (isRegular(inode) && ok) summed.push({ fb, block, crc });
     if (!keepMap) return;
     mapped.set(fb, block);
     if (ok) claimed.add(fb);
@@ -657,10 +698,16 @@ async function checkInodeBlocks(
     }
     return content;
   };
-  for (let i = 0; i < DIRECT_POINTERS; i++) data(i, inode.direct[i]);
+  const entries = (block: Uint8Array, base: number) => {
+    for (let i = 0; i < ENTRIES_PER_BLOCK; i++) {
+      const entry = readEntry(block, i);
+      data(base + i, entry.block, entry.crc);
+    }
+  };
+  for (let i = 0; i < DIRECT_POINTERS; i++) data(i, inode.direct[i], inode.directCrc[i]);
   if (inode.indirect) {
     const block = await indirect(inode.indirect, 'indirect block');
-    if (block) for (let i = 0; i < POINTERS_PER_BLOCK; i++) data(DIRECT_POINTERS + i, readPointer(block, i));
+    if (block) entries(block, DIRECT_POINTERS);
   }
   if (inode.doubleIndirect) {
     const top = await indirect(inode.doubleIndirect, 'double indirect block');
@@ -670,11 +717,11 @@ async function checkInodeBlocks(
         if (!leafAddress) continue;
         const leaf = await indirect(leafAddress, `indirect block ${a} of the double indirect block`);
         if (!leaf) continue;
-        const base = DIRECT_POINTERS + POINTERS_PER_BLOCK + a * POINTERS_PER_BLOCK;
-        for (let i = 0; i < POINTERS_PER_BLOCK; i++) data(base + i, readPointer(leaf, i));
+        entries(leaf, DIRECT_POINTERS + ENTRIES_PER_BLOCK + a * ENTRIES_PER_BLOCK);
       }
     }
   }
+  await checkDataChecksums(reader, summed, label, error);
   if (pastEnd >= 0) error(`${label}: file block ${pastEnd} is mapped past the end of the file (size ${inode.size})`);
   // `blocks` counts data and indirect blocks, as the block map does; the inode's own block is not counted.
   if (complete && pointers !== inode.blocks) {

@@ -5,6 +5,7 @@
  *   0 mode   4 uid   8 gid   12 nlink   16 size (f64)   24 atime   32 mtime   40 ctime (seconds, i64)
  *  48 blocks (allocated, including indirect)   52 generation   56 direct[12]   104 indirect   108 double indirect
  * 112 atime  116 mtime  120 ctime (nanoseconds, u32)   124 rdev (u32, character and block devices only)
+ * 128 directCrc[12] (crc32c of each direct block's data, regular files only; format 7)
  *
  * Times are kept to the nanosecond with 64-bit seconds (format 3), so whatever a caller sets (cp -a, rsync -a,
  * touch -d) reads back exactly; the nanoseconds sit after the pointers so that no other field moved. Special files
@@ -13,7 +14,7 @@
  * A freed inode's block goes back to its group's bitmap and may become anything. `generation` is drawn at random
  * when an inode is made, so a file handle can tell that its file is gone even when the block holds a new inode.
  */
-import { IoError } from './block-device.js';
+import { CorruptionError } from './volume-errors.js';
 import type { BlockCache } from './block-cache.js';
 import { BlockType, DIRECT_POINTERS, HEADER_SIZE, INODE_SIZE, view, type Geometry } from './layout.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, type Timespec } from './vfs.js';
@@ -33,6 +34,8 @@ export interface Inode {
   blocks: number;
   generation: number;
   direct: number[];
+  /** The crc32c of each direct block's data (a regular file's; 0 for a hole and for every other type). */
+  directCrc: number[];
   indirect: number;
   doubleIndirect: number;
 }
@@ -69,7 +72,11 @@ export function decodeInode(block: Uint8Array, offset: number, ino: number): Ino
     nsec: u(nsecAt),
   });
   const direct: number[] = [];
-  for (let i = 0; i < DIRECT_POINTERS; i++) direct.push(u(56 + i * 4));
+  const directCrc: number[] = [];
+  for (let i = 0; i < DIRECT_POINTERS; i++) {
+    direct.push(u(56 + i * 4));
+    directCrc.push(u(128 + i * 4));
+  }
   return {
     ino,
     mode: u(0),
@@ -84,6 +91,7 @@ export function decodeInode(block: Uint8Array, offset: number, ino: number): Ino
     blocks: u(48),
     generation: u(52),
     direct,
+    directCrc,
     indirect: u(104),
     doubleIndirect: u(108),
   };
@@ -110,6 +118,7 @@ export function encodeInode(block: Uint8Array, offset: number, inode: Inode): vo
   u(48, inode.blocks);
   u(52, inode.generation);
   inode.direct.forEach((p, i) => u(56 + i * 4, p));
+  inode.directCrc.forEach((crc, i) => u(128 + i * 4, crc));
   u(104, inode.indirect);
   u(108, inode.doubleIndirect);
   u(124, inode.rdev);
@@ -118,7 +127,7 @@ export function encodeInode(block: Uint8Array, offset: number, inode: Inode): vo
 export function emptyInode(ino: number, mode: number, generation: number, now: Timespec): Inode {
   return {
     ino, mode, uid: 0, gid: 0, nlink: 0, size: 0, atime: now, mtime: now, ctime: now, rdev: 0, blocks: 0, generation,
-    direct: new Array(DIRECT_POINTERS).fill(0), indirect: 0, doubleIndirect: 0,
+    direct: new Array(DIRECT_POINTERS).fill(0), directCrc: new Array(DIRECT_POINTERS).fill(0), indirect: 0, doubleIndirect: 0,
   };
 }
 
@@ -130,9 +139,9 @@ export class InodeStore {
 
   /** An inode in use (the caller holds its lock). */
   async read(ino: number): Promise<Inode> {
-    if (!this.geometry.validIno(ino)) throw new IoError('EIO', `inode number ${ino} out of range`);
+    if (!this.geometry.validIno(ino)) throw new CorruptionError(`inode number ${ino} out of range`);
     const inode = decodeInode(await this.cache.get(ino, BlockType.Inode, ino), HEADER_SIZE, ino);
-    if (inode.mode === 0) throw new IoError('EIO', `inode ${ino} is referenced but free`);
+    if (inode.mode === 0) throw new CorruptionError(`inode ${ino} is referenced but free`);
     return inode;
   }
 

@@ -17,15 +17,18 @@
  * lazy_itable_init and BLOCK_UNINIT): mkfs of a fresh sparse image writes the bitmaps of the first
  * `eagerGroups` groups only; a later group's bitmap is a hole that reads as zeros until the group is first used,
  * and an all-zero bitmap block of such a group stands for its initial bitmap (`Geometry.initialBitmap`). Format 5 stores
- * devices (with their number), FIFOs and sockets, format 6 extended attributes (xattr.ts). Older formats are
- * refused (FORMAT_CHANGES says what they lack).
+ * devices (with their number), FIFOs and sockets, format 6 extended attributes (xattr.ts). Format 7 keeps a
+ * crc32c of every file data block next to its pointer (block-map.ts), as ZFS keeps it in the block pointer: the
+ * checksum is covered by the lock of the inode whose data it describes, and journaled with the pointer. Older
+ * formats are refused (FORMAT_CHANGES says what they lack).
  */
 import { crc32c } from './crc32c.js';
 import { IoError } from './block-device.js';
+import { CorruptionError } from './volume-errors.js';
 
 export const BLOCK_SIZE = 4096;
 export const MAGIC = 0x48565346; // "HVSF"
-export const FORMAT_VERSION = 6;
+export const FORMAT_VERSION = 7;
 /** What each format brought, so a volume of an older one is refused with what it lacks. */
 const FORMAT_CHANGES: Record<number, string> = {
   2: 'one inode a block, one lock an inode',
@@ -33,6 +36,7 @@ const FORMAT_CHANGES: Record<number, string> = {
   4: 'allocation groups initialised on first use, so large images format in seconds',
   5: 'devices, FIFOs and sockets',
   6: 'extended attributes',
+  7: 'a checksum of every file data block',
 };
 export const HEADER_SIZE = 16;
 
@@ -48,13 +52,24 @@ export enum BlockType {
   Xattr = 11,
 }
 
+/**
+ * A slot block: its orphan list (orphans.ts) in the first half; from SLOT_GROUPS_OFFSET one bit per group that
+ * the slot's domain initialised (initialised-groups.ts), for groups below SLOT_GROUPS_MAX.
+ */
+export const SLOT_GROUPS_OFFSET = 2048;
+export const SLOT_GROUPS_MAX = (4096 - SLOT_GROUPS_OFFSET) * 8;
+
 /** Bits a bitmap block holds after its header: the largest group, in blocks or inodes. */
 export const BITMAP_BITS = (BLOCK_SIZE - HEADER_SIZE) * 8;
-/** Bytes of an inode block that hold the inode record (after the header); the rest is zero. */
-export const INODE_SIZE = 128;
+/** Bytes of an inode block that hold the inode record (after the header): 128, then the direct blocks' checksums. */
+export const INODE_SIZE = 176;
+/** Pointers of an indirect block that maps indirect blocks (the double indirect block): block addresses. */
 export const POINTERS_PER_BLOCK = (BLOCK_SIZE - HEADER_SIZE) / 4;
+/** Entries of an indirect block that maps file blocks: (block address, crc32c of the block's data) pairs. */
+export const ENTRIES_PER_BLOCK = (BLOCK_SIZE - HEADER_SIZE) / 8;
 export const DIRECT_POINTERS = 12;
-export const MAX_FILE_BLOCKS = DIRECT_POINTERS + POINTERS_PER_BLOCK + POINTERS_PER_BLOCK * POINTERS_PER_BLOCK;
+/** 12 direct, one indirect block of entries, one double indirect block of pointers to such blocks: about 2 GiB. */
+export const MAX_FILE_BLOCKS = DIRECT_POINTERS + ENTRIES_PER_BLOCK + POINTERS_PER_BLOCK * ENTRIES_PER_BLOCK;
 export const MAX_FILE_SIZE = MAX_FILE_BLOCKS * BLOCK_SIZE;
 export const NAME_MAX = 255;
 /** A symlink's target: up to PATH_MAX - 1 bytes, in blocks that each hold a length (u32) and a piece of it. */
@@ -67,7 +82,7 @@ export function view(block: Uint8Array): DataView {
 }
 
 function blockChecksum(block: Uint8Array): number {
-  return crc32c(block.subarray(HEADER_SIZE), crc32c(block.subarray(0, 12)));
+  return crc32c(block, crc32c(block, 0, 0, 12), HEADER_SIZE);
 }
 
 /** Fills in the header of a metadata block and seals it with its checksum. */
@@ -102,7 +117,7 @@ export function checkBlockHeader(block: Uint8Array, type: BlockType, address: nu
 
 export function verifyBlock(block: Uint8Array, type: BlockType, address: number): void {
   const problem = checkBlockHeader(block, type, address);
-  if (problem) throw new IoError('EIO', problem);
+  if (problem) throw new CorruptionError(problem);
 }
 
 export interface Superblock {

@@ -176,7 +176,7 @@ export async function mkfs(dev: BlockDevice, options: MkfsOptions = {}): Promise
   const cache = new BlockCache(dev);
   const allocator = new Allocator(cache, geometry, 0, UNCONTENDED);
   const inodes = new InodeStore(cache, geometry);
-  const dirs = new Directories(cache, new BlockMap(cache, allocator));
+  const dirs = new Directories(cache, new BlockMap(cache, allocator, geometry));
   const { start: ino } = await allocator.allocBlocks(geometry.firstDataBlock(0), 1);
   if (ino !== sb.rootIno) throw new Error(`root got block ${ino}, not ${sb.rootIno}`);
   const root = emptyInode(ino, S_IFDIR | 0o755, 1, timespecFromMs(sb.createdMs));

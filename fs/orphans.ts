@@ -4,13 +4,13 @@
  * so each domain changes only its own list. Mounting a slot frees whatever its list still holds: the previous
  * instance on that slot is gone, and its open files with it.
  *
- *   slot block: header | count u32 | ino u32 [count]
+ *   slot block: header | count u32 | ino u32 [count] | (from SLOT_GROUPS_OFFSET: initialised-groups.ts)
  */
 import { IoError } from './block-device.js';
 import type { BlockCache } from './block-cache.js';
-import { BLOCK_SIZE, BlockType, HEADER_SIZE, view, type Geometry } from './layout.js';
+import { BlockType, HEADER_SIZE, SLOT_GROUPS_OFFSET, view, type Geometry } from './layout.js';
 
-export const ORPHAN_CAPACITY = (BLOCK_SIZE - HEADER_SIZE - 4) / 4;
+export const ORPHAN_CAPACITY = (SLOT_GROUPS_OFFSET - HEADER_SIZE - 4) / 4;
 
 export function decodeOrphans(block: Uint8Array): number[] {
   const v = view(block);
@@ -22,7 +22,7 @@ export function decodeOrphans(block: Uint8Array): number[] {
 
 function encodeOrphans(block: Uint8Array, inos: number[]): void {
   const v = view(block);
-  block.fill(0, HEADER_SIZE);
+  block.fill(0, HEADER_SIZE, SLOT_GROUPS_OFFSET);
   v.setUint32(HEADER_SIZE, inos.length, true);
   inos.forEach((ino, i) => v.setUint32(HEADER_SIZE + 4 + i * 4, ino, true));
 }

@@ -33,7 +33,11 @@ export class Transactions {
     private readonly schedule: (commit: () => Promise<void>) => void,
     /** The tag of the next record: the lock service's change epoch as this instance last saw it (journal.ts). */
     private readonly tag: () => number,
-    /** Waits for the file data written so far to reach the device (ordered mode: data before the commit). */
+    /**
+     * Waits for the file data written so far to land (ordered mode: data before the commit record that names it
+     * and its checksums). The journal's commit then writes behind a barrier, which makes what landed durable
+     * before the record: a record never outlives the data its pointers' checksums describe.
+     */
     private readonly dataSettled: () => Promise<void>,
   ) {}
 

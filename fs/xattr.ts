@@ -7,8 +7,8 @@
  * cache owner is the inode) and change through the journal like every metadata block, so another domain sees an
  * attribute exactly when it would see a change of the inode's mode.
  *
- *   inode block, after the record (HEADER_SIZE + INODE_SIZE = 144):
- *     144 list length in bytes (u32)   148 first chain block (u32, 0: none)   152.. the list's first bytes
+ *   inode block, after the record (HEADER_SIZE + INODE_SIZE = 192):
+ *     192 list length in bytes (u32)   196 first chain block (u32, 0: none)   200.. the list's first bytes
  *   Xattr block: header, next chain block (u32, 0: the last), then the list's next bytes
  *   the list: per attribute, name length (u8), value length (u32), the name, the value; no name twice
  */

@@ -13,6 +13,7 @@ import { copyOut } from '../fs/buffers.js';
 import { registerThread, ThreadClock } from '../hypervisor/thread-cpu.js';
 import { ReadCorruption } from './fault-hook.js';
 import { windowSlot } from './data-window.js';
+import { VolumeErrorsFront } from './volume-errors-front.js';
 import { ChangeCount } from './change-count.js';
 
 /** What the toolstack hands a new domain: its own shared pages and the monitor's doorbell, nothing else. */
@@ -58,6 +59,7 @@ let fs: FileSystem | null = data.filesystem
       FileSystem.mount(disk, {
         slot: data.filesystem!.slot,
         locks,
+        errors: new VolumeErrorsFront(data.ring, disk),
         cacheBytes: data.memory.byteLength,
         minHoldMs: lockHoldMs(),
         onChange: () => changes.add(),

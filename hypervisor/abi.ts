@@ -39,6 +39,13 @@ export const Op = {
    * exclusive hold becomes shared instead (EINVAL unless held exclusively).
    */
   UNLOCK: 18,
+  /**
+   * Control: the domain found corruption on the vbd's volume (fs/volume-errors.ts). The volume turns read-only for
+   * every domain that shares it (Ring.VOLUME_ERRORS), as ext4's errors=remount-ro, and the event log says why:
+   * UTF-8 text in the `count` sector(s) (1) at MEM_OFFSET, up to its first zero byte. A read-only grant's report is
+   * logged and refused (EROFS): a domain that may not write the volume may not stop the others writing it either.
+   */
+  VOLUME_ERROR: 20,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -118,6 +125,11 @@ export const Ring = {
    * so a guest polling for completions would take a core from the threads doing its copies (sleep instead).
    */
   BACKEND_BUSY: 5,
+  /**
+   * Written by the monitor: bit n set = the volume of vbd n has errors (Op.VOLUME_ERROR): the domain's filesystem
+   * must not change it any more. Set for every domain with a grant on the volume, also for one booted later.
+   */
+  VOLUME_ERRORS: 6,
 } as const;
 
 /** Request slot words. */

@@ -110,7 +110,13 @@ export type MonitorEvent =
    * and its pages no longer touched; its locks stay held until the toolstack replayed its journal and sends
    * drop-locks (fence -> replay -> grant), as after a crash.
    */
-  | { type: 'fence'; domain: string; id: number; detail: string };
+  | { type: 'fence'; domain: string; id: number; detail: string }
+  /**
+   * Domain `domain` reported corruption on `volume` (Op.VOLUME_ERROR): from now on every domain sharing it sees
+   * the volume's errors flag (Ring.VOLUME_ERRORS) and its filesystem refuses changes. Reported once per volume,
+   * and once per read-only grant (whose report changes nothing).
+   */
+  | { type: 'volume-error'; domain: string; volume: string; readOnly: boolean; detail: string };
 
 export interface MonitorOptions {
   /** The buffer shared with the I/O threads (io-pool.ts); default: a new one. */
@@ -185,6 +191,10 @@ export class Monitor {
   private readonly outstandingRevokes = new Map<string, OutstandingRevoke>();
   /** Revokes posted per lock key since boot (for `hvshare locks`). */
   private readonly revocationsByLock = new Map<number, number>();
+  /** Why each volume with errors has them (the first report from a read-write grant), by volume id. */
+  private readonly volumeErrors = new Map<number, string>();
+  /** Domains with a read-only grant whose report was logged (one each). */
+  private readonly readOnlyReporters = new Set<string>();
   /** Domains with a revoke backlog (checked on every drain pass only while non-zero). */
   private backlogged = 0;
 
@@ -256,6 +266,7 @@ export class Monitor {
       fenced: false,
     });
     this.pool.resetDomain(id, Atomics.load(ring, Ring.RSP_PROD) >>> 0);
+    this.showVolumeErrors(this.domains.get(id)!);
     this.stats.reset(id);
     this.serving = [...this.domains.values()];
   }
@@ -698,11 +709,42 @@ export class Monitor {
         this.reply.hi = high32(grant.sectors);
         this.reply.flags = grant.readOnly ? VBD_READ_ONLY : 0;
         return Status.OK;
+      case 'volume-error':
+        return this.volumeError(d, req);
       case 'lock':
         return this.lock(d, req);
       case 'unlock':
         return this.unlock(d, req);
     }
+  }
+
+  /** A domain found corruption on a volume: it turns read-only for every domain sharing it (see Op.VOLUME_ERROR). */
+  private volumeError(d: Domain, req: Extract<BlockRequest, { kind: 'volume-error' }>): number {
+    const grant = d.grants[req.vbd];
+    const volume = grant.volume;
+    const detail = reasonText(d.memory.subarray(req.memOffset, req.memOffset + req.count * SECTOR));
+    if (grant.readOnly) {
+      const key = `${d.id}:${volume.id}`;
+      if (!this.readOnlyReporters.has(key)) {
+        this.readOnlyReporters.add(key);
+        this.onEvent({ type: 'volume-error', domain: d.name, volume: volume.name, readOnly: true, detail });
+      }
+      return Status.EROFS;
+    }
+    if (this.volumeErrors.has(volume.id)) return Status.OK;
+    this.volumeErrors.set(volume.id, detail);
+    for (const other of this.domains.values()) this.showVolumeErrors(other);
+    this.onEvent({ type: 'volume-error', domain: d.name, volume: volume.name, readOnly: false, detail });
+    return Status.OK;
+  }
+
+  /** Raises Ring.VOLUME_ERRORS bit n of `d` for each vbd n whose volume has errors. */
+  private showVolumeErrors(d: Domain): void {
+    let bits = 0;
+    d.grants.forEach((g, vbd) => {
+      if (vbd < 32 && this.volumeErrors.has(g.volume.id)) bits |= 1 << vbd;
+    });
+    if (bits) Atomics.or(d.ring, Ring.VOLUME_ERRORS, bits);
   }
 
   /**
@@ -912,6 +954,13 @@ function offloadable(req: Request): req is Transfer {
   return req.kind === 'transfer' && req.op === Op.READ && req.count * SECTOR >= POOL_MIN_BYTES_SHARED;
 }
 
+
+/** A volume error report's reason as the guest wrote it: text up to its first zero byte, printable, cut short. */
+function reasonText(bytes: Uint8Array): string {
+  const end = bytes.indexOf(0);
+  const text = new TextDecoder().decode(bytes.slice(0, end < 0 ? bytes.length : end)).replace(/[\u0000-\u001f\u007f]/g, '?');
+  return truncate(text, 300) || '(no reason given)';
+}
 
 /** A long list cut for the event log. */
 function truncate(text: string, max = 200): string {

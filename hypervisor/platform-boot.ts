@@ -58,6 +58,8 @@ export class StoredPlatform {
   private readonly handles = new Map<string, DomainHandle>();
   private readonly crashTimes = new Map<string, number[]>();
   private readonly restartListeners: ((domain: DomainHandle) => void)[] = [];
+  /** Volumes that turned read-only after a domain found corruption, and why (shown per domain by `hvshare ps`). */
+  private readonly volumeErrors = new Map<string, string>();
   /** The images' advisory locks (fs/image-lock.ts): `fsck --repair` refuses an image while they are held. */
   private imageLocks: ImageLock[] = [];
 
@@ -135,7 +137,7 @@ export class StoredPlatform {
     const gone = this.threadCpu.get(spec.name);
     if (gone) this.cpuBefore.set(spec.name, addUse(this.cpuBefore.get(spec.name) ?? NO_USE, gone));
     this.threadCpu.delete(spec.name);
-    await this.store.setDomainState(spec.name, 'running', { threadId: handle.worker?.threadId });
+    await this.store.setDomainState(spec.name, 'running', { threadId: handle.worker?.threadId, reason: this.volumeErrorsOf(spec) });
     return handle;
   }
 
@@ -159,6 +161,24 @@ export class StoredPlatform {
       for (const listener of this.restartListeners) listener(handle);
     } catch (err) {
       this.log({ type: 'error', domain: dead.name, detail: `restart failed: ${(err as Error).message}` });
+    }
+  }
+
+  /** What `hvshare ps` says of a domain whose volumes have errors (undefined: none has). */
+  private volumeErrorsOf(spec: DomainSpec): string | undefined {
+    const reasons = spec.grants.filter((g) => this.volumeErrors.has(g.volume)).map((g) => `volume ${g.volume} read-only (errors): ${this.volumeErrors.get(g.volume)}`);
+    return reasons.length > 0 ? reasons.join('; ') : undefined;
+  }
+
+  /** A domain found corruption on `volume`: logged, and every domain with a grant on it shows it in `hvshare ps`. */
+  private volumeError(e: Extract<PlatformEvent, { type: 'volume-error' }>): void {
+    const detail = e.readOnly ? `found on volume ${e.volume} through a read-only grant (the volume stays writable): ${e.detail}` : `volume ${e.volume} turned read-only for every domain: ${e.detail}`;
+    this.log({ type: 'volume-error', domain: e.domain, detail, data: { volume: e.volume } });
+    if (e.readOnly || this.volumeErrors.has(e.volume)) return;
+    this.volumeErrors.set(e.volume, e.detail);
+    for (const [name, handle] of this.handles) {
+      const reason = this.volumeErrorsOf(handle.spec);
+      if (reason && handle.state !== 'dead') void this.store.setDomainState(name, 'running', { reason }).catch(() => {});
     }
   }
 
@@ -234,6 +254,8 @@ export class StoredPlatform {
         return this.log({ type: 'error', domain: e.domain, detail: e.detail });
       case 'fence':
         return this.log({ type: 'fence', domain: e.domain, detail: e.detail });
+      case 'volume-error':
+        return this.volumeError(e);
     }
   }
 

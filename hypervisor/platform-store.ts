@@ -80,11 +80,12 @@ export type EventType =
   | 'recovery'
   | 'revoke'
   | 'fence'
+  | 'volume-error'
   | 'mkfs'
   | 'error'
   | 'info';
 export const EVENT_TYPES: readonly EventType[] = [
-  'platform-up', 'platform-down', 'config', 'boot', 'shutdown', 'crash', 'recovery', 'revoke', 'fence', 'mkfs',
+  'platform-up', 'platform-down', 'config', 'boot', 'shutdown', 'crash', 'recovery', 'revoke', 'fence', 'volume-error', 'mkfs',
   'error', 'info',
 ];
 
@@ -428,6 +429,8 @@ export class PlatformStore {
     if (state === 'running') {
       rec.pid = info.pid ?? process.pid;
       if (info.threadId !== undefined) rec.threadId = info.threadId;
+      // Why a running domain is not quite well (its volume turned read-only), shown by `hvshare ps`.
+      if (info.reason !== undefined) rec.reason = info.reason;
       if (old.state === 'running') {
         rec.bootedAt = old.bootedAt;
       } else {

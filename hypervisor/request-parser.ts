@@ -33,6 +33,8 @@ export type BlockRequest =
   | { kind: 'flush'; id: number; vbd: number }
   | { kind: 'discard'; id: number; vbd: number; sector: number; count: number }
   | { kind: 'volinfo'; id: number; vbd: number }
+  /** A report of corruption found on the vbd's volume: the reason is in `count` sectors at `memOffset`. */
+  | { kind: 'volume-error'; id: number; vbd: number; count: number; memOffset: number }
   | { kind: 'lock'; id: number; vbd: number; name: number; mode: LockMode; try: boolean; join: boolean }
   /** `released`: the mode given up, or undefined for whatever is held. */
   | { kind: 'unlock'; id: number; vbd: number; name: number; released: LockMode | undefined; dirty: boolean; downgrade: boolean };
@@ -52,7 +54,8 @@ export interface RefusedRequest {
  * known; a transfer's count (a write may carry REQ_FUA and REQ_BARRIER) is 1..MAX_SECTORS_PER_REQUEST (EINVAL), its sectors inside the volume (ERANGE), its
  * buffer inside the domain's memory (EFAULT), and a write needs a read-write grant (EROFS); a discard's range
  * likewise; a lock's name is below LOCK_NAME_LIMIT and its mode known (EINVAL), and exclusive needs a
- * read-write grant (EROFS: a read-only domain may never keep writers out).
+ * read-write grant (EROFS: a read-only domain may never keep writers out); a volume error report's reason is one
+ * sector inside the domain's memory (EINVAL, EFAULT).
  */
 export function parse(ring: Int32Array, index: number, grants: readonly ParserGrant[], memoryBytes: number): BlockRequest | RefusedRequest {
   const slot = readRequest(ring, index);
@@ -78,6 +81,11 @@ export function parse(ring: Int32Array, index: number, grants: readonly ParserGr
     }
     case Op.VOLINFO:
       return { kind: 'volinfo', id, vbd };
+    case Op.VOLUME_ERROR: {
+      const status = (slot.count !== 1 ? Status.EINVAL : undefined) ?? checkBuffer(slot.memOffset, slot.count, memoryBytes);
+      if (status !== undefined) return refuse(status);
+      return { kind: 'volume-error', id, vbd, count: slot.count, memOffset: slot.memOffset };
+    }
     case Op.LOCK: {
       const mode = lockMode(slot.count);
       if (mode === undefined || slot.sector >= LOCK_NAME_LIMIT) return refuse(Status.EINVAL);

@@ -13,11 +13,11 @@
  * Plain JavaScript: it runs before `prepare` compiles the TypeScript.
  */
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nodeGypRebuild } from '../fs/native/node-gyp.mjs';
 
 const FOR_VERSION = '2.2.6';
 const patchFile = fileURLToPath(new URL('./fuse-native-times.patch', import.meta.url));
@@ -77,20 +77,12 @@ function applyPatch(pkgDir, patch) {
   return applied;
 }
 
-/**
- * node-gyp rebuild in the package: npm's own node-gyp (npm names it when it runs this script; the one bundled with
- * this Node's npm otherwise), with Node's own headers when it ships them (else node-gyp downloads them).
- */
+/** node-gyp rebuild of fuse-native from the patched source. */
 function build(pkgDir) {
-  const prefix = resolve(dirname(process.execPath), '..');
-  const bundled = join(prefix, 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
-  const gyp = process.env.npm_config_node_gyp || (existsSync(bundled) ? bundled : 'node-gyp');
-  const [command, args] = gyp.endsWith('.js') ? [process.execPath, [gyp]] : [gyp, []];
-  if (existsSync(join(prefix, 'include', 'node', 'common.gypi'))) args.push(`--nodedir=${prefix}`);
   try {
-    execFileSync(command, [...args, 'rebuild'], { cwd: pkgDir, stdio: ['ignore', process.stderr, process.stderr] });
+    nodeGypRebuild(pkgDir);
   } catch (err) {
-    fail(`building fuse-native from source failed (${command} ${args.join(' ')} rebuild: ${err.message}); it needs python3, make and g++.`);
+    fail(`building fuse-native from source failed (${err.message}); it needs python3, make and g++.`);
   }
 }
 

@@ -3,7 +3,8 @@
  * a crash could have left it at many points of the write stream (every prefix at flush boundaries and a sample
  * of the others, plus random subsets of the writes not yet flushed: the reorderings a disk cache may do). Each
  * rebuilt image must fsck clean as found (journals read through), mount (replaying the journal), keep every
- * file whose fsync returned before the crash intact, and fsck clean (no warnings) after unmount. A second run has
+ * file whose fsync returned before the crash intact, and fsck clean (no warnings) after unmount; fsck checks every
+ * data block against its checksum, and committed data is rewritten too, uncommitted when the cut comes. A second run has
  * two instances (two journals, committing at the same time, handing directory locks back and forth) on one
  * stream; the instance that mounts after the crash replays both. A third hands one file and one directory back
  * and forth between two instances and cuts between every two device writes: whatever a reader saw when the lock
@@ -62,6 +63,11 @@ async function steps(fs: FileSystem, dev: RecordingBlockDevice, seed: number, ac
     const s = `/${tag}scratch${scratch++}`;
     const sh = await fs.create(s, 0o600);
     await fs.write(sh, 0, patternBytes(Math.floor(random() * 60_000), i));
+    if (random() < 0.5) {
+      // Committed data rewritten: a cut before the next commit must leave the old data under the old checksums.
+      await fs.fsync(sh, false);
+      await fs.write(sh, 1000, patternBytes(9000, i + 500));
+    }
     if (random() < 0.5) await fs.truncate(s, Math.floor(random() * 9000));
     await fs.release(sh);
     if (random() < 0.4) await fs.rename(s, `/d${(i + 1) % 3}/${tag}moved${i}`);

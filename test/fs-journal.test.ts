@@ -1,5 +1,5 @@
 import test from 'ava';
-import { crc32c } from '../fs/crc32c.js';
+import { crc32c, crc32cPieces } from '../fs/crc32c.js';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { mkfs } from '../fs/mkfs.js';
 import { BLOCK_SIZE, BlockType, Geometry, readSuperblock, sealBlock } from '../fs/layout.js';
@@ -104,4 +104,15 @@ test('records of one block in two journals are replayed oldest tag first, whatev
   t.is((await inspectJournal(s.dev, s.sb, 0)).state, 'clean');
   t.is((await inspectJournal(s.dev, s.sb, 3)).state, 'clean');
   await s.close();
+});
+
+test('crc32c of the pieces of a buffer: each piece as crc32c gives it, aligned or not', (t) => {
+  const data = new Uint8Array(4 * 4096 + 4);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 131 + 17) & 255;
+  for (const from of [0, 4, 1]) {
+    const buffer = data.subarray(from, from + 4 * 4096);
+    const pieces = [...crc32cPieces(buffer, 4096, new Uint32Array(4))];
+    t.deepEqual(pieces, [0, 1, 2, 3].map((k) => crc32c(buffer.subarray(k * 4096, (k + 1) * 4096))), `offset ${from}`);
+  }
+  t.not(crc32cPieces(data.subarray(0, 4096), 4096, new Uint32Array(1))[0], crc32cPieces(data.subarray(4, 4100), 4096, new Uint32Array(1))[0]);
 });

@@ -2,6 +2,9 @@ import test from 'ava';
 import { fsck } from '../fs/fsck.js';
 import { BLOCK_SIZE, Geometry, readSuperblock } from '../fs/layout.js';
 import { mountCheck } from '../fs/mount-check.js';
+import { FileSystem } from '../fs/filesystem.js';
+import { LocalLockService } from '../fs/local-lock-service.js';
+import { LocalVolumeErrors } from '../fs/volume-errors.js';
 import { SMALL_FS, errno, freshVolume, patternBytes } from './fs-helpers.js';
 
 const LAZY = { ...SMALL_FS, zeroed: true, eagerGroups: 1 };
@@ -71,4 +74,31 @@ test('a used group whose bitmap became a hole is not taken for a fresh one by fs
   const report = await fsck(v.dev);
   t.false(report.ok);
   t.true(report.errors.some((e) => new RegExp(`free in the bitmap of group ${used}, but used by inode`).test(e)), report.errors.slice(0, 5).join('\n'));
+});
+
+test('a used group whose bitmap became a hole is refused by the allocator too: its first user recorded it', async (t) => {
+  const v = await freshVolume(32 << 20, LAZY);
+  t.teardown(() => v.close());
+  const g = new Geometry(await readSuperblock(v.dev));
+  const big = patternBytes(12 << 20, 1);
+  const fh = await v.fs.create('/big', 0o644);
+  await v.fs.write(fh, 0, big);
+  await v.fs.release(fh);
+  await v.fs.sync();
+  const used = 1;
+  t.false((await rawBlock(v.dev, g.blockBitmap(used))).every((b) => b === 0), 'group 1 holds part of the file');
+  await v.fs.unmount();
+  await v.dev.write(g.blockBitmap(used) * BLOCK_SIZE, new Uint8Array(BLOCK_SIZE));
+  const errors = new LocalVolumeErrors();
+  const fs = await FileSystem.mount(v.dev, { slot: 1, locks: new LocalLockService().client(), errors });
+  // Group 0 is full: a new file's inode would come from group 1, whose blocks /big uses.
+  t.is(await errno(fs.create('/more', 0o644)), 'EIO');
+  t.regex(errors.reason ?? '', new RegExp(`^group ${used}: its bitmap block ${g.blockBitmap(used)} is a hole, but slot 0's domain initialised the group`));
+  t.is(await errno(fs.mkdir('/d', 0o755)), 'EROFS', 'the volume turned read-only');
+  const read = await fs.open('/big', 0);
+  t.true(Buffer.from(await fs.read(read, 0, big.length)).equals(big), 'no block of /big was handed out');
+  await fs.release(read);
+  await fs.unmount();
+  const report = await fsck(v.dev);
+  t.true(report.errors.some((e) => e === `group ${used}: bitmap block ${g.blockBitmap(used)} is a hole, but slot 0's domain initialised the group`), report.errors.slice(0, 5).join('\n'));
 });

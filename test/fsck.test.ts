@@ -7,6 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32c } from '../fs/crc32c.js';
 import { EntryType } from '../fs/directory.js';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { fsck, type FsckProgress, type FsckReport } from '../fs/fsck.js';
@@ -144,14 +145,24 @@ class Image {
     inode.nlink = nlink;
     inode.size = blocks * BLOCK_SIZE - 10;
     const data: number[] = [];
-    for (let i = 0; i < blocks; i++) data.push(await this.alloc());
-    data.slice(0, 12).forEach((block, i) => (inode.direct[i] = block));
+    const crcs: number[] = [];
+    for (let i = 0; i < blocks; i++) {
+      data.push(await this.alloc());
+      crcs.push(crc32c(await this.read(data[i])));
+    }
+    data.slice(0, 12).forEach((block, i) => {
+      inode.direct[i] = block;
+      inode.directCrc[i] = crcs[i];
+    });
     inode.blocks = blocks;
     if (blocks > 12) {
       inode.indirect = await this.alloc();
       inode.blocks++;
       const indirect = new Uint8Array(BLOCK_SIZE);
-      data.slice(12).forEach((block, i) => view(indirect).setUint32(HEADER_SIZE + i * 4, block, true));
+      data.slice(12).forEach((block, i) => {
+        view(indirect).setUint32(HEADER_SIZE + i * 8, block, true);
+        view(indirect).setUint32(HEADER_SIZE + i * 8 + 4, crcs[12 + i], true);
+      });
       sealBlock(indirect, BlockType.Indirect, inode.indirect);
       await this.write(inode.indirect, indirect);
     }
@@ -351,16 +362,17 @@ test('a wrong link count', async (t) => {
   t.is(report.errors.length, 2, report.errors.join('\n'));
 });
 
-test('volumes of formats 1 to 5 are refused with one clear error each, saying what they lack', async (t) => {
+test('volumes of formats 1 to 6 are refused with one clear error each, saying what they lack', async (t) => {
   const image = await Image.make(t);
   await clean(t, image);
   const sb = await readSuperblock(image.dev);
   const cases = [
-    [1, /one inode a block.*nanosecond.*first use.*FIFOs.*extended attributes/],
-    [2, /\(this hvshare reads version 6: times to the nanosecond/],
-    [3, /version 6: allocation groups initialised on first use.*; devices, FIFOs and sockets; extended attributes\)/],
-    [4, /version 6: devices, FIFOs and sockets; extended attributes\)/],
-    [5, /version 6: extended attributes\)/],
+    [1, /one inode a block.*nanosecond.*first use.*FIFOs.*extended attributes.*data block/],
+    [2, /\(this hvshare reads version 7: times to the nanosecond/],
+    [3, /version 7: allocation groups initialised on first use.*; devices, FIFOs and sockets; extended attributes; a checksum of every file data block\)/],
+    [4, /version 7: devices, FIFOs and sockets; extended attributes; a checksum of every file data block\)/],
+    [5, /version 7: extended attributes; a checksum of every file data block\)/],
+    [6, /version 7: a checksum of every file data block\)/],
   ] as const;
   for (const [version, lacks] of cases) {
     await image.write(0, encodeSuperblock({ ...sb, version }));
@@ -500,4 +512,21 @@ test('extended attributes: a well-formed list and chain are clean; a bad name, a
   sealBlock(sealedAsDirectory, BlockType.Directory, chainBlock);
   await image.write(chainBlock, sealedAsDirectory);
   hasError(t, await image.fsck(), new RegExp(`^inode ${f.ino} \\(/f\\): block ${chainBlock}: type Directory, expected Xattr$`));
+});
+
+test('a flipped byte in a file data block, direct or mapped by an indirect block, fails its checksum', async (t) => {
+  const image = await Image.make(t);
+  const file = await image.addFile('f', 14);
+  await clean(t, image);
+  const indirect = await image.read(file.indirect);
+  const viaIndirect = view(indirect).getUint32(HEADER_SIZE + 1 * 8, true);
+  for (const block of [file.direct[3], viaIndirect]) {
+    const data = await image.read(block);
+    data[1234] ^= 0x20;
+    await image.write(block, data);
+  }
+  const report = await image.fsck();
+  hasError(t, report, new RegExp(`^inode ${file.ino} \\(/f\\): data checksum mismatch in file block 3 \\(block ${file.direct[3]}\\): the pointer says crc32c [0-9a-f]{8}, the block has [0-9a-f]{8}$`));
+  hasError(t, report, new RegExp(`^inode ${file.ino} \\(/f\\): data checksum mismatch in file block 13 \\(block ${viaIndirect}\\)`));
+  t.is(report.errors.length, 2, report.errors.join('\n'));
 });

@@ -99,3 +99,11 @@ test('malformed descriptors parse into the status that refuses them', (t) => {
   ];
   for (const [what, got, status] of cases) t.deepEqual(got, { kind: 'refused', id: 7, status }, what);
 });
+
+test('a volume error report: one sector of reason inside the domain\'s memory, on any grant', (t) => {
+  t.deepEqual(parsed(Op.VOLUME_ERROR, 0, 1, 4096), { kind: 'volume-error', id: 7, vbd: 0, count: 1, memOffset: 4096 });
+  t.deepEqual(parsed(Op.VOLUME_ERROR, 0, 1, 512, 1), { kind: 'volume-error', id: 7, vbd: 1, count: 1, memOffset: 512 }, 'a read-only grant may report (the monitor only logs it)');
+  for (const count of [0, 2, 0xffffffff]) t.deepEqual(parsed(Op.VOLUME_ERROR, 0, count), { kind: 'refused', id: 7, status: Status.EINVAL }, `count ${count}`);
+  t.deepEqual(parsed(Op.VOLUME_ERROR, 0, 1, MEMORY - 511), { kind: 'refused', id: 7, status: Status.EFAULT });
+  t.deepEqual(parsed(Op.VOLUME_ERROR, 0, 1, 0, 5), { kind: 'refused', id: 7, status: Status.ENODEV });
+});
