@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { crc32c } from '../fs/crc32c.js';
+import { crc32c, crcHex } from '../fs/crc32c.js';
 import { CliError } from './cli-support.js';
 
 export const CHECKSUM_KINDS = ['sha256', 'crc32c'] as const;
@@ -19,5 +19,5 @@ export async function checksumOf(kind: ChecksumKind, chunks: AsyncIterable<Uint8
   }
   let crc = 0;
   for await (const chunk of chunks) crc = crc32c(chunk, crc);
-  return crc.toString(16).padStart(8, '0');
+  return crcHex(crc);
 }

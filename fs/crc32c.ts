@@ -45,6 +45,9 @@ export function crc32cPieces(data: Uint8Array, size: number, out: Uint32Array): 
   return crc32cPiecesJs(data, size, out);
 }
 
+/** A crc32c as eight hex digits, as messages and `hvshare checksum` print it. */
+export const crcHex = (crc: number) => crc.toString(16).padStart(8, '0');
+
 const POLY = 0x82f63b78;
 const SLICES = 16;
 /** Table t (0..15) at t * 256: the CRC of a byte followed by t zero bytes. */

@@ -16,7 +16,7 @@
  */
 import { IoError, type BlockDevice } from './block-device.js';
 import type { BlockMap, MappedRun } from './block-map.js';
-import { crc32cPieces } from './crc32c.js';
+import { crc32cPieces, crcHex } from './crc32c.js';
 import type { Inode } from './inode.js';
 import { BLOCK_SIZE } from './layout.js';
 import { zero } from './buffers.js';
@@ -343,10 +343,8 @@ export class FileIo {
       }
       throw new CorruptionError(
         `inode ${inode.ino}: data checksum mismatch in file block ${fb + i} (volume block ${run.phys + i}): ` +
-          `the pointer says crc32c ${hex(run.crcs[i])}, the block has ${hex(actual)}`,
+          `the pointer says crc32c ${crcHex(run.crcs[i])}, the block has ${crcHex(actual)}`,
       );
     }
   }
 }
-
-const hex = (n: number) => n.toString(16).padStart(8, '0');

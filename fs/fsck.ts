@@ -23,7 +23,7 @@
 import { IoError, type BlockDevice } from './block-device.js';
 import { bitIsSet } from './allocator.js';
 import { readEntry, readPointer } from './block-map.js';
-import { crc32c } from './crc32c.js';
+import { crc32c, crcHex } from './crc32c.js';
 import { DOT, DOTDOT, entryTypeOf, EntryType, parseDirBlock, sameName } from './directory.js';
 import { decodeInode, isDevice, isDir, isRegular, isSpecial, isSymlink, legalMode, type Inode } from './inode.js';
 import { isValidTimespec } from './timespec.js';
@@ -641,14 +641,13 @@ async function checkDataChecksums(
       const { fb, block, crc } = summed[i + j];
       const actual = crc32c(run, 0, j * BLOCK_SIZE, BLOCK_SIZE);
       if (actual !== crc) {
-        error(`${label}: data checksum mismatch in file block ${fb} (block ${block}): the pointer says crc32c ${hex8(crc)}, the block has ${hex8(actual)}`);
+        error(`${label}: data checksum mismatch in file block ${fb} (block ${block}): the pointer says crc32c ${crcHex(crc)}, the block has ${crcHex(actual)}`);
       }
     }
     i += n;
   }
 }
 
-const hex8 = (n: number) => n.toString(16).padStart(8, '0');
 
 async function checkInodeBlocks(
   reader: Reader,
