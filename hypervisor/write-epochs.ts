@@ -99,11 +99,7 @@ export class WriteEpochs implements BlockBackend {
   /** Every write completed before this one is durable before this one reaches the image; taken at once. */
   writeBarrier(position: number, from: Uint8Array): void {
     this.stats.barriers++;
-    if (!this.flusher) {
-      this.image.flush();
-      this.image.write(position, from);
-      return;
-    }
+    if (!this.flusher) return this.image.writeBarrier(position, from);
     this.progress();
     this.epochs.push({ ticket: this.holding ? 0 : this.flusher.request(), writes: [] });
     this.hold(position, from);
