@@ -18,18 +18,30 @@ export interface BlockDeviceInfo {
   readonly readOnly: boolean;
 }
 
+/**
+ * A device whose writes take effect in the order they are issued, whether or not the earlier ones have completed
+ * (SCSI's ordered tags): a barrier write then orders behind every write issued before it, so a caller may issue
+ * a chain of writes and barriers, and other requests (a cluster lock's release) behind them, without waiting
+ * between them. The guest's block driver is one: a domain's requests reach the monitor in ring order, and it
+ * serves a ring in order, every write inline. The host's file device is not (its writes run on libuv's threads).
+ */
+export interface OrderedDevice {
+  readonly ordered?: boolean;
+}
+
 export interface WriteOptions {
   /** Force unit access: the write is durable on the backend before it completes. */
   fua?: boolean;
   /**
-   * A barrier: every write completed before this one is durable before this one is (ordering without waiting:
+   * A barrier: every write completed before this one (on an ordered device: issued before it) is durable before
+   * this one is (ordering without waiting:
    * the monitor answers at once and holds it until its flush of the image completed; a native device flushes
    * first). Only FLUSH or FUA make anything durable by the time they complete.
    */
   barrier?: boolean;
 }
 
-export interface BlockDevice extends BlockDeviceInfo {
+export interface BlockDevice extends BlockDeviceInfo, OrderedDevice {
   read(offset: number, dst: Uint8Array): Promise<void>;
   write(offset: number, src: Uint8Array, options?: WriteOptions): Promise<void>;
   /** Everything completed before the call is durable on the backend when it resolves. */

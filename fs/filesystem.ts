@@ -147,9 +147,10 @@ export class FileSystem implements Vfs {
           this.cache.dropOwner(name);
           this.pages.drop(name);
         },
-        // Another domain reads what the lock covers straight from the device: its data must be there first.
+        // Another domain reads what the lock covers straight from the device: its data must be there first (on an
+        // ordered device, issued before the release is enough: it is ahead of it on the ring).
         writeBack: async (name) => {
-          await this.data.settled();
+          if (!this.dev.ordered) await this.data.settled();
           await this.tx?.writeBack(name);
         },
         whenIdle: (task) => void this.queue.run(task, true).catch(() => {}),

@@ -4,9 +4,11 @@
  * On disk a slot has a header block (the commit record) and `journalBlocks` log blocks. The header holds
  * {seq, n, (target, crc32c)[n], checksum}; n > 0 with a valid checksum means "committed, maybe not yet home".
  *
- * Commit of a transaction, three device round trips, none waiting for durability (barrier writes, see
- * WriteOptions.barrier: the monitor answers them at once and keeps them, and every write after them, from the
- * image until everything written before is durable; ordering without waiting, as Linux's old barriers):
+ * Commit of a transaction in three steps, none waiting for durability (barrier writes, see WriteOptions.barrier:
+ * the monitor answers them at once and keeps them, and every write after them, from the image until everything
+ * written before is durable; ordering without waiting, as Linux's old barriers). On an ordered device (the
+ * guest's ring, OrderedDevice) the three are issued at once, one round trip in all; elsewhere each waits for the
+ * one before:
  *   1. copy the blocks into the log (one contiguous write, a barrier: the file data written before, ordered
  *      mode, and the previous clear are durable first) and write the header (the commit record) with it: the
  *      commit point. The record checksums every logged copy, so a crash that persisted the record but not all
@@ -106,13 +108,13 @@ async function settleAll(writes: Promise<void>[]): Promise<void> {
 }
 
 /**
- * Writes consecutive targets with one request each, all at once: `blocks[i]` lives at `buffer[i * BLOCK_SIZE]`.
+ * Issues the writes of consecutive targets, one request each, all at once: `blocks[i]` lives at `buffer[i * BLOCK_SIZE]`.
  * With `barrier`, everything completed before is durable before any of them (the first run is a barrier write,
  * the others are issued after it).
  */
-async function writeHome(dev: BlockDevice, targets: number[], buffer: Uint8Array, barrier: boolean): Promise<void> {
+function writeHome(dev: BlockDevice, targets: number[], buffer: Uint8Array, barrier: boolean): Promise<void>[] {
   const runs = homeRuns(targets);
-  await settleAll(runs.map(([i, j], run) => dev.write(targets[i] * BLOCK_SIZE, buffer.subarray(i * BLOCK_SIZE, j * BLOCK_SIZE), { barrier: barrier && run === 0 })));
+  return runs.map(([i, j], run) => dev.write(targets[i] * BLOCK_SIZE, buffer.subarray(i * BLOCK_SIZE, j * BLOCK_SIZE), { barrier: barrier && run === 0 }));
 }
 
 export type JournalState =
@@ -186,7 +188,7 @@ export async function recoverJournals(dev: BlockDevice, slots: number[], sb?: Su
     .filter((l): l is Extract<Loaded, { kind: 'committed' }> => l.kind === 'committed')
     .sort((a, b) => a.header.tag - b.header.tag);
   for (const { header, log } of committed) {
-    await writeHome(dev, header.targets, log, false);
+    await settleAll(writeHome(dev, header.targets, log, false));
     replayed += header.targets.length;
   }
   if (committed.length > 0) await dev.flush();
@@ -221,6 +223,11 @@ export class Journal {
     this.capacity = transactionCapacity(sb);
   }
 
+  /** Commits are issued at once, their three steps in one batch (OrderedDevice). */
+  get ordered(): boolean {
+    return this.dev.ordered === true;
+  }
+
   static async open(dev: BlockDevice, sb: Superblock, slot: number): Promise<Journal> {
     const state = await inspectJournal(dev, sb, slot);
     if (state.state !== 'clean') throw new IoError('EIO', `journal ${slot} is not clean; replay it first`);
@@ -249,13 +256,20 @@ export class Journal {
       // as torn and is dropped, never replayed. Then home behind a barrier, then the clear behind a barrier.
       // Nothing waits for durability (fsync, sync and unmount FLUSH after the commit), so a lock passes on at once.
       const record = encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag, targets, crcs });
-      await settleAll([
+      const clear = encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag: 0, targets: [], crcs: [] });
+      const logged = () => [
         this.dev.write(this.geometry.journalLog(this.slot) * BLOCK_SIZE, log, { barrier: true }),
         this.dev.write(headerAddress * BLOCK_SIZE, record),
-      ]);
-      await writeHome(this.dev, targets, log, true);
-      const clear = encodeJournalHeader(headerAddress, { seq: this.seq, slot: this.slot, tag: 0, targets: [], crcs: [] });
-      await this.dev.write(headerAddress * BLOCK_SIZE, clear, { barrier: true });
+      ];
+      const cleared = () => this.dev.write(headerAddress * BLOCK_SIZE, clear, { barrier: true });
+      if (this.dev.ordered) {
+        // All three steps are issued before this returns to its caller, which may issue more behind them.
+        await settleAll([...logged(), ...writeHome(this.dev, targets, log, true), cleared()]);
+      } else {
+        await settleAll(logged());
+        await settleAll(writeHome(this.dev, targets, log, true));
+        await cleared();
+      }
       this.stats.commits++;
       this.stats.blocksLogged += n;
     } finally {

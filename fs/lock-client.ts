@@ -23,6 +23,7 @@
  * after it was granted waits until then; a lock nobody here is using goes at once, so a file handed from one
  * domain to another waits for nothing but the journal commit.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { LockMode, LockService } from './lock-service.js';
 
 /** Thrown through an operation that must start over; `lock` is a lock to take before it does (if any). */
@@ -113,6 +114,8 @@ export class LockClient {
   private processing: Promise<void> | null = null;
   private again = false;
   private idleQueued = false;
+  /** A changed lock was given back (giveBack): answer once the caller's own answer is out. */
+  private afterCaller = false;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private readonly minHoldMs: number;
@@ -367,6 +370,8 @@ export class LockClient {
     // Handed back on purpose: no minimum hold (that is for locks in use), even with operations queued.
     st.grantedAt = -Infinity;
     this.setRevoke(st, 'exclusive');
+    // A changed lock is committed first: that work waits until the caller's answer is out (see kick).
+    if (st.changed) this.afterCaller = true;
     this.kick();
   }
 
@@ -446,7 +451,11 @@ export class LockClient {
     if (!op) {
       if (this.idleQueued) return;
       this.idleQueued = true;
-      this.hooks.whenIdle(() => {
+      this.hooks.whenIdle(async () => {
+        // A changed lock given back waits for the next turn of the event loop, so the close that gave it back is
+        // answered before the commit's work runs; operations queued meanwhile still run after it.
+        if (this.afterCaller) await nextTurn();
+        this.afterCaller = false;
         this.idleQueued = false;
         return this.process();
       });

@@ -23,6 +23,8 @@ export class Transactions {
   private timer: NodeJS.Timeout | null = null;
   /** Set when a commit failed: the instance cannot go on (what is on disk is the last commit). */
   failure: Error | null = null;
+  /** The last commit issued on an ordered device, until it landed (see issue()). */
+  private landing: Promise<void> | null = null;
 
   constructor(
     private readonly cache: BlockCache,
@@ -47,7 +49,7 @@ export class Transactions {
 
   /** Admits an operation that may change the volume: commits first if it might not fit. */
   async begin(): Promise<void> {
-    if (this.cache.dirtyCount + STEP_RESERVE > this.journal.capacity) await this.commit();
+    if (this.cache.dirtyCount + STEP_RESERVE > this.journal.capacity) await this.issue();
     this.cache.beginOp();
   }
 
@@ -55,7 +57,7 @@ export class Transactions {
   async end(failed: boolean): Promise<void> {
     this.cache.endOp(failed);
     if (failed) return;
-    if (this.cache.dirtyCount * 2 > this.journal.capacity) await this.commit();
+    if (this.cache.dirtyCount * 2 > this.journal.capacity) await this.issue();
     this.startTimer();
   }
 
@@ -64,32 +66,59 @@ export class Transactions {
     if (this.cache.dirtyCount + STEP_RESERVE <= this.journal.capacity) return;
     await consistent();
     this.cache.endOp(false);
-    await this.commit();
+    await this.issue();
     this.cache.beginOp();
   }
 
-  /** Commits the running transaction through this instance's journal. */
+  /** Commits the running transaction through this instance's journal; resolves once every commit landed. */
   async commit(): Promise<void> {
+    await this.issue();
+    await this.landed();
+  }
+
+  /**
+   * Commits the running transaction, resolving once its writes are ordered before anything issued after it: on an
+   * ordered device (OrderedDevice) as soon as they are issued, so a lock released next passes on behind them in
+   * the same round trip; elsewhere once they landed. A commit that fails after that fails the instance, and
+   * landed() (every commit(), so fsync, sync and unmount) reports it.
+   */
+  async issue(): Promise<void> {
     this.stopTimer();
     if (this.cache.dirtyCount === 0) return;
-    if (this.failure) throw new IoError('EIO', `filesystem failed: ${this.failure.message}`);
+    this.throwIfFailed();
     // Data first (ordered mode). One that failed is fsync's EIO to report, not the journal's: the instance goes on.
-    await this.dataSettled();
+    // On an ordered device the data writes issued so far are ahead of the commit's barrier already.
+    if (!this.journal.ordered) await this.dataSettled();
     const blocks = this.cache.dirtyBlocks();
     for (const { data } of blocks) resealBlock(data);
-    try {
-      await this.journal.commit(blocks, this.tag());
-    } catch (error) {
-      this.failure = error instanceof Error ? error : new Error(String(error));
-      throw new IoError('EIO', `commit failed: ${this.failure.message}`);
-    }
+    // The journal copies the blocks before it issues anything: the cache may change them once this returns.
+    const writing = this.journal.commit(blocks, this.tag()).catch((error: unknown) => {
+      this.failure ??= error instanceof Error ? error : new Error(String(error));
+    });
+    if (this.journal.ordered) this.landing = writing;
+    else await writing;
+    this.throwIfFailed();
     this.cache.markAllClean();
     this.allocator.transactionCommitted();
   }
 
-  /** Commits if the running transaction holds a block covered by lock `name`. */
+  /** Resolves once every commit issued so far landed; throws if one failed. */
+  async landed(): Promise<void> {
+    const landing = this.landing;
+    if (landing) {
+      await landing;
+      if (this.landing === landing) this.landing = null;
+    }
+    this.throwIfFailed();
+  }
+
+  /** Commits if the running transaction holds a block covered by lock `name` (ordered as issue() says). */
   async writeBack(name: number): Promise<void> {
-    if (this.cache.hasDirty(name)) await this.commit();
+    if (this.cache.hasDirty(name)) await this.issue();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw new IoError('EIO', `commit failed: ${this.failure.message}`);
   }
 
   stopTimer(): void {

@@ -62,6 +62,8 @@ export class Blkfront implements BlockDevice, PolledDriver {
   private readonly fail: ((err: IoError) => void)[] = new Array(RING_SLOTS);
   private readonly freeIds: number[] = [];
   private readonly slotFree = new WaitQueue();
+  /** Free slots promised to woken waiters that have not run yet. */
+  private promised = 0;
   private inFlight = 0;
   /** LOCK requests in flight: their completions wait for other domains, so nothing may wait for them. */
   private locksInFlight = 0;
@@ -74,6 +76,8 @@ export class Blkfront implements BlockDevice, PolledDriver {
   private latencyMicros = 0;
   sizeBytes = 0;
   readOnly = true;
+  /** The ring is served in order (OrderedDevice): a barrier orders behind every request issued before it. */
+  readonly ordered = true;
 
   private constructor(
     private readonly kernel: GuestKernel,
@@ -115,7 +119,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
 
   /** Issue one request and sleep until its completion. */
   async request(op: number, sector: number, count: number, memOffset: number, flags: number): Promise<Response> {
-    while (this.freeIds.length === 0 && !this.faulted) await this.slotFree.sleep();
+    if (!this.faulted && !this.slotReady()) await this.slotTurn();
     if (this.faulted) throw new IoError('EIO', 'block ring shut by the monitor');
     return new Promise<Response>((resolve) => (this.waiting[this.post(op, sector, count, memOffset, flags)] = resolve));
   }
@@ -125,7 +129,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
    * write, a request costs one promise and no response object.
    */
   private transferDirect(op: number, offset: number, view: Uint8Array, flags: number): Promise<void> {
-    if (this.freeIds.length === 0 || this.faulted) return this.transferWhenSlotFree(op, offset, view, flags);
+    if (!this.slotReady()) return this.transferWhenSlotFree(op, offset, view, flags);
     return new Promise<void>((resolve, reject) => {
       const id = this.post(op, offset / SECTOR, view.length / SECTOR, view.byteOffset, flags);
       this.settle[id] = resolve;
@@ -136,6 +140,20 @@ export class Blkfront implements BlockDevice, PolledDriver {
   private async transferWhenSlotFree(op: number, offset: number, view: Uint8Array, flags: number): Promise<void> {
     const rsp = await this.request(op, offset / SECTOR, view.length / SECTOR, view.byteOffset, flags);
     if (rsp.status !== Status.OK) throw transferError(op, offset, rsp.status);
+  }
+
+  /**
+   * True when a request may take a slot now: one is free and promised to no earlier caller. Requests reach the
+   * ring in the order they are issued, queued ones included (the device is ordered: OrderedDevice).
+   */
+  private slotReady(): boolean {
+    return !this.faulted && this.freeIds.length > this.promised && this.slotFree.length === 0;
+  }
+
+  /** Waits, behind every earlier caller, until a slot is promised to this one (or the ring was shut). */
+  private async slotTurn(): Promise<void> {
+    await this.slotFree.sleep();
+    if (this.promised > 0) this.promised--;
   }
 
   /** Write a descriptor into the next slot and publish it (the hypercall); returns the request id. */
@@ -180,7 +198,11 @@ export class Blkfront implements BlockDevice, PolledDriver {
       this.complete(id, rsp.status, rsp.valueLo, rsp.valueHi, rsp.infoFlags);
     }
     if (Atomics.load(w, Ring.FAULT) !== 0 && !this.faulted) this.shutDown();
-    if (reaped > 0) for (let i = 0; i < reaped && this.slotFree.length > 0; i++) this.slotFree.wakeOne();
+    // Freed slots go to the oldest waiters first, promised to them until they run.
+    while (this.slotFree.length > 0 && this.freeIds.length > this.promised) {
+      this.promised++;
+      this.slotFree.wakeOne();
+    }
     return reaped;
   }
 
@@ -230,6 +252,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
   private shutDown(): void {
     this.faulted = true;
     for (let id = 0; id < RING_SLOTS; id++) if (this.retire(id)) this.complete(id, Status.ESHUTDOWN, 0, 0, 0);
+    this.promised = 0;
     this.slotFree.wakeAll();
   }
 

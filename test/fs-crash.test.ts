@@ -18,7 +18,7 @@ import { fsck } from '../fs/fsck.js';
 import { LocalLockService } from '../fs/local-lock-service.js';
 import { mkfs } from '../fs/mkfs.js';
 import { O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY } from '../fs/vfs.js';
-import { apply, MemoryBlockDevice, pieces, RecordingBlockDevice, type Piece, type Recorded } from './fs-recording-device.js';
+import { apply, MemoryBlockDevice, pieces, RecordingBlockDevice, SerialBlockDevice, type Piece, type Recorded } from './fs-recording-device.js';
 import { patternBytes, rng, SMALL_FS, tempImage } from './fs-helpers.js';
 import type { ExecutionContext } from 'ava';
 
@@ -172,6 +172,7 @@ const seed = process.env.HVSHARE_SEED ? Number(process.env.HVSHARE_SEED) : Date.
  * the recorded stream, what was acknowledged, the image after and the image file (removed afterwards).
  */
 async function recorded(
+  device: Device,
   run: (dev: RecordingBlockDevice, acked: Map<string, Acked>) => Promise<void>,
   check: (base: Uint8Array, log: Recorded[], acked: Map<string, Acked>, final: Uint8Array, path: string) => Promise<void>,
 ): Promise<void> {
@@ -181,7 +182,7 @@ async function recorded(
     await mkfs(file, SMALL_FS);
     await file.flush();
     const base = new Uint8Array(await readFile(temp.path));
-    const dev = new RecordingBlockDevice(file);
+    const dev = new RecordingBlockDevice(device === 'ordered' ? new SerialBlockDevice(file) : file);
     const acked = new Map<string, Acked>();
     await run(dev, acked);
     await dev.close();
@@ -191,10 +192,17 @@ async function recorded(
   }
 }
 
-for (const instances of [1, 2]) {
-  test(`crash at many points of the write stream of ${instances} instance(s), with reorderings (seed ${seed})`, async (t) => {
+/**
+ * The host's file device waits between a commit's steps; an ordered device (the guest's ring) gets them all at
+ * once, with a lock's release behind them (journal.ts, transactions.ts).
+ */
+type Device = 'file' | 'ordered';
+const DEVICE_NAMES: Record<Device, string> = { file: "the host's file device", ordered: 'an ordered device, as in a guest' };
+
+for (const [instances, device] of [[1, 'file'], [2, 'ordered']] as const) {
+  test(`crash at many points of the write stream of ${instances} instance(s) on ${DEVICE_NAMES[device]}, with reorderings (seed ${seed})`, async (t) => {
     t.timeout(120_000);
-    await recorded((dev, acked) => workload(dev, seed, acked, instances), async (base, log, acked, final, path) => {
+    await recorded(device, (dev, acked) => workload(dev, seed, acked, instances), async (base, log, acked, final, path) => {
       const writes = log.filter((e) => e.kind === 'write').length;
       const flushes = log.filter((e) => e.kind === 'flush').length;
       t.true(acked.size > 5 && writes > 100 && flushes > 30, `workload too small: ${acked.size} fsyncs, ${writes} writes, ${flushes} flushes`);
@@ -248,9 +256,9 @@ async function handovers(dev: RecordingBlockDevice, acked: Map<string, Acked>, r
   await b.unmount();
 }
 
-test(`crash between any two device writes of lock handovers between two instances (seed ${seed})`, async (t) => {
+for (const device of ['file', 'ordered'] as const) test(`crash between any two device writes of lock handovers between two instances on ${DEVICE_NAMES[device]} (seed ${seed})`, async (t) => {
   t.timeout(120_000);
-  await recorded((dev, acked) => handovers(dev, acked, 8), async (base, log, acked, final) => {
+  await recorded(device, (dev, acked) => handovers(dev, acked, 8), async (base, log, acked, final) => {
     const writes = log.filter((e) => e.kind === 'write').length;
     const { checked, reordered, image } = await checkCuts(t, base, log, acked, rng(seed + 2), true);
     t.is(checked, log.length + 1, 'every cut checked');

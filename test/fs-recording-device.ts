@@ -13,6 +13,14 @@ export class RecordingBlockDevice implements BlockDevice {
   readonly log: Recorded[] = [];
   constructor(private readonly inner: BlockDevice) {}
 
+  /**
+   * Over an ordered device the stream is recorded as requests are issued (that is the order they take effect
+   * in); otherwise as they complete.
+   */
+  get ordered(): boolean {
+    return this.inner.ordered === true;
+  }
+
   get sizeBytes(): number {
     return this.inner.sizeBytes;
   }
@@ -23,20 +31,24 @@ export class RecordingBlockDevice implements BlockDevice {
     return this.inner.read(offset, dst);
   }
   async write(offset: number, src: Uint8Array, options: WriteOptions = {}): Promise<void> {
-    // A barrier: everything recorded so far (completed) is durable before this write or any later one lands,
-    // which is what the monitor's epochs (hypervisor/write-epochs.ts) give the image.
+    // A barrier: everything recorded so far is durable before this write or any later one lands, which is what
+    // the monitor's epochs (hypervisor/write-epochs.ts) give the image.
     if (options.barrier) this.log.push({ kind: 'flush' });
-    await this.inner.write(offset, src, options);
-    this.log.push({ kind: 'write', offset, data: src.slice() });
-    if (options.fua) this.log.push({ kind: 'flush' });
+    const entries: Recorded[] = [{ kind: 'write', offset, data: src.slice() }];
+    if (options.fua) entries.push({ kind: 'flush' });
+    await this.recorded(entries, () => this.inner.write(offset, src, options));
   }
-  async flush(): Promise<void> {
-    await this.inner.flush();
-    this.log.push({ kind: 'flush' });
+  flush(): Promise<void> {
+    return this.recorded([{ kind: 'flush' }], () => this.inner.flush());
   }
-  async discard(offset: number, length: number): Promise<void> {
-    await this.inner.discard(offset, length);
-    this.log.push({ kind: 'write', offset, data: new Uint8Array(length) });
+  discard(offset: number, length: number): Promise<void> {
+    return this.recorded([{ kind: 'write', offset, data: new Uint8Array(length) }], () => this.inner.discard(offset, length));
+  }
+  /** Runs `request`, recording `entries` when it is issued (ordered device) or once it completed. */
+  private async recorded(entries: Recorded[], request: () => Promise<void>): Promise<void> {
+    if (this.ordered) this.log.push(...entries);
+    await request();
+    if (!this.ordered) this.log.push(...entries);
   }
   /** Notes that something was acknowledged at this point of the stream (an fsync returned). */
   mark(label: string): void {
@@ -50,6 +62,49 @@ export class RecordingBlockDevice implements BlockDevice {
   }
   close(): Promise<void> {
     return this.inner.close();
+  }
+}
+
+/**
+ * An ordered device (OrderedDevice) over another: each request starts once the one issued before it completed, as
+ * the monitor serves a domain's ring, so the filesystem takes the path it takes in a guest.
+ */
+export class SerialBlockDevice implements BlockDevice {
+  readonly ordered = true;
+  private tail: Promise<unknown> = Promise.resolve();
+  constructor(private readonly inner: BlockDevice) {}
+
+  get sizeBytes(): number {
+    return this.inner.sizeBytes;
+  }
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+  read(offset: number, dst: Uint8Array): Promise<void> {
+    return this.next(() => this.inner.read(offset, dst));
+  }
+  write(offset: number, src: Uint8Array, options?: WriteOptions): Promise<void> {
+    return this.next(() => this.inner.write(offset, src, options));
+  }
+  flush(): Promise<void> {
+    return this.next(() => this.inner.flush());
+  }
+  discard(offset: number, length: number): Promise<void> {
+    return this.next(() => this.inner.discard(offset, length));
+  }
+  allocBuffer(size: number): Uint8Array {
+    return this.inner.allocBuffer(size);
+  }
+  freeBuffer(buf: Uint8Array): void {
+    this.inner.freeBuffer(buf);
+  }
+  close(): Promise<void> {
+    return this.next(() => this.inner.close());
+  }
+  private next(request: () => Promise<void>): Promise<void> {
+    const started = this.tail.then(request);
+    this.tail = started.catch(() => {});
+    return started;
   }
 }
 
