@@ -51,6 +51,7 @@ import {
   O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec,
 } from '../fs/vfs.js';
 import { AnswerCache } from './answer-cache.js';
+import { ReadAhead } from './read-ahead.js';
 import { STRICT, type CacheMode } from './cache-mode.js';
 import { allowOtherRefusal } from './fuse-conf.js';
 import { EIO, errnoFromName, errnoOf } from './errno.js';
@@ -91,6 +92,8 @@ export interface MountedView {
   readonly answeredOffMainThread: number;
   /** Stats asked of the domain along with a lookup, ahead of the lookups that will want them (answer-cache.ts). */
   readonly askedAhead: number;
+  /** Sequential reads answered from what the view read ahead, fetches asked for, and dropped unused (read-ahead.ts). */
+  readonly readAhead: ReadAhead['stats'];
   /** Unmount (lazily, like `fusermount -uz`) and wait until the mount has left /proc/mounts. Idempotent. */
   unmount(): Promise<void>;
 }
@@ -222,6 +225,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     });
 
   const none = noXattrsCache(options.cache ?? STRICT);
+  const readAhead = (options.cache ?? STRICT).mode === 'strict' ? new ReadAhead() : null;
   // Stats and listings are also answered on the libfuse threads while the count stands (fuse-native.ts): a lookup,
   // stat or readdir answered there costs no hop to this thread. Only the domain served now is answered for.
   const answers = new AnswerCache({
@@ -270,7 +274,10 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
     // The bytes go through the domain's data window (guests/data-window.ts): copied in or out of fuse-native's
     // buffer before the callback, which detaches it.
-    read: handler('read', (_path: string, fh: number, buf: Buffer, len: number, pos: number) => current.readInto(fh, pos, buf.subarray(0, len))),
+    // Strict views read sequential handles ahead (read-ahead.ts); in auto mode the kernel's own readahead does.
+    read: handler('read', (_path: string, fh: number, buf: Buffer, len: number, pos: number) =>
+      readAhead ? readAhead.read(current, fh, pos, buf.subarray(0, len)) : current.readInto(fh, pos, buf.subarray(0, len)),
+    ),
 
     // Written by anyone but root, the file loses set-user-ID (and set-group-ID if group-executable) as on Linux:
     // libfuse 2.9 lets the kernel leave that to the filesystem under direct_io.
@@ -283,6 +290,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // FLUSH again on this mount: one round trip less per close.
 
     release: handler('release', async (_path: string, fh: number) => {
+      readAhead?.forget(fh);
       await vfs('release', fh);
       return 0;
     }),
@@ -379,6 +387,9 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     },
     get askedAhead() {
       return answers.askedAhead;
+    },
+    get readAhead() {
+      return { ...(readAhead?.stats ?? { answered: 0, fetched: 0, dropped: 0 }) };
     },
     unmount() {
       unmounting ??= (async () => {

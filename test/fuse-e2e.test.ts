@@ -7,14 +7,14 @@
  * chdir needs a FUSE answer from that thread, and both hang for good (found the hard way). Tools `cd` themselves.
  */
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, chown, link, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { isMounted, mountDomain } from '../mount/index.js';
 import { formattedImage } from './helpers/volume.js';
-import { mountedPlatform, ok, run, rw2, sh, shIn } from './helpers/fuse-mounts.js';
+import { heldReader, mountedPlatform, ok, run, rw2, sh, shIn } from './helpers/fuse-mounts.js';
 import { MiB } from './helpers/platform.js';
 
 const FIO = ['/usr/bin/fio', '/usr/local/bin/fio'].find((p) => existsSync(p));
@@ -127,32 +127,54 @@ test.serial('no stale host cache: dom1 sees what dom2 rewrote, also through a fi
   t.is((await ok(t, run('stat', ['-c', '%s', f1]), 'stat')).trim(), '3');
   // A reader in another process keeps the file open across a rewrite by dom2, then reads offset 0 again
   // (close-to-open is not enough: only direct_io keeps this coherent).
-  const reader = spawn(
-    process.execPath,
-    [
-      '-e',
-      `const fs = require('fs'); const fd = fs.openSync(process.argv[1], 'r'); const b = Buffer.alloc(100);
-       const rd = () => b.subarray(0, fs.readSync(fd, b, 0, 100, 0)).toString().trim();
-       console.log('A:' + rd());
-       process.stdin.once('data', () => { console.log('B:' + rd()); process.exit(0); });`,
-      f1,
-    ],
-    { stdio: ['pipe', 'pipe', 'inherit'] },
-  );
-  let out = '';
-  reader.stdout.setEncoding('utf8');
-  const exited = new Promise((resolve) => reader.on('close', resolve));
-  await new Promise<void>((resolve) =>
-    reader.stdout.on('data', (s: string) => {
-      out += s;
-      if (out.includes('A:')) resolve();
-    }),
+  const reader = await heldReader(
+    `const fs = require('fs'); const fd = fs.openSync(process.argv[1], 'r'); const b = Buffer.alloc(100);
+     const rd = () => b.subarray(0, fs.readSync(fd, b, 0, 100, 0)).toString().trim();
+     console.log('A:' + rd());
+     process.stdin.once('data', () => { console.log('B:' + rd()); process.exit(0); });`,
+    f1,
+    'A:',
   );
   // Same size on purpose: a size change alone would make the kernel drop its pages; equal sizes would not.
   await ok(t, sh(`echo "v3" > ${f2}`), 'rewrite while held open');
-  reader.stdin.write('go\n');
-  await exited;
-  t.is(out, 'A:v2\nB:v3\n', 'the second read of the open file sees dom2 content, not the host page cache');
+  t.is(await reader.go(), 'A:v2\nB:v3\n', 'the second read of the open file sees dom2 content, not the host page cache');
+  await finish();
+});
+
+test.serial('a strict view reads a sequential file ahead, and never answers from what it read before a change', async (t) => {
+  const { dir, mounts, finish } = await mountedPlatform(t, rw2);
+  const f1 = join(mounts.dom1!.dir, 'seq.bin');
+  const f2 = join(mounts.dom2!.dir, 'seq.bin');
+  const view2 = mounts.dom2!.view;
+  const chunk = 128 * 1024;
+  const first = randomBytes(16 * chunk);
+  await writeFile(join(dir, 'seq.src'), first);
+  await ok(t, run('cp', [join(dir, 'seq.src'), f1]), 'cp into dom1');
+  // A reader in another process reads chunks 0-7 through dom2, so the view reads the next ones ahead; then dom1
+  // rewrites chunks 8-11 in place (same size), and the reader goes on with chunks 8-15.
+  const reader = await heldReader(
+    `const fs = require('fs'); const { createHash } = require('crypto');
+     const fd = fs.openSync(process.argv[1], 'r'); const b = Buffer.alloc(${chunk});
+     const out = []; let at = 0;
+     const more = (n) => { for (let i = 0; i < n; i++) { const got = fs.readSync(fd, b, 0, b.length, at); at += got; out.push(createHash('sha1').update(b.subarray(0, got)).digest('hex')); } };
+     more(8); console.log('ready');
+     process.stdin.once('data', () => { more(8); console.log(JSON.stringify(out)); process.exit(0); });`,
+    f2,
+    'ready',
+  );
+  const fetched = view2.readAhead.fetched;
+  t.true(fetched > 0, `the view read ahead of the reader (${fetched} fetches)`);
+  const second = randomBytes(4 * chunk);
+  await writeFile(join(dir, 'seq.patch'), second);
+  await ok(t, run('dd', [`if=${join(dir, 'seq.patch')}`, `of=${f1}`, `bs=${chunk}`, 'seek=8', 'conv=notrunc', 'status=none']), 'rewrite chunks 8-11 in dom1');
+  const out = await reader.go();
+  const chunks = JSON.parse(out.slice(out.indexOf('['))) as string[];
+  const expected = Buffer.concat([first.subarray(0, 8 * chunk), second, first.subarray(12 * chunk)]);
+  t.is(chunks.length, 16);
+  const sha1 = (bytes: Uint8Array) => createHash('sha1').update(bytes).digest('hex');
+  for (let i = 0; i < 16; i++) t.is(chunks[i], sha1(expected.subarray(i * chunk, (i + 1) * chunk)), `chunk ${i} is what dom2 holds when it is read`);
+  // Unchanged chunks after the rewrite were answered from what was read ahead again.
+  t.true(view2.readAhead.answered > 0, 'requests were answered from what the view read ahead');
   await finish();
 });
 

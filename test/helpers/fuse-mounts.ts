@@ -115,3 +115,28 @@ export const rw2 = [
   { name: 'dom1', slot: 0 },
   { name: 'dom2', slot: 1 },
 ];
+
+/**
+ * A Node.js process that runs `script` with `file` as its first argument and holds still: resolves once its output
+ * shows `ready`. The script goes on when a line reaches its stdin (`go`), which resolves with its whole output
+ * once it exited. For a reader that keeps a file of a mount open while something changes it.
+ */
+export async function heldReader(script: string, file: string, ready: string): Promise<{ go(): Promise<string> }> {
+  const child = spawn(process.execPath, ['-e', script, file], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let output = '';
+  child.stdout.setEncoding('utf8');
+  const exited = new Promise((resolve) => child.on('close', resolve));
+  await new Promise<void>((resolve) =>
+    child.stdout.on('data', (s: string) => {
+      output += s;
+      if (output.includes(ready)) resolve();
+    }),
+  );
+  return {
+    go: async () => {
+      child.stdin.write('go\n');
+      await exited;
+      return output;
+    },
+  };
+}
