@@ -7,8 +7,8 @@
  * most `commitIntervalMs` after it started, before a lock that covers any of its blocks is given up (the journal
  * rule, per lock: lock-client.ts asks through writeBack), and at unmount. Since every metadata block is covered
  * by exactly one lock and an exclusive lock is given up only after the commit wrote the blocks home and cleared
- * the log, a block is in one journal at most, but for the crash window journal.ts describes (records carry
- * tags for it).
+ * the log (on an ordered device: after those writes were issued, ahead of the release), a block is in one
+ * journal at most, but for the crash window journal.ts describes (records carry tags for it).
  */
 import { IoError } from './block-device.js';
 import type { Allocator } from './allocator.js';
