@@ -117,11 +117,16 @@ export class DomainHandle {
         return n;
       },
       async () => {
-        const data = await this.call<Uint8Array>({ kind: 'vfs', op: 'read', args: [fh, position, length] });
+        const data = await this.read(fh, position, length);
         into.set(data.subarray(0, length));
         return Math.min(data.length, length);
       },
     );
+  }
+
+  /** Vfs read of `length` bytes of open file `fh` at `position`: the domain's answer, moved here, not copied. */
+  read(fh: number, position: number, length: number): Promise<Uint8Array> {
+    return this.call<Uint8Array>({ kind: 'vfs', op: 'read', args: [fh, position, length] });
   }
 
   /** Vfs write of `data` to open file `fh` at `position`, through a data window slot when one is free. */

@@ -225,7 +225,9 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     });
 
   const none = noXattrsCache(options.cache ?? STRICT);
-  const readAhead = (options.cache ?? STRICT).mode === 'strict' ? new ReadAhead() : null;
+  // Strict views read sequential handles ahead (read-ahead.ts); in auto mode the kernel's own readahead does.
+  const readAhead = new ReadAhead();
+  const readsAhead = (options.cache ?? STRICT).mode === 'strict';
   // Stats and listings are also answered on the libfuse threads while the count stands (fuse-native.ts): a lookup,
   // stat or readdir answered there costs no hop to this thread. Only the domain served now is answered for.
   const answers = new AnswerCache({
@@ -274,9 +276,8 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
     // The bytes go through the domain's data window (guests/data-window.ts): copied in or out of fuse-native's
     // buffer before the callback, which detaches it.
-    // Strict views read sequential handles ahead (read-ahead.ts); in auto mode the kernel's own readahead does.
     read: handler('read', (_path: string, fh: number, buf: Buffer, len: number, pos: number) =>
-      readAhead ? readAhead.read(current, fh, pos, buf.subarray(0, len)) : current.readInto(fh, pos, buf.subarray(0, len)),
+      readsAhead ? readAhead.read(current, fh, pos, buf.subarray(0, len)) : current.readInto(fh, pos, buf.subarray(0, len)),
     ),
 
     // Written by anyone but root, the file loses set-user-ID (and set-group-ID if group-executable) as on Linux:
@@ -290,7 +291,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     // FLUSH again on this mount: one round trip less per close.
 
     release: handler('release', async (_path: string, fh: number) => {
-      readAhead?.forget(fh);
+      readAhead.forget(fh);
       await vfs('release', fh);
       return 0;
     }),
@@ -389,7 +390,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       return answers.askedAhead;
     },
     get readAhead() {
-      return { ...(readAhead?.stats ?? { answered: 0, fetched: 0, dropped: 0 }) };
+      return { ...readAhead.stats };
     },
     unmount() {
       unmounting ??= (async () => {

@@ -88,9 +88,9 @@ export class ReadAhead {
     let at = last ? last.position + FETCH_BYTES : position;
     while (stream.ahead.length < READ_AHEAD_DEPTH && at < stream.end) {
       const count = stream.domain.changes.read();
-      // One call for many kernel requests; the domain's answer is moved here, not copied.
+      // One call for many kernel requests.
       const fetch: Fetch = { position: at, count, bytes: EMPTY, done: Promise.resolve(-1) };
-      fetch.done = stream.domain.call<Uint8Array>({ kind: 'vfs', op: 'read', args: [fh, at, FETCH_BYTES] }).then(
+      fetch.done = stream.domain.read(fh, at, FETCH_BYTES).then(
         (bytes) => {
           fetch.bytes = bytes;
           if (bytes.length < FETCH_BYTES) stream.end = Math.min(stream.end, fetch.position + bytes.length);
