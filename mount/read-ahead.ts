@@ -2,11 +2,13 @@
  * Sequential reads through a view, read ahead and still exact. A strict view has no host page cache (direct_io),
  * so `cat` or `cp` of a big file asks for one buffer (st_blksize, 128 KiB) at a time and waits for each: every
  * request pays the whole trip into the domain and back. Once a handle has read two buffers in a row, the view
- * asks the domain for the next two MiB, a MiB a call, before the kernel does, and answers the kernel from them:
- * one call into the domain for eight kernel requests, overlapping them. The kernel may send the pieces of one
- * read(2) at once, so a handle's position moves when a request arrives, not when it is answered. (`dd bs=1M` of
- * 64 MiB through dom2's view, alternating with the build without: 136-240 -> 309-486 MiB/s; more or bigger
- * fetches change nothing. `bench fuse`'s row, a Node.js client with unaligned buffers: within its noise.)
+ * asks the domain for the next 512 KiB, 128 KiB a call through the data window, before the kernel does, and
+ * answers the kernel from that: the calls overlap the requests. The kernel may send the pieces of one read(2) at
+ * once, so a handle's position moves when a request arrives, not when it is answered. Fetch buffers are reused:
+ * 1 MiB fetches of the domain's own (moved) arrays read faster (`dd bs=1M` of 64 MiB through dom2's view 309-486
+ * MiB/s against 136-240 without read-ahead) but left 64 MiB of garbage per pass for the main thread's collector,
+ * and the sequential writes that followed lost a fifth (`bench fuse`, 6 alternating runs). As built: 157-235 ->
+ * 233-305 MiB/s, writes unchanged.
  *
  * Exact as the answer cache is (answer-cache.ts): each fetch is kept with the domain's change count as it read
  * before the fetch went out, and it answers a request only while the count still reads the same. Then nothing
@@ -14,19 +16,20 @@
  * at the instant of the answer. A write through any handle, a change by another domain (its lock revoked here),
  * or a restart makes every fetch in flight useless, and the request goes to the domain as before.
  */
+import { WINDOW_SLOT_BYTES } from '../guests/data-window.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
 
-/** Fetches in flight per sequential handle, and the size of each (one call into the domain, its bytes moved). */
-export const READ_AHEAD_DEPTH = 2;
-export const FETCH_BYTES = 1024 * 1024;
-
-const EMPTY = new Uint8Array(0);
+/** Fetches in flight per sequential handle, each a data window slot's worth (one call into the domain). */
+export const READ_AHEAD_DEPTH = 4;
+export const FETCH_BYTES = WINDOW_SLOT_BYTES;
+/** Fetch buffers kept for reuse: a read pass allocates nothing per fetch (no garbage for the main thread's GC). */
+const POOL_MAX = 16;
 
 interface Fetch {
   position: number;
   /** The domain's change count before the fetch went out. */
   count: number;
-  /** What the domain read (FETCH_BYTES asked for; shorter at the end of the file), once `done`. */
+  /** Where the domain's bytes land (FETCH_BYTES; fewer at the end of the file), the pool's until `done`. */
   bytes: Uint8Array;
   /** Bytes read, or -1 when the read failed. */
   done: Promise<number>;
@@ -46,6 +49,7 @@ interface Stream {
 
 export class ReadAhead {
   private readonly streams = new Map<number, Stream>();
+  private readonly pool: Uint8Array[] = [];
   /** Requests answered from fetches, fetches asked for, and fetches dropped unused, for tests and diagnostics. */
   readonly stats = { answered: 0, fetched: 0, dropped: 0 };
 
@@ -60,7 +64,7 @@ export class ReadAhead {
       this.streams.set(fh, stream);
     }
     stream.next = position + into.length;
-    while (stream.ahead.length > 0 && stream.ahead[0].position + FETCH_BYTES <= position) stream.ahead.shift();
+    while (stream.ahead.length > 0 && stream.ahead[0].position + FETCH_BYTES <= position) this.recycle(stream.ahead.shift()!);
     if (stream.run >= 2) this.fill(stream, fh, position);
     if (stream.ahead.length > 0 && stream.ahead[0].position <= position) {
       const n = await this.fromFetches(stream, position, into);
@@ -88,16 +92,11 @@ export class ReadAhead {
     let at = last ? last.position + FETCH_BYTES : position;
     while (stream.ahead.length < READ_AHEAD_DEPTH && at < stream.end) {
       const count = stream.domain.changes.read();
-      // One call for many kernel requests.
-      const fetch: Fetch = { position: at, count, bytes: EMPTY, done: Promise.resolve(-1) };
-      fetch.done = stream.domain.read(fh, at, FETCH_BYTES).then(
-        (bytes) => {
-          fetch.bytes = bytes;
-          if (bytes.length < FETCH_BYTES) stream.end = Math.min(stream.end, fetch.position + bytes.length);
-          return bytes.length;
-        },
-        () => -1,
-      );
+      const bytes = this.pool.pop() ?? new Uint8Array(FETCH_BYTES);
+      const fetch: Fetch = { position: at, count, bytes, done: stream.domain.readInto(fh, at, bytes).catch(() => -1) };
+      void fetch.done.then((got) => {
+        if (got >= 0 && got < FETCH_BYTES) stream.end = Math.min(stream.end, fetch.position + got);
+      });
       stream.ahead.push(fetch);
       this.stats.fetched++;
       at += FETCH_BYTES;
@@ -130,7 +129,15 @@ export class ReadAhead {
   /** What was fetched goes; the stream must be sequential twice more before it reads ahead again. */
   private drop(stream: Stream): void {
     this.stats.dropped += stream.ahead.length;
+    for (const fetch of stream.ahead) this.recycle(fetch);
     stream.ahead = [];
     stream.run = 0;
+  }
+
+  /** A fetch's buffer goes back to the pool once the domain is done with it. */
+  private recycle(fetch: Fetch): void {
+    void fetch.done.then(() => {
+      if (this.pool.length < POOL_MAX) this.pool.push(fetch.bytes);
+    });
   }
 }
