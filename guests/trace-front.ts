@@ -63,9 +63,9 @@ export class TraceFront {
     return this.ring.recordOf(id);
   }
 
-  /** The doorbell was rung for record `seq`. */
+  /** The doorbell is rung for record `seq` (after publishing it: the monitor may have picked it up already). */
   rang(seq: number): void {
-    this.ring.stamp(seq, Stage.DOORBELL);
+    this.ring.stampBefore(seq, Stage.DOORBELL, Stage.PICKED);
   }
 
   /** Request `id` left flight (reaped, or failed by a ring shutdown): its id may be reused. */

@@ -28,7 +28,10 @@ export const Stage = {
   ENTERED: 0,
   /** blkfront wrote the descriptor and is about to publish the producer index (the hypercall). */
   POSTED: 1,
-  /** blkfront rang the monitor's doorbell (only when the monitor asked for it: it was going to sleep). */
+  /**
+   * blkfront rang the monitor's doorbell (only when the monitor asked for it: it was going to sleep; absent too
+   * when the monitor had picked the request up before the ring, as a monitor still polling does).
+   */
   DOORBELL: 2,
   /** The monitor copied the descriptor out of the ring. */
   PICKED: 3,
@@ -230,6 +233,17 @@ export class TraceRing {
   stamp(seq: number, stage: number): void {
     const base = TraceRing.base(seq);
     if (this.words[base + Rec.SEQ] === seq) this.stamps[((base + Rec.STAMPS) >> 1) + stage] = traceNow();
+  }
+
+  /**
+   * Stamp `stage` of record `seq` now, unless the other side stamped `later` already: then `stage` stays absent.
+   * The time is taken before the check, so a `later` stamped after the check is later still.
+   */
+  stampBefore(seq: number, stage: number, later: number): void {
+    const now = traceNow();
+    const base = TraceRing.base(seq);
+    const s = (base + Rec.STAMPS) >> 1;
+    if (this.words[base + Rec.SEQ] === seq && this.stamps[s + later] === 0) this.stamps[s + stage] = now;
   }
 
   /** The monitor has its answer to the request of record `seq` (BACKEND_DONE), with this status. */

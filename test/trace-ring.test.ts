@@ -58,3 +58,19 @@ test('a slot reused by a newer record: the old one is gone, and a late stamp for
   t.like(record, { op: Op.FLUSH, status: 0, caller: 'fsync' });
   t.is(record.stamps[Stage.VIRQ], null);
 });
+
+test('a doorbell rung after the monitor picked the request up is left out, never stamped after the pick', (t) => {
+  const ring = new TraceRing(createTraceRing());
+  const early = ring.begin(1, Op.READ, 0, 8, 1, 'read', 0);
+  ring.stampBefore(early, Stage.DOORBELL, Stage.PICKED);
+  ring.stamp(early, Stage.PICKED);
+  const late = ring.begin(2, Op.READ, 8, 8, 1, 'read', 0);
+  ring.stamp(late, Stage.PICKED);
+  ring.stampBefore(late, Stage.DOORBELL, Stage.PICKED);
+  for (const seq of [early, late]) ring.finish(seq, PART_MONITOR | PART_GUEST);
+  const [a, b] = [ring.read(early), ring.read(late)];
+  if (typeof a === 'string' || typeof b === 'string') return t.fail(`${String(a)} ${String(b)}`);
+  t.true(a.stamps[Stage.DOORBELL]! <= a.stamps[Stage.PICKED]!, 'rung before the pick: stamped');
+  t.is(b.stamps[Stage.DOORBELL], null, 'rung after the pick: absent');
+  t.true(b.stamps[Stage.PICKED]! > 0);
+});
