@@ -34,9 +34,8 @@ export interface WriteOptions {
   fua?: boolean;
   /**
    * A barrier: every write completed before this one (on an ordered device: issued before it) is durable before
-   * this one is (ordering without waiting:
-   * the monitor answers at once and holds it until its flush of the image completed; a native device flushes
-   * first). Only FLUSH or FUA make anything durable by the time they complete.
+   * this one is. Ordering without waiting: the monitor answers at once and holds it until its flush of the image
+   * completed; a native device flushes first. Only FLUSH or FUA make anything durable by the time they complete.
    */
   barrier?: boolean;
 }

@@ -26,10 +26,10 @@
  * uncommitted transaction and is dropped. Replay is idempotent, so a crash during replay is harmless.
  *
  * Several journals, one block. Each domain commits into its own journal, and a block is covered by one cluster
- * lock, given up only after the commit wrote the block home and cleared the log. (With barriers the next holder's
- * record lands in a later epoch than the old holder's clear, so the clear is durable first; on a device without
- * them) a crash may keep the old holder's record while the new holder's record of the same block also reached
- * the disk. So every record carries a tag,
+ * lock, given up only after the commit wrote the block home and cleared the log (on an ordered device: issued
+ * those writes ahead of the release). With barriers the next holder's record lands in a later epoch than the old
+ * holder's clear, so the clear is durable first; on a device without them a crash may keep the old holder's record
+ * while the new holder's record of the same block also reached the disk. So every record carries a tag,
  * the lock service's change epoch as last seen by the committing domain (LockService.epoch): the epoch grows
  * with every release of a changed lock, and the new holder saw it grow before it could change the block, so of
  * two records of one block the later has the larger tag. recoverJournals replays the records of all the slots it
