@@ -240,7 +240,8 @@ export class FileIo {
     const buffer = this.dev.allocBuffer((last - first) * BLOCK_SIZE);
     const writes: Promise<void>[] = [];
     try {
-      zero(buffer);
+      // No zeroing: the data covers every byte but those of a partly written first and last block, which
+      // readPartial fills whole (from the page cache, the device or as a hole's zeros).
       await this.readPartial(inode, first, buffer, 0, position % BLOCK_SIZE !== 0);
       if (last - 1 !== first || position % BLOCK_SIZE === 0) {
         await this.readPartial(inode, last - 1, buffer, (last - 1 - first) * BLOCK_SIZE, end % BLOCK_SIZE !== 0);
@@ -251,7 +252,9 @@ export class FileIo {
       // The buffer is the device's until every run issued from it has landed (tracked promises never reject).
       void Promise.all(writes).then(() => this.dev.freeBuffer(buffer));
     }
-    if (this.inFlightBytes > MAX_IN_FLIGHT) await this.settled();
+    // Down to the bound, oldest first (waiting for all of them would leave the device idle while this domain
+    // refills its queue).
+    while (this.inFlightBytes > MAX_IN_FLIGHT) await this.inFlight.values().next().value;
   }
 
   /**
