@@ -104,6 +104,19 @@ export class DomainHandle {
   }
 
   /**
+   * Runs `run`, which makes one call that changes the domain once (a write), and tells whether that was all the
+   * domain did meanwhile: no other call in flight or sent, and its change count moved by exactly one, so no lock
+   * was given up either (guests/change-count.ts). `from` is the count before, or null when anything else ran.
+   */
+  async soleChange<T>(run: () => Promise<T>): Promise<{ result: T; from: number | null }> {
+    const from = this.changes.read();
+    const idle = this.calls.size === 0;
+    const seq = this.nextSeq;
+    const result = await run();
+    return { result, from: idle && this.nextSeq === seq + 1 && this.changes.read() === from + 1 ? from : null };
+  }
+
+  /**
    * Vfs read of up to `into.length` bytes of open file `fh` at `position`, placed at the start of `into`: through
    * a data window slot when one is free (nothing allocated per call), else moved as a new buffer.
    */

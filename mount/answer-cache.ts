@@ -44,6 +44,8 @@ export interface NativeAnswers {
 
 export class AnswerCache {
   private readonly answers = new Map<string, Answer>();
+  /** Paths known to have no extended attributes at a later count than their stat's (writtenAlone). */
+  private readonly xattrFree = new Map<string, { domain: DomainHandle; count: number }>();
   /** Questions answered here, and stats asked along with another (look ahead), for tests and diagnostics. */
   hits = 0;
   askedAhead = 0;
@@ -130,10 +132,33 @@ export class AnswerCache {
     return paths;
   }
 
-  /** True when `path` is known, as of now, to have no extended attributes (from its stat). */
+  /**
+   * True when `path` is known, as of now, to have no extended attributes (from its stat, or carried: writtenAlone):
+   * a question about them is answered here (counted as such).
+   */
   hasNoXattrs(domain: DomainHandle, path: string): boolean {
+    const known = this.hasNoXattrsAt(domain, path, domain.changes.read());
+    if (known) this.hits++;
+    return known;
+  }
+
+  /**
+   * The only change `domain` made from count `from` to `from + 1` was a write of `path`'s data through this view
+   * (DomainHandle.soleChange): its extended attributes are what they were. Without a writeback cache, the host
+   * kernel asks for security.capability before every write (to clear it, as a write must), and a view in `auto`
+   * mode would otherwise send every write's question into the domain: one more round trip per write.
+   */
+  writtenAlone(domain: DomainHandle, path: string, from: number): void {
+    if (!this.hasNoXattrsAt(domain, path, from)) return;
+    if (this.xattrFree.size >= MAX_ANSWERS) this.xattrFree.clear();
+    this.xattrFree.set(path, { domain, count: from + 1 });
+  }
+
+  private hasNoXattrsAt(domain: DomainHandle, path: string, count: number): boolean {
     const known = this.answers.get(`getattr\0${path}`);
     const stat = known?.result as Stat | undefined;
-    return !!stat && !stat.xattrs && known!.count === domain.changes.read() && known!.domain === domain;
+    if (stat && !stat.xattrs && known!.count === count && known!.domain === domain) return true;
+    const free = this.xattrFree.get(path);
+    return free !== undefined && free.count === count && free.domain === domain;
   }
 }

@@ -282,9 +282,12 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
     // Written by anyone but root, the file loses set-user-ID (and set-group-ID if group-executable) as on Linux:
     // libfuse 2.9 lets the kernel leave that to the filesystem under direct_io.
-    write: handler('write', (_path: string, fh: number, buf: Buffer, len: number, pos: number) =>
-      current.writeFrom(fh, pos, buf.subarray(0, len), caller().uid !== 0),
-    ),
+    write: handler('write', async (path: string, fh: number, buf: Buffer, len: number, pos: number) => {
+      const domain = current;
+      const { result, from } = await domain.soleChange(() => domain.writeFrom(fh, pos, buf.subarray(0, len), caller().uid !== 0));
+      if (from !== null) answers.writtenAlone(domain, path, from);
+      return result;
+    }),
 
     // No flush handler: close(2) has nothing to do here (the guest filesystem has no write-back of its own to the
     // host, and release hands a shared file back). libfuse answers ENOSYS, after which the kernel never sends

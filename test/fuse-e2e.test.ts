@@ -358,6 +358,31 @@ test.serial('auto=MS views: what another domain changes shows once MS have passe
   await finish();
 });
 
+test.serial('writes through an auto view: their "no extended attributes" question is answered by the view while the writes were all that changed, and an attribute another domain sets shows', async (t) => {
+  // A bound of 1 ms: what the view answers here is exact knowledge, not the auto bound's.
+  const { mounts, finish } = await mountedPlatform(t, [
+    { name: 'dom1', slot: 0, mount: { cache: { mode: 'auto', ms: 1 } } },
+    { name: 'dom2', slot: 1 },
+  ]);
+  const m1 = mounts.dom1!.dir;
+  const view = mounts.dom1!.view;
+  await ok(t, sh(`head -c 262144 /dev/zero > ${m1}/f`), 'a file in dom1');
+  const getxattrs = view.counters.calls.getxattr ?? 0;
+  const here = view.answeredHere;
+  // Without a writeback cache the host kernel asks for security.capability before each write(2) (to clear it).
+  await ok(t, sh(`dd if=/dev/urandom of=${m1}/f bs=4k count=48 conv=notrunc status=none`), '48 writes');
+  const asked = (view.counters.calls.getxattr ?? 0) - getxattrs;
+  if (asked === 0) t.log('this kernel asked no extended attribute before the writes');
+  t.true(view.answeredHere - here >= asked - 1, `${asked} questions before writes, ${view.answeredHere - here} answered by the view`);
+  // Another domain sets one: dom1 gives its lock up (its change count moves), and nothing carried over holds.
+  await mounts.dom2!.domain.call({ kind: 'vfs', op: 'setxattr', args: ['/f', 'user.tag', new TextEncoder().encode('on'), 0] });
+  await new Promise((r) => setTimeout(r, 20));
+  t.regex(await ok(t, run('getfattr', ['-n', 'user.tag', `${m1}/f`]), 'getfattr through dom1'), /user\.tag="on"/);
+  await ok(t, sh(`dd if=/dev/urandom of=${m1}/f bs=4k count=4 conv=notrunc status=none`), 'more writes');
+  t.regex(await ok(t, run('getfattr', ['-n', 'user.tag', `${m1}/f`]), 'getfattr through dom1 after more writes'), /user\.tag="on"/);
+  await finish();
+});
+
 test.serial('auto views map files shared: sqlite in WAL mode works, and mmap writes reach the other domain', async (t) => {
   const auto = { cache: { mode: 'auto', ms: 1000 } } as const;
   const { mounts, finish } = await mountedPlatform(t, [
