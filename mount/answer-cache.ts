@@ -40,6 +40,8 @@ const ANSWER_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'ENODATA', 'EINVAL', 'ENAMET
 export interface NativeAnswers {
   stat(domain: DomainHandle, path: string, count: number, stat: Stat | null, errno: number): void;
   listing(domain: DomainHandle, path: string, count: number, listing: DirListing): void;
+  /** Only that `path` has no extended attributes (no stat known at `count`). */
+  noXattrs(domain: DomainHandle, path: string, count: number): void;
 }
 
 export class AnswerCache {
@@ -146,12 +148,14 @@ export class AnswerCache {
    * The only change `domain` made from count `from` to `from + 1` was a write of `path`'s data through this view
    * (DomainHandle.soleChange): its extended attributes are what they were. Without a writeback cache, the host
    * kernel asks for security.capability before every write (to clear it, as a write must), and a view in `auto`
-   * mode would otherwise send every write's question into the domain: one more round trip per write.
+   * mode would otherwise send every write's question into the domain: one more round trip per write. Answered on
+   * the libfuse threads too (NativeAnswers.noXattrs).
    */
   writtenAlone(domain: DomainHandle, path: string, from: number): void {
     if (!this.hasNoXattrsAt(domain, path, from)) return;
     if (this.xattrFree.size >= MAX_ANSWERS) this.xattrFree.clear();
     this.xattrFree.set(path, { domain, count: from + 1 });
+    this.native?.noXattrs(domain, path, from + 1);
   }
 
   private hasNoXattrsAt(domain: DomainHandle, path: string, count: number): boolean {

@@ -237,6 +237,9 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     listing(from, path, count, { names, inos, types }) {
       if (from === current) fuse.answerListing(path, count, names, inos, types);
     },
+    noXattrs(from, path, count) {
+      if (from === current) fuse.answer(path, count, null, -1, true);
+    },
   });
   /** The domain said so and nothing changed since (any mode), or said so within the auto bound. */
   const noXattrs = (path: string) => answers.hasNoXattrs(current, path) || none.has(path);
