@@ -6,7 +6,7 @@ import { runFileWorkload } from './file-workload.js';
 import { GuestKernel } from './kernel.js';
 import { GuestMemory } from './guest-memory.js';
 import { LockFront } from './lock-front.js';
-import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type AgentResult, type DomainBooted, type StatOrError } from './agent-protocol.js';
+import { VFS_OPS, type AgentMessage, type AgentReply, type AgentRequest, type AgentResult, type DomainBooted, type StatOrError, type VfsOp } from './agent-protocol.js';
 import { FileSystem } from '../fs/filesystem.js';
 import { IoError } from '../fs/block-device.js';
 import { copyOut } from '../fs/buffers.js';
@@ -109,11 +109,11 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
       return null;
     case 'null-requests':
       return measureRoundTrips(() => disk.volumeInfo(), request.durationMs);
-    case 'vfs': {
-      if (!(VFS_OPS as readonly string[]).includes(request.op)) throw new IoError('ENOSYS', `no operation ${request.op}`);
-      const op = mounted()[request.op] as (...args: unknown[]) => Promise<AgentResult>;
-      const result = await op.apply(fs, request.args);
-      return fault ? (fault.observe(request.op, request.args, result) as AgentResult) : result;
+    case 'vfs':
+      return vfs(request.op, request.args);
+    case 'vfs-stat': {
+      const result = await vfs(request.op, request.args);
+      return { result, stat: await mounted().getattr(request.path).catch(errorAnswer) };
     }
     case 'getattr-many': {
       const answers: StatOrError[] = [];
@@ -154,6 +154,14 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
         processes: kernel.listProcesses().map(({ pid, name }) => ({ pid, name })),
       };
   }
+}
+
+/** Vfs operation `name` of the mounted filesystem. */
+async function vfs(name: VfsOp, args: unknown[]): Promise<AgentResult> {
+  if (!(VFS_OPS as readonly string[]).includes(name)) throw new IoError('ENOSYS', `no operation ${name}`);
+  const op = mounted()[name] as (...args: unknown[]) => Promise<AgentResult>;
+  const result = await op.apply(fs, args);
+  return fault ? (fault.observe(name, args, result) as AgentResult) : result;
 }
 
 /**

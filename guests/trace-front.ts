@@ -90,6 +90,7 @@ export class TraceFront {
 export function callerName(request: AgentRequest): string {
   switch (request.kind) {
     case 'vfs':
+    case 'vfs-stat':
       return request.op;
     // A FUSE view's reads and writes, their bytes through the data window.
     case 'read-window':

@@ -158,6 +158,17 @@ export class AnswerCache {
     this.native?.noXattrs(domain, path, from + 1);
   }
 
+  /**
+   * `domain`'s only change from count `from` to `from + 1` was an operation on `path` that left it with `stat`
+   * (post-op attributes, DomainHandle.soleChange): the stat the host kernel asks for next is answered here and on
+   * the libfuse threads. libfuse 2.9 asks for it after every operation that creates a name or changes attributes.
+   */
+  changedAlone(domain: DomainHandle, path: string, from: number, stat: StatOrError): void {
+    if ('code' in stat) return;
+    if (this.answers.size >= MAX_ANSWERS) this.answers.clear();
+    this.remember('getattr', path, domain, from + 1, stat);
+  }
+
   private hasNoXattrsAt(domain: DomainHandle, path: string, count: number): boolean {
     const known = this.answers.get(`getattr\0${path}`);
     const stat = known?.result as Stat | undefined;

@@ -45,7 +45,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { promisify } from 'node:util';
-import type { AgentResult, VfsOp } from '../guests/agent-protocol.js';
+import type { AgentResult, ResultWithStat, VfsOp } from '../guests/agent-protocol.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
 import {
   O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec,
@@ -217,10 +217,29 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       return 0;
     });
 
-  /** The same for an operation that creates: the Vfs call takes the caller as its owner after FUSE's arguments. */
-  const forwardOwned = (op: VfsOp) =>
+  /**
+   * Vfs `op` on `path`, which libfuse follows with a getattr of `path` (it creates the name or changes its
+   * attributes): the domain answers the stat along (vfs-stat), kept as an answer when the operation was all the
+   * domain did meanwhile (AnswerCache.changedAlone). One call into the domain where there were two.
+   */
+  const changing = async <T extends AgentResult>(op: VfsOp, path: string, ...args: unknown[]): Promise<T> => {
+    const domain = current;
+    const { result, from } = await domain.soleChange(() => domain.call<ResultWithStat>({ kind: 'vfs-stat', op, args, path }));
+    if (from !== null) answers.changedAlone(domain, path, from, result.stat);
+    return result.result as T;
+  };
+
+  /** `changing` for an operation whose FUSE arguments are those of the Vfs call and whose path is its first (or `at`). */
+  const forwardChanging = (op: VfsOp, at = 0) =>
     handler(op, async (...args: unknown[]) => {
-      await vfs(op, ...args, caller());
+      await changing(op, args[at] as string, ...args);
+      return 0;
+    });
+
+  /** The same for an operation that creates: the Vfs call takes the caller as its owner after FUSE's arguments. */
+  const forwardOwned = (op: VfsOp, at = 0) =>
+    handler(op, async (...args: unknown[]) => {
+      await changing(op, args[at] as string, ...args, caller());
       return 0;
     });
 
@@ -275,7 +294,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
     // fuse-native does not pass create's open flags; the kernel has already checked O_EXCL against a negative
     // lookup, and the new file is empty, so O_CREAT | O_RDWR is what every create needs.
-    create: handler('create', async (path: string, mode: number) => [0, await vfs<number>('create', path, mode, O_CREAT | O_RDWR, caller())]),
+    create: handler('create', async (path: string, mode: number) => [0, await changing<number>('create', path, path, mode, O_CREAT | O_RDWR, caller())]),
 
     // The bytes go through the domain's data window (guests/data-window.ts): copied in or out of fuse-native's
     // buffer before the callback, which detaches it.
@@ -319,7 +338,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       return 0;
     }),
 
-    truncate: forward('truncate'),
+    truncate: forwardChanging('truncate'),
     // Through the handle: also right for a file unlinked while open (libfuse keeps it under a hidden name).
     ftruncate: handler('ftruncate', async (_path: string, fh: number, size: number) => {
       await vfs('ftruncate', fh, size);
@@ -338,8 +357,8 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       await vfs('rename', from, to);
       return 0;
     }),
-    link: forward('link'),
-    symlink: forwardOwned('symlink'),
+    link: forwardChanging('link', 1),
+    symlink: forwardOwned('symlink', 1),
     // FIFOs, sockets (bind(2) on a view) and devices; fuse-native passes the mode and dev_t as uint32, which
     // holds every device number glibc's makedev encodes for majors below 4096.
     mknod: forwardOwned('mknod'),
@@ -363,10 +382,10 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     listxattr: handler('listxattr', async (path: string) => [0, noXattrs(path) ? [] : [...(await answers.ask<string[]>(current, 'listxattr', path))]]),
     removexattr: forward('removexattr'),
 
-    chmod: forward('chmod'),
-    chown: forward('chown'),
+    chmod: forwardChanging('chmod'),
+    chown: forwardChanging('chown'),
     utimens: handler('utimens', async (path: string, atime: Timespec, mtime: Timespec) => {
-      await vfs('utimens', path, timeChange(atime), timeChange(mtime));
+      await changing('utimens', path, path, timeChange(atime), timeChange(mtime));
       return 0;
     }),
   };

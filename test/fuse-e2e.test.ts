@@ -385,6 +385,26 @@ test.serial('writes through an auto view: their "no extended attributes" questio
   await finish();
 });
 
+test.serial('an operation that creates a name or changes attributes brings the stat libfuse asks for next: it is answered on the libfuse threads, and exact', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const view = mounts.dom1!.view;
+  await ok(t, sh(`touch ${m1}/f`), 'a file in dom1');
+  const getattrs = view.counters.calls.getattr ?? 0;
+  // libfuse follows each of these with a getattr of the path (the stat its reply carries).
+  const modes = ['600', '640', '604', '644', '700', '755', '711', '751', '600', '666'];
+  await ok(t, shIn(m1, `for m in ${modes.join(' ')}; do chmod $m f; done; touch -m -d @1000000000 f; mkdir d; ln -s f s; ln f h`), 'attributes changed, names made');
+  // Each one's path walk still asks for / (whose answer the change before made stale): one getattr each reaches the
+  // main thread, where three did (/ and f before the operation, f after it).
+  const handled = (view.counters.calls.getattr ?? 0) - getattrs;
+  t.true(handled <= modes.length + 12, `${handled} getattr reached the main thread for ${modes.length + 4} operations`);
+  t.is((await ok(t, run('stat', ['-c', '%a %Y %h', `${m1}/f`]), 'stat')).trim(), '666 1000000000 2', 'what the operations left');
+  // Another domain's change shows through the very next stat, as always.
+  await mounts.dom2!.domain.call({ kind: 'vfs', op: 'chmod', args: ['/f', 0o612] });
+  t.is((await ok(t, run('stat', ['-c', '%a', `${m1}/f`]), 'stat after dom2')).trim(), '612');
+  await finish();
+});
+
 test.serial('auto views map files shared: sqlite in WAL mode works, and mmap writes reach the other domain', async (t) => {
   const auto = { cache: { mode: 'auto', ms: 1000 } } as const;
   const { mounts, finish } = await mountedPlatform(t, [
