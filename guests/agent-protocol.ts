@@ -26,10 +26,11 @@ export type AgentRequest =
   | { kind: 'info' }
   | { kind: 'vfs'; op: VfsOp; args: unknown[] }
   /**
-   * A Vfs operation, then the stat of `path` as it left it (post-op attributes, as NFS replies carry them): the
-   * host kernel asks for them right after every operation that creates a name or changes attributes.
+   * A Vfs operation, then the stats of `paths` as it left them (post-op attributes, as NFS replies carry them):
+   * the path it changed (the host kernel asks for its stat right after every operation that creates a name or
+   * changes attributes) and, for one that adds or removes a name, its directory.
    */
-  | { kind: 'vfs-stat'; op: VfsOp; args: unknown[]; path: string }
+  | { kind: 'vfs-stat'; op: VfsOp; args: unknown[]; paths: string[] }
   /** Vfs getattr of each path, in order, as one process: a view's look ahead through a directory it listed. */
   | { kind: 'getattr-many'; paths: string[] }
   /** Vfs read into data window slot `slot` (guests/data-window.ts); the result is the number of bytes read. */
@@ -57,13 +58,13 @@ export interface DomainInfo {
 /** Per path of a getattr-many, its stat or the error the domain answered instead. */
 export type StatOrError = Stat | { code: string; message: string };
 
-/** What a vfs-stat request answers: the operation's result, and the stat of the path after it (or getattr's error). */
-export interface ResultWithStat {
+/** What a vfs-stat request answers: the operation's result, and per path its stat after it (or getattr's error). */
+export interface ResultWithStats {
   result: AgentResult;
-  stat: StatOrError;
+  stats: StatOrError[];
 }
 
-export type AgentResult = ResultWithStat | StatOrError[] | CutHeld | CutEnded | WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | DirListing | string[] | string | number | null | void;
+export type AgentResult = ResultWithStats | StatOrError[] | CutHeld | CutEnded | WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | DirListing | string[] | string | number | null | void;
 
 export type AgentMessage = { seq: number; request: AgentRequest };
 export type AgentReply = { seq: number; ok: true; result: AgentResult } | { seq: number; ok: false; code: string; message: string };

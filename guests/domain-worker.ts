@@ -113,7 +113,9 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
       return vfs(request.op, request.args);
     case 'vfs-stat': {
       const result = await vfs(request.op, request.args);
-      return { result, stat: await mounted().getattr(request.path).catch(errorAnswer) };
+      const stats: StatOrError[] = [];
+      for (const path of request.paths) stats.push(await mounted().getattr(path).catch(errorAnswer));
+      return { result, stats };
     }
     case 'getattr-many': {
       const answers: StatOrError[] = [];

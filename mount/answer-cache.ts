@@ -146,12 +146,14 @@ export class AnswerCache {
 
   /**
    * The only change `domain` made from count `from` to `from + 1` was a write of `path`'s data through this view
-   * (DomainHandle.soleChange): its extended attributes are what they were. Without a writeback cache, the host
+   * (DomainHandle.soleChange): its extended attributes are what they were, and so are the stats of `unchanged`
+   * (the directories above it: changedAlone). Without a writeback cache, the host
    * kernel asks for security.capability before every write (to clear it, as a write must), and a view in `auto`
    * mode would otherwise send every write's question into the domain: one more round trip per write. Answered on
    * the libfuse threads too (NativeAnswers.noXattrs).
    */
-  writtenAlone(domain: DomainHandle, path: string, from: number): void {
+  writtenAlone(domain: DomainHandle, path: string, from: number, unchanged: readonly string[]): void {
+    this.changedAlone(domain, from, [], [], unchanged);
     if (!this.hasNoXattrsAt(domain, path, from)) return;
     if (this.xattrFree.size >= MAX_ANSWERS) this.xattrFree.clear();
     this.xattrFree.set(path, { domain, count: from + 1 });
@@ -159,14 +161,18 @@ export class AnswerCache {
   }
 
   /**
-   * `domain`'s only change from count `from` to `from + 1` was an operation on `path` that left it with `stat`
-   * (post-op attributes, DomainHandle.soleChange): the stat the host kernel asks for next is answered here and on
-   * the libfuse threads. libfuse 2.9 asks for it after every operation that creates a name or changes attributes.
+   * `domain`'s only change from count `from` to `from + 1` was an operation that left `paths` with `stats`
+   * (post-op attributes, DomainHandle.soleChange) and did not change the stats of `unchanged` (the directories
+   * above). Both are answered for the new count, here and on the libfuse threads: the stat libfuse 2.9 asks for
+   * after every operation that creates a name or changes attributes, and the path walk of the next operation.
    */
-  changedAlone(domain: DomainHandle, path: string, from: number, stat: StatOrError): void {
-    if ('code' in stat) return;
+  changedAlone(domain: DomainHandle, from: number, paths: readonly string[], stats: readonly StatOrError[], unchanged: readonly string[]): void {
     if (this.answers.size >= MAX_ANSWERS) this.answers.clear();
-    this.remember('getattr', path, domain, from + 1, stat);
+    paths.forEach((path, i) => this.remember('getattr', path, domain, from + 1, stats[i]!));
+    for (const path of unchanged) {
+      const known = this.answers.get(`getattr\0${path}`);
+      if (known?.result && known.count === from && known.domain === domain) this.remember('getattr', path, domain, from + 1, known.result as Stat);
+    }
   }
 
   private hasNoXattrsAt(domain: DomainHandle, path: string, count: number): boolean {

@@ -45,7 +45,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { promisify } from 'node:util';
-import type { AgentResult, ResultWithStat, VfsOp } from '../guests/agent-protocol.js';
+import type { AgentResult, ResultWithStats, VfsOp } from '../guests/agent-protocol.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
 import {
   O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec,
@@ -117,6 +117,16 @@ export async function mountedPaths(): Promise<string[]> {
 
 export async function isMounted(mountpoint: string): Promise<boolean> {
   return (await mountedPaths()).includes(resolvePath(mountpoint));
+}
+
+/** The directory a path is in ('/' for '/' itself). */
+const parentOf = (path: string) => (path.lastIndexOf('/') <= 0 ? '/' : path.slice(0, path.lastIndexOf('/')));
+
+/** The directories above `path`, nearest first, up to '/'. */
+function ancestorsOf(path: string): string[] {
+  const above: string[] = [];
+  for (let at = path; at !== '/'; ) above.push((at = parentOf(at)));
+  return above;
 }
 
 /** The word of a domain's change count, as the libfuse threads read it. */
@@ -218,28 +228,32 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     });
 
   /**
-   * Vfs `op` on `path`, which libfuse follows with a getattr of `path` (it creates the name or changes its
-   * attributes): the domain answers the stat along (vfs-stat), kept as an answer when the operation was all the
-   * domain did meanwhile (AnswerCache.changedAlone). One call into the domain where there were two.
+   * Vfs `op` on `path`, which changes its attributes ('attributes') or adds it to its directory ('name'). The domain answers the stats it left along (vfs-stat: the path's, and for a name its directory's),
+   * and when the operation was all the domain did meanwhile (AnswerCache.changedAlone) they are kept as answers,
+   * with those of the directories above, which it did not change. libfuse follows every such operation with a
+   * getattr of the path, and the next operation walks the same directories: answered on the libfuse threads,
+   * where each was a call into the domain. (Not for a removal: libfuse asks nothing after it, and the next one
+   * looks up another name; measured, rm -rf only paid for the stats.)
    */
-  const changing = async <T extends AgentResult>(op: VfsOp, path: string, ...args: unknown[]): Promise<T> => {
+  const changing = async <T extends AgentResult>(op: VfsOp, path: string, what: 'attributes' | 'name', ...args: unknown[]): Promise<T> => {
     const domain = current;
-    const { result, from } = await domain.soleChange(() => domain.call<ResultWithStat>({ kind: 'vfs-stat', op, args, path }));
-    if (from !== null) answers.changedAlone(domain, path, from, result.stat);
+    const paths = what === 'name' ? [path, parentOf(path)] : [path];
+    const { result, from } = await domain.soleChange(() => domain.call<ResultWithStats>({ kind: 'vfs-stat', op, args, paths }));
+    if (from !== null) answers.changedAlone(domain, from, paths, result.stats, ancestorsOf(paths.at(-1)!));
     return result.result as T;
   };
 
   /** `changing` for an operation whose FUSE arguments are those of the Vfs call and whose path is its first (or `at`). */
-  const forwardChanging = (op: VfsOp, at = 0) =>
+  const forwardChanging = (op: VfsOp, what: 'attributes' | 'name', at = 0) =>
     handler(op, async (...args: unknown[]) => {
-      await changing(op, args[at] as string, ...args);
+      await changing(op, args[at] as string, what, ...args);
       return 0;
     });
 
   /** The same for an operation that creates: the Vfs call takes the caller as its owner after FUSE's arguments. */
   const forwardOwned = (op: VfsOp, at = 0) =>
     handler(op, async (...args: unknown[]) => {
-      await changing(op, args[at] as string, ...args, caller());
+      await changing(op, args[at] as string, 'name', ...args, caller());
       return 0;
     });
 
@@ -294,7 +308,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
     // fuse-native does not pass create's open flags; the kernel has already checked O_EXCL against a negative
     // lookup, and the new file is empty, so O_CREAT | O_RDWR is what every create needs.
-    create: handler('create', async (path: string, mode: number) => [0, await changing<number>('create', path, path, mode, O_CREAT | O_RDWR, caller())]),
+    create: handler('create', async (path: string, mode: number) => [0, await changing<number>('create', path, 'name', path, mode, O_CREAT | O_RDWR, caller())]),
 
     // The bytes go through the domain's data window (guests/data-window.ts): copied in or out of fuse-native's
     // buffer before the callback, which detaches it.
@@ -307,7 +321,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     write: handler('write', async (path: string, fh: number, buf: Buffer, len: number, pos: number) => {
       const domain = current;
       const { result, from } = await domain.soleChange(() => domain.writeFrom(fh, pos, buf.subarray(0, len), caller().uid !== 0));
-      if (from !== null) answers.writtenAlone(domain, path, from);
+      if (from !== null) answers.writtenAlone(domain, path, from, ancestorsOf(path));
       return result;
     }),
 
@@ -338,7 +352,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       return 0;
     }),
 
-    truncate: forwardChanging('truncate'),
+    truncate: forwardChanging('truncate', 'attributes'),
     // Through the handle: also right for a file unlinked while open (libfuse keeps it under a hidden name).
     ftruncate: handler('ftruncate', async (_path: string, fh: number, size: number) => {
       await vfs('ftruncate', fh, size);
@@ -357,7 +371,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       await vfs('rename', from, to);
       return 0;
     }),
-    link: forwardChanging('link', 1),
+    link: forwardChanging('link', 'name', 1),
     symlink: forwardOwned('symlink', 1),
     // FIFOs, sockets (bind(2) on a view) and devices; fuse-native passes the mode and dev_t as uint32, which
     // holds every device number glibc's makedev encodes for majors below 4096.
@@ -382,10 +396,10 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     listxattr: handler('listxattr', async (path: string) => [0, noXattrs(path) ? [] : [...(await answers.ask<string[]>(current, 'listxattr', path))]]),
     removexattr: forward('removexattr'),
 
-    chmod: forwardChanging('chmod'),
-    chown: forwardChanging('chown'),
+    chmod: forwardChanging('chmod', 'attributes'),
+    chown: forwardChanging('chown', 'attributes'),
     utimens: handler('utimens', async (path: string, atime: Timespec, mtime: Timespec) => {
-      await changing('utimens', path, path, timeChange(atime), timeChange(mtime));
+      await changing('utimens', path, 'attributes', path, timeChange(atime), timeChange(mtime));
       return 0;
     }),
   };
