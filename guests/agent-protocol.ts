@@ -28,7 +28,7 @@ export type AgentRequest =
   /**
    * A Vfs operation, then the stats of `paths` as it left them (post-op attributes, as NFS replies carry them):
    * the path it changed (the host kernel asks for its stat right after every operation that creates a name or
-   * changes attributes) and, for one that adds or removes a name, its directory.
+   * changes attributes) and, for one that adds a name, its directory.
    */
   | { kind: 'vfs-stat'; op: VfsOp; args: unknown[]; paths: string[] }
   /** Vfs getattr of each path, in order, as one process: a view's look ahead through a directory it listed. */

@@ -147,10 +147,10 @@ export class AnswerCache {
   /**
    * The only change `domain` made from count `from` to `from + 1` was a write of `path`'s data through this view
    * (DomainHandle.soleChange): its extended attributes are what they were, and so are the stats of `unchanged`
-   * (the directories above it: changedAlone). Without a writeback cache, the host
-   * kernel asks for security.capability before every write (to clear it, as a write must), and a view in `auto`
-   * mode would otherwise send every write's question into the domain: one more round trip per write. Answered on
-   * the libfuse threads too (NativeAnswers.noXattrs).
+   * (the directories above it: changedAlone). Without a writeback cache, the host kernel asks for
+   * security.capability before every write (to clear it, as a write must), and a view in `auto` mode would
+   * otherwise send every write's question into the domain: one more round trip per write. Answered on the libfuse
+   * threads too (NativeAnswers.noXattrs).
    */
   writtenAlone(domain: DomainHandle, path: string, from: number, unchanged: readonly string[]): void {
     this.changedAlone(domain, from, [], [], unchanged);

@@ -228,12 +228,13 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     });
 
   /**
-   * Vfs `op` on `path`, which changes its attributes ('attributes') or adds it to its directory ('name'). The domain answers the stats it left along (vfs-stat: the path's, and for a name its directory's),
-   * and when the operation was all the domain did meanwhile (AnswerCache.changedAlone) they are kept as answers,
-   * with those of the directories above, which it did not change. libfuse follows every such operation with a
-   * getattr of the path, and the next operation walks the same directories: answered on the libfuse threads,
-   * where each was a call into the domain. (Not for a removal: libfuse asks nothing after it, and the next one
-   * looks up another name; measured, rm -rf only paid for the stats.)
+   * Vfs `op` on `path`, which changes its attributes ('attributes') or adds it to its directory ('name'). The
+   * domain answers the stats it left along (vfs-stat: the path's, and for a name its directory's), and when the
+   * operation was all the domain did meanwhile (AnswerCache.changedAlone) they are kept as answers, with those of
+   * the directories above, which it did not change. libfuse follows every such operation with a getattr of the
+   * path, and the next operation walks the same directories: answered on the libfuse threads, where each was a
+   * call into the domain. (Not for a removal: libfuse asks nothing after it, and the next one looks up another
+   * name; measured, rm -rf only paid for the stats.)
    */
   const changing = async <T extends AgentResult>(op: VfsOp, path: string, what: 'attributes' | 'name', ...args: unknown[]): Promise<T> => {
     const domain = current;

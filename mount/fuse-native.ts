@@ -13,9 +13,10 @@ export interface FuseInstance {
   unmount(cb: (err: Error | null) => void): void;
   /**
    * Answers the patched fuse-native gives on its libfuse threads, without this thread: getattr's stat or errno,
-   * and "none" to getxattr and listxattr when the stat said so, for a path (and readdir's entries, below), while the change count in `word` (the
-   * first word of an Int32Array over shared memory) reads `count`. A new word forgets every answer. An errno of -1
-   * with a null stat says only "no extended attributes" (getattr is still asked of this thread).
+   * and "none" to getxattr and listxattr when the stat said so, for a path (and readdir's entries, below), while
+   * the change count in `word` (the first word of an Int32Array over shared memory) reads `count`. A new word
+   * forgets every answer. An errno of -1 with a null stat says only "no extended attributes" (getattr is still
+   * asked of this thread).
    */
   answersCount(word: Int32Array): void;
   answer(path: string, count: number, stat: Record<string, unknown> | null, errno: number, noXattrs: boolean): void;
