@@ -175,6 +175,31 @@ export class AnswerCache {
     }
   }
 
+  /**
+   * `domain`'s only change from `from` to `from + 1` was the removal of `path` through this view (unlink or rmdir,
+   * DomainHandle.soleChange): the name is gone and its directory's listing lost it; `paths` (its directory) were
+   * left with `stats`; the directories above are unchanged (`unchanged`), and so are the stats of the names after it in the listing when the inode removed had
+   * no other name (its stat at `from` says one link, or it was a directory). `rm -r` then goes on answered here
+   * and looked ahead in batches, where every name was a call into the domain once the first was removed.
+   */
+  removedAlone(domain: DomainHandle, from: number, path: string, paths: readonly string[], stats: readonly StatOrError[], unchanged: readonly string[]): void {
+    const gone = this.answers.get(`getattr\0${path}`);
+    const goneStat = gone?.result && gone.count === from && gone.domain === domain ? (gone.result as Stat) : null;
+    this.changedAlone(domain, from, [path, ...paths], [{ code: 'ENOENT', message: 'removed through this view' }, ...stats], unchanged);
+    const slash = path.lastIndexOf('/');
+    const dir = slash <= 0 ? '/' : path.slice(0, slash);
+    const listed = this.answers.get(`readdirEntries\0${dir}`);
+    if (!listed?.result || listed.count !== from || listed.domain !== domain) return;
+    const { names, inos, types } = listed.result as DirListing;
+    const at = names.indexOf(path.slice(slash + 1));
+    if (at < 0) return;
+    const without = <T>(xs: T[]) => [...xs.slice(0, at), ...xs.slice(at + 1)];
+    this.answers.set(`readdirEntries\0${dir}`, { domain, count: from + 1, result: { names: without(names), inos: without(inos), types: without(types) } });
+    if (!goneStat || ((goneStat.mode & S_IFMT) !== S_IFDIR && goneStat.nlink > 1)) return;
+    const prefix = dir === '/' ? '/' : `${dir}/`;
+    this.changedAlone(domain, from, [], [], names.slice(at + 1, at + 1 + LOOK_AHEAD).map((name) => prefix + name));
+  }
+
   private hasNoXattrsAt(domain: DomainHandle, path: string, count: number): boolean {
     const known = this.answers.get(`getattr\0${path}`);
     const stat = known?.result as Stat | undefined;

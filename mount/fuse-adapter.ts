@@ -233,8 +233,7 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
    * operation was all the domain did meanwhile (AnswerCache.changedAlone) they are kept as answers, with those of
    * the directories above, which it did not change. libfuse follows every such operation with a getattr of the
    * path, and the next operation walks the same directories: answered on the libfuse threads, where each was a
-   * call into the domain. (Not for a removal: libfuse asks nothing after it, and the next one looks up another
-   * name; measured, rm -rf only paid for the stats.)
+   * call into the domain. (A removal: forwardRemoving.)
    */
   const changing = async <T extends AgentResult>(op: VfsOp, path: string, what: 'attributes' | 'name', ...args: unknown[]): Promise<T> => {
     const domain = current;
@@ -248,6 +247,19 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
   const forwardChanging = (op: VfsOp, what: 'attributes' | 'name', at = 0) =>
     handler(op, async (...args: unknown[]) => {
       await changing(op, args[at] as string, what, ...args);
+      return 0;
+    });
+
+  /**
+   * A removal of the path, which brings the stat of its directory (the next path walk asks for it): when it was
+   * all the domain did, that is kept, and what the view knew of the rest holds on (removedAlone).
+   */
+  const forwardRemoving = (op: 'unlink' | 'rmdir') =>
+    handler(op, async (path: string) => {
+      const domain = current;
+      const paths = [parentOf(path)];
+      const { result, from } = await domain.soleChange(() => domain.call<ResultWithStats>({ kind: 'vfs-stat', op, args: [path], paths }));
+      if (from !== null) answers.removedAlone(domain, from, path, paths, result.stats, ancestorsOf(paths[0]!));
       return 0;
     });
 
@@ -365,8 +377,8 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       return 0;
     }),
     mkdir: forwardOwned('mkdir'),
-    rmdir: forward('rmdir'),
-    unlink: forward('unlink'),
+    rmdir: forwardRemoving('rmdir'),
+    unlink: forwardRemoving('unlink'),
     rename: handler('rename', async (from: string, to: string) => {
       none.clear();
       await vfs('rename', from, to);

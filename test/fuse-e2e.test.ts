@@ -413,6 +413,29 @@ test.serial('an operation that creates a name or changes attributes brings the s
   await finish();
 });
 
+test.serial('names removed through a view keep what it knew of the rest while that was all its domain did: rm -r asks the domain for no stat, and a hard link count is never stale', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  const view = mounts.dom2!.view;
+  await ok(t, shIn(m1, 'mkdir e && echo 1 > e/f1 && ln e/f1 e/link1 && for i in $(seq 2 40); do echo $i > e/f$i; done && ln e/f2 e/link2'), 'files in dom1');
+  await ok(t, run('ls', ['-l', join(m2, 'e')]), 'ls -l in dom2');
+  // link1's stat (two links) was known when f1 went: it is not kept, since f1 was one of its names.
+  await ok(t, run('rm', [join(m2, 'e', 'f1')]), 'rm of a linked name in dom2');
+  t.is((await ok(t, run('stat', ['-c', '%h', join(m2, 'e', 'link1')]), 'stat link1')).trim(), '1', 'the other name of the inode removed');
+  await ok(t, run('rm', [join(m2, 'e', 'f3')]), 'rm in dom2');
+  t.is((await ok(t, run('stat', ['-c', '%s', join(m2, 'e', 'f4')]), 'stat f4')).trim(), '2', 'a name after it, kept');
+  // Another domain's change shows at once, kept or not.
+  await ok(t, sh(`echo longer > ${m1}/e/f5`), 'rewrite in dom1');
+  t.is((await ok(t, run('stat', ['-c', '%s', join(m2, 'e', 'f5')]), 'stat f5')).trim(), '7', 'a size changed in dom1');
+  const getattrs = view.counters.calls.getattr ?? 0;
+  await ok(t, run('rm', ['-rf', join(m2, 'e')]), 'rm -rf in dom2');
+  const handled = (view.counters.calls.getattr ?? 0) - getattrs;
+  t.true(handled <= 8, `${handled} getattr reached the main thread for 40 names removed`);
+  t.is(await ok(t, run('ls', ['-A', m1]), 'ls in dom1'), '', 'all gone, as dom1 sees it');
+  await finish();
+});
+
 test.serial('auto views map files shared: sqlite in WAL mode works, and mmap writes reach the other domain', async (t) => {
   const auto = { cache: { mode: 'auto', ms: 1000 } } as const;
   const { mounts, finish } = await mountedPlatform(t, [
