@@ -26,6 +26,16 @@ interface Answer {
   error?: { code: string; message: string };
 }
 
+/** The directory a path is in ('/' for '/' itself). */
+export const parentOf = (path: string) => (path.lastIndexOf('/') <= 0 ? '/' : path.slice(0, path.lastIndexOf('/')));
+
+/** The directories above `path`, nearest first, up to '/'. */
+export function ancestorsOf(path: string): string[] {
+  const above: string[] = [];
+  for (let at = path; at !== '/'; ) above.push((at = parentOf(at)));
+  return above;
+}
+
 /** Answers remembered at most; past it the cache starts over (a walk over a huge tree). */
 const MAX_ANSWERS = 100_000;
 /** Stats asked at once when a lookup in a directory just listed misses (as the kernel's statahead). */
@@ -116,12 +126,11 @@ export class AnswerCache {
    * name right after its lookup, so it would pay 32 stats per file).
    */
   private lookAhead(domain: DomainHandle, count: number, path: string): string[] {
-    const slash = path.lastIndexOf('/');
-    const dir = slash <= 0 ? '/' : path.slice(0, slash);
+    const dir = parentOf(path);
     const listed = this.answers.get(`readdirEntries\0${dir}`);
     if (!listed?.result || listed.domain !== domain || listed.count !== count) return [];
     const { names, types } = listed.result as DirListing;
-    const at = names.indexOf(path.slice(slash + 1));
+    const at = names.indexOf(path.slice(path.lastIndexOf('/') + 1));
     if (at < 0) return [];
     const isDir = (i: number) => (types[i]! & S_IFMT) === S_IFDIR;
     const prefix = dir === '/' ? '/' : `${dir}/`;
@@ -178,20 +187,20 @@ export class AnswerCache {
   /**
    * `domain`'s only change from `from` to `from + 1` was the removal of `path` through this view (unlink or rmdir,
    * DomainHandle.soleChange): the name is gone and its directory's listing lost it; `paths` (its directory) were
-   * left with `stats`; the directories above are unchanged (`unchanged`), and so are the stats of the names after it in the listing when the inode removed had
-   * no other name (its stat at `from` says one link, or it was a directory). `rm -r` then goes on answered here
-   * and looked ahead in batches, where every name was a call into the domain once the first was removed.
+   * left with `stats`; the directories above are unchanged (`unchanged`), and so are the stats of the names after
+   * it in the listing when the inode removed had no other name (its stat at `from` says one link, or it was a
+   * directory). `rm -r` then goes on answered here and looked ahead in batches, where every name was a call into
+   * the domain once the first was removed.
    */
   removedAlone(domain: DomainHandle, from: number, path: string, paths: readonly string[], stats: readonly StatOrError[], unchanged: readonly string[]): void {
     const gone = this.answers.get(`getattr\0${path}`);
     const goneStat = gone?.result && gone.count === from && gone.domain === domain ? (gone.result as Stat) : null;
     this.changedAlone(domain, from, [path, ...paths], [{ code: 'ENOENT', message: 'removed through this view' }, ...stats], unchanged);
-    const slash = path.lastIndexOf('/');
-    const dir = slash <= 0 ? '/' : path.slice(0, slash);
+    const dir = parentOf(path);
     const listed = this.answers.get(`readdirEntries\0${dir}`);
     if (!listed?.result || listed.count !== from || listed.domain !== domain) return;
     const { names, inos, types } = listed.result as DirListing;
-    const at = names.indexOf(path.slice(slash + 1));
+    const at = names.indexOf(path.slice(path.lastIndexOf('/') + 1));
     if (at < 0) return;
     const without = <T>(xs: T[]) => [...xs.slice(0, at), ...xs.slice(at + 1)];
     this.answers.set(`readdirEntries\0${dir}`, { domain, count: from + 1, result: { names: without(names), inos: without(inos), types: without(types) } });

@@ -50,7 +50,7 @@ import type { DomainHandle } from '../hypervisor/toolstack.js';
 import {
   O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec,
 } from '../fs/vfs.js';
-import { AnswerCache } from './answer-cache.js';
+import { ancestorsOf, AnswerCache, parentOf } from './answer-cache.js';
 import { ReadAhead } from './read-ahead.js';
 import { STRICT, type CacheMode } from './cache-mode.js';
 import { allowOtherRefusal } from './fuse-conf.js';
@@ -117,16 +117,6 @@ export async function mountedPaths(): Promise<string[]> {
 
 export async function isMounted(mountpoint: string): Promise<boolean> {
   return (await mountedPaths()).includes(resolvePath(mountpoint));
-}
-
-/** The directory a path is in ('/' for '/' itself). */
-const parentOf = (path: string) => (path.lastIndexOf('/') <= 0 ? '/' : path.slice(0, path.lastIndexOf('/')));
-
-/** The directories above `path`, nearest first, up to '/'. */
-function ancestorsOf(path: string): string[] {
-  const above: string[] = [];
-  for (let at = path; at !== '/'; ) above.push((at = parentOf(at)));
-  return above;
 }
 
 /** The word of a domain's change count, as the libfuse threads read it. */
