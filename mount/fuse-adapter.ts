@@ -315,8 +315,8 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
 
     // The bytes go through the domain's data window (guests/data-window.ts): copied in or out of fuse-native's
     // buffer before the callback, which detaches it.
-    read: handler('read', (_path: string, fh: number, buf: Buffer, len: number, pos: number) =>
-      readsAhead ? readAhead.read(current, fh, pos, buf.subarray(0, len)) : current.readInto(fh, pos, buf.subarray(0, len)),
+    read: handler('read', (path: string, fh: number, buf: Buffer, len: number, pos: number) =>
+      readsAhead ? readAhead.read(current, fh, path, pos, buf.subarray(0, len)) : current.readInto(fh, pos, buf.subarray(0, len)),
     ),
 
     // Written by anyone but root, the file loses set-user-ID (and set-group-ID if group-executable) as on Linux:

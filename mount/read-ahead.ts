@@ -15,7 +15,13 @@
  * changed in the domain, and it gave up no lock, since before the fetch: the bytes are what the domain would read
  * at the instant of the answer. A write through any handle, a change by another domain (its lock revoked here),
  * or a restart makes every fetch in flight useless, and the request goes to the domain as before.
+ *
+ * Small requests (16 KiB at most: random reads, a database's pages) are kept the same way, by path and position,
+ * and a request asked again while the count reads as it did is answered from them: fio 4K random reads of a 16 MiB
+ * file through a strict view answer 55-75% of a 2 s run here (`hvshare bench fuse --only iops`: 1.4-1.95x the
+ * pass-through before, 1.0-1.3x after).
  */
+import { copyOut } from '../fs/buffers.js';
 import { WINDOW_SLOT_BYTES } from '../guests/data-window.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
 
@@ -24,6 +30,10 @@ export const READ_AHEAD_DEPTH = 4;
 export const FETCH_BYTES = WINDOW_SLOT_BYTES;
 /** Fetch buffers kept for reuse: a read pass allocates nothing per fetch (no garbage for the main thread's GC). */
 const POOL_MAX = 16;
+/** Requests of at most this many bytes are kept to be answered again (random reads: databases, fio, mmap faults). */
+const REREAD_MAX_BYTES = 16 << 10;
+/** Bytes kept for rereads at most; past it they start over. */
+const REREAD_BYTES = 32 << 20;
 
 interface Fetch {
   position: number;
@@ -50,11 +60,24 @@ interface Stream {
 export class ReadAhead {
   private readonly streams = new Map<number, Stream>();
   private readonly pool: Uint8Array[] = [];
-  /** Requests answered from fetches, fetches asked for, and fetches dropped unused, for tests and diagnostics. */
-  readonly stats = { answered: 0, fetched: 0, dropped: 0 };
+  /**
+   * Small requests the domain answered, by path and position, kept for one domain and one change count (the
+   * count before they went out): a request asked again while the count still reads the same, through any handle
+   * of that path, is answered here, exact as a fetch is (a path names another file only after a change).
+   */
+  private rereads = new Map<string, Map<number, { asked: number; bytes: Uint8Array }>>();
+  private rereadsOf: { domain: DomainHandle | null; count: number; bytes: number } = { domain: null, count: 0, bytes: 0 };
+  /**
+   * Requests answered from fetches, fetches asked for, fetches dropped unused, and small requests answered again,
+   * for tests and diagnostics.
+   */
+  readonly stats = { answered: 0, fetched: 0, dropped: 0, reread: 0 };
 
-  /** Reads `into.length` bytes of open file `fh` at `position` from `domain`, from fetches while they are valid. */
-  async read(domain: DomainHandle, fh: number, position: number, into: Uint8Array): Promise<number> {
+  /**
+   * Reads `into.length` bytes of open file `fh` (at `path`) at `position` from `domain`, from fetches or kept
+   * answers while they are valid.
+   */
+  async read(domain: DomainHandle, fh: number, path: string, position: number, into: Uint8Array): Promise<number> {
     let stream = this.streams.get(fh);
     if (stream && stream.domain === domain && stream.next === position) {
       stream.run++;
@@ -74,9 +97,47 @@ export class ReadAhead {
       }
       this.drop(stream);
     }
-    const n = await domain.readInto(fh, position, into);
+    if (into.length > REREAD_MAX_BYTES) return this.readInto(stream, fh, position, into);
+    const kept = this.rereadable(domain).get(path)?.get(position);
+    if (kept && kept.asked === into.length) {
+      into.set(kept.bytes);
+      this.stats.reread++;
+      return kept.bytes.length;
+    }
+    const count = domain.changes.read();
+    const n = await this.readInto(stream, fh, position, into);
+    this.keep(domain, count, path, position, into.length, into.subarray(0, n));
+    return n;
+  }
+
+  private async readInto(stream: Stream, fh: number, position: number, into: Uint8Array): Promise<number> {
+    const n = await stream.domain.readInto(fh, position, into);
     if (n < into.length) stream.end = Math.min(stream.end, position + n);
     return n;
+  }
+
+  /** The rereads kept, emptied first unless they were read from `domain` at the change count it reads now. */
+  private rereadable(domain: DomainHandle): Map<string, Map<number, { asked: number; bytes: Uint8Array }>> {
+    const count = domain.changes.read();
+    if (this.rereadsOf.domain !== domain || this.rereadsOf.count !== count || this.rereadsOf.bytes > REREAD_BYTES) {
+      this.rereads = new Map();
+      this.rereadsOf = { domain, count, bytes: 0 };
+    }
+    return this.rereads;
+  }
+
+  /**
+   * Keeps a copy of `bytes`, the answer to a request of `asked` bytes at `position` of `path`, read from `domain`
+   * while its count read `count` (and still does: the same request would get the same answer, short or not).
+   */
+  private keep(domain: DomainHandle, count: number, path: string, position: number, asked: number, bytes: Uint8Array): void {
+    const rereads = this.rereadable(domain);
+    if (this.rereadsOf.count !== count) return;
+    let byPosition = rereads.get(path);
+    if (!byPosition) rereads.set(path, (byPosition = new Map()));
+    // A copy (a Buffer's slice() is a view, and fuse-native detaches its buffer once the request is answered).
+    byPosition.set(position, { asked, bytes: copyOut(bytes) });
+    this.rereadsOf.bytes += bytes.length;
   }
 
   /** The handle is closed: what was fetched for it goes. */

@@ -436,6 +436,22 @@ test.serial('names removed through a view keep what it knew of the rest while th
   await finish();
 });
 
+test.serial('a strict view answers a small read asked again while nothing changed, and what another domain rewrote at once', async (t) => {
+  const { mounts, finish } = await mountedPlatform(t, rw2);
+  const m1 = mounts.dom1!.dir;
+  const m2 = mounts.dom2!.dir;
+  const view = mounts.dom1!.view;
+  await ok(t, sh(`head -c 65536 /dev/zero | tr '\\0' a > ${m2}/f`), 'a file in dom2');
+  const block = async () => ok(t, run('dd', [`if=${m1}/f`, 'bs=4096', 'skip=5', 'count=1', 'status=none']), 'dd of block 5 through dom1');
+  t.is(await block(), 'a'.repeat(4096));
+  const reread = view.readAhead.reread;
+  t.is(await block(), 'a'.repeat(4096));
+  t.is(view.readAhead.reread, reread + 1, 'the same request, nothing changed: answered by the view');
+  await ok(t, sh(`printf b | dd of=${m2}/f bs=1 seek=20480 conv=notrunc status=none`), 'one byte of block 5 rewritten in dom2');
+  t.is(await block(), 'b' + 'a'.repeat(4095), 'what dom2 wrote, at once');
+  await finish();
+});
+
 test.serial('auto views map files shared: sqlite in WAL mode works, and mmap writes reach the other domain', async (t) => {
   const auto = { cache: { mode: 'auto', ms: 1000 } } as const;
   const { mounts, finish } = await mountedPlatform(t, [
