@@ -92,7 +92,10 @@ export interface MountedView {
   readonly answeredOffMainThread: number;
   /** Stats asked of the domain along with a lookup, ahead of the lookups that will want them (answer-cache.ts). */
   readonly askedAhead: number;
-  /** Sequential reads answered from what the view read ahead, fetches asked for, and dropped unused (read-ahead.ts). */
+  /**
+   * Sequential reads answered from what the view read ahead, fetches asked for and dropped unused, and small reads
+   * answered again (read-ahead.ts).
+   */
   readonly readAhead: ReadAhead['stats'];
   /** Unmount (lazily, like `fusermount -uz`) and wait until the mount has left /proc/mounts. Idempotent. */
   unmount(): Promise<void>;
