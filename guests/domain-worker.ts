@@ -113,21 +113,10 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
       return vfs(request.op, request.args);
     case 'vfs-stat': {
       const result = await vfs(request.op, request.args);
-      const stats: StatOrError[] = [];
-      for (const path of request.paths) stats.push(await mounted().getattr(path).catch(errorAnswer));
-      return { result, stats };
+      return { result, stats: await statsOf(request.paths) };
     }
-    case 'getattr-many': {
-      const answers: StatOrError[] = [];
-      for (const path of request.paths) {
-        answers.push(
-          await mounted()
-            .getattr(path)
-            .catch(errorAnswer),
-        );
-      }
-      return answers;
-    }
+    case 'getattr-many':
+      return statsOf(request.paths);
     case 'read-window': {
       const { fh, position, length } = request;
       const target = windowSlot(data.window, request.slot, length);
@@ -156,6 +145,13 @@ async function serve(request: AgentRequest): Promise<AgentResult> {
         processes: kernel.listProcesses().map(({ pid, name }) => ({ pid, name })),
       };
   }
+}
+
+/** Vfs getattr of each path, in order, or the error the domain answered instead. */
+async function statsOf(paths: string[]): Promise<StatOrError[]> {
+  const stats: StatOrError[] = [];
+  for (const path of paths) stats.push(await mounted().getattr(path).catch(errorAnswer));
+  return stats;
 }
 
 /** Vfs operation `name` of the mounted filesystem. */

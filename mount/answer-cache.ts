@@ -10,6 +10,7 @@
  * themselves (`NativeAnswers`), without a hop to the main thread.
  */
 import { constants } from 'node:os';
+import { basename, dirname } from 'node:path';
 import { IoError } from '../fs/block-device.js';
 import { S_IFDIR, S_IFMT, type DirListing, type Stat } from '../fs/vfs.js';
 import type { AgentResult, StatOrError } from '../guests/agent-protocol.js';
@@ -26,13 +27,10 @@ interface Answer {
   error?: { code: string; message: string };
 }
 
-/** The directory a path is in ('/' for '/' itself). */
-export const parentOf = (path: string) => (path.lastIndexOf('/') <= 0 ? '/' : path.slice(0, path.lastIndexOf('/')));
-
-/** The directories above `path`, nearest first, up to '/'. */
+/** The directories above `path` (absolute, as FUSE passes it), nearest first, up to '/'. */
 export function ancestorsOf(path: string): string[] {
   const above: string[] = [];
-  for (let at = path; at !== '/'; ) above.push((at = parentOf(at)));
+  for (let at = path; at !== '/'; ) above.push((at = dirname(at)));
   return above;
 }
 
@@ -126,11 +124,11 @@ export class AnswerCache {
    * name right after its lookup, so it would pay 32 stats per file).
    */
   private lookAhead(domain: DomainHandle, count: number, path: string): string[] {
-    const dir = parentOf(path);
+    const dir = dirname(path);
     const listed = this.answers.get(`readdirEntries\0${dir}`);
     if (!listed?.result || listed.domain !== domain || listed.count !== count) return [];
     const { names, types } = listed.result as DirListing;
-    const at = names.indexOf(path.slice(path.lastIndexOf('/') + 1));
+    const at = names.indexOf(basename(path));
     if (at < 0) return [];
     const isDir = (i: number) => (types[i]! & S_IFMT) === S_IFDIR;
     const prefix = dir === '/' ? '/' : `${dir}/`;
@@ -196,11 +194,11 @@ export class AnswerCache {
     const gone = this.answers.get(`getattr\0${path}`);
     const goneStat = gone?.result && gone.count === from && gone.domain === domain ? (gone.result as Stat) : null;
     this.changedAlone(domain, from, [path, ...paths], [{ code: 'ENOENT', message: 'removed through this view' }, ...stats], unchanged);
-    const dir = parentOf(path);
+    const dir = dirname(path);
     const listed = this.answers.get(`readdirEntries\0${dir}`);
     if (!listed?.result || listed.count !== from || listed.domain !== domain) return;
     const { names, inos, types } = listed.result as DirListing;
-    const at = names.indexOf(path.slice(path.lastIndexOf('/') + 1));
+    const at = names.indexOf(basename(path));
     if (at < 0) return;
     const without = <T>(xs: T[]) => [...xs.slice(0, at), ...xs.slice(at + 1)];
     this.answers.set(`readdirEntries\0${dir}`, { domain, count: from + 1, result: { names: without(names), inos: without(inos), types: without(types) } });

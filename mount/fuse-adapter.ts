@@ -43,14 +43,14 @@
  */
 import { execFile } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
-import { resolve as resolvePath } from 'node:path';
+import { dirname, resolve as resolvePath } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentResult, ResultWithStats, VfsOp } from '../guests/agent-protocol.js';
 import type { DomainHandle } from '../hypervisor/toolstack.js';
 import {
   O_ACCMODE, O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, type DirListing, type Owner, type Stat, type StatFs, type TimeChange, type Timespec,
 } from '../fs/vfs.js';
-import { ancestorsOf, AnswerCache, parentOf } from './answer-cache.js';
+import { ancestorsOf, AnswerCache } from './answer-cache.js';
 import { ReadAhead } from './read-ahead.js';
 import { STRICT, type CacheMode } from './cache-mode.js';
 import { allowOtherRefusal } from './fuse-conf.js';
@@ -221,38 +221,30 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
     });
 
   /**
-   * Vfs `op` on `path`, which changes its attributes ('attributes') or adds it to its directory ('name'). The
-   * domain answers the stats it left along (vfs-stat: the path's, and for a name its directory's), and when the
-   * operation was all the domain did meanwhile (AnswerCache.changedAlone) they are kept as answers, with those of
-   * the directories above, which it did not change. libfuse follows every such operation with a getattr of the
-   * path, and the next operation walks the same directories: answered on the libfuse threads, where each was a
-   * call into the domain. (A removal: forwardRemoving.)
+   * Vfs `op` on `path`, which changes its attributes ('attributes'), adds it to its directory ('name') or removes
+   * it ('removal'). The domain answers the stats it left along (vfs-stat: the path's but for a removal, and its
+   * directory's for a name added or removed), and when the operation was all the domain did meanwhile they are
+   * kept as answers, with those of the directories above, which it did not change (AnswerCache.changedAlone; for
+   * a removal, what the view knew of the rest holds on too: removedAlone). libfuse follows every operation but a
+   * removal with a getattr of the path, and the next operation walks the same directories: answered on the
+   * libfuse threads, where each was a call into the domain.
    */
-  const changing = async <T extends AgentResult>(op: VfsOp, path: string, what: 'attributes' | 'name', ...args: unknown[]): Promise<T> => {
+  const changing = async <T extends AgentResult>(op: VfsOp, path: string, what: 'attributes' | 'name' | 'removal', ...args: unknown[]): Promise<T> => {
     const domain = current;
-    const paths = what === 'name' ? [path, parentOf(path)] : [path];
+    const paths = what === 'attributes' ? [path] : what === 'name' ? [path, dirname(path)] : [dirname(path)];
     const { result, from } = await domain.soleChange(() => domain.call<ResultWithStats>({ kind: 'vfs-stat', op, args, paths }));
-    if (from !== null) answers.changedAlone(domain, from, paths, result.stats, ancestorsOf(paths.at(-1)!));
+    if (from !== null) {
+      const unchanged = ancestorsOf(paths.at(-1)!);
+      if (what === 'removal') answers.removedAlone(domain, from, path, paths, result.stats, unchanged);
+      else answers.changedAlone(domain, from, paths, result.stats, unchanged);
+    }
     return result.result as T;
   };
 
   /** `changing` for an operation whose FUSE arguments are those of the Vfs call and whose path is its first (or `at`). */
-  const forwardChanging = (op: VfsOp, what: 'attributes' | 'name', at = 0) =>
+  const forwardChanging = (op: VfsOp, what: 'attributes' | 'name' | 'removal', at = 0) =>
     handler(op, async (...args: unknown[]) => {
       await changing(op, args[at] as string, what, ...args);
-      return 0;
-    });
-
-  /**
-   * A removal of the path, which brings the stat of its directory (the next path walk asks for it): when it was
-   * all the domain did, that is kept, and what the view knew of the rest holds on (removedAlone).
-   */
-  const forwardRemoving = (op: 'unlink' | 'rmdir') =>
-    handler(op, async (path: string) => {
-      const domain = current;
-      const paths = [parentOf(path)];
-      const { result, from } = await domain.soleChange(() => domain.call<ResultWithStats>({ kind: 'vfs-stat', op, args: [path], paths }));
-      if (from !== null) answers.removedAlone(domain, from, path, paths, result.stats, ancestorsOf(paths[0]!));
       return 0;
     });
 
@@ -370,8 +362,8 @@ export async function mountDomain(domain: DomainHandle, mountpoint: string, opti
       return 0;
     }),
     mkdir: forwardOwned('mkdir'),
-    rmdir: forwardRemoving('rmdir'),
-    unlink: forwardRemoving('unlink'),
+    rmdir: forwardChanging('rmdir', 'removal'),
+    unlink: forwardChanging('unlink', 'removal'),
     rename: handler('rename', async (from: string, to: string) => {
       none.clear();
       await vfs('rename', from, to);
