@@ -48,7 +48,7 @@ function printBlock({ cases: results, roundTrip, spin }: BlockBenchResult): void
     `one request that moves no data (VOLINFO, queue depth 1): ${fmt(roundTrip.hypercallMicros, 2)} us; ` +
       `awaiting an async no-op on the host: ${fmt(roundTrip.asyncCallMicros, 2)} us`,
   );
-  console.log(`polling before sleep: monitor ${fmt(spin.monitorMicros, 1)} us, guest ${fmt(spin.guestMicros, 1)} us (${spin.reason})`);
+  console.log(`polling before sleep, at most: monitor ${fmt(spin.monitorMicros, 1)} us (less while its waits outlast it), guest ${fmt(spin.guestMicros, 1)} us (${spin.reason})`);
   for (const c of checkTargets(results)) {
     if (c.worstPct === null) console.log(`n/a    ${c.target}: none of its cases ran`);
     else console.log(`${c.met ? 'met   ' : 'MISSED'} ${c.target}: worst ${fmt(c.worstPct, 1)}% (target <= ${c.limitPct}%)`);

@@ -4,6 +4,7 @@ import { emptyJob, PoolControl, type PoolDomain } from './io-pool.js';
 import { RawImageBackend } from './raw-image-backend.js';
 import { VirtualInterruptController } from './virq.js';
 import { registerThread, ThreadClock, ThreadSlot } from './thread-cpu.js';
+import { PollWindow } from './spin-policy.js';
 import { traceRingOf, type DomainPages } from './monitor.js';
 
 /** What the monitor tells its I/O threads (on a channel of their own; they read it between jobs). */
@@ -15,7 +16,7 @@ export type IoWorkerCommand =
 export interface IoWorkerData {
   control: SharedArrayBuffer;
   port: MessagePort;
-  /** How long an idle I/O thread polls the queue before it sleeps, in microseconds. */
+  /** The most an idle I/O thread polls the queue before it sleeps, in microseconds (PollWindow). */
   spinMicros: number;
   /** The thread registry (thread-cpu.ts) and this thread's number among the I/O threads. */
   threads?: SharedArrayBuffer;
@@ -30,6 +31,7 @@ export interface IoWorkerData {
 const data = workerData as IoWorkerData;
 registerThread(data.threads, ThreadSlot.io(data.index));
 const clock = new ThreadClock(data.threads, ThreadSlot.io(data.index));
+const poll = new PollWindow(data.spinMicros);
 const pool = new PoolControl(data.control);
 const volumes = new Map<number, RawImageBackend>();
 const domains = new Map<number, PoolDomain>();
@@ -75,14 +77,17 @@ while (!pool.stopped()) {
   }
   control();
   const from = performance.now();
-  const until = from + data.spinMicros / 1000;
+  const until = from + poll.micros / 1000;
   let at = from;
   while (pool.queued() === 0 && !pool.stopped() && (at = performance.now()) < until);
   clock.polled((at - from) * 1000);
   if (pool.queued() === 0) {
     pool.sleep();
-    clock.slept((performance.now() - at) * 1000);
+    const woke = performance.now();
+    clock.slept((woke - at) * 1000);
+    at = woke;
   }
+  poll.waited((at - from) * 1000);
 }
 control();
 for (const backend of volumes.values()) backend.close();

@@ -11,11 +11,13 @@ import { RawImageBackend } from './raw-image-backend.js';
 import { BackgroundFlush } from './background-flush.js';
 import { WriteEpochs } from './write-epochs.js';
 import { MAX_IO_THREADS, registerThread, ThreadClock, ThreadSlot } from './thread-cpu.js';
+import { PollWindow } from './spin-policy.js';
 
 /**
  * The monitor thread: serves every domain's ring in a loop. While requests keep coming it polls (a served request
- * costs a few microseconds, a wake-up through the doorbell about thirty); after `spinMicros` without work it arms
- * the guests' doorbells (event idx) and sleeps until one rings. Large transfers it has a backlog of go to its I/O
+ * costs a few microseconds, a wake-up through the doorbell about thirty); after a poll window without work (at most
+ * `spinMicros`, as long as its recent waits say polling pays: PollWindow) it arms the guests' doorbells (event idx)
+ * and sleeps until one rings. Large transfers it has a backlog of go to its I/O
  * threads, and it runs queued ones itself whenever its rings are quiet.
  */
 const data = workerData as MonitorWorkerData;
@@ -25,6 +27,7 @@ const reply = (message: MonitorReply) => port.postMessage(message);
 const ioThreads = Math.max(0, Math.min(MAX_IO_THREADS, data.ioThreads ?? Number(process.env.HVSHARE_IO_THREADS ?? availableParallelism() - 1)));
 registerThread(data.threads, ThreadSlot.MONITOR);
 const clock = new ThreadClock(data.threads, ThreadSlot.MONITOR);
+const poll = new PollWindow(data.spinMicros);
 const poolBuffer = createPoolBuffer();
 const monitor = new Monitor(new DomainStats(data.stats), (event: MonitorEvent) => reply({ type: 'event', event }), {
   pool: poolBuffer,
@@ -116,17 +119,20 @@ while (running) {
   }
   if (monitor.runQueued()) continue;
   const spinFrom = performance.now();
-  const spinUntil = spinFrom + data.spinMicros / 1000;
+  const spinUntil = spinFrom + poll.micros / 1000;
   let work = false;
   let at = spinFrom;
   while (!work && (at = performance.now()) < spinUntil) work = monitor.hasWork();
   clock.polled((at - spinFrom) * 1000);
-  if (work) continue;
-  if (monitor.armDoorbells()) continue;
-  // Wake in time to fence a lock holder that never answers its revoke.
-  const deadline = monitor.msUntilRevokeDeadline();
-  Atomics.wait(doorbell, Doorbell.SEQ, seq, deadline === Infinity ? undefined : deadline + 1);
-  clock.slept((performance.now() - at) * 1000);
+  if (!work && !monitor.armDoorbells()) {
+    // Wake in time to fence a lock holder that never answers its revoke.
+    const deadline = monitor.msUntilRevokeDeadline();
+    Atomics.wait(doorbell, Doorbell.SEQ, seq, deadline === Infinity ? undefined : deadline + 1);
+    const woke = performance.now();
+    clock.slept((woke - at) * 1000);
+    at = woke;
+  }
+  poll.waited((at - spinFrom) * 1000);
 }
 for (const p of ioPorts) p.close();
 port.close();

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { MAX_SPIN_MICROS, microsFromEnvironment, MIN_SPIN_MICROS, spinBudget, spinBudgets, type SpinBudgets } from '../hypervisor/spin-policy.js';
+import { MAX_SPIN_MICROS, microsFromEnvironment, MIN_SPIN_MICROS, PollWindow, spinBudget, spinBudgets, type SpinBudgets } from '../hypervisor/spin-policy.js';
 import { MiB, randomImage, tempDir } from './helpers/platform.js';
 
 const run = promisify(execFile);
@@ -22,6 +22,24 @@ test('with several cores a thread polls for twice its wake-up, within bounds; wi
   const two = spinBudgets({ blockingMicros: 20, asyncMicros: 40 }, 2);
   t.deepEqual([two.cores, two.monitorMicros, two.guestMicros], [2, 40, 80]);
   t.regex(two.reason, /2 cores/);
+});
+
+test('a poll window shrinks to nothing while waits outlast the budget and grows back while polling would catch them', (t) => {
+  const poll = new PollWindow(80);
+  t.is(poll.micros, 80);
+  // Work the poll caught changes nothing.
+  poll.waited(30);
+  t.is(poll.micros, 80);
+  // Waits no poll within the budget could catch (requests 200 µs apart): half, half again, then none.
+  const windows = [200, 200, 200, 200].map((wait) => (poll.waited(wait), poll.micros));
+  t.deepEqual(windows, [40, 20, 0, 0]);
+  // Waits a longer poll would have caught (the sleep ended within the budget): from a quarter of it, doubling.
+  const regrown = [50, 50, 50, 50].map((wait) => (poll.waited(wait), poll.micros));
+  t.deepEqual(regrown, [20, 40, 80, 80]);
+  // One core: the budget is nothing, and so is every window.
+  const none = new PollWindow(0);
+  for (const wait of [1, 10, 1000]) none.waited(wait);
+  t.is(none.micros, 0);
 });
 
 async function pinned(cpus: string | undefined, image: string): Promise<{ spin: SpinBudgets; intact: boolean }> {
