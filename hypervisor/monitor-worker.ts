@@ -17,8 +17,8 @@ import { PollWindow } from './spin-policy.js';
  * The monitor thread: serves every domain's ring in a loop. While requests keep coming it polls (a served request
  * costs a few microseconds, a wake-up through the doorbell about thirty); after a poll window without work (at most
  * `spinMicros`, as long as its recent waits say polling pays: PollWindow) it arms the guests' doorbells (event idx)
- * and sleeps until one rings. Large transfers it has a backlog of go to its I/O
- * threads, and it runs queued ones itself whenever its rings are quiet.
+ * and sleeps until one rings. Large transfers it has a backlog of go to its I/O threads, and it runs queued ones
+ * itself whenever its rings are quiet.
  */
 const data = workerData as MonitorWorkerData;
 const port = parentPort!;
