@@ -1,5 +1,4 @@
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { performance } from 'node:perf_hooks';
 import { emptyJob, PoolControl, type PoolDomain } from './io-pool.js';
 import { RawImageBackend } from './raw-image-backend.js';
 import { VirtualInterruptController } from './virq.js';
@@ -76,18 +75,11 @@ while (!pool.stopped()) {
     continue;
   }
   control();
-  const from = performance.now();
-  const until = from + poll.micros / 1000;
-  let at = from;
-  while (pool.queued() === 0 && !pool.stopped() && (at = performance.now()) < until);
-  clock.polled((at - from) * 1000);
-  if (pool.queued() === 0) {
+  poll.wait(clock, () => pool.queued() > 0 || pool.stopped(), () => {
+    if (pool.queued() > 0) return false;
     pool.sleep();
-    const woke = performance.now();
-    clock.slept((woke - at) * 1000);
-    at = woke;
-  }
-  poll.waited((at - from) * 1000);
+    return true;
+  });
 }
 control();
 for (const backend of volumes.values()) backend.close();

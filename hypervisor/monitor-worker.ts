@@ -118,21 +118,13 @@ while (running) {
     continue;
   }
   if (monitor.runQueued()) continue;
-  const spinFrom = performance.now();
-  const spinUntil = spinFrom + poll.micros / 1000;
-  let work = false;
-  let at = spinFrom;
-  while (!work && (at = performance.now()) < spinUntil) work = monitor.hasWork();
-  clock.polled((at - spinFrom) * 1000);
-  if (!work && !monitor.armDoorbells()) {
+  poll.wait(clock, () => monitor.hasWork(), () => {
+    if (monitor.armDoorbells()) return false;
     // Wake in time to fence a lock holder that never answers its revoke.
     const deadline = monitor.msUntilRevokeDeadline();
     Atomics.wait(doorbell, Doorbell.SEQ, seq, deadline === Infinity ? undefined : deadline + 1);
-    const woke = performance.now();
-    clock.slept((woke - at) * 1000);
-    at = woke;
-  }
-  poll.waited((at - spinFrom) * 1000);
+    return true;
+  });
 }
 for (const p of ioPorts) p.close();
 port.close();

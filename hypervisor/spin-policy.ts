@@ -11,6 +11,9 @@
  *   145 µs with the two-core budgets and 16 µs without polling; 64 KiB reads went from 206 to 1608 MiB/s.
  */
 
+import { performance } from 'node:perf_hooks';
+import type { ThreadClock } from './thread-cpu.js';
+
 /** The widest window any spin loop gets, in microseconds, however slow a wake-up measured. */
 export const MAX_SPIN_MICROS = 200;
 /** The narrowest window on a host with several cores (a wake-up measured as nearly free is measurement noise). */
@@ -76,6 +79,26 @@ export class PollWindow {
   /** How long to poll now, in microseconds. */
   get micros(): number {
     return this.window;
+  }
+
+  /**
+   * Waits for work as a polling thread does: polls `work()` for the window; if none came, `sleep()`, which tells
+   * whether it slept (false: work slipped in as it got ready to). Tallies the polling and the sleeping on `clock`
+   * and adapts the window to how long the wait turned out to be.
+   */
+  wait(clock: ThreadClock, work: () => boolean, sleep: () => boolean): void {
+    const from = performance.now();
+    const until = from + this.window / 1000;
+    let found = false;
+    let at = from;
+    while (!found && (at = performance.now()) < until) found = work();
+    clock.polled((at - from) * 1000);
+    if (!found && sleep()) {
+      const woke = performance.now();
+      clock.slept((woke - at) * 1000);
+      at = woke;
+    }
+    this.waited((at - from) * 1000);
   }
 
   /** The thread waited `micros` for work in all: polling for the window, then sleeping if the poll found none. */
