@@ -24,13 +24,17 @@ export function windowSlot(window: SharedArrayBuffer, slot: number, length: numb
 
 /** The host's side: which slots are free. A request that finds none moves its bytes the old way. */
 export class WindowSlots {
-  private readonly free: number[] = Array.from({ length: WINDOW_SLOTS }, (_, i) => WINDOW_SLOTS - 1 - i);
+  private readonly slots: number[] = Array.from({ length: WINDOW_SLOTS }, (_, i) => WINDOW_SLOTS - 1 - i);
+
+  get free(): number {
+    return this.slots.length;
+  }
 
   take(): number | undefined {
-    return this.free.pop();
+    return this.slots.pop();
   }
 
   give(slot: number): void {
-    this.free.push(slot);
+    this.slots.push(slot);
   }
 }

@@ -61,6 +61,15 @@ export type PlatformEvent =
   | { type: 'domain-boot'; domain: string; detail: string }
   | { type: 'recovery'; domain: string; detail: string };
 
+/** A read into a data window slot held for the caller (DomainHandle.readInWindow). */
+export interface WindowRead {
+  /** The slot's bytes; the first `await done` of them are the file's once `done` resolves. */
+  readonly bytes: Uint8Array;
+  readonly done: Promise<number>;
+  /** Give the slot back (after `done` settles); idempotent. */
+  release(): void;
+}
+
 /** A running domain as the toolstack sees it. */
 export class DomainHandle {
   private nextSeq = 1;
@@ -135,6 +144,33 @@ export class DomainHandle {
         return Math.min(data.length, length);
       },
     );
+  }
+
+  /**
+   * Starts a Vfs read of up to `length` bytes (a slot's worth at most) of open file `fh` at `position` into a data
+   * window slot that stays the caller's: the bytes are read where the caller will copy them from, with no copy to
+   * this side first. `release` gives the slot back (once the read has settled). Null when no slot is free beyond
+   * the `spare` kept for requests that must not wait.
+   */
+  readInWindow(fh: number, position: number, length: number, spare: number): WindowRead | null {
+    if (length > WINDOW_SLOT_BYTES || this.slots.free <= spare || !this.worker || this.state === 'dead') return null;
+    const slot = this.slots.take()!;
+    const bytes = windowSlot(this.window, slot, length);
+    const done = this.call<number>({ kind: 'read-window', fh, position, length, slot });
+    let released = false;
+    return {
+      bytes,
+      done,
+      release: () => {
+        if (released) return;
+        released = true;
+        // The slot is the domain's to fill until the read settles.
+        void done.then(
+          () => this.slots.give(slot),
+          () => this.slots.give(slot),
+        );
+      },
+    };
   }
 
   /** Vfs read of `length` bytes of open file `fh` at `position`: the domain's answer, moved here, not copied. */

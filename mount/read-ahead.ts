@@ -4,11 +4,12 @@
  * request pays the whole trip into the domain and back. Once a handle has read two buffers in a row, the view
  * asks the domain for the next 512 KiB, 128 KiB a call through the data window, before the kernel does, and
  * answers the kernel from that: the calls overlap the requests. The kernel may send the pieces of one read(2) at
- * once, so a handle's position moves when a request arrives, not when it is answered. Fetch buffers are reused:
- * 1 MiB fetches of the domain's own (moved) arrays read faster (`dd bs=1M` of 64 MiB through dom2's view 309-486
- * MiB/s against 136-240 without read-ahead) but left 64 MiB of garbage per pass for the main thread's collector,
- * and the sequential writes that followed lost a fifth (`bench fuse`, 6 alternating runs). As built: 157-235 ->
- * 233-305 MiB/s, writes unchanged.
+ * once, so a handle's position moves when a request arrives, not when it is answered. A fetch is read into a data
+ * window slot (guests/data-window.ts) that it keeps until the kernel's requests have taken its bytes: one copy on
+ * this thread per request (slot -> libfuse's buffer), no buffer of its own, no garbage. Half the window's slots
+ * stay free for the requests that go to the domain directly. (1 MiB fetches of the domain's own, moved arrays left
+ * 64 MiB of garbage per pass for the main thread's collector, and the sequential writes that followed lost a fifth;
+ * 512 KiB window slots read no faster than 128 KiB ones.)
  *
  * Exact as the answer cache is (answer-cache.ts): each fetch is kept with the domain's change count as it read
  * before the fetch went out, and it answers a request only while the count still reads the same. Then nothing
@@ -22,14 +23,14 @@
  * pass-through before, 1.0-1.3x after).
  */
 import { copyOut } from '../fs/buffers.js';
-import { WINDOW_SLOT_BYTES } from '../guests/data-window.js';
-import type { DomainHandle } from '../hypervisor/toolstack.js';
+import { WINDOW_SLOT_BYTES, WINDOW_SLOTS } from '../guests/data-window.js';
+import type { DomainHandle, WindowRead } from '../hypervisor/toolstack.js';
 
 /** Fetches in flight per sequential handle, each a data window slot's worth (one call into the domain). */
 export const READ_AHEAD_DEPTH = 4;
 export const FETCH_BYTES = WINDOW_SLOT_BYTES;
-/** Fetch buffers kept for reuse: a read pass allocates nothing per fetch (no garbage for the main thread's GC). */
-const POOL_MAX = 16;
+/** Data window slots a domain keeps free of fetches, for the requests that go to it directly. */
+const SPARE_SLOTS = WINDOW_SLOTS / 2;
 /** Requests of at most this many bytes are kept to be answered again (random reads: databases, fio, mmap faults). */
 const REREAD_MAX_BYTES = 16 << 10;
 /** Bytes kept for rereads at most; past it they start over. */
@@ -39,8 +40,8 @@ interface Fetch {
   position: number;
   /** The domain's change count before the fetch went out. */
   count: number;
-  /** Where the domain's bytes land (FETCH_BYTES; fewer at the end of the file), the pool's until `done`. */
-  bytes: Uint8Array;
+  /** The data window slot the domain reads into, held until the fetch is used up or dropped. */
+  read: WindowRead;
   /** Bytes read, or -1 when the read failed. */
   done: Promise<number>;
 }
@@ -59,7 +60,6 @@ interface Stream {
 
 export class ReadAhead {
   private readonly streams = new Map<number, Stream>();
-  private readonly pool: Uint8Array[] = [];
   /**
    * Small requests the domain answered, by path and position, kept for one domain and one change count (the
    * count before they went out): a request asked again while the count still reads the same, through any handle
@@ -147,14 +147,18 @@ export class ReadAhead {
     this.streams.delete(fh);
   }
 
-  /** Fetches ahead of `position` until READ_AHEAD_DEPTH of them are out, up to where the file ended. */
+  /**
+   * Fetches ahead of `position` until READ_AHEAD_DEPTH of them are out, up to where the file ended, as long as the
+   * domain has data window slots to spare.
+   */
   private fill(stream: Stream, fh: number, position: number): void {
     const last = stream.ahead[stream.ahead.length - 1];
     let at = last ? last.position + FETCH_BYTES : position;
     while (stream.ahead.length < READ_AHEAD_DEPTH && at < stream.end) {
       const count = stream.domain.changes.read();
-      const bytes = this.pool.pop() ?? new Uint8Array(FETCH_BYTES);
-      const fetch: Fetch = { position: at, count, bytes, done: stream.domain.readInto(fh, at, bytes).catch(() => -1) };
+      const read = stream.domain.readInWindow(fh, at, FETCH_BYTES, SPARE_SLOTS);
+      if (!read) return;
+      const fetch: Fetch = { position: at, count, read, done: read.done.catch(() => -1) };
       void fetch.done.then((got) => {
         if (got >= 0 && got < FETCH_BYTES) stream.end = Math.min(stream.end, fetch.position + got);
       });
@@ -179,7 +183,7 @@ export class ReadAhead {
       if (got < 0 || stream.domain.changes.read() !== fetch.count) return null;
       const upto = Math.min(got, end - fetch.position);
       if (upto > at - fetch.position) {
-        into.set(fetch.bytes.subarray(at - fetch.position, upto), at - position);
+        into.set(fetch.read.bytes.subarray(at - fetch.position, upto), at - position);
         at = fetch.position + upto;
       }
       if (got < FETCH_BYTES) return at - position; // the end of the file
@@ -195,10 +199,8 @@ export class ReadAhead {
     stream.run = 0;
   }
 
-  /** A fetch's buffer goes back to the pool once the domain is done with it. */
+  /** A fetch's window slot goes back to the domain once it is done with it. */
   private recycle(fetch: Fetch): void {
-    void fetch.done.then(() => {
-      if (this.pool.length < POOL_MAX) this.pool.push(fetch.bytes);
-    });
+    fetch.read.release();
   }
 }
