@@ -38,6 +38,12 @@ export interface WriteOptions {
    * completed; a native device flushes first. Only FLUSH or FUA make anything durable by the time they complete.
    */
   barrier?: boolean;
+  /**
+   * Nobody waits for this write now (a data write its caller tracks and waits for only later, if at all): the
+   * device may hold it back briefly, as a plugged Linux queue does, and send it along with later requests, one
+   * notification for several. `unplug()` sends what is held; so does any request that is not in the background.
+   */
+  background?: boolean;
 }
 
 export interface BlockDevice extends BlockDeviceInfo, OrderedDevice {
@@ -45,6 +51,8 @@ export interface BlockDevice extends BlockDeviceInfo, OrderedDevice {
   write(offset: number, src: Uint8Array, options?: WriteOptions): Promise<void>;
   /** Everything completed before the call is durable on the backend when it resolves. */
   flush(): Promise<void>;
+  /** Send background writes held back (WriteOptions.background) now: someone is about to wait for them. */
+  unplug?(): void;
   /** The range may read back as zeros afterwards; its old contents are gone. */
   discard(offset: number, length: number): Promise<void>;
   /** A buffer the device can transfer into/out of without a copy. */

@@ -254,7 +254,10 @@ export class FileIo {
     }
     // Down to the bound, oldest first (waiting for all of them would leave the device idle while this domain
     // refills its queue).
-    while (this.inFlightBytes > MAX_IN_FLIGHT) await this.inFlight.values().next().value;
+    while (this.inFlightBytes > MAX_IN_FLIGHT) {
+      this.dev.unplug?.();
+      await this.inFlight.values().next().value;
+    }
   }
 
   /**
@@ -272,7 +275,7 @@ export class FileIo {
       const at = from * BLOCK_SIZE;
       // Tracked at once: a checkpoint before the next run may commit, and must find this run's data in flight.
       for (let i = 0; i < run.count; i++) this.lostWrites.delete(run.phys + i);
-      const write = this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE));
+      const write = this.dev.write(run.phys * BLOCK_SIZE, buffer.subarray(at, at + run.count * BLOCK_SIZE), { background: true });
       writes.push(this.track(inode.ino, write, run.phys, run.count));
       this.stats.dataWrites++;
       for (let i = 0; i < run.count; i++) {
@@ -284,9 +287,10 @@ export class FileIo {
   }
 
   /**
-   * Data writes are not awaited by the write that issues them: the caller's round trip overlaps the transfer. They
-   * are waited for where ordering needs them: before a commit (ordered mode), an fsync's flush, a lock given to
-   * another domain, blocks freed, a failed attempt's retry, and any read of file data from the device here.
+   * Data writes are not awaited by the write that issues them: the caller's round trip overlaps the transfer, and
+   * they go to the device as background writes (sent on in runs: WriteOptions.background). They are waited for
+   * where ordering needs them: before a commit (ordered mode), an fsync's flush, a lock given to another domain,
+   * blocks freed, a failed attempt's retry, and any read of file data from the device here.
    * Resolves when the write has landed, failed or not. A failure is kept for the file's next fsync, and the file's
    * cached pages go: they hold bytes the device may not, and reads must show what the device has.
    */
@@ -309,7 +313,10 @@ export class FileIo {
 
   /** Resolves once every data write issued so far has landed, failed or not (fsync asks for failures). */
   async settled(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
+    while (this.inFlight.size > 0) {
+      this.dev.unplug?.();
+      await Promise.all(this.inFlight);
+    }
   }
 
   /** Throws EIO, once, if a data write of file `ino` failed since the last call (fsync's report, as Linux gives it). */

@@ -32,6 +32,13 @@ export interface Response {
 }
 
 const MAX_BYTES = MAX_SECTORS_PER_REQUEST * SECTOR;
+/**
+ * Background writes (WriteOptions.background) published before the doorbell rings for them anyway: request
+ * plugging, one notification and one wake-up of the monitor for a run of a file's data writes instead of one each.
+ */
+const PLUG_REQUESTS = 8;
+/** The longest a background write waits, published but not rung for, before the doorbell rings for it. */
+const PLUG_MS = 1;
 const ERRNO: Record<number, string> = {
   [Status.EIO]: 'EIO',
   [Status.EFAULT]: 'EFAULT',
@@ -50,6 +57,11 @@ const ERRNO: Record<number, string> = {
  *
  * Buffers from allocBuffer() are guest memory, so the monitor transfers straight into or out of them; any other
  * buffer goes through a bounce buffer.
+ *
+ * Background writes are plugged (PLUG_REQUESTS, PLUG_MS): published in the ring at once, in order, but the doorbell
+ * rings for them only with the next request that is not in the background, an unplug(), the PLUG_REQUESTSth of
+ * them or after PLUG_MS. A monitor that is awake (polling, or draining) takes them up as it finds them anyway.
+ * Nobody polls for them either: the idle loop polls only for completions someone waits for.
  */
 export class Blkfront implements BlockDevice, PolledDriver {
   private readonly ring: Int32Array;
@@ -67,6 +79,13 @@ export class Blkfront implements BlockDevice, PolledDriver {
   private inFlight = 0;
   /** LOCK requests in flight: their completions wait for other domains, so nothing may wait for them. */
   private locksInFlight = 0;
+  /** Background writes in flight (nobody waits for them now), and which request ids they are. */
+  private backgroundInFlight = 0;
+  private readonly background = new Uint8Array(RING_SLOTS);
+  /** The producer index when the doorbell was last rung or found not needed, and background writes since. */
+  private reqRung: number;
+  private plugged = 0;
+  private plugTimer: NodeJS.Timeout | undefined;
   /** The op of each request id in flight. */
   private readonly opOf = new Int32Array(RING_SLOTS);
   private readonly sectorOf = new Float64Array(RING_SLOTS);
@@ -88,6 +107,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
   ) {
     this.ring = new Int32Array(ringBuffer);
     this.reqProd = Atomics.load(this.ring, Ring.REQ_PROD) >>> 0;
+    this.reqRung = this.reqProd;
     this.rspCons = Atomics.load(this.ring, Ring.RSP_PROD) >>> 0;
     for (let id = RING_SLOTS - 1; id >= 0; id--) this.freeIds.push(id);
     Atomics.store(this.ring, Ring.RSP_EVENT, (this.rspCons + 1) | 0);
@@ -114,7 +134,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
    * another domain gives the lock up, and polling would take the core that domain needs to commit and release.
    */
   outstanding(): number {
-    return this.inFlight - this.locksInFlight;
+    return this.inFlight - this.locksInFlight - this.backgroundInFlight;
   }
 
   /** Issue one request and sleep until its completion. */
@@ -128,10 +148,10 @@ export class Blkfront implements BlockDevice, PolledDriver {
    * A transfer straight into or out of guest memory, settled by poll() itself: on the hot path of every read and
    * write, a request costs one promise and no response object.
    */
-  private transferDirect(op: number, offset: number, view: Uint8Array, flags: number): Promise<void> {
+  private transferDirect(op: number, offset: number, view: Uint8Array, flags: number, background = false): Promise<void> {
     if (!this.slotReady()) return this.transferWhenSlotFree(op, offset, view, flags);
     return new Promise<void>((resolve, reject) => {
-      const id = this.post(op, offset / SECTOR, view.length / SECTOR, view.byteOffset, flags);
+      const id = this.post(op, offset / SECTOR, view.length / SECTOR, view.byteOffset, flags, background);
       this.settle[id] = resolve;
       this.fail[id] = reject;
     });
@@ -156,8 +176,11 @@ export class Blkfront implements BlockDevice, PolledDriver {
     if (this.promised > 0) this.promised--;
   }
 
-  /** Write a descriptor into the next slot and publish it (the hypercall); returns the request id. */
-  private post(op: number, sector: number, count: number, memOffset: number, flags: number): number {
+  /**
+   * Write a descriptor into the next slot and publish it (the hypercall), ringing the doorbell if the monitor asked
+   * for it, unless the request is a background write that may wait for company; returns the request id.
+   */
+  private post(op: number, sector: number, count: number, memOffset: number, flags: number, background = false): number {
     const id = this.freeIds.pop()!;
     const old = this.reqProd;
     const w = this.ring;
@@ -167,14 +190,39 @@ export class Blkfront implements BlockDevice, PolledDriver {
     this.opOf[id] = op;
     this.sectorOf[id] = sector;
     if (op === Op.LOCK) this.locksInFlight++;
+    this.background[id] = background ? 1 : 0;
+    if (background) this.backgroundInFlight++;
     this.submittedAt[id] = performance.now();
     const traced = this.trace.on() ? this.trace.posting(id, op, sector, count) : 0;
     Atomics.store(w, Ring.REQ_PROD, this.reqProd | 0);
-    if (needsNotify(Atomics.load(w, Ring.REQ_EVENT) >>> 0, this.reqProd, old)) {
+    if (background && ++this.plugged < PLUG_REQUESTS) {
+      this.plugTimer ??= setTimeout(() => {
+        this.plugTimer = undefined;
+        this.unplug();
+      }, PLUG_MS);
+    } else {
+      this.ringDoorbell(traced);
+    }
+    return id;
+  }
+
+  /** Ring the doorbell for every request published so far, if the monitor asked for it (event idx). */
+  unplug(): void {
+    this.ringDoorbell(0);
+  }
+
+  private ringDoorbell(traced: number): void {
+    this.plugged = 0;
+    if (this.plugTimer) {
+      clearTimeout(this.plugTimer);
+      this.plugTimer = undefined;
+    }
+    const old = this.reqRung;
+    this.reqRung = this.reqProd;
+    if (needsNotify(Atomics.load(this.ring, Ring.REQ_EVENT) >>> 0, this.reqProd, old)) {
       if (traced !== 0) this.trace.rang(traced);
       this.kernel.notifyMonitor();
     }
-    return id;
   }
 
   /** The response being reaped (reused). */
@@ -213,6 +261,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
     this.freeIds.push(id);
     this.inFlight--;
     if (this.opOf[id] === Op.LOCK) this.locksInFlight--;
+    if (this.background[id]) this.backgroundInFlight--;
     return true;
   }
 
@@ -272,7 +321,7 @@ export class Blkfront implements BlockDevice, PolledDriver {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.transfer(Op.WRITE, offset, src, (options.fua ? REQ_FUA : 0) | (options.barrier ? REQ_BARRIER : 0));
+    return this.transfer(Op.WRITE, offset, src, (options.fua ? REQ_FUA : 0) | (options.barrier ? REQ_BARRIER : 0), options.background === true);
   }
 
   async flush(): Promise<void> {
@@ -298,18 +347,19 @@ export class Blkfront implements BlockDevice, PolledDriver {
   }
 
   async close(): Promise<void> {
+    this.unplug();
     while (this.inFlight > 0) await new Promise((r) => setTimeout(r, 1));
   }
 
   /** Split into requests of at most MAX_BYTES, all in flight at once; bounce buffers for foreign memory. */
-  private transfer(op: number, offset: number, buf: Uint8Array, flags: number): Promise<void> {
+  private transfer(op: number, offset: number, buf: Uint8Array, flags: number, background = false): Promise<void> {
     const direct = this.memory.owns(buf);
     // The common case, one request straight into guest memory, without the machinery around it.
-    if (direct && buf.length <= MAX_BYTES) return this.transferDirect(op, offset, buf, flags);
+    if (direct && buf.length <= MAX_BYTES) return this.transferDirect(op, offset, buf, flags, background);
     const parts: Promise<void>[] = [];
     for (let done = 0; done < buf.length; done += MAX_BYTES) {
       const piece = buf.subarray(done, Math.min(buf.length, done + MAX_BYTES));
-      parts.push(direct ? this.transferDirect(op, offset + done, piece, flags) : this.transferBounced(op, offset + done, piece, flags));
+      parts.push(direct ? this.transferDirect(op, offset + done, piece, flags, background) : this.transferBounced(op, offset + done, piece, flags));
     }
     return Promise.all(parts).then(() => {});
   }
