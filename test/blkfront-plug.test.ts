@@ -1,14 +1,7 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DOORBELL_WORDS, RING_BYTES, VIC_WORDS } from '../hypervisor/abi.js';
-import { createStatsBuffer, DomainStats } from '../hypervisor/domain-stats.js';
-import { Monitor } from '../hypervisor/monitor.js';
-import { RawImageBackend } from '../hypervisor/raw-image-backend.js';
-import { Blkfront } from '../guests/blkfront.js';
-import { GuestKernel } from '../guests/kernel.js';
-import { GuestMemory } from '../guests/guest-memory.js';
-import { randomImage, tempDir } from './helpers/platform.js';
+import { blkfrontRig } from './helpers/blkfront-rig.js';
 
 const B = 4096;
 
@@ -19,23 +12,7 @@ const B = 4096;
  * next request) and drains only when the test says so.
  */
 test('background writes ring the doorbell once for a run of them, and none is left unsent', async (t) => {
-  const dir = await tempDir(t);
-  const image = await randomImage(dir, 64 * B);
-  const monitor = new Monitor(new DomainStats(createStatsBuffer()), () => {}, { ioThreads: 0 });
-  const backend = new RawImageBackend(image.path);
-  monitor.addVolume({ id: 0, name: 'v', backend });
-  const pages = { ring: new SharedArrayBuffer(RING_BYTES), vic: new SharedArrayBuffer(VIC_WORDS * 4), memory: new SharedArrayBuffer(4 << 20) };
-  monitor.addDomain(1, 'd', pages, [{ volumeId: 0, readOnly: false }]);
-  const kernel = new GuestKernel({ vic: pages.vic, doorbell: new SharedArrayBuffer(DOORBELL_WORDS * 4), spinMicros: 0 });
-  kernel.start();
-  t.teardown(async () => {
-    await kernel.stop();
-    backend.close();
-  });
-  // attach() waits for its VOLINFO: serve it as the monitor's thread would.
-  const serving = setInterval(() => monitor.drain(), 1);
-  const front = await Blkfront.attach(kernel, new GuestMemory(pages.memory), pages.ring);
-  clearInterval(serving);
+  const { image, monitor, kernel, front } = await blkfrontRig(t, 64 * B);
   const rang = () => kernel.counters.hypercalls;
   const asleep = () => {
     monitor.drain();
