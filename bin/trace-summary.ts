@@ -1,4 +1,4 @@
-import type { TraceRecord } from '../hypervisor/control-protocol.js';
+import type { CallRecord, TraceRecord } from '../hypervisor/control-protocol.js';
 import { STAGE_NAMES, type StageName } from '../hypervisor/trace-abi.js';
 import { median, p99 } from './bench-stats.js';
 
@@ -14,12 +14,23 @@ export interface StageSummary {
   p99Us: number | null;
 }
 
+/** The hops of a traced agent call (CallRecord), in order. */
+export const CALL_HOPS = ['to domain', 'in domain', 'back'] as const;
+export type CallHop = (typeof CALL_HOPS)[number];
+
 export interface TraceSummary {
   requests: number;
   lost: number;
   stages: StageSummary[];
   /** From the first stage a request has (the filesystem call, or the posting of the kernel's own) to its wake-up. */
   total: { requests: number; p50Us: number | null; p99Us: number | null };
+  /** Agent calls traced: each hop (sent -> begun in the domain -> ended there -> answer taken in), and the whole. */
+  calls: { calls: number; hops: { hop: CallHop; p50Us: number | null; p99Us: number | null }[]; total: { p50Us: number | null; p99Us: number | null } };
+}
+
+/** The microseconds of each hop of a call (CALL_HOPS order): sent to begun, begun to ended, ended to answered. */
+export function callHops(call: CallRecord): [number, number, number] {
+  return [call.began - call.sent, call.ended - call.began, call.answered - call.ended];
 }
 
 /** Microseconds from each present stage to the one before it (null for a stage that did not happen, and for the first). */
@@ -42,6 +53,8 @@ export class TraceTally {
   private readonly gaps = STAGE_NAMES.map((): number[] => []);
   private readonly seen = STAGE_NAMES.map(() => 0);
   private readonly totals: number[] = [];
+  private readonly hops = CALL_HOPS.map((): number[] => []);
+  private readonly callTotals: number[] = [];
   private requests = 0;
   private lost = 0;
 
@@ -55,6 +68,11 @@ export class TraceTally {
     if (present.length > 1) this.totals.push(present[present.length - 1] - present[0]);
   }
 
+  addCall(call: CallRecord): void {
+    callHops(call).forEach((us, i) => this.hops[i].push(us));
+    this.callTotals.push(call.answered - call.sent);
+  }
+
   addLost(n: number): void {
     this.lost += n;
   }
@@ -65,6 +83,11 @@ export class TraceTally {
       lost: this.lost,
       stages: STAGE_NAMES.map((stage, i) => ({ stage, requests: this.seen[i], ...percentiles(this.gaps[i]) })),
       total: { requests: this.totals.length, ...percentiles(this.totals) },
+      calls: {
+        calls: this.callTotals.length,
+        hops: CALL_HOPS.map((hop, i) => ({ hop, ...percentiles(this.hops[i]) })),
+        total: percentiles(this.callTotals),
+      },
     };
   }
 }

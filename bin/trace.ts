@@ -1,11 +1,11 @@
 import { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { TraceBatch, TraceRecord } from '../hypervisor/control-protocol.js';
+import type { CallRecord, TraceBatch, TraceRecord } from '../hypervisor/control-protocol.js';
 import { STAGE_NAMES, TRACE_OP_NAMES, TRACE_SLOTS, type TraceOpName } from '../hypervisor/trace-abi.js';
 import { statusName } from '../hypervisor/abi.js';
 import { CliError, DEFAULT_STATE_DIR, table } from './cli-support.js';
 import { EXIT_ERROR, failure, withPlatform, type PlatformClient, usageErrorsExit2 } from './platform-client.js';
-import { stageGaps, TraceTally, type TraceSummary } from './trace-summary.js';
+import { callHops, stageGaps, TraceTally, type TraceSummary } from './trace-summary.js';
 
 interface TraceOptions {
   state: string;
@@ -60,7 +60,27 @@ function formatRecord(r: TraceRecord): string {
   return row([timeOfDay(first), r.domain, String(r.pid), r.caller, r.op, String(r.sector), String(r.count), r.status === 0 ? 'OK' : statusName(r.status), ...gaps]);
 }
 
+/**
+ * One agent call: when it was sent, its domain, `call`, the operation and what it was about, then each hop in
+ * microseconds (to the domain, in it, back) and the whole, with the answer.
+ */
+function formatCall(c: CallRecord): string {
+  const [to, inside, back] = callHops(c);
+  const hops = `to domain +${us(to)}  in domain +${us(inside)}  back +${us(back)}  total ${us(c.answered - c.sent)}`;
+  return `${timeOfDay(c.sent).padEnd(WIDTHS[0])} ${c.domain.padEnd(WIDTHS[1])} call  ${`${c.call} ${c.detail}`.padEnd(40)} ${hops}  ${c.result}`;
+}
+
 function printSummary(summary: TraceSummary): void {
+  const { calls } = summary;
+  if (calls.calls > 0) {
+    console.log(`\n${calls.calls} agent call(s) traced`);
+    console.log(
+      table(
+        ['hop', 'p50 µs', 'p99 µs'],
+        [...calls.hops.map((h) => [h.hop, us(h.p50Us), us(h.p99Us)]), ['sent to answered', us(calls.total.p50Us), us(calls.total.p99Us)]],
+      ),
+    );
+  }
   console.log(`\n${summary.requests} request(s) traced${summary.lost ? `, ${summary.lost} lost (overwritten before they were read)` : ''}`);
   if (summary.requests === 0) return;
   console.log(
@@ -88,12 +108,12 @@ async function start(client: PlatformClient, opts: TraceOptions): Promise<{ doma
 
 export function registerTrace(program: Command): void {
   usageErrorsExit2(program.command('trace'))
-    .description('a live trace of each block request along its path: the guest process, the operation, sector and count, and when it passed each of nine stages; a summary of each stage at the end')
+    .description('a live trace of each block request along its path (the guest process, the operation, sector and count, and when it passed each of nine stages) and of each call into a domain (a view\'s FUSE operation: how long to reach the domain, in it and back); a summary of each stage and hop at the end')
     .option('--state <dir>', 'the platform\'s state folder', DEFAULT_STATE_DIR)
     .option('--domain <names>', 'only these domains, comma-separated (default: all)', parseDomains)
     .option('--ops <list>', `operations to trace, comma-separated: ${TRACE_OP_NAMES.join(',')} (lock covers unlock too; default: all)`, parseOps)
     .option('--duration <seconds>', 'stop after this long (default: at Ctrl-C)', parseDuration)
-    .option('--json', 'one JSON object per line: {"type":"start"}, one {"type":"request"} per request (stamps: the nine stages in microseconds since the epoch, null for one not gone through), then {"type":"summary"}')
+    .option('--json', 'one JSON object per line: {"type":"start"}, one {"type":"request"} per request (stamps: the nine stages in microseconds since the epoch, null for one not gone through), one {"type":"call"} per agent call (sent, began, ended, answered in microseconds since the epoch), then {"type":"summary"}')
     .addHelpText(
       'after',
       `
@@ -109,6 +129,14 @@ The stages of one request (README, "Tracing a request"):
             interrupt reaps every response posted by then, so irq may follow another request's virq)
   woken     the waiting process was woken
 For lock and unlock, sector is the lock's name and count its mode (1 shared, 2 exclusive).
+
+A call (--ops call) is the host asking a domain's guest agent to run something: a view's FUSE operation (getattr,
+open, read, write...) or a CLI command's. Its line gives the operation and what it was about (the path, or the
+handle, position and length of a read or write), then three hops in microseconds: to domain (from the host's
+main thread sending it to the agent's process starting: the message and the domain's wake-up), in domain (the
+guest filesystem's work: lock waits and block requests included, traced on their own lines) and back (the
+answer to the host's main thread), the total, and the answer (OK or an errno). A view answers many questions
+itself (README, "What one view request costs"): those make no call.
 Each line gives the time of the first stage, then each stage in microseconds after the stage before it; '-' is a
 stage the request did not go through. The summary gives, per stage, the median and 99th percentile of that gap.
 Every thread stamps with one clock (the process's time origin plus its monotonic clock). The process is the guest
@@ -120,6 +148,7 @@ Exit status 2 when the platform is down, a domain is unknown, or --ops or --dura
 Examples:
   $ hvshare trace --domain dom2 --ops read --duration 5
   $ hvshare trace --ops lock                          # who waits for which cluster lock, and how long
+  $ hvshare trace --domain dom2 --ops call,lock,read  # where a view's operations through dom2 spend their time
   $ hvshare trace --duration 10 --json | jq -c 'select(.type == "summary") | .stages'`,
     )
     .action(async (opts: TraceOptions) =>
@@ -128,10 +157,17 @@ Examples:
         const tally = new TraceTally();
         const emit = (batch: TraceBatch) => {
           tally.addLost(batch.lost);
+          // Requests and calls of one batch, by when each began.
+          const lines: [number, string][] = [];
           for (const r of batch.records) {
             tally.add(r);
-            console.log(opts.json ? JSON.stringify({ type: 'request', ...r }) : formatRecord(r));
+            lines.push([r.stamps.find((s): s is number => s !== null) ?? 0, opts.json ? JSON.stringify({ type: 'request', ...r }) : formatRecord(r)]);
           }
+          for (const c of batch.calls) {
+            tally.addCall(c);
+            lines.push([c.sent, opts.json ? JSON.stringify({ type: 'call', ...c }) : formatCall(c)]);
+          }
+          for (const [, line] of lines.sort((a, b) => a[0] - b[0])) console.log(line);
         };
         if (opts.json) console.log(JSON.stringify({ type: 'start', ...started }));
         else {

@@ -66,8 +66,15 @@ export interface ResultWithStats {
 
 export type AgentResult = ResultWithStats | StatOrError[] | CutHeld | CutEnded | WorkloadResult | FileWorkloadResult | RoundTripResult | Uint8Array | DomainInfo | Stat | StatFs | DirListing | string[] | string | number | null | void;
 
-export type AgentMessage = { seq: number; request: AgentRequest };
-export type AgentReply = { seq: number; ok: true; result: AgentResult } | { seq: number; ok: false; code: string; message: string };
+/** `traced`: the host traces this call (`hvshare trace --ops call`): the reply carries its span. */
+export type AgentMessage = { seq: number; request: AgentRequest; traced?: true };
+/**
+ * `span`, for a traced call only: when the guest agent's process for it began and ended, in microseconds on the
+ * trace clock (hypervisor/trace-abi.ts, traceNow), one clock for every thread of the platform.
+ */
+export type AgentReply = ({ seq: number; ok: true; result: AgentResult } | { seq: number; ok: false; code: string; message: string }) & {
+  span?: [number, number];
+};
 
 /** Sent by the domain worker once its kernel has booted and attached its block devices. */
 export type DomainBooted = { booted: true; name: string };

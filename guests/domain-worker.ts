@@ -1,6 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Blkfront } from './blkfront.js';
 import { callerName, TraceFront } from './trace-front.js';
+import { traceNow } from '../hypervisor/trace-abi.js';
 import { measureRoundTrips, runBlockWorkload } from './block-workload.js';
 import { runFileWorkload } from './file-workload.js';
 import { GuestKernel } from './kernel.js';
@@ -178,12 +179,16 @@ function errorAnswer(err: Error & { code?: string; detail?: string }): { code: s
 }
 
 port.on('message', (message: AgentMessage) => {
+  const began = message.traced ? traceNow() : 0;
   kernel
     .spawn(message.request.kind, (process) => trace.runAs(process.pid, callerName(message.request), () => serve(message.request)))
     .then(
       (result): AgentReply => ({ seq: message.seq, ok: true, result }),
       (err: Error & { code?: string; detail?: string }): AgentReply => ({ seq: message.seq, ok: false, ...errorAnswer(err) }),
     )
-    .then((reply) => port.postMessage(reply, transferable(reply)));
+    .then((reply) => {
+      if (message.traced) reply.span = [began, traceNow()];
+      port.postMessage(reply, transferable(reply));
+    });
 });
 port.postMessage({ booted: true, name: data.name } satisfies DomainBooted);

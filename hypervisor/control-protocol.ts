@@ -51,9 +51,30 @@ export interface TraceRecord {
   stamps: (number | null)[];
 }
 
+/**
+ * One call of the host into a domain's guest agent as `hvshare trace --ops call` reports it: a view's FUSE
+ * operation, or a CLI command's. Four stamps on the trace clock (microseconds since the epoch): sent by the host,
+ * begun and ended by the guest agent's process, its answer taken in by the host.
+ */
+export interface CallRecord {
+  domain: string;
+  /** The agent's operation, named as the trace's caller column names it (`getattr`, `read`, `block-workload`...). */
+  call: string;
+  /** What it was about: the path, or for a read or write through the data window its handle, position and length. */
+  detail: string;
+  /** The answer: 'OK' or the errno name. */
+  result: string;
+  sent: number;
+  began: number;
+  ended: number;
+  answered: number;
+}
+
 /** Records finished since the last read, and how many were overwritten before they could be read. */
 export interface TraceBatch {
   records: TraceRecord[];
+  /** Agent calls answered since the last read (when `call` is traced). */
+  calls: CallRecord[];
   lost: number;
 }
 

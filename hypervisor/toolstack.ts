@@ -6,14 +6,15 @@ import { createStatsBuffer, DomainStats, MAX_DOMAINS, type CounterName } from '.
 import type { DomainPages, Grant, MonitorEvent } from './monitor.js';
 import type { MonitorCommand, MonitorReply, MonitorWorkerData } from './monitor-protocol.js';
 import { addUse, createThreadRegistry, NO_USE, MAX_IO_THREADS, threadCpuSeconds, ThreadSlot, threadRounds, threadUse, type PlatformCpu, type ThreadRounds, type ThreadUse } from './thread-cpu.js';
-import { createTraceControl, createTraceRing } from './trace-abi.js';
+import { createTraceControl, createTraceRing, TRACE_OPS, TRACE_SLOTS, TraceControl, traceNow } from './trace-abi.js';
 import { measureWakeUpCost, type WakeUpCost } from './wake-up-cost.js';
 import { microsFromEnvironment, spinBudget, spinBudgets, type SpinBudgets } from './spin-policy.js';
-import type { LockSummary } from './control-protocol.js';
+import type { CallRecord, LockSummary } from './control-protocol.js';
 import { ChangeCount } from '../guests/change-count.js';
 import { createDataWindow, windowSlot, WindowSlots, WINDOW_SLOT_BYTES } from '../guests/data-window.js';
 import type { AgentMessage, AgentReply, AgentRequest, AgentResult, DomainBooted } from '../guests/agent-protocol.js';
 import type { DomainWorkerData } from '../guests/domain-worker.js';
+import { callerName } from '../guests/trace-front.js';
 import { IoError } from '../fs/block-device.js';
 import { FileBlockDevice } from '../fs/file-block-device.js';
 import { replayJournal } from '../fs/journal.js';
@@ -61,6 +62,22 @@ export type PlatformEvent =
   | { type: 'domain-boot'; domain: string; detail: string }
   | { type: 'recovery'; domain: string; detail: string };
 
+/** What a traced agent call was about (CallRecord.detail): the path, or a data window transfer's handle and range. */
+function callDetail(request: AgentRequest): string {
+  switch (request.kind) {
+    case 'read-window':
+    case 'write-window':
+      return `fh ${request.fh} at ${request.position}, ${request.length} bytes`;
+    case 'vfs':
+    case 'vfs-stat':
+      return typeof request.args[0] === 'string' ? request.args[0] : request.args.length > 0 ? `fh ${String(request.args[0])}` : '';
+    case 'getattr-many':
+      return `${request.paths.length} paths from ${request.paths[0] ?? '-'}`;
+    default:
+      return '';
+  }
+}
+
 /** A read into a data window slot held for the caller (DomainHandle.readInWindow). */
 export interface WindowRead {
   /** The slot's bytes; the first `await done` of them are the file's once `done` resolves. */
@@ -77,6 +94,10 @@ export class DomainHandle {
   state: 'booting' | 'running' | 'dead' = 'booting';
 
   private readonly slots = new WindowSlots();
+  /** While `call` is traced (hvshare trace): the calls in flight, and those answered since the trace last read. */
+  private readonly tracedCalls = new Map<number, { request: AgentRequest; sent: number }>();
+  private callRecords: CallRecord[] = [];
+  private callsLost = 0;
 
   constructor(
     readonly id: number,
@@ -88,12 +109,15 @@ export class DomainHandle {
     private readonly window: SharedArrayBuffer,
     /** What the domain's answers are valid for (guests/change-count.ts). */
     readonly changes: ChangeCount,
+    /** The platform's trace control word (hypervisor/trace-abi.ts): whether agent calls are traced. */
+    private readonly traceControl = new Int32Array(createTraceControl()),
   ) {
     worker?.on('message', (message: AgentReply | DomainBooted) => {
       if ('booted' in message) return;
       const call = this.calls.get(message.seq);
       if (!call) return;
       this.calls.delete(message.seq);
+      if (message.span) this.recordCall(message.seq, message.span, message.ok ? 'OK' : message.code);
       if (message.ok) call.resolve(message.result);
       else call.reject(new IoError(message.code, message.message));
     });
@@ -106,10 +130,33 @@ export class DomainHandle {
   call<T extends AgentResult>(request: AgentRequest, transfer: ArrayBuffer[] = []): Promise<T> {
     if (!this.worker || this.state === 'dead') return Promise.reject(new IoError('ESRCH', `domain ${this.name} is not running`));
     const seq = this.nextSeq++;
+    const traced = (this.traceControl[TraceControl.OPS] & TRACE_OPS.call) !== 0;
+    if (traced) this.tracedCalls.set(seq, { request, sent: traceNow() });
     return new Promise<T>((resolve, reject) => {
       this.calls.set(seq, { resolve: resolve as (r: AgentResult) => void, reject });
-      this.worker!.postMessage({ seq, request } satisfies AgentMessage, transfer);
+      this.worker!.postMessage((traced ? { seq, request, traced } : { seq, request }) satisfies AgentMessage, transfer);
     });
+  }
+
+  /** A traced call was answered: its record, kept for the trace to read (TRACE_SLOTS at most; past that, lost). */
+  private recordCall(seq: number, [began, ended]: [number, number], result: string): void {
+    const call = this.tracedCalls.get(seq);
+    if (!call) return;
+    this.tracedCalls.delete(seq);
+    if (this.callRecords.length >= TRACE_SLOTS) {
+      this.callsLost++;
+      return;
+    }
+    const { request, sent } = call;
+    this.callRecords.push({ domain: this.name, call: callerName(request), detail: callDetail(request), result, sent, began, ended, answered: traceNow() });
+  }
+
+  /** The traced calls answered since the last take, and how many were lost meanwhile (hypervisor/trace-session.ts). */
+  takeCalls(): { calls: CallRecord[]; lost: number } {
+    const taken = { calls: this.callRecords, lost: this.callsLost };
+    this.callRecords = [];
+    this.callsLost = 0;
+    return taken;
   }
 
   /**
@@ -216,6 +263,7 @@ export class DomainHandle {
     // Before its locks pass on: nothing it answered holds any longer.
     this.changes.add();
     this.state = 'dead';
+    this.tracedCalls.clear();
     for (const call of this.calls.values()) call.reject(new IoError('ESRCH', `domain ${this.name} died: ${detail}`));
     this.calls.clear();
   }
@@ -360,7 +408,7 @@ export class Platform {
       };
       worker = new Worker(new URL('../guests/domain-worker.js', import.meta.url), { workerData: data });
     }
-    const handle = new DomainHandle(id, spec.name, pages, worker, spec, window, changes);
+    const handle = new DomainHandle(id, spec.name, pages, worker, spec, window, changes, new Int32Array(this.traceControl));
     this.domains.set(spec.name, handle);
     if (!worker) {
       handle.state = 'running';

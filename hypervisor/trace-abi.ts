@@ -51,8 +51,12 @@ export const STAGE_COUNT = 9;
 export const STAGE_NAMES = ['syscall', 'posted', 'doorbell', 'picked', 'backend', 'response', 'virq', 'irq', 'woken'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
 
-/** The operations one may trace, as bits of the control word. LOCK and UNLOCK are both `lock`. */
-export const TRACE_OPS = { read: 1, write: 2, flush: 4, lock: 8 } as const;
+/**
+ * What one may trace, as bits of the control word: block operations (LOCK and UNLOCK are both `lock`), and `call`,
+ * the host's calls into a domain's guest agent (a view's FUSE operations, the CLI's), recorded by the toolstack
+ * with the guest's own stamps of when the call ran (agent-protocol.ts, AgentReply.span).
+ */
+export const TRACE_OPS = { read: 1, write: 2, flush: 4, lock: 8, call: 16 } as const;
 export type TraceOpName = keyof typeof TRACE_OPS;
 export const TRACE_OP_NAMES = Object.keys(TRACE_OPS) as TraceOpName[];
 

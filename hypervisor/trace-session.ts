@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { TraceBatch, TraceRecord } from './control-protocol.js';
+import type { CallRecord, TraceBatch, TraceRecord } from './control-protocol.js';
 import { Stage, TRACE_OPS, TRACE_SLOTS, TraceControl, TraceRing, traceOpName, type TraceOpName } from './trace-abi.js';
 import type { DomainHandle } from './toolstack.js';
 
@@ -73,6 +73,8 @@ export class TraceSession {
     const chosen = names ?? domains().map((d) => d.name);
     const session = new TraceSession(new Int32Array(control), domains, chosen, ops);
     session.follow();
+    // Calls kept from a trace before this one (answered after it stopped reading) are not this trace's.
+    for (const d of domains()) d.takeCalls();
     Atomics.store(session.control, TraceControl.OPS, ops.reduce((mask, op) => mask | TRACE_OPS[op], 0));
     return session;
   }
@@ -85,20 +87,32 @@ export class TraceSession {
     }
   }
 
-  /** The records finished since the last read, oldest first per domain, and how many were lost meanwhile. */
+  /**
+   * The records finished since the last read, oldest first per domain, the agent calls answered meanwhile (when
+   * `call` is traced: the toolstack keeps them per domain), and how many of either were lost meanwhile.
+   */
   read(): TraceBatch {
     this.follow();
     const records: TraceRecord[] = [];
     for (const reader of this.readers.values()) this.lost += reader.drain(records, MAX_BATCH);
     records.sort((a, b) => (a.stamps[Stage.POSTED] ?? 0) - (b.stamps[Stage.POSTED] ?? 0));
+    const calls: CallRecord[] = [];
+    for (const d of this.domains()) {
+      // Every domain's calls are kept while `call` is traced: those of domains not chosen are dropped here.
+      const taken = d.takeCalls();
+      if (!this.names.includes(d.name)) continue;
+      calls.push(...taken.calls);
+      this.lost += taken.lost;
+    }
+    calls.sort((a, b) => a.sent - b.sent);
     const lost = this.lost;
     this.lost = 0;
-    return { records, lost };
+    return { records, calls, lost };
   }
 
   /** Switch tracing off; the records finished meanwhile are the last batch. */
   async stop(): Promise<TraceBatch> {
-    if (this.stopped) return { records: [], lost: 0 };
+    if (this.stopped) return { records: [], calls: [], lost: 0 };
     this.stopped = true;
     Atomics.store(this.control, TraceControl.OPS, 0);
     await sleep(STOP_GRACE_MS);

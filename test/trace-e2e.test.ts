@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { exited, HVSHARE, hvshare, sh, testPlatform } from './helpers/cli.js';
 import { STAGE_NAMES } from '../hypervisor/trace-abi.js';
-import type { TraceRecord } from '../hypervisor/control-protocol.js';
-import type { TraceSummary } from '../bin/trace-summary.js';
+import type { CallRecord, TraceRecord } from '../hypervisor/control-protocol.js';
+import { CALL_HOPS, type TraceSummary } from '../bin/trace-summary.js';
 
 /**
  * `hvshare trace` against one running platform (`hvshare up`, default platform), from other processes through its
@@ -19,9 +19,10 @@ test.before(() => platform.start());
 test.after.always(() => platform.stop());
 
 type RequestLine = TraceRecord & { type: 'request' };
+type CallLine = CallRecord & { type: 'call' };
 type SummaryLine = TraceSummary & { type: 'summary' };
 /** The lines of `hvshare trace --json`. */
-type TraceLine = { type: 'start'; domains: string[]; ops: string[] } | RequestLine | SummaryLine;
+type TraceLine = { type: 'start'; domains: string[]; ops: string[] } | RequestLine | CallLine | SummaryLine;
 
 const cli = platform.cli;
 
@@ -85,6 +86,34 @@ test.serial('a 4 KiB read through a view: the request shows all nine stages, in 
   t.true(summary.total.p50Us !== null && summary.total.p50Us > 0);
 });
 
+test.serial('calls into a domain: a cat through a view shows its open, read and release calls, each hop timed, with the block reads they made', async (t) => {
+  const write = await sh(`head -c 200000 /dev/urandom > '${platform.mnt}/dom1/traced-call'`);
+  t.is(write.code, 0, write.stderr);
+  const trace = await startTrace('--domain', 'dom2', '--ops', 'call,read');
+  const cat = await sh(`cat '${platform.mnt}/dom2/traced-call' > /dev/null`);
+  t.is(cat.code, 0, cat.stderr);
+  trace.child.kill('SIGINT');
+  t.is(await exited(trace.child), 0, trace.stderr());
+
+  const calls = trace.lines.filter((l): l is CallLine => l.type === 'call');
+  t.true(calls.every((c) => c.domain === 'dom2'));
+  for (const c of calls) t.true(c.sent <= c.began && c.began <= c.ended && c.ended <= c.answered, `hops out of order: ${JSON.stringify(c)}`);
+  const open = calls.find((c) => c.call === 'open');
+  t.like(open, { detail: '/traced-call', result: 'OK' }, JSON.stringify(calls, null, 1));
+  t.true(calls.some((c) => c.call === 'release'), 'the close');
+  const reads = calls.filter((c) => c.call === 'read');
+  t.true(reads.length >= 1 && reads.every((c) => /^fh \d+ at \d+, \d+ bytes$/.test(c.detail) && c.result === 'OK'), JSON.stringify(reads, null, 1));
+  // The data came from the block device (dom1 wrote it): block reads traced for those calls, inside their spans.
+  const requests = trace.lines.filter((l): l is RequestLine => l.type === 'request');
+  const inSomeCall = (r: RequestLine) => calls.some((c) => c.began <= r.stamps[0]! && r.stamps[0]! <= c.ended);
+  t.true(requests.some((r) => r.stamps[0] !== null && inSomeCall(r)), JSON.stringify({ calls, requests }, null, 1));
+
+  const summary = trace.lines.at(-1) as SummaryLine;
+  t.is(summary.calls.calls, calls.length);
+  t.deepEqual(summary.calls.hops.map((h) => h.hop), [...CALL_HOPS]);
+  for (const h of summary.calls.hops) t.true(h.p50Us !== null && h.p50Us >= 0 && h.p99Us! >= h.p50Us, JSON.stringify(h));
+});
+
 test.serial('text output: a header with the nine stages, one line per request, a summary table', async (t) => {
   const child = spawn('node', [HVSHARE, 'trace', '--state', platform.state, '--ops', 'read,write,flush,lock'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -123,7 +152,7 @@ test.serial('one trace at a time; a trace killed with SIGKILL does not keep the 
 test('bad input: an unknown domain, bad --ops and --duration, the platform down: a message and exit 2', async (t) => {
   const cases: [string[], RegExp][] = [
     [['--domain', 'nosuch'], /^hvshare: --domain: no domain "nosuch" \(the platform runs dom1, dom2, dom3\)$/m],
-    [['--ops', 'read,bogus'], /^hvshare: --ops: unknown operation "bogus" in "read,bogus" \(one or more of read,write,flush,lock\)$/m],
+    [['--ops', 'read,bogus'], /^hvshare: --ops: unknown operation "bogus" in "read,bogus" \(one or more of read,write,flush,lock,call\)$/m],
     [['--ops', ''], /^hvshare: --ops: an empty name in ""/m],
     [['--duration', '0'], /^hvshare: --duration takes seconds \(a number above 0\), not "0"$/m],
     [['--duration', 'soon'], /^hvshare: --duration takes seconds \(a number above 0\), not "soon"$/m],
