@@ -83,6 +83,8 @@ const ROOT: Owner = { uid: 0, gid: 0 };
 const SHARED_FILE_WINDOW_MS = 1000;
 /** Attempts of one operation that keeps losing its locks to other domains before it gives up with EAGAIN. */
 const MAX_ATTEMPTS = 200;
+/** Inodes made here remembered for handing down with their directory (readBy); past this many, forgotten. */
+const MADE_IN_KEPT = 4096;
 
 interface Handle {
   ino: number;
@@ -114,6 +116,8 @@ export class FileSystem implements Vfs {
 
   private readonly handles = new Map<number, Handle>();
   private readonly openCounts = new Map<number, number>();
+  /** Inodes this instance made, by the directory they were made in, until another domain reads it (readBy). */
+  private readonly madeIn = new Map<number, number>();
   /**
    * Inodes this instance put on its orphan list while it had them open: only they may need freeing at close. A
    * hint (an operation undone after adding one leaves it here); the close re-checks under the lock.
@@ -157,6 +161,17 @@ export class FileSystem implements Vfs {
         busy: () => this.queue.backlog > 0,
         failed: (error) => {
           this.failure ??= error;
+        },
+        // Another domain reads a directory this instance changed: the inodes it made in it there, which that
+        // domain is about to look up (a new name is what it came for), go down to shared with it, so that their
+        // lookups find them free instead of each waiting for a revoke (one revoke and grant less per new name seen
+        // through the other domain). An inode still open here is kept: it is being written.
+        readBy: (name) => {
+          for (const [ino, dir] of this.madeIn) {
+            if (dir !== name || this.openCounts.get(ino)) continue;
+            this.madeIn.delete(ino);
+            this.locks.handDown(ino);
+          }
         },
         // Statahead: a prefetched inode lock brings its inode block along (ino = the block's address).
         prefetched: (name, stillValid) => {
@@ -440,6 +455,8 @@ export class FileSystem implements Vfs {
     inode.gid = (inherits ? parent.gid : owner.gid) >>> 0;
     this.pages.drop(ino);
     this.inodes.create(inode);
+    if (this.madeIn.size >= MADE_IN_KEPT) this.madeIn.clear();
+    this.madeIn.set(ino, parent.ino);
     return inode;
   }
 

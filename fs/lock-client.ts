@@ -84,6 +84,8 @@ export interface LockClientHooks {
   failed(error: Error): void;
   /** A prefetched lock was granted: read ahead what it covers (valid while `stillValid()`). */
   prefetched?(name: number, stillValid: () => boolean): void;
+  /** Another domain asked to read what `name` covers, and was answered (handed down or given up). */
+  readBy?(name: number): void;
 }
 
 export interface LockClientOptions {
@@ -375,6 +377,20 @@ export class LockClient {
     this.kick();
   }
 
+  /**
+   * Keeps `name` only shared from now on, committing first what it covers, as if another domain had asked to
+   * read it: for what another domain is about to look at. Nothing unless it is held exclusively and nothing else
+   * is asked of it already. It counts as wanted by another domain (wantedWithin), as a revoke would have.
+   */
+  handDown(name: number): void {
+    const st = this.states.get(name);
+    if (st?.held !== 'exclusive' || st.sticky || st.revoke !== null) return;
+    st.grantedAt = -Infinity;
+    st.wantedAt = this.now();
+    this.setRevoke(st, 'shared');
+    this.kick();
+  }
+
   /** True when another domain asked for `name`, or changed it, within the last `windowMs` (it is being shared). */
   wantedWithin(name: number, windowMs: number): boolean {
     const st = this.states.get(name);
@@ -533,6 +549,7 @@ export class LockClient {
       // The service bumps the generation by one for a dirty release: our copies stay valid for that one.
       if (dirty && st.generation !== null) st.generation++;
       if (op?.pins.has(st.name)) op.invalidated = true;
+      if (wanted === 'shared') this.hooks.readBy?.(st.name);
     }
   }
 

@@ -356,3 +356,29 @@ test('a file handed between instances goes back to the lock service on close, co
   t.is(s.locks.stats.revokes, revokes, 'handed back and forth without a single revoke');
   await s.close();
 });
+
+test('names made in a directory another instance reads go down to shared with it: their lookups there revoke nothing, but for a file still open', async (t) => {
+  const s = await twoInstances();
+  await s.a.mkdir('/d', 0o755);
+  await s.a.mkdir('/e', 0o755);
+  for (let i = 0; i < 5; i++) await put(s.a, `/d/made${i}`, patternBytes(100, i));
+  const open = await s.a.open('/e/open', O_CREAT | O_RDWR);
+  t.is(await s.a.heldLock('/d/made0'), 'exclusive');
+
+  // b reads the directory: a commits it and answers; the files a made there and closed follow it down to shared.
+  t.deepEqual((await s.b.readdir('/d')).sort(), ['made0', 'made1', 'made2', 'made3', 'made4']);
+  await s.a.getattr('/'); // runs after the hand-downs a queued
+  for (let i = 0; i < 5; i++) t.is(await s.a.heldLock(`/d/made${i}`), 'shared', `made${i}`);
+  const revokes = s.locks.stats.revokes;
+  for (let i = 0; i < 5; i++) t.deepEqual(await get(s.b, `/d/made${i}`), patternBytes(100, i));
+  t.is(s.locks.stats.revokes, revokes, 'b looked up and read five new files without a revoke');
+
+  t.deepEqual(await s.b.readdir('/e'), ['open']);
+  await s.a.getattr('/');
+  t.is(await s.a.heldLock('/e/open'), 'exclusive', 'a file open here is being written: kept');
+  const before = s.locks.stats.revokes;
+  await s.b.getattr('/e/open');
+  t.is(s.locks.stats.revokes, before + 1, 'its lookup revokes it');
+  await s.a.release(open);
+  await s.close();
+});
