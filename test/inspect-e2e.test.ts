@@ -238,7 +238,7 @@ interface LockJson {
 
 const inodeOf = async (spec: string) => (JSON.parse((await cli('ls', spec, '--json')).stdout) as { ino: number }[])[0].ino;
 
-test.serial('locks: a file written by dom1 then read by dom2: its inode lock revoked from dom1, its generation bumped', async (t) => {
+test.serial('locks: a file written by dom1 then read by dom2: dom1 gives its inode lock up (its generation bumped), and a write by dom2 revokes it', async (t) => {
   const write = await sh(`head -c 100000 /dev/urandom > '${platform.mnt}/dom1/locked.bin'`);
   t.is(write.code, 0, write.stderr);
   const ino = await inodeOf('dom1:/locked.bin');
@@ -250,11 +250,18 @@ test.serial('locks: a file written by dom1 then read by dom2: its inode lock rev
   const before = (await lockOf()).lock;
   t.like(before, { volume: 'shared', resource: `inode ${ino}` });
   t.deepEqual(before!.holders.map((h) => `${h.domain}:${h.mode}`), ['dom1:exclusive'], 'the writer keeps its lock cached');
+  // dom1 gives it up when dom2 looks it up: revoked, or handed down with the directory dom2 read first.
   t.is((await sh(`cat '${platform.mnt}/dom2/locked.bin' > /dev/null`)).code, 0);
   const { all, lock: after } = await lockOf();
-  t.true(after!.revocations >= before!.revocations + 1, `revocations ${before!.revocations} -> ${after!.revocations}`);
   t.true(after!.generation >= before!.generation + 1, `generation ${before!.generation} -> ${after!.generation} (dom1 gave up a changed lock)`);
   t.false(after!.holders.some((h) => h.mode === 'exclusive'), JSON.stringify(after));
+  t.true(after!.holders.some((h) => h.domain === 'dom1'), 'dom1 keeps it shared');
+  // dom2 writes it and keeps it open (it would give it back on close): dom1's shared lock was revoked for that.
+  const held = await sh(`exec 3>>'${platform.mnt}/dom2/locked.bin' && echo more >&3 && node '${HVSHARE}' locks --state '${platform.state}' --json; exec 3>&-`);
+  t.is(held.code, 0, held.stderr);
+  const writing = (JSON.parse(held.stdout) as LockJson[]).find((l) => l.name === ino)!;
+  t.true(writing.revocations >= after!.revocations + 1, `revocations ${after!.revocations} -> ${writing.revocations}`);
+  t.deepEqual(writing.holders.map((h) => `${h.domain}:${h.mode}`), ['dom2:exclusive']);
   t.true(all.some((l) => l.resource === 'journal slot 0' && l.holders[0]?.domain === 'dom1' && l.holders[0].mode === 'exclusive'));
   const mine = JSON.parse((await cli('locks', '--domain', 'dom1', '--json')).stdout) as LockJson[];
   t.true(mine.length > 0 && mine.every((l) => l.holders.some((h) => h.domain === 'dom1') || l.waiters.some((w) => w.domain === 'dom1')));
