@@ -357,7 +357,7 @@ test('a file handed between instances goes back to the lock service on close, co
   await s.close();
 });
 
-test('names made in a directory another instance reads go down to shared with it: their lookups there revoke nothing, but for a file still open', async (t) => {
+test('names made in a directory another instance reads go down to shared with it: their lookups there revoke nothing, but for a file still open or a directory of more than 64 new names', async (t) => {
   const s = await twoInstances();
   await s.a.mkdir('/d', 0o755);
   await s.a.mkdir('/e', 0o755);
@@ -372,6 +372,13 @@ test('names made in a directory another instance reads go down to shared with it
   const revokes = s.locks.stats.revokes;
   for (let i = 0; i < 5; i++) t.deepEqual(await get(s.b, `/d/made${i}`), patternBytes(100, i));
   t.is(s.locks.stats.revokes, revokes, 'b looked up and read five new files without a revoke');
+
+  // More new names than are handed down at once (64): left to b's statahead, as before.
+  await s.a.mkdir('/big', 0o755);
+  for (let i = 0; i < 65; i++) await s.a.release(await s.a.open(`/big/f${i}`, O_CREAT | O_RDWR));
+  t.is((await s.b.readdir('/big')).length, 65);
+  await s.a.getattr('/');
+  t.is(await s.a.heldLock('/big/f0'), 'exclusive', 'a directory of 65 new names: none handed down');
 
   t.deepEqual(await s.b.readdir('/e'), ['open']);
   await s.a.getattr('/');
