@@ -122,8 +122,12 @@ export class FileSystem implements Vfs {
 
   private readonly handles = new Map<number, Handle>();
   private readonly openCounts = new Map<number, number>();
-  /** Inodes this instance made, by the directory they were made in, until another domain reads it (readBy). */
-  private readonly madeIn = new Map<number, number>();
+  /**
+   * Inodes this instance made, by the directory they were made in, until another domain reads it (readBy); looked
+   * up by directory, since every lock another domain reads asks (most are not directories this instance changed).
+   */
+  private readonly madeIn = new Map<number, Set<number>>();
+  private madeCount = 0;
   /**
    * Inodes this instance put on its orphan list while it had them open: only they may need freeing at close. A
    * hint (an operation undone after adding one leaves it here); the close re-checks under the lock.
@@ -174,8 +178,12 @@ export class FileSystem implements Vfs {
         // through the other domain). An inode still open here is kept: it is being written. A directory with more
         // new names than HAND_DOWN_MAX is left to the reader's statahead, which asks for them in its order.
         readBy: (name) => {
-          const made = [...this.madeIn].filter(([ino, dir]) => dir === name && !this.openCounts.get(ino)).map(([ino]) => ino);
-          for (const ino of made) this.madeIn.delete(ino);
+          const inDir = this.madeIn.get(name);
+          if (!inDir) return;
+          const made = [...inDir].filter((ino) => !this.openCounts.get(ino));
+          for (const ino of made) inDir.delete(ino);
+          this.madeCount -= made.length;
+          if (inDir.size === 0) this.madeIn.delete(name);
           if (made.length <= HAND_DOWN_MAX) for (const ino of made) this.locks.handDown(ino);
         },
         // Statahead: a prefetched inode lock brings its inode block along (ino = the block's address).
@@ -460,8 +468,14 @@ export class FileSystem implements Vfs {
     inode.gid = (inherits ? parent.gid : owner.gid) >>> 0;
     this.pages.drop(ino);
     this.inodes.create(inode);
-    if (this.madeIn.size >= MADE_IN_KEPT) this.madeIn.clear();
-    this.madeIn.set(ino, parent.ino);
+    if (this.madeCount >= MADE_IN_KEPT) {
+      this.madeIn.clear();
+      this.madeCount = 0;
+    }
+    let inDir = this.madeIn.get(parent.ino);
+    if (!inDir) this.madeIn.set(parent.ino, (inDir = new Set()));
+    if (!inDir.has(ino)) this.madeCount++;
+    inDir.add(ino);
     return inode;
   }
 
