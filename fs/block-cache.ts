@@ -29,6 +29,13 @@ interface Entry {
 /** A block's state before the running operation first changed it (null: it was not cached). */
 type Saved = { entry: Entry; dirty: boolean } | null;
 
+/**
+ * Undo copies kept for reuse. A new 4 KiB array costs V8 about 3 µs here (a backing store allocated, zeroed and
+ * registered with the collector) against under 0.1 µs to copy into one kept; an operation saves each block it
+ * changes, so a 4 KiB write paid that three or four times. More than an operation usually changes.
+ */
+const UNDO_COPIES_KEPT = 64;
+
 export interface CacheHooks {
   /** Throws unless the running operation may use blocks of `owner`. */
   guard(owner: number): void;
@@ -43,6 +50,8 @@ export class BlockCache {
   private readonly dirty = new Set<number>();
   private readonly byOwner = new Map<number, Set<number>>();
   private undo: Map<number, Saved> | null = null;
+  /** Undo copies of operations that succeeded, reused by the next ones (UNDO_COPIES_KEPT). */
+  private readonly spareCopies: Uint8Array[] = [];
   /** Reads issued by readAhead and not arrived yet. */
   private readonly readingAhead = new Map<number, Promise<void>>();
   /** Blocks whose cached entry went (changed, evicted, dropped) while a read ahead of them was on its way. */
@@ -184,7 +193,12 @@ export class BlockCache {
   endOp(failed: boolean): void {
     const undo = this.undo;
     this.undo = null;
-    if (!failed || !undo) return;
+    if (!undo) return;
+    if (!failed) {
+      // Nothing else refers to the copies: they were made by save() and only the undo map held them.
+      for (const saved of undo.values()) if (saved && this.spareCopies.length < UNDO_COPIES_KEPT) this.spareCopies.push(saved.entry.data);
+      return;
+    }
     for (const [block, saved] of undo) {
       this.remove(block);
       if (!saved) continue;
@@ -263,7 +277,10 @@ export class BlockCache {
   private save(block: number): void {
     if (!this.undo || this.undo.has(block)) return;
     const entry = this.entries.get(block);
-    this.undo.set(block, entry ? { entry: { ...entry, data: entry.data.slice() }, dirty: this.dirty.has(block) } : null);
+    if (!entry) return void this.undo.set(block, null);
+    const copy = this.spareCopies.pop() ?? new Uint8Array(BLOCK_SIZE);
+    copy.set(entry.data);
+    this.undo.set(block, { entry: { ...entry, data: copy }, dirty: this.dirty.has(block) });
   }
 
   private insert(block: number, entry: Entry): Uint8Array {
