@@ -163,6 +163,16 @@ export class BlockCache {
     this.readingAhead.set(block, reading);
   }
 
+  /**
+   * A block read on this instance's behalf (with the grant of the lock that covers it: LockService.lockAndRead):
+   * cached if it verifies as `type`, nothing is cached for it yet and `stillValid()` (the lock is still held with
+   * the generation it was granted with). One that does not verify is left to the operation that wants it.
+   */
+  offer(block: number, type: BlockType, owner: number, data: Uint8Array, stillValid: () => boolean): void {
+    if (this.entries.has(block) || !stillValid() || checkBlockHeader(data, type, block)) return;
+    this.insert(block, { data, type, owner });
+  }
+
   /** Forgets a block that was freed: its contents no longer matter. */
   forget(block: number): void {
     this.save(block);

@@ -190,6 +190,9 @@ export class FileSystem implements Vfs {
         prefetched: (name, stillValid) => {
           if (this.geometry.validIno(name)) this.cache.readAhead(name, BlockType.Inode, name, stillValid);
         },
+        // An inode's lock taken from nothing held brings the inode block with its grant (read after the grant).
+        readsOnGrant: (name) => this.geometry.validIno(name),
+        delivered: (name, block, stillValid) => this.cache.offer(name, BlockType.Inode, name, block, stillValid),
       },
       { minHoldMs: options.minHoldMs, now: options.now },
     );

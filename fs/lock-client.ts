@@ -24,7 +24,7 @@
  * domain to another waits for nothing but the journal commit.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { LockMode, LockService } from './lock-service.js';
+import type { LockAndBlock, LockMode, LockService } from './lock-service.js';
 
 /** Thrown through an operation that must start over; `lock` is a lock to take before it does (if any). */
 export class Restart extends Error {
@@ -84,6 +84,13 @@ export interface LockClientHooks {
   failed(error: Error): void;
   /** A prefetched lock was granted: read ahead what it covers (valid while `stillValid()`). */
   prefetched?(name: number, stillValid: () => boolean): void;
+  /**
+   * True when the block whose address is `name` is read right after `name` is granted from nothing held (an inode's
+   * lock and its inode block): the grant brings it (LockService.lockAndRead), offered to `delivered`.
+   */
+  readsOnGrant?(name: number): boolean;
+  /** The block `name` as its grant brought it: cache it if nothing newer is cached (valid while `stillValid()`). */
+  delivered?(name: number, block: Uint8Array, stillValid: () => boolean): void;
   /** Another domain asked to read what `name` covers, and was answered (handed down or given up). */
   readBy?(name: number): void;
 }
@@ -207,8 +214,9 @@ export class LockClient {
       if (!(await this.tryPin(name, mode))) throw new Restart(name, mode);
       return;
     }
-    const generation = await this.waitClean(op, this.requestLock(st, mode));
+    const { generation, block } = await this.waitClean(op, this.requestLock(st, mode));
     this.granted(st, mode, generation);
+    if (block) this.hooks.delivered?.(name, block, () => st.held !== null && st.generation === generation);
     op.pins.add(name);
     if (op.invalidated) throw new Restart(null, mode);
   }
@@ -267,15 +275,16 @@ export class LockClient {
       if (satisfies(st.held, mode) || st.pending > 0 || st.arriving || st.prefetching || this.op?.wanted.has(name)) continue;
       st.pending++;
       this.stats.prefetched++;
-      const prefetching: Promise<void> = this.service
-        .lock(name, mode, this.joining && mode === 'shared')
+      const prefetching: Promise<void> = this.ask(st, mode)
         .then(
-          (generation) => {
+          ({ generation, block }) => {
             st.pending--;
             st.prefetching = null;
             this.granted(st, mode, generation);
+            const stillValid = () => st.held !== null && st.generation === generation;
             if (st.revoke) this.kick();
-            else this.hooks.prefetched?.(name, () => st.held !== null && st.generation === generation);
+            else if (block) this.hooks.delivered?.(name, block, stillValid);
+            else this.hooks.prefetched?.(name, stillValid);
           },
           () => {
             st.pending--;
@@ -416,13 +425,20 @@ export class LockClient {
     return st;
   }
 
-  private requestLock(st: LockState, mode: LockMode): Promise<number> {
+  /** The service's grant of `mode`, with the lock's block when nothing is held and the hooks want it read. */
+  private ask(st: LockState, mode: LockMode): Promise<LockAndBlock> {
+    const join = this.joining && mode === 'shared';
+    if (st.held === null && this.service.lockAndRead && this.hooks.readsOnGrant?.(st.name)) return this.service.lockAndRead(st.name, mode, join);
+    return this.service.lock(st.name, mode, join).then((generation) => ({ generation, block: null }));
+  }
+
+  private requestLock(st: LockState, mode: LockMode): Promise<LockAndBlock> {
     st.pending++;
-    return this.service.lock(st.name, mode, this.joining && mode === 'shared').then(
-      (generation) => {
+    return this.ask(st, mode).then(
+      (granted) => {
         st.pending--;
         st.arriving = true;
-        return generation;
+        return granted;
       },
       (error) => {
         st.pending--;

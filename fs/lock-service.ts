@@ -17,12 +17,24 @@ import type { LockMode } from '../hypervisor/abi.js';
 
 export type { LockMode };
 
+/** What lockAndRead answers: the generation granted, and the block named by the lock (BLOCK_SIZE bytes) or null. */
+export interface LockAndBlock {
+  generation: number;
+  block: Uint8Array | null;
+}
+
 export interface LockService {
   /**
    * Resolves with the lock's generation once granted in `mode` (queues; conflicting holders are asked to give it
    * back). `join`: a shared request granted alongside shared holders even when others wait (a consistent cut).
    */
   lock(name: number, mode: LockMode, join?: boolean): Promise<number>;
+  /**
+   * lock(), and with the grant the block whose address is the lock's name (an inode's lock: its inode block), read
+   * after the grant so it is what the last holder left: one round trip instead of two. `block` is null when the
+   * read failed (the caller reads it itself). Optional: a service without it is asked lock() and a read follows.
+   */
+  lockAndRead?(name: number, mode: LockMode, join?: boolean): Promise<LockAndBlock>;
   /** Granted at once (the generation) or null; never queues, never revokes anyone. */
   tryLock(name: number, mode: LockMode): Promise<number | null>;
   /**
@@ -49,6 +61,7 @@ export interface LockService {
 export function noticingGiveUps(service: LockService, before: (name: number) => void): LockService {
   return {
     lock: (name, mode, join) => service.lock(name, mode, join),
+    lockAndRead: service.lockAndRead && ((name, mode, join) => service.lockAndRead!(name, mode, join)),
     tryLock: (name, mode) => service.tryLock(name, mode),
     unlock: (name, dirty, held) => {
       before(name);

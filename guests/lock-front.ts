@@ -1,9 +1,9 @@
 import {
-  LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, Line, Op, readRevoke, REQ_DIRTY, REQ_DOWNGRADE, REQ_JOIN, REQ_TRY,
-  REVOKE_SLOTS, Status, statusName, u32Sub, Vic,
+  LOCK_BLOCK_BYTES, LOCK_BLOCK_READ, LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, Line, Op, readRevoke, REQ_DIRTY,
+  REQ_DOWNGRADE, REQ_JOIN, REQ_READ_BLOCK, REQ_TRY, REVOKE_SLOTS, Status, statusName, u32Sub, Vic,
 } from '../hypervisor/abi.js';
 import { IoError } from '../fs/block-device.js';
-import type { LockMode, LockService } from '../fs/lock-service.js';
+import type { LockAndBlock, LockMode, LockService } from '../fs/lock-service.js';
 import type { Blkfront } from './blkfront.js';
 import type { GuestKernel } from './kernel.js';
 
@@ -28,6 +28,22 @@ export class LockFront implements LockService {
 
   async lock(name: number, mode: LockMode, join = false): Promise<number> {
     return (await this.request(name, mode, join ? REQ_JOIN : 0))!;
+  }
+
+  /** LOCK with REQ_READ_BLOCK: the grant and the block the lock is named after, in one round trip. */
+  async lockAndRead(name: number, mode: LockMode, join = false): Promise<LockAndBlock> {
+    checkName(name);
+    const buffer = this.ring.allocBuffer(LOCK_BLOCK_BYTES);
+    try {
+      const rsp = await this.ring.request(Op.LOCK, name, mode === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE, buffer.byteOffset, REQ_READ_BLOCK | (join ? REQ_JOIN : 0));
+      const generation = this.granted(name, rsp);
+      if (!(rsp.infoFlags & LOCK_BLOCK_READ)) return { generation, block: null };
+      const block = new Uint8Array(LOCK_BLOCK_BYTES);
+      block.set(buffer);
+      return { generation, block };
+    } finally {
+      this.ring.freeBuffer(buffer);
+    }
   }
 
   tryLock(name: number, mode: LockMode): Promise<number | null> {
@@ -55,6 +71,11 @@ export class LockFront implements LockService {
     checkName(name);
     const rsp = await this.ring.request(Op.LOCK, name, mode === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE, 0, flags);
     if (rsp.status === Status.EAGAIN && flags & REQ_TRY) return null;
+    return this.granted(name, rsp);
+  }
+
+  /** A LOCK's answer: the generation it was granted with (the epoch noted), or its error. */
+  private granted(name: number, rsp: { status: number; valueLo: number; valueHi: number }): number {
     if (rsp.status !== Status.OK) throw new IoError('EIO', `lock ${name}: ${statusName(rsp.status)}`);
     this.epoch = Math.max(this.epoch, rsp.valueHi >>> 0);
     return rsp.valueLo >>> 0;

@@ -68,6 +68,19 @@ export const REQ_JOIN = 16;
  * may lose it and later writes (not earlier ones once it is durable) until a FLUSH or FUA write completes.
  */
 export const REQ_BARRIER = 32;
+/**
+ * LOCK: with the grant, the monitor reads the LOCK_BLOCK_BYTES at byte LOCK_BLOCK_BYTES x name of the volume (lock
+ * names are block addresses: fs/lock-names.ts) into MEM_OFFSET, after the last holder's release, so the block is
+ * what that holder left: one round trip where a grant and then a READ of the block the lock covers took two (an
+ * inode handed between domains). The response's INFO_FLAGS say LOCK_BLOCK_READ when the block is there; a read
+ * the backend failed still grants the lock, without the flag (the guest reads the block itself and gets its EIO).
+ * The block must lie inside the volume (ERANGE) and the buffer inside the domain's memory (EFAULT).
+ */
+export const REQ_READ_BLOCK = 64;
+/** Bytes a LOCK with REQ_READ_BLOCK reads: one filesystem block. */
+export const LOCK_BLOCK_BYTES = 4096;
+/** LOCK response INFO_FLAGS: the block REQ_READ_BLOCK asked for is in the buffer. */
+export const LOCK_BLOCK_READ = 2;
 
 /** Lock names are unsigned 32-bit numbers (fs/lock-names.ts: block addresses, and two volume-wide names). */
 export const LOCK_NAME_LIMIT = 2 ** 32;
@@ -153,7 +166,7 @@ export const Rsp = {
   /** VOLINFO: size in sectors; LOCK: the lock's generation (VALUE_LO) and the change epoch (VALUE_HI). */
   VALUE_LO: 2,
   VALUE_HI: 3,
-  /** VOLINFO: VBD_READ_ONLY. */
+  /** VOLINFO: VBD_READ_ONLY; LOCK: LOCK_BLOCK_READ. */
   INFO_FLAGS: 4,
 } as const;
 export const VBD_READ_ONLY = 1;

@@ -1,6 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import {
   high32,
+  LOCK_BLOCK_BYTES,
+  LOCK_BLOCK_READ,
   LOCK_EXCLUSIVE,
   LOCK_NAME_LIMIT,
   LOCK_SHARED,
@@ -178,8 +180,11 @@ export class Monitor {
   private passes = 0;
   /** The cluster lock service: one table for every domain (holders are domain ids). */
   private readonly locks = new LockTable();
-  /** LOCK requests waiting for their grant, by domain id and lock name: the request id to answer. */
-  private readonly lockWaiters = new Map<string, { domain: Domain; id: number }>();
+  /**
+   * LOCK requests waiting for their grant, by domain id and lock name: the request id to answer, and the vbd and
+   * buffer of its REQ_READ_BLOCK (null: none).
+   */
+  private readonly lockWaiters = new Map<string, { domain: Domain; id: number; vbd: number; readInto: number | null }>();
   /**
    * Revokes posted or backlogged and not answered yet, by `domain:lock:wanted`: the lock table names a holder
    * again for every new waiter, and one entry is enough until the holder releases or downgrades the lock, or is
@@ -768,15 +773,17 @@ export class Monitor {
       const granted = this.locks.tryRequest(d.id, lock, mode);
       if (!granted) return Status.EAGAIN;
       this.granted(granted);
+      this.readLockBlock(d, req.vbd, req.name, req.readInto);
       return Status.OK;
     }
     const { granted, revokes } = this.locks.request(d.id, lock, mode, req.join);
     this.applyLockResult({ grants: [], revokes });
     if (granted) {
       this.granted(granted);
+      this.readLockBlock(d, req.vbd, req.name, req.readInto);
       return Status.OK;
     }
-    this.lockWaiters.set(key, { domain: d, id: req.id });
+    this.lockWaiters.set(key, { domain: d, id: req.id, vbd: req.vbd, readInto: req.readInto });
     return DEFERRED;
   }
 
@@ -790,6 +797,22 @@ export class Monitor {
     this.forgetRevokes(d.id, lock);
     this.applyLockResult(downgrade ? this.locks.downgrade(d.id, lock, dirty) : this.locks.release(d.id, lock, dirty, released));
     return Status.OK;
+  }
+
+  /**
+   * REQ_READ_BLOCK of a granted LOCK: the block the lock is named after, read now (after the release that let the
+   * grant through, so as its last holder left it) into the buffer the parser checked. A failed read still grants.
+   */
+  private readLockBlock(d: Domain, vbd: number, name: number, readInto: number | null): void {
+    if (readInto === null) return;
+    try {
+      d.grants[vbd].volume.backend.read(name * LOCK_BLOCK_BYTES, d.memory.subarray(readInto, readInto + LOCK_BLOCK_BYTES));
+    } catch (err) {
+      this.backendError(d, 'read', (name * LOCK_BLOCK_BYTES) / SECTOR, LOCK_BLOCK_BYTES / SECTOR, err);
+      return;
+    }
+    this.countTransfers(d, Op.READ, 1, LOCK_BLOCK_BYTES);
+    this.reply.flags = LOCK_BLOCK_READ;
   }
 
   /** The response words of a grant: the generation and the epoch. */
@@ -883,8 +906,9 @@ export class Monitor {
     this.lockWaiters.delete(key);
     this.granted(grant);
     this.reply.flags = 0;
+    this.readLockBlock(waiter.domain, waiter.vbd, grant.name % LOCK_NAME_LIMIT, waiter.readInto);
     this.respond(waiter.domain, waiter.id, Status.OK);
-    this.reply.lo = this.reply.hi = 0;
+    this.reply.lo = this.reply.hi = this.reply.flags = 0;
   }
 
   /**

@@ -1,4 +1,5 @@
 import {
+  LOCK_BLOCK_BYTES,
   LOCK_EXCLUSIVE,
   LOCK_NAME_LIMIT,
   LOCK_SHARED,
@@ -10,6 +11,7 @@ import {
   REQ_BARRIER,
   REQ_FUA,
   REQ_JOIN,
+  REQ_READ_BLOCK,
   REQ_TRY,
   SECTOR,
   Status,
@@ -35,7 +37,8 @@ export type BlockRequest =
   | { kind: 'volinfo'; id: number; vbd: number }
   /** A report of corruption found on the vbd's volume: the reason is in `count` sectors at `memOffset`. */
   | { kind: 'volume-error'; id: number; vbd: number; count: number; memOffset: number }
-  | { kind: 'lock'; id: number; vbd: number; name: number; mode: LockMode; try: boolean; join: boolean }
+  /** readInto: REQ_READ_BLOCK's buffer offset (null: no read with the grant). */
+  | { kind: 'lock'; id: number; vbd: number; name: number; mode: LockMode; try: boolean; join: boolean; readInto: number | null }
   /** `released`: the mode given up, or undefined for whatever is held. */
   | { kind: 'unlock'; id: number; vbd: number; name: number; released: LockMode | undefined; dirty: boolean; downgrade: boolean };
 
@@ -90,7 +93,14 @@ export function parse(ring: Int32Array, index: number, grants: readonly ParserGr
       const mode = lockMode(slot.count);
       if (mode === undefined || slot.sector >= LOCK_NAME_LIMIT) return refuse(Status.EINVAL);
       if (mode === 'exclusive' && grant.readOnly) return refuse(Status.EROFS);
-      return { kind: 'lock', id, vbd, name: slot.sector, mode, try: (slot.flags & REQ_TRY) !== 0, join: mode === 'shared' && (slot.flags & REQ_JOIN) !== 0 };
+      let readInto: number | null = null;
+      if (slot.flags & REQ_READ_BLOCK) {
+        const sectors = LOCK_BLOCK_BYTES / SECTOR;
+        const status = checkRange(slot.sector * sectors, sectors, sectors, grant) ?? checkBuffer(slot.memOffset, sectors, memoryBytes);
+        if (status !== undefined) return refuse(status);
+        readInto = slot.memOffset;
+      }
+      return { kind: 'lock', id, vbd, name: slot.sector, mode, try: (slot.flags & REQ_TRY) !== 0, join: mode === 'shared' && (slot.flags & REQ_JOIN) !== 0, readInto };
     }
     case Op.UNLOCK: {
       const released = slot.count === 0 ? undefined : lockMode(slot.count);

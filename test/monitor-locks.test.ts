@@ -8,7 +8,8 @@ import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import {
-  LOCK_EXCLUSIVE, LOCK_SHARED, Line, Op, REQ_DIRTY, REQ_DOWNGRADE, REQ_TRY, REVOKE_SLOTS, Status, VIC_WORDS, Vic,
+  LOCK_BLOCK_BYTES, LOCK_BLOCK_READ, LOCK_EXCLUSIVE, LOCK_SHARED, Line, Op, REQ_DIRTY, REQ_DOWNGRADE, REQ_READ_BLOCK,
+  REQ_TRY, REVOKE_SLOTS, Status, VIC_WORDS, Vic,
 } from '../hypervisor/abi.js';
 import type { PlatformEvent } from '../hypervisor/toolstack.js';
 import { VirtualInterruptController } from '../hypervisor/virq.js';
@@ -25,7 +26,12 @@ type Test = Parameters<typeof tempDir>[0];
 async function setup(t: Test, domains: Record<string, string[]>, volumes = ['shared']) {
   const dir = await tempDir(t);
   const images = [];
-  for (const name of volumes) images.push({ name, path: (await randomImage(dir, 1 * MiB, `${name}.img`)).path });
+  const contents: Buffer[] = [];
+  for (const name of volumes) {
+    const image = await randomImage(dir, 1 * MiB, `${name}.img`);
+    images.push({ name, path: image.path });
+    contents.push(image.contents);
+  }
   const platform = await bootPlatform(t, { volumes: images });
   const events: PlatformEvent[] = [];
   platform.onEvent((e) => events.push(e));
@@ -37,10 +43,10 @@ async function setup(t: Test, domains: Record<string, string[]>, volumes = ['sha
     );
     raw[name] = new RawGuest(handle.pages, platform.doorbell);
   }
-  return { platform, raw, events };
+  return { platform, raw, events, contents };
 }
 
-const lockReq = (id: number, name: number, mode: number, flags = 0, vbd = 0): RawRequest => ({ id, op: Op.LOCK, sector: name, count: mode, flags, vbd });
+const lockReq = (id: number, name: number, mode: number, flags = 0, vbd = 0, memOffset = 0): RawRequest => ({ id, op: Op.LOCK, sector: name, count: mode, flags, vbd, memOffset });
 const unlockReq = (id: number, name: number, flags = 0, vbd = 0, released = 0): RawRequest => ({ id, op: Op.UNLOCK, sector: name, count: released, flags, vbd });
 
 /** Submit and wait for the answers (requests that are answered at once). */
@@ -145,6 +151,36 @@ test('REQ_DOWNGRADE: exclusive becomes shared (dirty bumps the generation) and l
   ]);
   t.deepEqual(await call(raw.b, unlockReq(4, 9)), [[4, Status.OK, 0]]);
   t.deepEqual((await raw.c.responses(1)).map((r) => [r.id, r.status, r.value]), [[1, Status.OK, 1]]);
+});
+
+test('REQ_READ_BLOCK: the grant brings the block named by the lock, as its last holder left it; bad blocks and buffers are refused', async (t) => {
+  const { raw, contents } = await setup(t, { a: ['shared'], b: ['shared'] });
+  const block = (name: number) => contents[0].subarray(name * LOCK_BLOCK_BYTES, (name + 1) * LOCK_BLOCK_BYTES);
+  const answer = (rs: { id: number; status: number; flags: number }[]) => rs.map((r) => [r.id, r.status, r.flags]);
+  // Granted at once: the block as the image holds it.
+  raw.a.submit(lockReq(1, 9, LOCK_EXCLUSIVE, REQ_READ_BLOCK, 0, 0));
+  t.deepEqual(answer(await raw.a.responses(1)), [[1, Status.OK, LOCK_BLOCK_READ]]);
+  t.true(Buffer.from(raw.a.memory.subarray(0, LOCK_BLOCK_BYTES)).equals(block(9)));
+  // A waiter gets it with the grant that a's release lets through, with what a wrote under the lock.
+  raw.b.submit(lockReq(1, 9, LOCK_SHARED, REQ_READ_BLOCK, 0, 8192));
+  t.deepEqual(await raw.a.revokes(1), [{ vbd: 0, name: 9, wanted: LOCK_SHARED }]);
+  raw.a.memory.fill(0x5a, 16384, 16384 + LOCK_BLOCK_BYTES);
+  t.deepEqual(await call(raw.a, { id: 2, op: Op.WRITE, sector: (9 * LOCK_BLOCK_BYTES) / 512, count: LOCK_BLOCK_BYTES / 512, memOffset: 16384 }, unlockReq(3, 9, REQ_DIRTY)), [
+    [2, Status.OK, 0],
+    [3, Status.OK, 0],
+  ]);
+  t.deepEqual(answer(await raw.b.responses(1)), [[1, Status.OK, LOCK_BLOCK_READ]]);
+  t.true(raw.b.memory.subarray(8192, 8192 + LOCK_BLOCK_BYTES).every((byte) => byte === 0x5a));
+  // Without the flag nothing is read.
+  raw.b.memory.fill(0, 0, LOCK_BLOCK_BYTES);
+  raw.b.submit(lockReq(2, 10, LOCK_SHARED, 0, 0, 0));
+  t.deepEqual(answer(await raw.b.responses(1)), [[2, Status.OK, 0]]);
+  t.true(raw.b.memory.subarray(0, LOCK_BLOCK_BYTES).every((byte) => byte === 0));
+  // A block past the volume's end (1 MiB: 256 blocks) and a buffer past the domain's memory (64 KiB): refused, no lock.
+  raw.b.submit(lockReq(3, 256, LOCK_SHARED, REQ_READ_BLOCK, 0, 0));
+  raw.b.submit(lockReq(4, 11, LOCK_SHARED, REQ_READ_BLOCK, 0, 64 * 1024 - 512));
+  t.deepEqual(answer(await raw.b.responses(2)), [[3, Status.ERANGE, 0], [4, Status.EFAULT, 0]]);
+  t.deepEqual(await call(raw.a, lockReq(4, 11, LOCK_EXCLUSIVE, REQ_TRY)), [[4, Status.OK, 0]], 'the refused LOCK of 11 holds nothing');
 });
 
 test('malformed LOCK and UNLOCK descriptors get EINVAL and change nothing', async (t) => {

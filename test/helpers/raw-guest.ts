@@ -101,7 +101,7 @@ export class RawGuest {
   }
 
   /** Wait until `n` responses arrived (or time out), and return them as {id, status}. */
-  async responses(n: number, timeoutMs = 5000): Promise<{ id: number; status: number; value: number; value64: number }[]> {
+  async responses(n: number, timeoutMs = 5000): Promise<{ id: number; status: number; value: number; value64: number; flags: number }[]> {
     const deadline = Date.now() + timeoutMs;
     while (((Atomics.load(this.ring, Ring.RSP_PROD) - this.cons) >>> 0) < n) {
       if (Date.now() > deadline) throw new Error(`only ${(Atomics.load(this.ring, Ring.RSP_PROD) - this.cons) >>> 0} of ${n} responses`);
@@ -111,7 +111,7 @@ export class RawGuest {
     const rsp: ResponseSlot = { id: 0, status: 0, valueLo: 0, valueHi: 0, infoFlags: 0 };
     for (let i = 0; i < n; i++) {
       readResponse(this.ring, this.cons, rsp);
-      out.push({ id: rsp.id, status: rsp.status, value: rsp.valueLo, value64: join64(rsp.valueLo, rsp.valueHi) });
+      out.push({ id: rsp.id, status: rsp.status, value: rsp.valueLo, value64: join64(rsp.valueLo, rsp.valueHi), flags: rsp.infoFlags });
       this.cons = (this.cons + 1) >>> 0;
     }
     return out;
