@@ -66,6 +66,23 @@ test('a file written and closed in one domain is what another domain reads next,
   t.true(report.ok, report.errors.join('\n'));
 });
 
+test('an inode another domain changed comes back with its lock: the grant brings the inode block, no read of it follows', async (t) => {
+  const { platform, boot } = await sharedPlatform(t);
+  const [dom1, dom2] = [await boot('dom1', 0), await boot('dom2', 1)];
+  const [vfs1, vfs2] = [domainVfs(dom1), domainVfs(dom2)];
+  await writeFile(dom1, '/f', randomBytes(100));
+  t.is((await vfs2.getattr('/f')).mode & 0o777, 0o644);
+  for (const mode of [0o600, 0o640, 0o604]) {
+    // dom1 takes the inode's lock from dom2 and changes the inode; dom2 then holds nothing of it and must reread.
+    await vfs1.chmod('/f', mode);
+    const before = platform.counters('dom2');
+    t.is((await vfs2.getattr('/f')).mode & 0o777, mode, 'dom2 sees what dom1 changed');
+    const after = platform.counters('dom2');
+    t.is(after.LOCKS - before.LOCKS, 1, 'one lock asked for: the inode');
+    t.is(after.REQUESTS - before.REQUESTS, 1, 'and no other request: the inode block came with the grant');
+  }
+});
+
 test('a read-only domain reads the volume and gets EROFS on writes', async (t) => {
   const { boot } = await sharedPlatform(t);
   const dom1 = await boot('dom1', 0);
