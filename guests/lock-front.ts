@@ -33,7 +33,13 @@ export class LockFront implements LockService {
   /** LOCK with REQ_READ_BLOCK: the grant and the block the lock is named after, in one round trip. */
   async lockAndRead(name: number, mode: LockMode, join = false): Promise<LockAndBlock> {
     checkName(name);
-    const buffer = this.ring.allocBuffer(LOCK_BLOCK_BYTES);
+    let buffer: Uint8Array;
+    try {
+      buffer = this.ring.allocBuffer(LOCK_BLOCK_BYTES);
+    } catch {
+      // Guest memory is short (every page is in some transfer): the grant alone, the block is read after it.
+      return { generation: await this.lock(name, mode, join), block: null };
+    }
     try {
       const rsp = await this.ring.request(Op.LOCK, name, mode === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE, buffer.byteOffset, REQ_READ_BLOCK | (join ? REQ_JOIN : 0));
       const generation = this.granted(name, rsp);
