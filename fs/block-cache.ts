@@ -173,6 +173,12 @@ export class BlockCache {
     this.insert(block, { data, type, owner });
   }
 
+  /** What is cached for `block` as `type`, whether or not it is still valid (a hint only: no guard, no counting). */
+  cachedCopy(block: number, type: BlockType): Uint8Array | null {
+    const entry = this.entries.get(block);
+    return entry?.type === type ? entry.data : null;
+  }
+
   /** Forgets a block that was freed: its contents no longer matter. */
   forget(block: number): void {
     this.save(block);

@@ -25,7 +25,7 @@ import { BlockMap } from './block-map.js';
 import { Directories, DOTDOT, entryTypeOf, EntryType, modeOfEntryType } from './directory.js';
 import { FileIo } from './file-io.js';
 import { InitialisedGroups } from './initialised-groups.js';
-import { emptyInode, InodeStore, isDevice, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
+import { emptyInode, firstDirectoryBlock, InodeStore, isDevice, isDir, isRegular, isSymlink, legalMode, type Inode } from './inode.js';
 import { dirtyJournalSlots, Journal, recoverJournals } from './journal.js';
 import {
   BLOCK_SIZE, BlockType, Geometry, HEADER_SIZE, MAX_FILE_SIZE, NAME_MAX, readSuperblock, SYMLINK_CHUNK, SYMLINK_MAX, symlinkBlocks, view,
@@ -190,9 +190,18 @@ export class FileSystem implements Vfs {
         prefetched: (name, stillValid) => {
           if (this.geometry.validIno(name)) this.cache.readAhead(name, BlockType.Inode, name, stillValid);
         },
-        // An inode's lock taken from nothing held brings the inode block with its grant (read after the grant).
-        readsOnGrant: (name) => this.geometry.validIno(name),
-        delivered: (name, block, stillValid) => this.cache.offer(name, BlockType.Inode, name, block, stillValid),
+        // An inode's lock taken from nothing held brings the inode block with its grant (read after the grant), and
+        // for a directory its first block as this instance last knew it: kept if the inode still names it.
+        readsOnGrant: (name) => {
+          if (!this.geometry.validIno(name)) return false;
+          const stale = this.cache.cachedCopy(name, BlockType.Inode);
+          return (stale && firstDirectoryBlock(stale)) || true;
+        },
+        delivered: (name, block, hinted, stillValid) => {
+          this.cache.offer(name, BlockType.Inode, name, block, stillValid);
+          const first = hinted && this.cache.cachedCopy(name, BlockType.Inode) === block ? firstDirectoryBlock(block) : 0;
+          if (first !== 0) this.cache.offer(first, BlockType.Directory, name, hinted!, stillValid);
+        },
       },
       { minHoldMs: options.minHoldMs, now: options.now },
     );

@@ -97,6 +97,12 @@ export function decodeInode(block: Uint8Array, offset: number, ino: number): Ino
   };
 }
 
+/** A directory's first block as an inode block (record at HEADER_SIZE) names it, read without decoding the rest; 0 for anything else. */
+export function firstDirectoryBlock(block: Uint8Array): number {
+  const v = view(block);
+  return (v.getUint32(HEADER_SIZE, true) & S_IFMT) === S_IFDIR ? v.getUint32(HEADER_SIZE + 56, true) : 0;
+}
+
 export function encodeInode(block: Uint8Array, offset: number, inode: Inode): void {
   block.fill(0, offset, offset + INODE_SIZE);
   const v = view(block);

@@ -85,12 +85,16 @@ export interface LockClientHooks {
   /** A prefetched lock was granted: read ahead what it covers (valid while `stillValid()`). */
   prefetched?(name: number, stillValid: () => boolean): void;
   /**
-   * True when the block whose address is `name` is read right after `name` is granted from nothing held (an inode's
-   * lock and its inode block): the grant brings it (LockService.lockAndRead), offered to `delivered`.
+   * Whether the block whose address is `name` is read right after `name` is granted from nothing held (an inode's
+   * lock and its inode block): the grant brings it (LockService.lockAndRead), offered to `delivered`. A number asks
+   * for that block too, as a hint (a directory's first block as last known).
    */
-  readsOnGrant?(name: number): boolean;
-  /** The block `name` as its grant brought it: cache it if nothing newer is cached (valid while `stillValid()`). */
-  delivered?(name: number, block: Uint8Array, stillValid: () => boolean): void;
+  readsOnGrant?(name: number): boolean | number;
+  /**
+   * The block `name` as its grant brought it, and the hint's block if asked for and read: cache them if nothing
+   * newer is cached (valid while `stillValid()`).
+   */
+  delivered?(name: number, block: Uint8Array, hinted: Uint8Array | null, stillValid: () => boolean): void;
   /** Another domain asked to read what `name` covers, and was answered (handed down or given up). */
   readBy?(name: number): void;
 }
@@ -214,9 +218,9 @@ export class LockClient {
       if (!(await this.tryPin(name, mode))) throw new Restart(name, mode);
       return;
     }
-    const { generation, block } = await this.waitClean(op, this.requestLock(st, mode));
+    const { generation, block, hinted } = await this.waitClean(op, this.requestLock(st, mode));
     this.granted(st, mode, generation);
-    if (block) this.hooks.delivered?.(name, block, () => st.held !== null && st.generation === generation);
+    if (block) this.hooks.delivered?.(name, block, hinted, () => st.held !== null && st.generation === generation);
     op.pins.add(name);
     if (op.invalidated) throw new Restart(null, mode);
   }
@@ -277,13 +281,13 @@ export class LockClient {
       this.stats.prefetched++;
       const prefetching: Promise<void> = this.ask(st, mode)
         .then(
-          ({ generation, block }) => {
+          ({ generation, block, hinted }) => {
             st.pending--;
             st.prefetching = null;
             this.granted(st, mode, generation);
             const stillValid = () => st.held !== null && st.generation === generation;
             if (st.revoke) this.kick();
-            else if (block) this.hooks.delivered?.(name, block, stillValid);
+            else if (block) this.hooks.delivered?.(name, block, hinted, stillValid);
             else this.hooks.prefetched?.(name, stillValid);
           },
           () => {
@@ -428,8 +432,9 @@ export class LockClient {
   /** The service's grant of `mode`, with the lock's block when nothing is held and the hooks want it read. */
   private ask(st: LockState, mode: LockMode): Promise<LockAndBlock> {
     const join = this.joining && mode === 'shared';
-    if (st.held === null && this.service.lockAndRead && this.hooks.readsOnGrant?.(st.name)) return this.service.lockAndRead(st.name, mode, join);
-    return this.service.lock(st.name, mode, join).then((generation) => ({ generation, block: null }));
+    const reads = st.held === null && this.service.lockAndRead ? this.hooks.readsOnGrant?.(st.name) : false;
+    if (reads !== undefined && reads !== false) return this.service.lockAndRead!(st.name, mode, join, reads === true ? null : reads);
+    return this.service.lock(st.name, mode, join).then((generation) => ({ generation, block: null, hinted: null }));
   }
 
   private requestLock(st: LockState, mode: LockMode): Promise<LockAndBlock> {

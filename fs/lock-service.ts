@@ -17,10 +17,14 @@ import type { LockMode } from '../hypervisor/abi.js';
 
 export type { LockMode };
 
-/** What lockAndRead answers: the generation granted, and the block named by the lock (BLOCK_SIZE bytes) or null. */
+/**
+ * What lockAndRead answers: the generation granted, the block named by the lock (BLOCK_SIZE bytes) or null, and
+ * the hint's block when one was asked for and read (else null).
+ */
 export interface LockAndBlock {
   generation: number;
   block: Uint8Array | null;
+  hinted: Uint8Array | null;
 }
 
 export interface LockService {
@@ -32,9 +36,11 @@ export interface LockService {
   /**
    * lock(), and with the grant the block whose address is the lock's name (an inode's lock: its inode block), read
    * after the grant so it is what the last holder left: one round trip instead of two. `block` is null when the
-   * read failed (the caller reads it itself). Optional: a service without it is asked lock() and a read follows.
+   * read failed (the caller reads it itself). `hint`: a second block to read with the grant (a directory's first
+   * block as this domain last knew it); the caller keeps it only if the block the grant brought still names it.
+   * Optional: a service without it is asked lock() and a read follows.
    */
-  lockAndRead?(name: number, mode: LockMode, join?: boolean): Promise<LockAndBlock>;
+  lockAndRead?(name: number, mode: LockMode, join?: boolean, hint?: number | null): Promise<LockAndBlock>;
   /** Granted at once (the generation) or null; never queues, never revokes anyone. */
   tryLock(name: number, mode: LockMode): Promise<number | null>;
   /**
@@ -61,7 +67,7 @@ export interface LockService {
 export function noticingGiveUps(service: LockService, before: (name: number) => void): LockService {
   return {
     lock: (name, mode, join) => service.lock(name, mode, join),
-    lockAndRead: service.lockAndRead && ((name, mode, join) => service.lockAndRead!(name, mode, join)),
+    lockAndRead: service.lockAndRead && ((name, mode, join, hint) => service.lockAndRead!(name, mode, join, hint)),
     tryLock: (name, mode) => service.tryLock(name, mode),
     unlock: (name, dirty, held) => {
       before(name);

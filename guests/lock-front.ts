@@ -1,6 +1,7 @@
 import {
-  LOCK_BLOCK_BYTES, LOCK_BLOCK_READ, LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, Line, Op, readRevoke, REQ_DIRTY,
-  REQ_DOWNGRADE, REQ_JOIN, REQ_READ_BLOCK, REQ_TRY, REVOKE_SLOTS, Status, statusName, u32Sub, Vic,
+  LOCK_BLOCK_BYTES, LOCK_BLOCK_READ, LOCK_EXCLUSIVE, LOCK_HINT_READ, LOCK_NAME_LIMIT, LOCK_SHARED, Line, Op, readRevoke,
+  REQ_DIRTY, REQ_DOWNGRADE, REQ_JOIN, REQ_READ_BLOCK, REQ_READ_HINT, REQ_TRY, REVOKE_SLOTS, Status, statusName, u32Sub,
+  Vic,
 } from '../hypervisor/abi.js';
 import { IoError } from '../fs/block-device.js';
 import type { LockAndBlock, LockMode, LockService } from '../fs/lock-service.js';
@@ -30,23 +31,31 @@ export class LockFront implements LockService {
     return (await this.request(name, mode, join ? REQ_JOIN : 0))!;
   }
 
-  /** LOCK with REQ_READ_BLOCK: the grant and the block the lock is named after, in one round trip. */
-  async lockAndRead(name: number, mode: LockMode, join = false): Promise<LockAndBlock> {
+  /**
+   * LOCK with REQ_READ_BLOCK: the grant and the block the lock is named after, in one round trip; with a `hint`
+   * (REQ_READ_HINT) that block too.
+   */
+  async lockAndRead(name: number, mode: LockMode, join = false, hint: number | null = null): Promise<LockAndBlock> {
     checkName(name);
+    const hinting = hint !== null && Number.isInteger(hint) && hint >= 0 && hint < LOCK_NAME_LIMIT;
     let buffer: Uint8Array;
     try {
-      buffer = this.ring.allocBuffer(LOCK_BLOCK_BYTES);
+      buffer = this.ring.allocBuffer((hinting ? 2 : 1) * LOCK_BLOCK_BYTES);
     } catch {
       // Guest memory is short (every page is in some transfer): the grant alone, the block is read after it.
-      return { generation: await this.lock(name, mode, join), block: null };
+      return { generation: await this.lock(name, mode, join), block: null, hinted: null };
     }
     try {
-      const rsp = await this.ring.request(Op.LOCK, name, mode === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE, buffer.byteOffset, REQ_READ_BLOCK | (join ? REQ_JOIN : 0));
+      if (hinting) new DataView(buffer.buffer, buffer.byteOffset, 4).setUint32(0, hint, true);
+      const flags = REQ_READ_BLOCK | (hinting ? REQ_READ_HINT : 0) | (join ? REQ_JOIN : 0);
+      const rsp = await this.ring.request(Op.LOCK, name, mode === 'shared' ? LOCK_SHARED : LOCK_EXCLUSIVE, buffer.byteOffset, flags);
       const generation = this.granted(name, rsp);
-      if (!(rsp.infoFlags & LOCK_BLOCK_READ)) return { generation, block: null };
-      const block = new Uint8Array(LOCK_BLOCK_BYTES);
-      block.set(buffer);
-      return { generation, block };
+      const copy = (at: number) => new Uint8Array(buffer.subarray(at, at + LOCK_BLOCK_BYTES));
+      return {
+        generation,
+        block: rsp.infoFlags & LOCK_BLOCK_READ ? copy(0) : null,
+        hinted: rsp.infoFlags & LOCK_HINT_READ ? copy(LOCK_BLOCK_BYTES) : null,
+      };
     } finally {
       this.ring.freeBuffer(buffer);
     }

@@ -77,10 +77,20 @@ export const REQ_BARRIER = 32;
  * The block must lie inside the volume (ERANGE) and the buffer inside the domain's memory (EFAULT).
  */
 export const REQ_READ_BLOCK = 64;
-/** Bytes a LOCK with REQ_READ_BLOCK reads: one filesystem block. */
+/**
+ * LOCK with REQ_READ_BLOCK: a second block too, a hint (a directory's first block, as the domain last knew it).
+ * The buffer is two blocks; its first 4 bytes hold the hint's block address (u32, little-endian) when the request
+ * is posted, and the monitor reads that block into the second half with the grant if it lies inside the volume
+ * (LOCK_HINT_READ); a hint outside it is no error, just not read. The guest keeps what it read only if the block
+ * the grant brought still names the hint (it was read after the grant, so it is then what the lock covers).
+ */
+export const REQ_READ_HINT = 128;
+/** Bytes a LOCK with REQ_READ_BLOCK reads: one filesystem block (two with REQ_READ_HINT). */
 export const LOCK_BLOCK_BYTES = 4096;
 /** LOCK response INFO_FLAGS: the block REQ_READ_BLOCK asked for is in the buffer. */
 export const LOCK_BLOCK_READ = 2;
+/** LOCK response INFO_FLAGS: the hint block is in the buffer's second half (REQ_READ_HINT). */
+export const LOCK_HINT_READ = 4;
 
 /** Lock names are unsigned 32-bit numbers (fs/lock-names.ts: block addresses, and two volume-wide names). */
 export const LOCK_NAME_LIMIT = 2 ** 32;
@@ -166,7 +176,7 @@ export const Rsp = {
   /** VOLINFO: size in sectors; LOCK: the lock's generation (VALUE_LO) and the change epoch (VALUE_HI). */
   VALUE_LO: 2,
   VALUE_HI: 3,
-  /** VOLINFO: VBD_READ_ONLY; LOCK: LOCK_BLOCK_READ. */
+  /** VOLINFO: VBD_READ_ONLY; LOCK: LOCK_BLOCK_READ, LOCK_HINT_READ. */
   INFO_FLAGS: 4,
 } as const;
 export const VBD_READ_ONLY = 1;

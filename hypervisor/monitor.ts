@@ -3,6 +3,7 @@ import {
   high32,
   LOCK_BLOCK_BYTES,
   LOCK_BLOCK_READ,
+  LOCK_HINT_READ,
   LOCK_EXCLUSIVE,
   LOCK_NAME_LIMIT,
   LOCK_SHARED,
@@ -184,7 +185,7 @@ export class Monitor {
    * LOCK requests waiting for their grant, by domain id and lock name: the request id to answer, and the vbd and
    * buffer of its REQ_READ_BLOCK (null: none).
    */
-  private readonly lockWaiters = new Map<string, { domain: Domain; id: number; vbd: number; readInto: number | null }>();
+  private readonly lockWaiters = new Map<string, { domain: Domain; id: number; vbd: number; readInto: number | null; hint: boolean }>();
   /**
    * Revokes posted or backlogged and not answered yet, by `domain:lock:wanted`: the lock table names a holder
    * again for every new waiter, and one entry is enough until the holder releases or downgrades the lock, or is
@@ -773,17 +774,17 @@ export class Monitor {
       const granted = this.locks.tryRequest(d.id, lock, mode);
       if (!granted) return Status.EAGAIN;
       this.granted(granted);
-      this.readLockBlock(d, req.vbd, req.name, req.readInto);
+      this.readLockBlock(d, req.vbd, req.name, req.readInto, req.hint);
       return Status.OK;
     }
     const { granted, revokes } = this.locks.request(d.id, lock, mode, req.join);
     this.applyLockResult({ grants: [], revokes });
     if (granted) {
       this.granted(granted);
-      this.readLockBlock(d, req.vbd, req.name, req.readInto);
+      this.readLockBlock(d, req.vbd, req.name, req.readInto, req.hint);
       return Status.OK;
     }
-    this.lockWaiters.set(key, { domain: d, id: req.id, vbd: req.vbd, readInto: req.readInto });
+    this.lockWaiters.set(key, { domain: d, id: req.id, vbd: req.vbd, readInto: req.readInto, hint: req.hint });
     return DEFERRED;
   }
 
@@ -800,19 +801,31 @@ export class Monitor {
   }
 
   /**
-   * REQ_READ_BLOCK of a granted LOCK: the block the lock is named after, read now (after the release that let the
-   * grant through, so as its last holder left it) into the buffer the parser checked. A failed read still grants.
+   * REQ_READ_BLOCK of a granted LOCK: the block the lock is named after, and with REQ_READ_HINT the block the
+   * buffer's first word names (if inside the volume), read now (after the release that let the grant through, so
+   * as its last holder left them) into the buffer the parser checked. A failed read still grants.
    */
-  private readLockBlock(d: Domain, vbd: number, name: number, readInto: number | null): void {
+  private readLockBlock(d: Domain, vbd: number, name: number, readInto: number | null, hint: boolean): void {
     if (readInto === null) return;
-    try {
-      d.grants[vbd].volume.backend.read(name * LOCK_BLOCK_BYTES, d.memory.subarray(readInto, readInto + LOCK_BLOCK_BYTES));
-    } catch (err) {
-      this.backendError(d, 'read', (name * LOCK_BLOCK_BYTES) / SECTOR, LOCK_BLOCK_BYTES / SECTOR, err);
-      return;
-    }
-    this.countTransfers(d, Op.READ, 1, LOCK_BLOCK_BYTES);
+    const grant = d.grants[vbd];
+    // Read before the buffer is overwritten: the guest's word, whatever it holds (range-checked below).
+    const m = d.memory;
+    const hinted = hint ? (m[readInto] | (m[readInto + 1] << 8) | (m[readInto + 2] << 16) | (m[readInto + 3] << 24)) >>> 0 : -1;
+    const read = (block: number, at: number): boolean => {
+      try {
+        grant.volume.backend.read(block * LOCK_BLOCK_BYTES, d.memory.subarray(at, at + LOCK_BLOCK_BYTES));
+      } catch (err) {
+        this.backendError(d, 'read', (block * LOCK_BLOCK_BYTES) / SECTOR, LOCK_BLOCK_BYTES / SECTOR, err);
+        return false;
+      }
+      this.countTransfers(d, Op.READ, 1, LOCK_BLOCK_BYTES);
+      return true;
+    };
+    if (!read(name, readInto)) return;
     this.reply.flags = LOCK_BLOCK_READ;
+    if (hinted >= 0 && (hinted + 1) * (LOCK_BLOCK_BYTES / SECTOR) <= grant.sectors && read(hinted, readInto + LOCK_BLOCK_BYTES)) {
+      this.reply.flags |= LOCK_HINT_READ;
+    }
   }
 
   /** The response words of a grant: the generation and the epoch. */
@@ -906,7 +919,7 @@ export class Monitor {
     this.lockWaiters.delete(key);
     this.granted(grant);
     this.reply.flags = 0;
-    this.readLockBlock(waiter.domain, waiter.vbd, grant.name % LOCK_NAME_LIMIT, waiter.readInto);
+    this.readLockBlock(waiter.domain, waiter.vbd, grant.name % LOCK_NAME_LIMIT, waiter.readInto, waiter.hint);
     this.respond(waiter.domain, waiter.id, Status.OK);
     this.reply.lo = this.reply.hi = this.reply.flags = 0;
   }

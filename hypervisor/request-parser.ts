@@ -12,6 +12,7 @@ import {
   REQ_FUA,
   REQ_JOIN,
   REQ_READ_BLOCK,
+  REQ_READ_HINT,
   REQ_TRY,
   SECTOR,
   Status,
@@ -37,8 +38,8 @@ export type BlockRequest =
   | { kind: 'volinfo'; id: number; vbd: number }
   /** A report of corruption found on the vbd's volume: the reason is in `count` sectors at `memOffset`. */
   | { kind: 'volume-error'; id: number; vbd: number; count: number; memOffset: number }
-  /** readInto: REQ_READ_BLOCK's buffer offset (null: no read with the grant). */
-  | { kind: 'lock'; id: number; vbd: number; name: number; mode: LockMode; try: boolean; join: boolean; readInto: number | null }
+  /** readInto: REQ_READ_BLOCK's buffer offset (null: no read with the grant); hint: REQ_READ_HINT too. */
+  | { kind: 'lock'; id: number; vbd: number; name: number; mode: LockMode; try: boolean; join: boolean; readInto: number | null; hint: boolean }
   /** `released`: the mode given up, or undefined for whatever is held. */
   | { kind: 'unlock'; id: number; vbd: number; name: number; released: LockMode | undefined; dirty: boolean; downgrade: boolean };
 
@@ -94,13 +95,14 @@ export function parse(ring: Int32Array, index: number, grants: readonly ParserGr
       if (mode === undefined || slot.sector >= LOCK_NAME_LIMIT) return refuse(Status.EINVAL);
       if (mode === 'exclusive' && grant.readOnly) return refuse(Status.EROFS);
       let readInto: number | null = null;
+      const hint = (slot.flags & REQ_READ_BLOCK) !== 0 && (slot.flags & REQ_READ_HINT) !== 0;
       if (slot.flags & REQ_READ_BLOCK) {
         const sectors = LOCK_BLOCK_BYTES / SECTOR;
-        const status = checkRange(slot.sector * sectors, sectors, sectors, grant) ?? checkBuffer(slot.memOffset, sectors, memoryBytes);
+        const status = checkRange(slot.sector * sectors, sectors, sectors, grant) ?? checkBuffer(slot.memOffset, hint ? 2 * sectors : sectors, memoryBytes);
         if (status !== undefined) return refuse(status);
         readInto = slot.memOffset;
       }
-      return { kind: 'lock', id, vbd, name: slot.sector, mode, try: (slot.flags & REQ_TRY) !== 0, join: mode === 'shared' && (slot.flags & REQ_JOIN) !== 0, readInto };
+      return { kind: 'lock', id, vbd, name: slot.sector, mode, try: (slot.flags & REQ_TRY) !== 0, join: mode === 'shared' && (slot.flags & REQ_JOIN) !== 0, readInto, hint };
     }
     case Op.UNLOCK: {
       const released = slot.count === 0 ? undefined : lockMode(slot.count);

@@ -8,8 +8,8 @@ import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import {
-  LOCK_BLOCK_BYTES, LOCK_BLOCK_READ, LOCK_EXCLUSIVE, LOCK_SHARED, Line, Op, REQ_DIRTY, REQ_DOWNGRADE, REQ_READ_BLOCK,
-  REQ_TRY, REVOKE_SLOTS, Status, VIC_WORDS, Vic,
+  LOCK_BLOCK_BYTES, LOCK_BLOCK_READ, LOCK_EXCLUSIVE, LOCK_HINT_READ, LOCK_SHARED, Line, Op, REQ_DIRTY, REQ_DOWNGRADE,
+  REQ_READ_BLOCK, REQ_READ_HINT, REQ_TRY, REVOKE_SLOTS, Status, VIC_WORDS, Vic,
 } from '../hypervisor/abi.js';
 import type { PlatformEvent } from '../hypervisor/toolstack.js';
 import { VirtualInterruptController } from '../hypervisor/virq.js';
@@ -176,6 +176,17 @@ test('REQ_READ_BLOCK: the grant brings the block named by the lock, as its last 
   raw.b.submit(lockReq(2, 10, LOCK_SHARED, 0, 0, 0));
   t.deepEqual(answer(await raw.b.responses(1)), [[2, Status.OK, 0]]);
   t.true(raw.b.memory.subarray(0, LOCK_BLOCK_BYTES).every((byte) => byte === 0));
+  // REQ_READ_HINT: the block the buffer's first word names comes too, into its second half; one past the volume
+  // is left out (the lock and its own block still come).
+  for (const [id, name, hint, flags] of [[5, 20, 7, LOCK_BLOCK_READ | LOCK_HINT_READ], [6, 21, 256, LOCK_BLOCK_READ]]) {
+    raw.b.memory.fill(0, 0, 2 * LOCK_BLOCK_BYTES);
+    new DataView(raw.b.memory.buffer).setUint32(0, hint, true);
+    raw.b.submit(lockReq(id, name, LOCK_SHARED, REQ_READ_BLOCK | REQ_READ_HINT, 0, 0));
+    t.deepEqual(answer(await raw.b.responses(1)), [[id, Status.OK, flags]]);
+    t.true(Buffer.from(raw.b.memory.subarray(0, LOCK_BLOCK_BYTES)).equals(block(name)));
+    const second = raw.b.memory.subarray(LOCK_BLOCK_BYTES, 2 * LOCK_BLOCK_BYTES);
+    t.true(hint < 256 ? Buffer.from(second).equals(block(hint)) : second.every((byte) => byte === 0), `hint ${hint}`);
+  }
   // A block past the volume's end (1 MiB: 256 blocks) and a buffer past the domain's memory (64 KiB): refused, no lock.
   raw.b.submit(lockReq(3, 256, LOCK_SHARED, REQ_READ_BLOCK, 0, 0));
   raw.b.submit(lockReq(4, 11, LOCK_SHARED, REQ_READ_BLOCK, 0, 64 * 1024 - 512));

@@ -7,7 +7,7 @@
 import test from 'ava';
 import {
   high32, join64, LOCK_EXCLUSIVE, LOCK_NAME_LIMIT, LOCK_SHARED, low32, MAX_SECTORS_PER_REQUEST, Op, readRequest, readResponse,
-  REQ_BARRIER, REQ_DIRTY, REQ_DOWNGRADE, REQ_FUA, REQ_JOIN, REQ_READ_BLOCK, REQ_TRY, Req, RING_BYTES, RING_SLOTS, slotBase, Status, writeRequest, writeResponse,
+  REQ_BARRIER, REQ_DIRTY, REQ_DOWNGRADE, REQ_FUA, REQ_JOIN, REQ_READ_BLOCK, REQ_READ_HINT, REQ_TRY, Req, RING_BYTES, RING_SLOTS, slotBase, Status, writeRequest, writeResponse,
 } from '../hypervisor/abi.js';
 import { parse, type ParserGrant } from '../hypervisor/request-parser.js';
 
@@ -63,11 +63,13 @@ test('well-formed descriptors parse into typed requests', (t) => {
   t.deepEqual(parsed(Op.FLUSH, 0, 0, 0, 1), { kind: 'flush', id: 7, vbd: 1 });
   t.deepEqual(parsed(Op.DISCARD, 8, 2040), { kind: 'discard', id: 7, vbd: 0, sector: 8, count: 2040 });
   t.deepEqual(parsed(Op.VOLINFO, 0, 0, 0, 1), { kind: 'volinfo', id: 7, vbd: 1 });
-  t.deepEqual(parsed(Op.LOCK, LOCK_NAME_LIMIT - 1, LOCK_EXCLUSIVE, 0, 0, REQ_TRY), { kind: 'lock', id: 7, vbd: 0, name: LOCK_NAME_LIMIT - 1, mode: 'exclusive', try: true, join: false, readInto: null });
-  t.deepEqual(parsed(Op.LOCK, 5, LOCK_SHARED, 0, 1), { kind: 'lock', id: 7, vbd: 1, name: 5, mode: 'shared', try: false, join: false, readInto: null });
-  t.deepEqual(parsed(Op.LOCK, 5, LOCK_SHARED, 0, 1, REQ_JOIN), { kind: 'lock', id: 7, vbd: 1, name: 5, mode: 'shared', try: false, join: true, readInto: null });
-  t.deepEqual(parsed(Op.LOCK, 255, LOCK_SHARED, MEMORY - 4096, 0, REQ_READ_BLOCK), { kind: 'lock', id: 7, vbd: 0, name: 255, mode: 'shared', try: false, join: false, readInto: MEMORY - 4096 }, 'the last block of the volume, into the last page');
-  t.like(parsed(Op.LOCK, 5, LOCK_SHARED, 0, 1, REQ_READ_BLOCK), { kind: 'lock', readInto: 0 }, 'a read-only grant may read with its shared grant');
+  t.deepEqual(parsed(Op.LOCK, LOCK_NAME_LIMIT - 1, LOCK_EXCLUSIVE, 0, 0, REQ_TRY), { kind: 'lock', id: 7, vbd: 0, name: LOCK_NAME_LIMIT - 1, mode: 'exclusive', try: true, join: false, readInto: null, hint: false });
+  t.deepEqual(parsed(Op.LOCK, 5, LOCK_SHARED, 0, 1), { kind: 'lock', id: 7, vbd: 1, name: 5, mode: 'shared', try: false, join: false, readInto: null, hint: false });
+  t.deepEqual(parsed(Op.LOCK, 5, LOCK_SHARED, 0, 1, REQ_JOIN), { kind: 'lock', id: 7, vbd: 1, name: 5, mode: 'shared', try: false, join: true, readInto: null, hint: false });
+  t.deepEqual(parsed(Op.LOCK, 255, LOCK_SHARED, MEMORY - 4096, 0, REQ_READ_BLOCK), { kind: 'lock', id: 7, vbd: 0, name: 255, mode: 'shared', try: false, join: false, readInto: MEMORY - 4096, hint: false }, 'the last block of the volume, into the last page');
+  t.like(parsed(Op.LOCK, 5, LOCK_SHARED, 0, 1, REQ_READ_BLOCK), { kind: 'lock', readInto: 0, hint: false }, 'a read-only grant may read with its shared grant');
+  t.like(parsed(Op.LOCK, 5, LOCK_SHARED, MEMORY - 8192, 0, REQ_READ_BLOCK | REQ_READ_HINT), { kind: 'lock', readInto: MEMORY - 8192, hint: true });
+  t.like(parsed(Op.LOCK, 5, LOCK_SHARED, 0, 0, REQ_READ_HINT), { kind: 'lock', readInto: null, hint: false }, 'a hint without REQ_READ_BLOCK reads nothing');
   t.like(parsed(Op.LOCK, 5, LOCK_EXCLUSIVE, 0, 0, REQ_JOIN), { mode: 'exclusive', join: false }, 'join is for shared requests only');
   t.deepEqual(parsed(Op.UNLOCK, 5, 0, 0, 0, REQ_DIRTY), { kind: 'unlock', id: 7, vbd: 0, name: 5, released: undefined, dirty: true, downgrade: false });
   t.deepEqual(parsed(Op.UNLOCK, 5, LOCK_EXCLUSIVE, 0, 0, REQ_DOWNGRADE), { kind: 'unlock', id: 7, vbd: 0, name: 5, released: 'exclusive', dirty: false, downgrade: true });
@@ -99,6 +101,7 @@ test('malformed descriptors parse into the status that refuses them', (t) => {
     ['lock block past the volume (REQ_READ_BLOCK)', parsed(Op.LOCK, 256, LOCK_SHARED, 0, 0, REQ_READ_BLOCK), Status.ERANGE],
     ['lock block of a name past 2^31 (REQ_READ_BLOCK)', parsed(Op.LOCK, LOCK_NAME_LIMIT - 1, LOCK_SHARED, 0, 0, REQ_READ_BLOCK), Status.ERANGE],
     ['lock block buffer past the memory (REQ_READ_BLOCK)', parsed(Op.LOCK, 5, LOCK_SHARED, MEMORY - 2048, 0, REQ_READ_BLOCK), Status.EFAULT],
+    ['lock block and hint buffer past the memory (REQ_READ_HINT: two blocks)', parsed(Op.LOCK, 5, LOCK_SHARED, MEMORY - 4096, 0, REQ_READ_BLOCK | REQ_READ_HINT), Status.EFAULT],
     ['unlock mode 3', parsed(Op.UNLOCK, 5, 3), Status.EINVAL],
     ['unlock name at 2^32', parsed(Op.UNLOCK, LOCK_NAME_LIMIT, 0), Status.EINVAL],
   ];

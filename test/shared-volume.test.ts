@@ -83,6 +83,24 @@ test('an inode another domain changed comes back with its lock: the grant brings
   }
 });
 
+test('a name another domain added comes back with the directory\'s lock: the grant brings its inode and first block', async (t) => {
+  const { platform, boot } = await sharedPlatform(t);
+  const [dom1, dom2] = [await boot('dom1', 0), await boot('dom2', 1)];
+  const [vfs1, vfs2] = [domainVfs(dom1), domainVfs(dom2)];
+  await vfs1.mkdir('/d', 0o755);
+  await writeFile(dom1, '/d/a', randomBytes(10));
+  t.deepEqual(await vfs2.readdir('/d'), ['a']);
+  for (const name of ['b', 'c', 'd']) {
+    // dom1 adds a name: the directory's lock goes to dom1 exclusively and dom2 holds nothing of it any more.
+    await writeFile(dom1, `/d/${name}`, randomBytes(10));
+    const before = platform.counters('dom2');
+    t.true((await vfs2.readdir('/d')).includes(name), 'dom2 lists what dom1 added');
+    const after = platform.counters('dom2');
+    t.is(after.LOCKS - before.LOCKS, 1, 'one lock asked for: the directory');
+    t.is(after.REQUESTS - before.REQUESTS, 1, 'and no read: its inode and its block came with the grant');
+  }
+});
+
 test('a read-only domain reads the volume and gets EROFS on writes', async (t) => {
   const { boot } = await sharedPlatform(t);
   const dom1 = await boot('dom1', 0);
