@@ -77,8 +77,13 @@ export const SYMLINK_MAX = 4095;
 export const SYMLINK_CHUNK = BLOCK_SIZE - HEADER_SIZE - 4;
 export const symlinkBlocks = (size: number) => Math.ceil(size / SYMLINK_CHUNK);
 
+/** DataViews made so far, by the array they view: an operation views its blocks a dozen times (~0.2 µs to make one). */
+const views = new WeakMap<Uint8Array, DataView>();
+
 export function view(block: Uint8Array): DataView {
-  return new DataView(block.buffer, block.byteOffset, block.byteLength);
+  let v = views.get(block);
+  if (!v) views.set(block, (v = new DataView(block.buffer, block.byteOffset, block.byteLength)));
+  return v;
 }
 
 function blockChecksum(block: Uint8Array): number {
