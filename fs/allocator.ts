@@ -129,12 +129,13 @@ export class Allocator {
   async allocBlocks(goal: number, max: number): Promise<Run> {
     const { sb } = this.geometry;
     const goalValid = goal >= sb.groupStart && goal < sb.totalBlocks;
-    const order = [...new Set([
-      ...(goalValid ? [this.geometry.groupOf(goal)] : []),
-      ...Array.from({ length: sb.groupCount }, (_, i) => (this.preferredGroup + i) % sb.groupCount),
-    ])];
+    const goalGroup = goalValid ? this.geometry.groupOf(goal) : -1;
     let skipped: number | null = null;
-    for (const group of order) {
+    // The goal's group first, then every group from the preferred one on (no list of all the groups per call:
+    // a volume of a few TiB has thousands).
+    for (let i = goalValid ? -1 : 0; i < sb.groupCount; i++) {
+      const group = i < 0 ? goalGroup : (this.preferredGroup + i) % sb.groupCount;
+      if (i >= 0 && group === goalGroup) continue;
       if (!(await this.locks.acquire(group, group === this.preferredGroup))) {
         skipped ??= group;
         continue;
