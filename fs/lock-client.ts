@@ -441,8 +441,8 @@ export class LockClient {
   /** The service's grant of `mode`, with the lock's block when nothing is held and the hooks want it read. */
   private ask(st: LockState, mode: LockMode): Promise<LockAndBlock> {
     const join = this.joining && mode === 'shared';
-    const reads = st.held === null && this.service.lockAndRead ? this.hooks.readsOnGrant?.(st.name) : false;
-    if (reads !== undefined && reads !== false) return this.service.lockAndRead!(st.name, mode, join, reads === true ? null : reads);
+    const reads = st.held === null && this.service.lockAndRead ? (this.hooks.readsOnGrant?.(st.name) ?? false) : false;
+    if (reads !== false) return this.service.lockAndRead!(st.name, mode, join, reads === true ? null : reads);
     return this.service.lock(st.name, mode, join).then((generation) => ({ generation, block: null, hinted: null }));
   }
 
