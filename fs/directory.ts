@@ -227,6 +227,15 @@ export class Directories {
     return entry;
   }
 
+  /** The inode numbers the directory lists, in its order, without `.` and `..` (no names copied). */
+  async childInos(dir: Inode): Promise<number[]> {
+    const out: number[] = [];
+    for await (const { entries } of this.blocks(dir)) {
+      for (const e of entries) if (e.ino !== 0 && !sameName(e.name, DOT) && !sameName(e.name, DOTDOT)) out.push(e.ino);
+    }
+    return out;
+  }
+
   /** Names in the directory, `.` and `..` first. */
   async list(dir: Inode): Promise<Array<{ name: Uint8Array; ino: number; type: EntryType }>> {
     const out: Array<{ name: Uint8Array; ino: number; type: EntryType }> = [];

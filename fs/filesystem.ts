@@ -652,7 +652,7 @@ export class FileSystem implements Vfs {
       const { dir, name, bytes } = await this.path.resolveParent(path);
       const ino = await this.path.lookupIn(dir, name);
       if (ino === null) throw new IoError('ENOENT', `no such directory: ${path}`);
-      const inode = await this.path.get(ino, 'exclusive');
+      const inode = await this.path.removing(ino, dir);
       if (!isDir(inode)) throw new IoError('ENOTDIR', `${path} is not a directory`);
       if (!(await this.dirs.isEmpty(inode))) throw new IoError('ENOTEMPTY', `${path} is not empty`);
       await this.dirs.remove(dir, bytes);
@@ -670,7 +670,7 @@ export class FileSystem implements Vfs {
       const { dir, name, bytes } = await this.path.resolveParent(path);
       const ino = await this.path.lookupIn(dir, name);
       if (ino === null) throw new IoError('ENOENT', `no such file: ${path}`);
-      const inode = await this.path.get(ino, 'exclusive');
+      const inode = await this.path.removing(ino, dir);
       if (isDir(inode)) throw new IoError('EISDIR', `${path} is a directory`);
       await this.dirs.remove(dir, bytes);
       this.touch(dir);

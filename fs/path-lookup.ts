@@ -40,11 +40,33 @@ export class PathLookup {
     if (this.listed.size > LISTINGS_KEPT) this.listed.delete(this.listed.keys().next().value!);
   }
 
-  private statahead(ino: number, mode: LockMode): void {
+  /** Asks ahead for the locks of the entries listed after `ino`; false when no listing noted holds it. */
+  private statahead(ino: number, mode: LockMode): boolean {
     for (const listing of this.listed.values()) {
       const at = listing.at.get(ino);
-      if (at !== undefined) return this.locks.prefetch(listing.inos.slice(at + 1, at + 1 + STATAHEAD), mode);
+      if (at === undefined) continue;
+      this.locks.prefetch(listing.inos.slice(at + 1, at + 1 + STATAHEAD), mode);
+      return true;
     }
+    return false;
+  }
+
+  /** The directory the last removal (unlink, rmdir) was from. */
+  private lastRemovalIn = -1;
+
+  /**
+   * The inode a removal from `dir` takes away, held exclusively. The second removal in a row from one directory
+   * that must wait for its lock lists the directory (from its cached blocks) for the statahead when no listing
+   * noted holds the name: `rm -r` through a view whose readdir the view answered itself, so this domain never
+   * listed the directory, would otherwise wait for each lock in turn (another domain holding them shared).
+   */
+  async removing(ino: number, dir: Inode): Promise<Inode> {
+    const again = this.lastRemovalIn === dir.ino;
+    this.lastRemovalIn = dir.ino;
+    if (again && !this.locks.pinIfHeld(ino, 'exclusive') && !this.statahead(ino, 'exclusive')) {
+      this.noteListing(dir.ino, await this.dirs.childInos(dir));
+    }
+    return this.get(ino, 'exclusive');
   }
 
   /** Inode `ino` in use, under its lock in `mode`. */

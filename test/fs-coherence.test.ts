@@ -169,6 +169,25 @@ test('statahead: stats after a listing find their locks asked for and their inod
   await s.close();
 });
 
+test('removals in a row from a directory never listed here look ahead too (a view answered the readdir): one in a directory alone does not', async (t) => {
+  const s = await twoInstances();
+  await s.a.mkdir('/rm', 0o755);
+  for (let i = 0; i < 60; i++) await put(s.a, `/rm/f${i}`, patternBytes(i + 1, i));
+  await put(s.a, '/lone', patternBytes(3, 1));
+  // B never lists /rm (its view answered the readdir): each unlink would wait for A's lock in turn.
+  const before = s.b.cacheStats.locks.prefetched;
+  await s.b.unlink('/lone');
+  await s.b.unlink('/rm/f0');
+  t.is(s.b.cacheStats.locks.prefetched, before, 'a single removal from a directory asks for nothing ahead');
+  for (let i = 1; i < 60; i++) await s.b.unlink(`/rm/f${i}`);
+  t.true(s.b.cacheStats.locks.prefetched - before >= 32, `${s.b.cacheStats.locks.prefetched - before} locks asked for ahead`);
+  t.deepEqual(await s.a.readdir('/rm'), []);
+  await s.a.unmount();
+  await s.b.unmount();
+  t.deepEqual((await fsck(s.devA)).errors, []);
+  await s.close();
+});
+
 test('sequential reads are read ahead; a write, here or in the other instance, is never hidden by a read ahead', async (t) => {
   const s = await twoInstances();
   const size = 3 << 20;
