@@ -27,6 +27,12 @@ async function twoInstances(now?: () => number) {
   const b = await FileSystem.mount(devB, { slot: 1, locks: locks.client(), commitIntervalMs: 0, now });
   return {
     image, devA, devB, locks, clientA, a, b,
+    /** Both instances unmounted (their journals committed), then the volume checked. */
+    async unmountAndCheck() {
+      await a.unmount();
+      await b.unmount();
+      return fsck(devA);
+    },
     async close() {
       await a.unmount().catch(() => {});
       await b.unmount().catch(() => {});
@@ -134,7 +140,7 @@ test('a lookup in a big directory reads one of its blocks; the index follows the
   const names = await s.a.readdir('/big');
   t.is(names.length, 1500);
   for (const name of names) await s.a.getattr(`/big/${name}`);
-  const report = await s.a.unmount().then(() => s.b.unmount()).then(() => fsck(s.devA));
+  const report = await s.unmountAndCheck();
   t.deepEqual(report.errors, []);
   await s.close();
 });
@@ -163,9 +169,7 @@ test('statahead: stats after a listing find their locks asked for and their inod
   for (const name of await s.b.readdir('/tree')) await s.b.unlink(`/tree/${name}`);
   t.true(s.b.cacheStats.locks.prefetched - prefetched >= 50, `${s.b.cacheStats.locks.prefetched - prefetched} locks asked for ahead`);
   t.deepEqual(await s.a.readdir('/tree'), []);
-  await s.a.unmount();
-  await s.b.unmount();
-  t.deepEqual((await fsck(s.devA)).errors, []);
+  t.deepEqual((await s.unmountAndCheck()).errors, []);
   await s.close();
 });
 
@@ -182,9 +186,7 @@ test('removals in a row from a directory never listed here look ahead too (a vie
   for (let i = 1; i < 60; i++) await s.b.unlink(`/rm/f${i}`);
   t.true(s.b.cacheStats.locks.prefetched - before >= 32, `${s.b.cacheStats.locks.prefetched - before} locks asked for ahead`);
   t.deepEqual(await s.a.readdir('/rm'), []);
-  await s.a.unmount();
-  await s.b.unmount();
-  t.deepEqual((await fsck(s.devA)).errors, []);
+  t.deepEqual((await s.unmountAndCheck()).errors, []);
   await s.close();
 });
 
@@ -271,9 +273,7 @@ test('concurrent operations from both instances all complete, volume stays consi
     const i = Number(name.slice(1));
     t.deepEqual(await get(s.b, `/${name}`), patternBytes(5000 + i * 300, i));
   }
-  await s.a.unmount();
-  await s.b.unmount();
-  const report = await fsck(s.devA);
+  const report = await s.unmountAndCheck();
   t.deepEqual([...report.errors, ...report.warnings], []);
   await s.close();
 });
